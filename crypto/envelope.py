@@ -1,0 +1,413 @@
+"""The envelope: the one format for every stored item (message, file, reply, note).
+
+An envelope has two parts, kept apart on purpose:
+
+* the **key block** (small, stored in the database row): a version byte, then
+  for each recipient an 8-byte recipient id and the item's random file key
+  and plaintext size sealed to that recipient with ``crypto_box_seal``.
+  Because it is apart from the body, a referral adds a recipient without
+  touching the body, and deleting an item destroys its keys first
+  (crypto-shredding) even if the blob lingers on disk.
+* the **body** (the blob on disk): a version byte, the secretstream header,
+  a fixed-size encrypted metadata message (file name and content type, padded
+  so their length does not leak), then the content in XChaCha20-Poly1305
+  secretstream messages of 64 KiB; the last one is tagged final, so a
+  truncated body is detected.
+
+The caller's ``context`` (report id and item id, see :func:`context`) is
+authenticated with the metadata message, so a body cannot be moved to another
+item. Every failure raises :class:`DecryptionError`; plaintext leaves this
+module only in chunks that have been authenticated, and the size sealed in the
+key block is checked against the body before the first chunk is released.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import secrets
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+import nacl.exceptions
+from nacl.bindings import (
+    crypto_secretstream_xchacha20poly1305_ABYTES as _ABYTES,
+)
+from nacl.bindings import (
+    crypto_secretstream_xchacha20poly1305_HEADERBYTES as _HEADERBYTES,
+)
+from nacl.bindings import (
+    crypto_secretstream_xchacha20poly1305_init_pull,
+    crypto_secretstream_xchacha20poly1305_init_push,
+    crypto_secretstream_xchacha20poly1305_pull,
+    crypto_secretstream_xchacha20poly1305_push,
+    crypto_secretstream_xchacha20poly1305_state,
+)
+from nacl.bindings import (
+    crypto_secretstream_xchacha20poly1305_TAG_FINAL as _TAG_FINAL,
+)
+from nacl.bindings import (
+    crypto_secretstream_xchacha20poly1305_TAG_MESSAGE as _TAG_MESSAGE,
+)
+from nacl.public import PrivateKey, PublicKey, SealedBox
+
+from crypto.errors import DecryptionError
+
+__all__ = [
+    "CHUNK_SIZE",
+    "VERSION",
+    "Contents",
+    "EnvelopeReader",
+    "EnvelopeWriter",
+    "add_recipient",
+    "body_size",
+    "context",
+    "decrypt_bytes",
+    "decrypt_stream",
+    "encrypt_bytes",
+    "encrypt_stream",
+    "recipient_id",
+    "recipient_ids",
+    "remove_recipient",
+]
+
+VERSION = 1
+CHUNK_SIZE = 64 * 1024
+METADATA_SIZE = 1024
+_FILE_KEY_BYTES = 32
+_RECIPIENT_ID_BYTES = 8
+_SEALED_PAYLOAD = struct.Struct(f">{_FILE_KEY_BYTES}sQ")  # file key, plaintext size
+_SEALED_BYTES = _SEALED_PAYLOAD.size + 48  # crypto_box_seal adds an ephemeral key and a MAC
+_ENTRY_BYTES = _RECIPIENT_ID_BYTES + _SEALED_BYTES
+_MAX_RECIPIENTS = 255
+_AD_PREFIX = b"dropbox-envelope"
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class _Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
+@dataclass(frozen=True)
+class Contents:
+    """What the encrypted metadata says about the content, plus its authenticated size."""
+
+    name: str
+    content_type: str
+    size: int
+
+
+def context(*parts: str) -> bytes:
+    """Encode the ids an envelope is bound to (e.g. report id, item id) without ambiguity."""
+    out = bytearray()
+    for part in parts:
+        raw = part.encode("utf-8")
+        out += struct.pack(">H", len(raw)) + raw
+    return bytes(out)
+
+
+def recipient_id(public_key: PublicKey) -> bytes:
+    """The short id that marks which key-block entry belongs to which recipient."""
+    return hashlib.blake2b(
+        bytes(public_key), digest_size=_RECIPIENT_ID_BYTES, person=b"dropbox-rcpt"
+    ).digest()
+
+
+def body_size(plaintext_size: int) -> int:
+    """The exact size of the body that holds `plaintext_size` bytes of content."""
+    chunks = max(1, -(-plaintext_size // CHUNK_SIZE))
+    return 1 + _HEADERBYTES + METADATA_SIZE + _ABYTES + plaintext_size + chunks * _ABYTES
+
+
+def _associated_data(ctx: bytes) -> bytes:
+    return _AD_PREFIX + bytes([VERSION]) + ctx
+
+
+def _encode_metadata(name: str, content_type: str) -> bytes:
+    raw = json.dumps({"name": name, "type": content_type}, ensure_ascii=False).encode("utf-8")
+    if len(raw) > METADATA_SIZE - 2:
+        raise ValueError("file name and content type are too long for an envelope")
+    return struct.pack(">H", len(raw)) + raw + bytes(METADATA_SIZE - 2 - len(raw))
+
+
+def _decode_metadata(block: bytes) -> tuple[str, str]:
+    (length,) = struct.unpack(">H", block[:2])
+    try:
+        fields = json.loads(block[2 : 2 + length].decode("utf-8"))
+        name, content_type = fields["name"], fields["type"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DecryptionError() from exc
+    if not isinstance(name, str) or not isinstance(content_type, str):
+        raise DecryptionError()
+    return name, content_type
+
+
+def _build_key_block(file_key: bytes, size: int, recipients: Sequence[PublicKey]) -> bytes:
+    if not recipients:
+        raise ValueError("an envelope needs at least one recipient")
+    unique = {recipient_id(pk): pk for pk in recipients}
+    if len(unique) > _MAX_RECIPIENTS:
+        raise ValueError("too many recipients")
+    payload = _SEALED_PAYLOAD.pack(file_key, size)
+    entries = [rid + bytes(SealedBox(pk).encrypt(payload)) for rid, pk in unique.items()]
+    return bytes([VERSION, len(entries)]) + b"".join(entries)
+
+
+def _parse_key_block(key_block: bytes) -> list[tuple[bytes, bytes]]:
+    if len(key_block) < 2 or key_block[0] != VERSION:
+        raise DecryptionError()
+    count = key_block[1]
+    if len(key_block) != 2 + count * _ENTRY_BYTES:
+        raise DecryptionError()
+    entries = []
+    for i in range(count):
+        entry = key_block[2 + i * _ENTRY_BYTES : 2 + (i + 1) * _ENTRY_BYTES]
+        entries.append((entry[:_RECIPIENT_ID_BYTES], entry[_RECIPIENT_ID_BYTES:]))
+    return entries
+
+
+def _open_key_block(key_block: bytes, secret_key: PrivateKey) -> tuple[bytes, int]:
+    own_id = recipient_id(secret_key.public_key)
+    box = SealedBox(secret_key)
+    for rid, sealed in _parse_key_block(key_block):
+        if rid != own_id:
+            continue
+        try:
+            file_key, size = _SEALED_PAYLOAD.unpack(box.decrypt(sealed))
+        except (nacl.exceptions.CryptoError, struct.error) as exc:
+            raise DecryptionError() from exc
+        return file_key, size
+    raise DecryptionError()
+
+
+def recipient_ids(key_block: bytes) -> list[bytes]:
+    """The recipient ids a key block holds an entry for."""
+    return [rid for rid, _ in _parse_key_block(key_block)]
+
+
+def add_recipient(key_block: bytes, secret_key: PrivateKey, new_recipient: PublicKey) -> bytes:
+    """Give `new_recipient` access to an envelope, proving access with `secret_key`.
+
+    The body is untouched: only the small key block changes.
+    """
+    file_key, size = _open_key_block(key_block, secret_key)
+    entries = _parse_key_block(key_block)
+    if recipient_id(new_recipient) in {rid for rid, _ in entries}:
+        return key_block
+    if len(entries) >= _MAX_RECIPIENTS:
+        raise ValueError("too many recipients")
+    sealed = bytes(SealedBox(new_recipient).encrypt(_SEALED_PAYLOAD.pack(file_key, size)))
+    entry = recipient_id(new_recipient) + sealed
+    return bytes([VERSION, len(entries) + 1]) + key_block[2:] + entry
+
+
+def remove_recipient(key_block: bytes, recipient: PublicKey) -> bytes:
+    """Take a recipient's entry out of a key block; the last entry cannot be removed."""
+    rid = recipient_id(recipient)
+    entries = [(r, s) for r, s in _parse_key_block(key_block) if r != rid]
+    if not entries:
+        raise ValueError("an envelope must keep at least one recipient")
+    return bytes([VERSION, len(entries)]) + b"".join(r + s for r, s in entries)
+
+
+class EnvelopeWriter:
+    """Encrypts content pushed to it with `write` into `sink`; `close` returns the key block.
+
+    Push-style so that a multipart parser can write an upload into it while the
+    request streams in. Memory use is bounded by one chunk plus one write.
+    """
+
+    def __init__(
+        self,
+        sink: _Writable,
+        recipients: Sequence[PublicKey],
+        ctx: bytes,
+        *,
+        name: str = "",
+        content_type: str = "application/octet-stream",
+    ) -> None:
+        if not recipients:
+            raise ValueError("an envelope needs at least one recipient")
+        self._recipients = list(recipients)
+        self._sink = sink
+        self._file_key = secrets.token_bytes(_FILE_KEY_BYTES)
+        self._state = crypto_secretstream_xchacha20poly1305_state()
+        header = crypto_secretstream_xchacha20poly1305_init_push(self._state, self._file_key)
+        metadata = _encode_metadata(name, content_type)
+        first = crypto_secretstream_xchacha20poly1305_push(
+            self._state, metadata, _associated_data(ctx), _TAG_MESSAGE
+        )
+        sink.write(bytes([VERSION]) + header + first)
+        self._buffer = bytearray()
+        self._size = 0
+        self._key_block: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        """How many bytes of content have been written so far."""
+        return self._size
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Encrypt `data`; the final chunk is held back until `close`."""
+        if self._key_block is not None:
+            raise ValueError("write to a closed envelope")
+        self._buffer += data
+        self._size += len(data)
+        # Keep more than a chunk back: the last chunk must carry the final tag,
+        # and only `close` knows which chunk is last.
+        if len(self._buffer) > CHUNK_SIZE:
+            view = memoryview(self._buffer)
+            offset = 0
+            while len(self._buffer) - offset > CHUNK_SIZE:
+                chunk = bytes(view[offset : offset + CHUNK_SIZE])
+                self._sink.write(crypto_secretstream_xchacha20poly1305_push(self._state, chunk))
+                offset += CHUNK_SIZE
+            view.release()
+            del self._buffer[:offset]
+        return len(data)
+
+    def close(self) -> bytes:
+        """Write the final chunk and return the key block (idempotent)."""
+        if self._key_block is None:
+            final = crypto_secretstream_xchacha20poly1305_push(
+                self._state, bytes(self._buffer), None, _TAG_FINAL
+            )
+            self._sink.write(final)
+            self._buffer.clear()
+            self._key_block = _build_key_block(self._file_key, self._size, self._recipients)
+            self._file_key = b""
+        return self._key_block
+
+
+class EnvelopeReader:
+    """Opens an envelope's body; `contents` is known before any content is released."""
+
+    def __init__(
+        self, key_block: bytes, body: _Readable, secret_key: PrivateKey, ctx: bytes
+    ) -> None:
+        file_key, size = _open_key_block(key_block, secret_key)
+        self._body = body
+        self._check_length(body, size)
+        head = body.read(1 + _HEADERBYTES)
+        if len(head) != 1 + _HEADERBYTES or head[0] != VERSION:
+            raise DecryptionError()
+        self._state = crypto_secretstream_xchacha20poly1305_state()
+        try:
+            crypto_secretstream_xchacha20poly1305_init_pull(self._state, head[1:], file_key)
+            metadata, tag = crypto_secretstream_xchacha20poly1305_pull(
+                self._state, body.read(METADATA_SIZE + _ABYTES), _associated_data(ctx)
+            )
+        except (nacl.exceptions.CryptoError, ValueError) as exc:
+            raise DecryptionError() from exc
+        if tag != _TAG_MESSAGE or len(metadata) != METADATA_SIZE:
+            raise DecryptionError()
+        name, content_type = _decode_metadata(metadata)
+        self.contents = Contents(name=name, content_type=content_type, size=size)
+        self._consumed = False
+
+    @staticmethod
+    def _check_length(body: _Readable, size: int) -> None:
+        """Refuse a body whose length does not match the sealed size, before any output."""
+        seekable = getattr(body, "seekable", None)
+        if seekable is None or not seekable():
+            return
+        position = body.tell()  # type: ignore[attr-defined]
+        length = body.seek(0, io.SEEK_END) - position  # type: ignore[attr-defined]
+        body.seek(position)  # type: ignore[attr-defined]
+        if length != body_size(size):
+            raise DecryptionError()
+
+    def chunks(self) -> Iterator[bytes]:
+        """Yield the content in authenticated chunks; raise DecryptionError on any fault.
+
+        A consumer that cannot take back what it has already been given (an
+        HTTP response) must abort on the error, so the partial output is
+        never taken for the whole.
+        """
+        if self._consumed:
+            raise ValueError("an envelope body can be read once")
+        self._consumed = True
+        total = 0
+        while True:
+            ciphertext = self._body.read(CHUNK_SIZE + _ABYTES)
+            if len(ciphertext) < _ABYTES:
+                raise DecryptionError()
+            try:
+                chunk, tag = crypto_secretstream_xchacha20poly1305_pull(self._state, ciphertext)
+            except (nacl.exceptions.CryptoError, ValueError) as exc:
+                raise DecryptionError() from exc
+            total += len(chunk)
+            if total > self.contents.size:
+                raise DecryptionError()
+            if tag == _TAG_FINAL:
+                if total != self.contents.size or self._body.read(1):
+                    raise DecryptionError()
+                if chunk:
+                    yield chunk
+                return
+            if tag != _TAG_MESSAGE or len(chunk) != CHUNK_SIZE:
+                raise DecryptionError()
+            yield chunk
+
+
+def encrypt_stream(
+    source: _Readable,
+    sink: _Writable,
+    recipients: Sequence[PublicKey],
+    ctx: bytes,
+    *,
+    name: str = "",
+    content_type: str = "application/octet-stream",
+) -> bytes:
+    """Encrypt everything `source` yields into `sink`; return the key block."""
+    writer = EnvelopeWriter(sink, recipients, ctx, name=name, content_type=content_type)
+    while block := source.read(CHUNK_SIZE):
+        writer.write(block)
+    return writer.close()
+
+
+def decrypt_stream(
+    key_block: bytes, body: _Readable, sink: BinaryIO, secret_key: PrivateKey, ctx: bytes
+) -> Contents:
+    """Decrypt `body` into the seekable `sink`; on failure the sink is truncated back."""
+    if not sink.seekable():
+        raise ValueError("decrypt_stream needs a seekable sink; use EnvelopeReader.chunks")
+    start = sink.tell()
+    try:
+        reader = EnvelopeReader(key_block, body, secret_key, ctx)
+        for chunk in reader.chunks():
+            sink.write(chunk)
+    except DecryptionError:
+        sink.seek(start)
+        sink.truncate()
+        raise
+    return reader.contents
+
+
+def encrypt_bytes(
+    data: bytes,
+    recipients: Sequence[PublicKey],
+    ctx: bytes,
+    *,
+    name: str = "",
+    content_type: str = "application/octet-stream",
+) -> tuple[bytes, bytes]:
+    """Encrypt a small plaintext held in memory; return (key block, body)."""
+    sink = io.BytesIO()
+    writer = EnvelopeWriter(sink, recipients, ctx, name=name, content_type=content_type)
+    writer.write(data)
+    return writer.close(), sink.getvalue()
+
+
+def decrypt_bytes(
+    key_block: bytes, body: bytes, secret_key: PrivateKey, ctx: bytes
+) -> tuple[Contents, bytes]:
+    """Decrypt an envelope held in memory; return (contents, plaintext)."""
+    reader = EnvelopeReader(key_block, io.BytesIO(body), secret_key, ctx)
+    return reader.contents, b"".join(reader.chunks())
