@@ -1,0 +1,402 @@
+"""Instance configuration: a TOML file loaded into frozen, typed dataclasses.
+
+Anything wrong in the file (missing file, unknown key, wrong type, bad value)
+stops start-up with one `ConfigError` whose message names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crypto.codenames import LANGUAGES
+from crypto.kdf import PRODUCTION_COST, KdfCost
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and the fault."""
+
+
+@dataclass(frozen=True)
+class Office:
+    """An intake office that receives reports and holds its own key pair."""
+
+    code: str
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Category:
+    """A kind of misconduct a source can choose, and the office it goes to."""
+
+    code: str
+    label: str
+    description: str
+    office: str
+    retaliation: bool = False
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """The source interface (public onion service)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 2
+    onion_address: str = ""
+    session_minutes: int = 120
+    max_upload_mib: int = 500
+    min_message_chars: int = 20
+    languages: tuple[str, ...] = ("en", "fr", "es")
+
+
+@dataclass(frozen=True)
+class ReviewerSettings:
+    """The reviewer interface (officers only)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8081
+    workers: int = 2
+    idle_minutes: int = 30
+    absolute_hours: int = 8
+    onion_address: str = ""
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Abuse resistance: where rate-limit counters live and how much KDF work may run at once."""
+
+    storage_uri: str = "memory://"
+    concurrent_derivations: int = 4
+    codename_attempts_per_minute: int = 10
+    submissions_per_hour: int = 20
+
+
+@dataclass(frozen=True)
+class CryptoSettings:
+    """Argon2id cost for new derivations (officer passphrases, and codenames at `init`)."""
+
+    kdf_iterations: int = PRODUCTION_COST.iterations
+    kdf_memory_kib: int = PRODUCTION_COST.memory_bytes // 1024
+
+    @property
+    def kdf_cost(self) -> KdfCost:
+        """The settings as a KdfCost."""
+        return KdfCost(self.kdf_iterations, self.kdf_memory_kib * 1024)
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """How long closed reports are kept before they are crypto-shredded."""
+
+    closed_report_days: int = 730
+
+
+DEFAULT_OFFICES: tuple[Office, ...] = (
+    Office(
+        "OIO",
+        "Office of Internal Oversight",
+        "Receives and assesses reports of every kind of misconduct except retaliation.",
+    ),
+    Office(
+        "ECO",
+        "Ethics and Conduct Office",
+        "Receives and assesses complaints of retaliation against people who reported "
+        "misconduct or cooperated with an audit or investigation.",
+    ),
+)
+
+DEFAULT_CATEGORIES: tuple[Category, ...] = (
+    Category(
+        "fraud",
+        "Fraud, corruption or misuse of resources",
+        "Money, goods or property used dishonestly, bribes, or favours in return for gain.",
+        "OIO",
+    ),
+    Category(
+        "harassment",
+        "Harassment",
+        "Behaviour that demeans, threatens, isolates or humiliates someone at work.",
+        "OIO",
+    ),
+    Category(
+        "sexual-harassment",
+        "Sexual harassment",
+        "Unwelcome conduct of a sexual nature towards a colleague, at work or linked to it.",
+        "OIO",
+    ),
+    Category(
+        "sexual-exploitation",
+        "Sexual exploitation or abuse",
+        "Sexual abuse of, or sexual favours demanded from, people the organisation serves.",
+        "OIO",
+    ),
+    Category(
+        "discrimination",
+        "Discrimination",
+        "Unfair treatment because of who someone is: sex, race, religion, age, disability "
+        "or a similar trait.",
+        "OIO",
+    ),
+    Category(
+        "abuse-of-authority",
+        "Abuse of authority",
+        "Someone using their position or power against another person, for example with "
+        "threats or pressure over their job.",
+        "OIO",
+    ),
+    Category(
+        "other",
+        "Other misconduct",
+        "Any other wrongdoing by people working for or with the organisation.",
+        "OIO",
+    ),
+    Category(
+        "retaliation",
+        "Retaliation for reporting",
+        "You were punished or threatened because you reported misconduct or helped an "
+        "audit or investigation.",
+        "ECO",
+        retaliation=True,
+    ),
+    Category(
+        "unsure",
+        "I am not sure",
+        "Something feels wrong but you do not know what to call it. That is fine: "
+        "the office will work it out.",
+        "OIO",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything an instance needs to know, fixed at start-up."""
+
+    data_dir: Path
+    database_url: str = ""
+    source: SourceSettings = field(default_factory=SourceSettings)
+    reviewer: ReviewerSettings = field(default_factory=ReviewerSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    crypto: CryptoSettings = field(default_factory=CryptoSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    offices: tuple[Office, ...] = DEFAULT_OFFICES
+    categories: tuple[Category, ...] = DEFAULT_CATEGORIES
+
+    @property
+    def db_url(self) -> str:
+        """The SQLAlchemy URL: the configured one, or SQLite in the data directory."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'dropbox.sqlite3'}"
+
+    def office(self, code: str) -> Office:
+        """The office with this code."""
+        for office in self.offices:
+            if office.code == code:
+                return office
+        raise KeyError(code)
+
+    def category(self, code: str) -> Category:
+        """The category with this code."""
+        for category in self.categories:
+            if category.code == code:
+                return category
+        raise KeyError(code)
+
+
+def load(path: Path | str) -> Config:
+    """Read and check a configuration file; raise ConfigError naming the bad key."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    config = from_dict(document)
+    # A relative data directory is relative to the configuration file. Resolved
+    # only after checking, so that an empty value is refused, not read as ".".
+    try:
+        data_dir = (path.parent / config.data_dir).resolve()
+    except (OSError, RuntimeError) as exc:
+        raise ConfigError(f"data_dir: cannot resolve {str(config.data_dir)!r}: {exc}") from None
+    return dataclasses.replace(config, data_dir=data_dir)
+
+
+def from_dict(document: dict[str, Any]) -> Config:
+    """Build a Config from parsed TOML, checking every key and value."""
+    config: Config = _build(Config, document, "")
+    _check(config)
+    return config
+
+
+def _type_name(kind: Any) -> str:
+    origin = typing.get_origin(kind)
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(kind)[0])}"
+    if dataclasses.is_dataclass(kind):
+        return "a table"
+    return {str: "a string", int: "an integer", bool: "true or false", Path: "a path"}.get(
+        kind, str(kind)
+    )
+
+
+def _convert(kind: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(kind)
+    if origin is tuple:
+        item_kind = typing.get_args(kind)[0]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected {_type_name(kind)}, got {value!r}")
+        return tuple(_convert(item_kind, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {value!r}")
+        return _build(kind, value, key)
+    if kind is Path:
+        if not isinstance(value, str) or not value or "\x00" in value:
+            raise ConfigError(f"{key}: expected a path, got {value!r}")
+        return Path(value)
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if kind in (str, bool) and not isinstance(value, kind):
+        raise ConfigError(f"{key}: expected {_type_name(kind)}, got {value!r}")
+    return value
+
+
+def _build(cls: Any, table: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if key not in fields:
+            raise ConfigError(f"{full}: unknown key")
+        kind = hints[key]
+        if isinstance(kind, types.UnionType):
+            kind = typing.get_args(kind)[0]
+        values[key] = _convert(kind, value, full)
+    for name, spec in fields.items():
+        if (
+            name not in values
+            and spec.default is dataclasses.MISSING
+            and spec.default_factory is dataclasses.MISSING
+        ):
+            full = f"{prefix}.{name}" if prefix else name
+            raise ConfigError(f"{full}: missing (required)")
+    return cls(**values)
+
+
+_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+
+
+def _require(condition: bool, key: str, problem: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {problem}")
+
+
+def _check(config: Config) -> None:
+    for name, settings in (("source", config.source), ("reviewer", config.reviewer)):
+        _require(1 <= settings.port <= 65535, f"{name}.port", "must be between 1 and 65535")
+        _require(1 <= settings.workers <= 64, f"{name}.workers", "must be between 1 and 64")
+        _require(bool(settings.host), f"{name}.host", "must not be empty")
+        _require(
+            not settings.onion_address or settings.onion_address.endswith(".onion"),
+            f"{name}.onion_address",
+            "must end in .onion (or be empty)",
+        )
+    _require(
+        config.source.port != config.reviewer.port, "reviewer.port", "must differ from source.port"
+    )
+    _require(config.source.session_minutes >= 5, "source.session_minutes", "must be at least 5")
+    _require(config.source.max_upload_mib >= 1, "source.max_upload_mib", "must be at least 1")
+    _require(
+        config.source.min_message_chars >= 0, "source.min_message_chars", "must not be negative"
+    )
+    _require(bool(config.source.languages), "source.languages", "must name at least one language")
+    for i, language in enumerate(config.source.languages):
+        _require(
+            language not in config.source.languages[:i],
+            f"source.languages[{i}]",
+            f"{language!r} appears twice",
+        )
+        _require(
+            language in LANGUAGES,
+            f"source.languages[{i}]",
+            f"unknown language {language!r} (choose from {', '.join(LANGUAGES)})",
+        )
+    _require(config.reviewer.idle_minutes >= 1, "reviewer.idle_minutes", "must be at least 1")
+    _require(
+        config.reviewer.absolute_hours * 60 >= config.reviewer.idle_minutes,
+        "reviewer.absolute_hours",
+        "must be at least as long as reviewer.idle_minutes",
+    )
+    _require(
+        config.limits.storage_uri.startswith(("memory://", "redis://", "rediss://")),
+        "limits.storage_uri",
+        "must start with memory:// or redis://",
+    )
+    _require(
+        config.limits.concurrent_derivations >= 1,
+        "limits.concurrent_derivations",
+        "must be at least 1",
+    )
+    _require(
+        config.limits.codename_attempts_per_minute >= 1,
+        "limits.codename_attempts_per_minute",
+        "must be at least 1",
+    )
+    _require(
+        config.limits.submissions_per_hour >= 1, "limits.submissions_per_hour", "must be at least 1"
+    )
+    # Check each Argon2id setting on its own, so that the error names its key.
+    crypto = config.crypto
+    for key, iterations, memory_bytes in (
+        ("crypto.kdf_iterations", crypto.kdf_iterations, PRODUCTION_COST.memory_bytes),
+        ("crypto.kdf_memory_kib", PRODUCTION_COST.iterations, crypto.kdf_memory_kib * 1024),
+    ):
+        try:
+            KdfCost(iterations, memory_bytes)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+    # Beyond these a login would take minutes, or a derivation could exhaust memory.
+    _require(crypto.kdf_iterations <= 20, "crypto.kdf_iterations", "must be at most 20")
+    _require(
+        crypto.kdf_memory_kib <= 4 * 1024 * 1024, "crypto.kdf_memory_kib", "must be at most 4 GiB"
+    )
+    _require(
+        config.retention.closed_report_days >= 1,
+        "retention.closed_report_days",
+        "must be at least 1",
+    )
+
+    _require(bool(config.offices), "offices", "at least one office is needed")
+    codes: set[str] = set()
+    for i, office in enumerate(config.offices):
+        _require(
+            bool(_CODE.fullmatch(office.code)), f"offices[{i}].code", "use letters, digits, - or _"
+        )
+        _require(office.code not in codes, f"offices[{i}].code", f"{office.code!r} appears twice")
+        _require(bool(office.name.strip()), f"offices[{i}].name", "must not be empty")
+        codes.add(office.code)
+    _require(bool(config.categories), "categories", "at least one category is needed")
+    seen: set[str] = set()
+    for i, category in enumerate(config.categories):
+        key = f"categories[{i}]"
+        _require(bool(_CODE.fullmatch(category.code)), f"{key}.code", "use letters, digits, - or _")
+        _require(category.code not in seen, f"{key}.code", f"{category.code!r} appears twice")
+        _require(bool(category.label.strip()), f"{key}.label", "must not be empty")
+        _require(
+            category.office in codes,
+            f"{key}.office",
+            f"unknown office {category.office!r} (offices: {', '.join(sorted(codes))})",
+        )
+        seen.add(category.code)

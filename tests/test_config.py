@@ -1,0 +1,393 @@
+"""The configuration: the shipped example, and errors that name the faulty key."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dropbox import config
+from dropbox.config import (
+    DEFAULT_CATEGORIES,
+    DEFAULT_OFFICES,
+    Category,
+    Config,
+    ConfigError,
+    CryptoSettings,
+    LimitSettings,
+    Office,
+    RetentionSettings,
+    ReviewerSettings,
+    SourceSettings,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
+
+SECTIONS: dict[str, type] = {
+    "source": SourceSettings,
+    "reviewer": ReviewerSettings,
+    "limits": LimitSettings,
+    "crypto": CryptoSettings,
+    "retention": RetentionSettings,
+}
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- The example file -------------------------------------------------------
+
+
+def test_example_file_loads() -> None:
+    assert isinstance(config.load(EXAMPLE), Config)
+
+
+def test_example_offices_equal_the_built_in_defaults() -> None:
+    assert config.load(EXAMPLE).offices == DEFAULT_OFFICES
+
+
+def test_example_categories_equal_the_built_in_defaults() -> None:
+    assert config.load(EXAMPLE).categories == DEFAULT_CATEGORIES
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_example_section_equals_the_dataclass_defaults(section: str) -> None:
+    assert getattr(config.load(EXAMPLE), section) == SECTIONS[section]()
+
+
+def test_example_equals_the_defaults_except_data_dir() -> None:
+    example = config.load(EXAMPLE)
+    assert example.data_dir == Path("/var/lib/dropbox").resolve()
+    assert example.database_url == ""
+    assert example == Config(data_dir=example.data_dir)
+
+
+def test_example_spells_out_every_key_of_every_table() -> None:
+    document = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    assert set(document) == _field_names(Config)
+    for section, cls in SECTIONS.items():
+        assert set(document[section]) == _field_names(cls), section
+    for office in document["offices"]:
+        assert set(office) == _field_names(Office), office["code"]
+    for category in document["categories"]:
+        assert set(category) == _field_names(Category), category["code"]
+
+
+def test_every_setting_in_the_example_has_a_comment_above_it() -> None:
+    """Top-level keys and keys of the settings tables are each explained right above."""
+    undocumented = []
+    previous = ""
+    in_array_table = False
+    for line in EXAMPLE.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            in_array_table = stripped.startswith("[[")
+        elif (
+            re.match(r"^[a-z_]+ = ", stripped)
+            and not in_array_table
+            and not previous.startswith("#")
+        ):
+            undocumented.append(stripped.split(" ")[0])
+        if stripped:
+            previous = stripped
+    assert undocumented == []
+
+
+# --- Paths ------------------------------------------------------------------
+
+
+def test_relative_data_dir_is_resolved_against_the_config_files_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "etc" / "dropbox"
+    folder.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (folder / "config.toml").write_text('data_dir = "../state/data"\n')
+    loaded = config.load(folder / "config.toml")
+    assert loaded.data_dir == (tmp_path / "etc" / "state" / "data").resolve()
+    assert loaded.data_dir.is_absolute()
+
+
+def test_absolute_data_dir_is_kept(tmp_path: Path) -> None:
+    target = (tmp_path / "somewhere" / "data").resolve()
+    loaded = config.load(_write(tmp_path, f'data_dir = "{target}"\n'))
+    assert loaded.data_dir == target
+
+
+def test_db_url_defaults_to_sqlite_in_the_data_dir(tmp_path: Path) -> None:
+    loaded = config.load(_write(tmp_path, 'data_dir = "data"\n'))
+    assert loaded.db_url == f"sqlite:///{(tmp_path / 'data').resolve() / 'dropbox.sqlite3'}"
+
+
+# --- Errors -----------------------------------------------------------------
+
+
+def test_missing_file_is_a_config_error_naming_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.toml"
+    with pytest.raises(ConfigError) as excinfo:
+        config.load(missing)
+    assert str(excinfo.value).startswith("configuration file not found")
+    assert str(missing) in str(excinfo.value)
+
+
+def test_invalid_toml_is_a_config_error_naming_the_path(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'data_dir = "data"\n[source\nport = 8080\n')
+    with pytest.raises(ConfigError) as excinfo:
+        config.load(path)
+    assert str(excinfo.value).startswith(f"{path} is not valid TOML")
+
+
+def _category(code: str = "fraud", office: str = "OIO", **extra: str) -> str:
+    lines = [
+        "[[categories]]",
+        f'code = "{code}"',
+        'label = "A label"',
+        'description = "A description."',
+        f'office = "{office}"',
+        *(f"{key} = {value}" for key, value in extra.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _office(code: str, name: str = "An office") -> str:
+    return f'[[offices]]\ncode = "{code}"\nname = "{name}"\n'
+
+
+# (TOML text after `data_dir = "data"`, the key the message must start with, and
+# a word of the problem it must state). Each is one way an operator can go wrong.
+ERRORS = [
+    pytest.param('colour = "blue"\n', "colour", "unknown key", id="unknown-top-level-key"),
+    pytest.param("[source]\nprot = 8080\n", "source.prot", "unknown key", id="unknown-nested-key"),
+    pytest.param("[sources]\nport = 8080\n", "sources", "unknown key", id="unknown-section"),
+    pytest.param(
+        _office("OIO") + 'phone = "123"\n',
+        "offices[0].phone",
+        "unknown key",
+        id="unknown-office-key",
+    ),
+    pytest.param('[source]\nport = "8080"\n', "source.port", "integer", id="string-for-int"),
+    pytest.param("[source]\nport = 8080.0\n", "source.port", "integer", id="float-for-int"),
+    pytest.param("[reviewer]\nworkers = true\n", "reviewer.workers", "integer", id="bool-for-int"),
+    pytest.param(
+        "[limits]\nstorage_uri = 6379\n", "limits.storage_uri", "string", id="int-for-str"
+    ),
+    pytest.param('[source]\nlanguages = "en"\n', "source.languages", "list", id="str-for-list"),
+    pytest.param(
+        '[source]\nlanguages = ["en", 2]\n', "source.languages[1]", "string", id="int-in-list"
+    ),
+    pytest.param('source = "public"\n', "source", "table", id="string-for-table"),
+    pytest.param(
+        _category(retaliation='"yes"'),
+        "categories[0].retaliation",
+        "true or false",
+        id="string-for-bool",
+    ),
+    pytest.param("[source]\nport = 0\n", "source.port", "between", id="port-zero"),
+    pytest.param("[source]\nport = 70000\n", "source.port", "between", id="port-too-high"),
+    pytest.param("[reviewer]\nport = 8080\n", "reviewer.port", "differ", id="same-ports"),
+    pytest.param("[source]\nworkers = 0\n", "source.workers", "between", id="no-workers"),
+    pytest.param(
+        '[source]\nonion_address = "example.org"\n',
+        "source.onion_address",
+        ".onion",
+        id="onion-address-not-onion",
+    ),
+    pytest.param(
+        "[source]\nsession_minutes = 1\n", "source.session_minutes", "at least", id="short-session"
+    ),
+    pytest.param(
+        '[source]\nlanguages = ["en", "de"]\n',
+        "source.languages[1]",
+        "unknown language",
+        id="unknown-language",
+    ),
+    pytest.param("[source]\nlanguages = []\n", "source.languages", "at least", id="no-languages"),
+    pytest.param(
+        "[reviewer]\nidle_minutes = 60\nabsolute_hours = 0\n",
+        "reviewer.absolute_hours",
+        "idle_minutes",
+        id="absolute-shorter-than-idle",
+    ),
+    pytest.param(
+        '[limits]\nstorage_uri = "postgresql://db/limits"\n',
+        "limits.storage_uri",
+        "memory://",
+        id="storage-uri-not-memory-or-redis",
+    ),
+    pytest.param(
+        "[limits]\nconcurrent_derivations = 0\n",
+        "limits.concurrent_derivations",
+        "at least",
+        id="no-derivations",
+    ),
+    pytest.param(
+        "[crypto]\nkdf_memory_kib = 7\n",
+        "crypto.kdf_memory_kib",
+        "memory",
+        id="kdf-memory-below-libsodium-minimum",
+    ),
+    pytest.param(
+        "[crypto]\nkdf_iterations = 0\n", "crypto.kdf_iterations", "iteration", id="kdf-no-passes"
+    ),
+    pytest.param(
+        "[retention]\nclosed_report_days = 0\n",
+        "retention.closed_report_days",
+        "at least",
+        id="no-retention",
+    ),
+    pytest.param(
+        _category(office="HR"), "categories[0].office", "unknown office", id="unknown-office"
+    ),
+    pytest.param(
+        _office("OIO") + _office("OIO") + _office("ECO"),
+        "offices[1].code",
+        "twice",
+        id="duplicate-office-code",
+    ),
+    pytest.param(
+        _category("fraud") + _category("fraud"),
+        "categories[1].code",
+        "twice",
+        id="duplicate-category-code",
+    ),
+    pytest.param(
+        _office("OIO\\n") + _office("ECO"), "offices[0].code", "letters", id="office-code-newline"
+    ),
+    pytest.param(
+        _category("fraud and abuse"), "categories[0].code", "letters", id="category-code-spaces"
+    ),
+    pytest.param("offices = []\n", "offices", "at least one", id="no-offices"),
+    pytest.param(
+        '[[categories]]\ncode = "fraud"\ndescription = "Fraud."\noffice = "OIO"\n',
+        "categories[0].label",
+        "missing",
+        id="missing-category-label",
+    ),
+    pytest.param('[[offices]]\ncode = "OIO"\n', "offices[0].name", "missing", id="missing-name"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "problem"), ERRORS)
+def test_bad_setting_is_refused_naming_its_key(
+    tmp_path: Path, text: str, key: str, problem: str
+) -> None:
+    path = _write(tmp_path, 'data_dir = "data"\n' + text)
+    with pytest.raises(ConfigError) as excinfo:
+        config.load(path)
+    message = str(excinfo.value)
+    assert message.startswith(f"{key}: "), message
+    assert problem in message
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        pytest.param("[source]\nport = 8080\n", "missing", id="missing"),
+        pytest.param('data_dir = ""\n', "path", id="empty"),
+        pytest.param("data_dir = 5\n", "path", id="integer"),
+        pytest.param('data_dir = "da\\u0000ta"\n', "path", id="nul-byte"),
+    ],
+)
+def test_bad_data_dir_is_refused_naming_data_dir(tmp_path: Path, text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        config.load(_write(tmp_path, text))
+    message = str(excinfo.value)
+    assert message.startswith("data_dir: "), message
+    assert problem in message
+
+
+def test_unknown_nested_key_is_named(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'data_dir = "data"\n[source]\nprot = 8080\n')
+    with pytest.raises(ConfigError, match=r"^source\.prot: unknown key$"):
+        config.load(path)
+
+
+# --- Any document: a Config or a ConfigError, nothing else ---------------------
+
+_ALL_KEYS = sorted(
+    set().union(*(_field_names(cls) for cls in (Config, Office, Category, *SECTIONS.values())))
+)
+_keys = st.one_of(st.sampled_from(_ALL_KEYS), st.text(max_size=8))
+_scalars = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["", "OIO", "ECO", "fraud", "en", "de", "memory://", "redis://x", "x.onion"]),
+    st.integers(),
+    st.integers(min_value=-2, max_value=70_000),
+    st.booleans(),
+    st.floats(),
+    st.datetimes(),
+    st.dates(),
+    st.times(),
+)
+_values = st.recursive(
+    _scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(_keys, children, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+def _table(fields: set[str]) -> st.SearchStrategy[dict[str, Any]]:
+    """A table with mostly the right keys, so that the checks after parsing are reached."""
+    return st.dictionaries(
+        st.one_of(st.sampled_from(sorted(fields)), _keys), _values | _scalars, max_size=6
+    )
+
+
+_nearly_valid = st.fixed_dictionaries(
+    {"data_dir": st.one_of(st.just("data"), _values)},
+    optional={
+        "database_url": _values,
+        **{name: _table(_field_names(cls)) for name, cls in SECTIONS.items()},
+        "offices": st.lists(_table(_field_names(Office)), max_size=3),
+        "categories": st.lists(_table(_field_names(Category)), max_size=3),
+    },
+)
+_documents = st.one_of(st.dictionaries(_keys, _values, max_size=8), _nearly_valid)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_documents)
+def test_any_document_gives_a_config_or_a_config_error(document: dict[str, Any]) -> None:
+    try:
+        result = config.from_dict(document)
+    except ConfigError as exc:
+        assert str(exc)
+    else:
+        assert isinstance(result, Config)
+        assert isinstance(result.data_dir, Path)
+        assert result.source.port != result.reviewer.port
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ('[source]\nlanguages = ["en", "en"]\n', "source.languages[1]"),
+        ("[crypto]\nkdf_iterations = 1000000\n", "crypto.kdf_iterations"),
+        ("[crypto]\nkdf_memory_kib = 99999999\n", "crypto.kdf_memory_kib"),
+    ],
+)
+def test_repeated_language_and_runaway_kdf_cost_are_named(
+    tmp_path: Path, body: str, key: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'data_dir = "data"\n{body}')
+    with pytest.raises(ConfigError) as raised:
+        config.load(path)
+    assert str(raised.value).startswith(f"{key}: ")
