@@ -1,0 +1,1 @@
+"""The dropbox core: configuration, models, store, audit log, services and the CLI."""

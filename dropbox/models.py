@@ -1,0 +1,243 @@
+"""Database models: one class per concept (SQLAlchemy 2, typed).
+
+Nothing here holds plaintext of a report, a reply, a note or a file name:
+content lives in envelopes whose bodies are blobs in the store and whose key
+blocks are the `key_block` columns below.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+
+from sqlalchemy import (
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    """The declarative base of every model."""
+
+
+class Status(enum.StrEnum):
+    """Where a report stands in its lifecycle (DESIGN.md, Report lifecycle)."""
+
+    RECEIVED = "received"
+    ACKNOWLEDGED = "acknowledged"
+    UNDER_ASSESSMENT = "under assessment"
+    REFERRED = "referred"
+    CLOSED = "closed"
+    REOPENED = "reopened"
+
+
+class Outcome(enum.StrEnum):
+    """How a closed report ended."""
+
+    SUBSTANTIATED = "substantiated"
+    NOT_SUBSTANTIATED = "not substantiated"
+    NO_PRIMA_FACIE = "no prima facie evidence"
+    OUT_OF_SCOPE = "out of scope"
+    WITHDRAWN = "withdrawn"
+
+
+class ItemKind(enum.StrEnum):
+    """What an item in a report's thread is."""
+
+    MESSAGE = "message"  # text from the source (the report itself, or an answer)
+    FILE = "file"  # a file from the source
+    IDENTITY = "identity"  # optional identity or contact details, hidden until revealed
+    ACKNOWLEDGEMENT = "acknowledgement"  # the automatic receipt posted to the source
+    REPLY = "reply"  # a message from the office to the source
+    NOTE = "note"  # an internal note, never shown to the source
+
+
+SOURCE_KINDS = frozenset({ItemKind.MESSAGE, ItemKind.FILE, ItemKind.IDENTITY})
+TO_SOURCE_KINDS = frozenset({ItemKind.ACKNOWLEDGEMENT, ItemKind.REPLY})
+
+
+class Office(Base):
+    """An intake office (OIO, ECO) and its public key; its secret key is never stored plain."""
+
+    __tablename__ = "offices"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Officer(Base):
+    """An intake officer or administrator of the reviewer interface."""
+
+    __tablename__ = "officers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Argon2id hash string (argon2-cffi); None until the officer has enrolled.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    public_key: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    # The officer's secret key, wrapped under Argon2id(passphrase, own salt).
+    wrapped_secret_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The TOTP secret, sealed to the officer's own public key: a database dump
+    # alone does not reveal it, and re-enrolment needs no passphrase.
+    totp_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    totp_last_counter: Mapped[int] = mapped_column(Integer, default=0)
+    enrolment_code_hash: Mapped[str | None] = mapped_column(String(255))
+    enrolment_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+    grants: Mapped[list[OfficeGrant]] = relationship(
+        back_populates="officer",
+        foreign_keys="OfficeGrant.officer_id",
+        cascade="all, delete-orphan",
+    )
+
+
+class OfficeGrant(Base):
+    """An officer's access to an office: the office secret key sealed to the officer."""
+
+    __tablename__ = "office_grants"
+
+    officer_id: Mapped[int] = mapped_column(ForeignKey("officers.id"), primary_key=True)
+    office_code: Mapped[str] = mapped_column(ForeignKey("offices.code"), primary_key=True)
+    sealed_office_key: Mapped[bytes] = mapped_column(LargeBinary)
+    granted_by_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
+    granted_at: Mapped[datetime] = mapped_column(DateTime)
+
+    officer: Mapped[Officer] = relationship(back_populates="grants", foreign_keys=[officer_id])
+
+
+class Report(Base):
+    """One source's thread with one office. Found only through the codename-derived lookup id."""
+
+    __tablename__ = "reports"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    lookup_id: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    source_public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    designation: Mapped[str] = mapped_column(String(64), unique=True)
+    office_code: Mapped[str] = mapped_column(ForeignKey("offices.code"))
+    category: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32), default=Status.RECEIVED)
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Times the source causes are kept to the day: enough for deadlines,
+    # too coarse to match against traffic logs.
+    received_at: Mapped[datetime] = mapped_column(DateTime)
+    acknowledge_due: Mapped[date] = mapped_column(Date)
+    feedback_due: Mapped[date] = mapped_column(Date)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_activity_at: Mapped[datetime] = mapped_column(DateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
+    next_seq: Mapped[int] = mapped_column(Integer, default=1)
+
+    items: Mapped[list[Item]] = relationship(
+        back_populates="report", order_by="Item.seq", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (
+        Index("ix_reports_office_activity", "office_code", "last_activity_at"),
+        Index("ix_reports_office_status", "office_code", "status"),
+        Index("ix_reports_office_received", "office_code", "received_at"),
+    )
+
+
+class Item(Base):
+    """One entry of a thread; its content is an envelope (key block here, body in the store)."""
+
+    __tablename__ = "items"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    report_id: Mapped[str] = mapped_column(ForeignKey("reports.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(24))
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    size: Mapped[int] = mapped_column(Integer)
+    key_block: Mapped[bytes] = mapped_column(LargeBinary)
+    blob: Mapped[str] = mapped_column(String(64), unique=True)
+    # Set when the source deletes an office message after reading it; the
+    # source's key entry is removed at the same time.
+    deleted_by_source: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    report: Mapped[Report] = relationship(back_populates="items")
+
+    __table_args__ = (UniqueConstraint("report_id", "seq", name="uq_items_report_seq"),)
+
+
+class StatusChange(Base):
+    """A change of a report's status: who (None for the system) and when."""
+
+    __tablename__ = "status_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    report_id: Mapped[str] = mapped_column(ForeignKey("reports.id"), index=True)
+    from_status: Mapped[str | None] = mapped_column(String(32))
+    to_status: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    officer_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
+    at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class AuditEvent(Base):
+    """One entry of the append-only, hash-chained audit log. Never content."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64))
+    # Not a foreign key: the event outlives a deleted report.
+    report_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditHead(Base):
+    """The single row that names the last audit event; locking it serialises appends."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_event_id: Mapped[int] = mapped_column(Integer, default=0)
+    last_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class SourceSession(Base):
+    """A source's server-side session. The cookie holds its id and the key to `state`."""
+
+    __tablename__ = "source_sessions"
+
+    id_hash: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class OfficerSession(Base):
+    """An officer's session; `sealed_secret_key` opens only with the key in the cookie."""
+
+    __tablename__ = "officer_sessions"
+
+    id_hash: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    officer_id: Mapped[int] = mapped_column(ForeignKey("officers.id"), index=True)
+    sealed_secret_key: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)

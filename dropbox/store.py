@@ -1,0 +1,140 @@
+"""The encrypted store: envelope bodies as files with random names under the data directory.
+
+Only ciphertext is ever written here. A blob becomes visible under its final
+name only after it is complete and fsynced (write to a temporary name in the
+same directory, fsync, rename, fsync the directory), so a crash at any instant
+leaves either the whole blob or none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+_PART_SUFFIX = ".part"
+
+
+class BlobNotFound(Exception):
+    """No blob of that name exists."""
+
+
+class BlobWriter:
+    """A blob being written; `commit` makes it visible, leaving without commit discards it."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        self.name = name
+        self._store = store
+        # Check the name first: an invalid one must not reach the file system at all.
+        self._final = store.path(name)
+        self._temporary = store.temp_dir / f"{name}{_PART_SUFFIX}"
+        self._file: BinaryIO = open(self._temporary, "xb")  # noqa: SIM115 - closed in commit/discard
+        self.committed = False
+
+    def write(self, data: bytes) -> int:
+        """Append ciphertext."""
+        return self._file.write(data)
+
+    def commit(self) -> None:
+        """Flush to stable storage and move the blob to its final name."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        final = self._final
+        if not final.parent.is_dir():
+            final.parent.mkdir(mode=0o700, exist_ok=True)
+            # A new fan-out directory is itself an entry that must reach the disk.
+            _fsync_dir(final.parent.parent)
+        os.replace(self._temporary, final)
+        _fsync_dir(final.parent)
+        self.committed = True
+
+    def discard(self) -> None:
+        """Remove the partial blob."""
+        if not self._file.closed:
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._temporary.unlink()
+
+
+class Store:
+    """Blobs under `root/blobs`, partial writes under `root/tmp` (same filesystem)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blob_dir = root / "blobs"
+        self.temp_dir = root / "tmp"
+        self.blob_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.temp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    @staticmethod
+    def new_name() -> str:
+        """A random blob name that says nothing about its content or report."""
+        return secrets.token_hex(16)
+
+    def path(self, name: str) -> Path:
+        """Where the blob called `name` lives (fanned out over 256 directories)."""
+        if len(name) != 32 or not all(c in "0123456789abcdef" for c in name):
+            raise BlobNotFound(name)
+        return self.blob_dir / name[:2] / name
+
+    @contextlib.contextmanager
+    def writer(self, name: str | None = None) -> Iterator[BlobWriter]:
+        """Write a new blob; it is committed only by an explicit `commit()`.
+
+        If the block raises, or ends without committing, the partial blob is removed.
+        """
+        blob = BlobWriter(self, name or self.new_name())
+        try:
+            yield blob
+        finally:
+            if not blob.committed:
+                blob.discard()
+
+    def open(self, name: str) -> BinaryIO:
+        """Open a blob for reading."""
+        try:
+            return open(self.path(name), "rb")  # the caller closes it
+        except FileNotFoundError:
+            raise BlobNotFound(name) from None
+
+    def exists(self, name: str) -> bool:
+        """True if the blob exists."""
+        try:
+            return self.path(name).is_file()
+        except BlobNotFound:
+            return False
+
+    def delete(self, name: str) -> None:
+        """Remove a blob (its keys must already be shredded); missing blobs are fine."""
+        path = self.path(name)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            _fsync_dir(path.parent)
+
+    def names(self) -> Iterator[str]:
+        """Every committed blob's name."""
+        for directory in sorted(self.blob_dir.iterdir()):
+            if directory.is_dir():
+                for entry in sorted(directory.iterdir()):
+                    yield entry.name
+
+    def clear_partials(self) -> int:
+        """Remove leftovers of writes a crash interrupted; return how many."""
+        count = 0
+        for entry in self.temp_dir.glob(f"*{_PART_SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                count += 1
+        return count
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
