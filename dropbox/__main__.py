@@ -1,0 +1,5 @@
+"""Allow `python -m dropbox`."""
+
+from dropbox.cli import main
+
+main()

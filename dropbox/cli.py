@@ -1,0 +1,472 @@
+"""The `dropbox` command: set up an instance, manage offices and officers, run the servers.
+
+Every failure is one line on standard error and exit code 2; a traceback is
+never shown. `audit verify` exits 1 when the chain is broken.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NoReturn
+
+import click
+import pyotp
+import qrcode
+from sqlalchemy.orm import Session
+
+from crypto.keys import PublicKey, fingerprint
+from dropbox import audit, officers, offices
+from dropbox.config import Config, ConfigError, load
+from dropbox.errors import DropboxError
+from dropbox.instance import Instance, InstanceError
+
+ACTOR = "command line"
+
+
+class CommandError(click.ClickException):
+    """A failure to report as one line with exit code 2."""
+
+    exit_code = 2
+
+
+class _State:
+    """What the group's options give every command."""
+
+    def __init__(self, config_path: str) -> None:
+        self.config_path = Path(config_path)
+
+    def config(self) -> Config:
+        return load(self.config_path)
+
+    @contextmanager
+    def session(self) -> Iterator[tuple[Instance, Session]]:
+        """Open the instance and a session; commit on success, roll back on failure."""
+        instance = Instance.open(self.config())
+        try:
+            with instance.sessions.begin() as session:
+                yield instance, session
+        finally:
+            instance.close()
+
+
+pass_state = click.make_pass_decorator(_State)
+
+
+def _ask_secret(prompt: str, *, confirm: bool = False) -> str:
+    """Prompt for a secret without echo; from a pipe, read it (and its confirmation) as lines."""
+    if sys.stdin.isatty():
+        answer: str = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+        return answer
+    first = sys.stdin.readline().rstrip("\n")
+    if confirm and sys.stdin.readline().rstrip("\n") != first:
+        raise CommandError("the two passphrases differ")
+    if not first:
+        raise CommandError(f"no {prompt.lower()} was given on standard input")
+    return first
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    envvar="DROPBOX_CONFIG",
+    default="config.toml",
+    show_default=True,
+    metavar="PATH",
+    help="The configuration file (or set DROPBOX_CONFIG).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: str) -> None:
+    """Anonymous misconduct-reporting dropbox for OIO and ECO."""
+    ctx.obj = _State(config_path)
+
+
+@cli.command()
+@pass_state
+def init(state: _State) -> None:
+    """Create the data directory, the instance secrets and the database."""
+    config = state.config()
+    instance = Instance.initialise(config)
+    instance.close()
+    click.echo(f"Initialised an instance in {config.data_dir}.")
+    click.echo("Next, create each office's keys:")
+    for office in config.offices:
+        click.echo(f"  dropbox office create {office.code}")
+
+
+# --- offices -----------------------------------------------------------------
+
+
+@cli.group()
+def office() -> None:
+    """Office key pairs and their recovery files."""
+
+
+def _write_private_file(path: Path, data: bytes) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise CommandError(f"{path} already exists; choose another file name") from None
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _show_recovery(code: str, path: Path, passphrase: str) -> None:
+    click.echo(f"Recovery file for {code}: {path}")
+    click.echo("Recovery passphrase (shown once; write it down and keep it apart from the file):")
+    click.echo(f"  {passphrase}")
+    click.echo("Keep both offline. Together they recover every report if all officers are lost.")
+
+
+@office.command("create")
+@click.argument("code")
+@click.option(
+    "--recovery-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the recovery file [default: CODE-recovery.json].",
+)
+@pass_state
+def office_create(state: _State, code: str, recovery_file: Path | None) -> None:
+    """Generate the key pair of office CODE and its offline recovery file."""
+    path = recovery_file or Path(f"{code}-recovery.json")
+    if path.exists():
+        raise CommandError(f"{path} already exists; choose another file name")
+    with state.session() as (instance, session):
+        created, _, data, passphrase = offices.create(
+            session, instance.config, code, instance.config.crypto.kdf_cost, ACTOR
+        )
+        _write_private_file(path, data)
+        click.echo(f"Created the key of {created.name} ({code}).")
+        click.echo(f"Fingerprint: {fingerprint(PublicKey(created.public_key))}")
+        _show_recovery(code, path, passphrase)
+
+
+@office.command("recover")
+@click.argument("code")
+@click.option(
+    "--recovery-file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The office's recovery file.",
+)
+@click.option(
+    "--new-recovery-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write a new recovery file under a new passphrase.",
+)
+@pass_state
+def office_recover(
+    state: _State, code: str, recovery_file: Path, new_recovery_file: Path | None
+) -> None:
+    """Check that a recovery file opens office CODE's key (a recovery drill).
+
+    To give an officer access from the recovery file, use 'dropbox officer grant'.
+    """
+    passphrase = _ask_secret("Recovery passphrase")
+    with state.session() as (instance, session):
+        secret_key = offices.open_recovery_file(
+            session, code, recovery_file.read_bytes(), passphrase
+        )
+        click.echo(f"The recovery file opens {code}'s key ({fingerprint(secret_key.public_key)}).")
+        if new_recovery_file is not None:
+            from crypto import recovery
+
+            new_passphrase = recovery.generate_passphrase()
+            data = recovery.dump(code, secret_key, new_passphrase, instance.config.crypto.kdf_cost)
+            _write_private_file(new_recovery_file, data)
+            _show_recovery(code, new_recovery_file, new_passphrase)
+        audit.record(session, ACTOR, "office.recover", detail=code)
+
+
+# --- officers ----------------------------------------------------------------
+
+
+@cli.group()
+def officer() -> None:
+    """Officer accounts and their access to offices."""
+
+
+def _show_totp(username: str, secret: str, uri: str) -> None:
+    qr = qrcode.QRCode(border=1)
+    qr.add_data(uri)
+    buffer = io.StringIO()
+    qr.print_ascii(out=buffer, invert=True)
+    click.echo(f"Scan this with an authenticator app for {username}:")
+    click.echo(buffer.getvalue())
+    click.echo(f"Or enter the secret by hand: {secret}")
+    click.echo(f"otpauth URI: {uri}")
+
+
+@officer.command("add")
+@click.argument("username")
+@click.option("--name", "display_name", default="", help="The name other officers see.")
+@click.option("--admin", is_flag=True, help="Make the officer an office administrator.")
+@pass_state
+def officer_add(state: _State, username: str, display_name: str, admin: bool) -> None:
+    """Create officer USERNAME with a passphrase (prompted) and a TOTP secret."""
+    officers.check_username(username)
+    passphrase = _ask_secret("Passphrase for the new officer", confirm=True)
+    with state.session() as (instance, session):
+        created, secret = officers.add(
+            session,
+            username,
+            passphrase,
+            instance.config.crypto.kdf_cost,
+            ACTOR,
+            display_name=display_name,
+            is_admin=admin,
+        )
+        click.echo(f"Created officer {created.username}.")
+        _show_totp(created.username, secret, officers.provisioning_uri(created, secret))
+        click.echo(f"Next, give access to an office: dropbox officer grant {username} OFFICE")
+
+
+@officer.command("grant")
+@click.argument("username")
+@click.argument("code", metavar="OFFICE")
+@click.option(
+    "--recovery-file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The office's recovery file (its passphrase is prompted).",
+)
+@pass_state
+def officer_grant(state: _State, username: str, code: str, recovery_file: Path) -> None:
+    """Give officer USERNAME access to OFFICE's reports, using the office's recovery file."""
+    passphrase = _ask_secret("Recovery passphrase")
+    with state.session() as (_, session):
+        target = officers.get(session, username)
+        secret_key = offices.open_recovery_file(
+            session, code, recovery_file.read_bytes(), passphrase
+        )
+        offices.grant(session, code, target, secret_key, ACTOR)
+        click.echo(f"{username} now has access to {code}.")
+
+
+@officer.command("list")
+@pass_state
+def officer_list(state: _State) -> None:
+    """List officers, their offices and state."""
+    with state.session() as (_, session):
+        rows = officers.list_all(session)
+        if not rows:
+            click.echo("No officers yet. Add one with: dropbox officer add USERNAME")
+            return
+        click.echo(f"{'username':<24} {'offices':<12} {'role':<14} state")
+        for row in rows:
+            codes = ",".join(offices.granted_codes(session, row)) or "-"
+            role = "administrator" if row.is_admin else "officer"
+            status = "active" if row.active else "deactivated"
+            if row.password_hash is None:
+                status += ", not enrolled"
+            click.echo(f"{row.username:<24} {codes:<12} {role:<14} {status}")
+
+
+# --- audit -------------------------------------------------------------------
+
+
+@cli.group("audit")
+def audit_group() -> None:
+    """The hash-chained audit log."""
+
+
+@audit_group.command("verify")
+@pass_state
+def audit_verify(state: _State) -> None:
+    """Check the audit log's hash chain; exit 1 and name the first broken event if it fails."""
+    with state.session() as (_, session):
+        result = audit.verify(session)
+    if result.ok:
+        click.echo(f"Audit log intact: {result.events} events, chain verified.")
+        return
+    click.echo(
+        f"Audit log BROKEN at event {result.first_broken}: {result.problem} "
+        f"({result.events} events verified before it).",
+        err=True,
+    )
+    sys.exit(1)
+
+
+# --- serving -----------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("interface", type=click.Choice(["source", "reviewer"]))
+@pass_state
+def run(state: _State, interface: str) -> None:
+    """Serve the source or the reviewer interface with gunicorn."""
+    from dropbox.serve import serve
+
+    serve(state.config(), interface)
+
+
+# --- demo --------------------------------------------------------------------
+
+DEMO_LOGINS = "DEMO-LOGINS.json"
+
+
+def _demo_config_text(source_port: int, reviewer_port: int) -> str:
+    return (
+        "# Configuration of the local demo instance made by 'dropbox demo'.\n"
+        "# See config.example.toml for every setting.\n"
+        'data_dir = "."\n\n'
+        f"[source]\nport = {source_port}\nworkers = 1\n\n"
+        f"[reviewer]\nport = {reviewer_port}\nworkers = 1\n"
+    )
+
+
+def _create_demo(data_dir: Path, source_port: int, reviewer_port: int) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (data_dir / "config.toml").write_text(_demo_config_text(source_port, reviewer_port))
+    config = load(data_dir / "config.toml")
+    instance = Instance.initialise(config)
+    logins = []
+    try:
+        with instance.sessions.begin() as session:
+            recovery_dir = data_dir / "recovery"
+            recovery_dir.mkdir(exist_ok=True, mode=0o700)
+            for settings in config.offices:
+                _, secret_key, data, passphrase = offices.create(
+                    session, config, settings.code, config.crypto.kdf_cost, ACTOR
+                )
+                _write_private_file(recovery_dir / f"{settings.code}-recovery.json", data)
+                (recovery_dir / f"{settings.code}-passphrase.txt").write_text(passphrase + "\n")
+                username = f"{settings.code.lower()}-officer"
+                password = _demo_passphrase()
+                created, totp_secret = officers.add(
+                    session,
+                    username,
+                    password,
+                    config.crypto.kdf_cost,
+                    ACTOR,
+                    display_name=f"Demo {settings.code} officer",
+                    is_admin=True,
+                )
+                offices.grant(session, settings.code, created, secret_key, ACTOR)
+                logins.append(
+                    {
+                        "office": settings.code,
+                        "username": username,
+                        "passphrase": password,
+                        "totp_secret": totp_secret,
+                    }
+                )
+    finally:
+        instance.close()
+    _write_private_file(data_dir / DEMO_LOGINS, json.dumps(logins, indent=2).encode())
+
+
+def _demo_passphrase() -> str:
+    from crypto.recovery import generate_passphrase
+
+    return " ".join(generate_passphrase().split()[:5])
+
+
+def _print_demo(data_dir: Path, config: Config) -> None:
+    logins = json.loads((data_dir / DEMO_LOGINS).read_text())
+    click.echo("")
+    click.echo("Dropbox demo instance (demo data only: never use these keys for real reports)")
+    click.echo(f"  data:               {data_dir.resolve()}")
+    click.echo(f"  source interface:   http://{config.source.host}:{config.source.port}/")
+    click.echo(f"  reviewer interface: http://{config.reviewer.host}:{config.reviewer.port}/")
+    click.echo("")
+    for login in logins:
+        code = pyotp.TOTP(login["totp_secret"]).now()
+        click.echo(f"  {login['office']} officer: {login['username']}")
+        click.echo(f"    passphrase:  {login['passphrase']}")
+        click.echo(f"    TOTP secret: {login['totp_secret']} (current code {code})")
+    click.echo("")
+    click.echo(f"  Current TOTP codes at any time: dropbox demo --codes --data-dir {data_dir}")
+    click.echo("  Stop with Ctrl-C.")
+
+
+@cli.command()
+@click.option(
+    "--data-dir",
+    default="./demo-data",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the demo instance lives (made on first run, reused after).",
+)
+@click.option("--source-port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--reviewer-port", default=8081, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--no-serve", is_flag=True, help="Set up and print the logins, but start nothing.")
+@click.option("--codes", is_flag=True, help="Only print the demo officers' current TOTP codes.")
+def demo(data_dir: Path, source_port: int, reviewer_port: int, no_serve: bool, codes: bool) -> None:
+    """Create (or reuse) a local demo instance with both offices and a demo officer each."""
+    if codes:
+        if not (data_dir / DEMO_LOGINS).exists():
+            raise CommandError(f"no demo instance in {data_dir}; run 'dropbox demo' first")
+        for login in json.loads((data_dir / DEMO_LOGINS).read_text()):
+            click.echo(f"{login['username']}: {pyotp.TOTP(login['totp_secret']).now()}")
+        return
+    if not (data_dir / DEMO_LOGINS).exists():
+        if data_dir.exists() and any(data_dir.iterdir()):
+            raise CommandError(f"{data_dir} exists but holds no demo; remove it or pick another")
+        click.echo(f"Creating a demo instance in {data_dir} ...")
+        _create_demo(data_dir, source_port, reviewer_port)
+    config_path = data_dir / "config.toml"
+    config = load(config_path)
+    _print_demo(data_dir, config)
+    if no_serve:
+        return
+    _serve_both(config_path)
+
+
+def _serve_both(config_path: Path) -> None:
+    command = [sys.executable, "-m", "dropbox", "--config", str(config_path), "run"]
+    children = [subprocess.Popen([*command, name]) for name in ("source", "reviewer")]  # noqa: S603
+
+    def _stop(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop()
+        for child in children:
+            child.wait(timeout=30)
+    failed = [child.returncode for child in children if child.returncode not in (0, -15, None)]
+    if failed:
+        raise CommandError("a server stopped with an error (see the lines above)")
+
+
+# --- entry point -------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run the command line; turn every failure into one line and exit code 2."""
+    try:
+        result = cli.main(args=argv, prog_name="dropbox", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("dropbox: cancelled", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"dropbox: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except (ConfigError, InstanceError, DropboxError) as exc:
+        click.echo(f"dropbox: {exc}", err=True)
+        sys.exit(2)
+    except Exception as exc:
+        click.echo(f"dropbox: unexpected error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(2)
+    sys.exit(result if isinstance(result, int) else 0)

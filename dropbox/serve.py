@@ -1,0 +1,110 @@
+"""Serving the two apps with gunicorn, without logging who connects.
+
+Behind Tor every client is 127.0.0.1, but the reviewer interface may be on an
+internal network, and an operator may put the source interface behind
+something else one day: no address or User-Agent is ever logged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import gunicorn.http.wsgi
+from flask import Flask
+from gunicorn import glogging
+from gunicorn.app.base import BaseApplication
+
+from dropbox.config import Config
+
+_ADDRESS = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b|\[?[0-9a-fA-F:]{3,}:[0-9a-fA-F:]+\]?")
+_IP_FIELD = re.compile(r"ip=\S*")
+
+
+def _scrub(message: object) -> str:
+    return _ADDRESS.sub("[address]", _IP_FIELD.sub("ip=[hidden]", str(message)))
+
+
+class PrivateLogger(glogging.Logger):  # type: ignore[misc]
+    """gunicorn's logger with the access log off and addresses scrubbed from every line."""
+
+    def access(self, *args: Any, **kwargs: Any) -> None:
+        """Never write an access log."""
+
+    def _scrubbed(self, level: Callable[..., None], msg: object, *args: Any, **kwargs: Any) -> None:
+        level(_scrub(str(msg) % args if args else msg), **kwargs)
+
+    def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._scrubbed(super().warning, msg, *args, **kwargs)
+
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._scrubbed(super().info, msg, *args, **kwargs)
+
+    def error(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._scrubbed(super().error, msg, *args, **kwargs)
+
+    def exception(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._scrubbed(super().exception, msg, *args, **kwargs)
+
+    def debug(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._scrubbed(super().debug, msg, *args, **kwargs)
+
+
+class _NoServerHeaderResponse(gunicorn.http.wsgi.Response):  # type: ignore[misc]
+    def default_headers(self) -> list[str]:
+        return [h for h in super().default_headers() if not h.startswith("Server:")]
+
+
+class _Server(BaseApplication):  # type: ignore[misc]
+    def __init__(self, factory: Callable[[], Flask], options: dict[str, Any]) -> None:
+        self._factory = factory
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return self._factory()
+
+
+def gunicorn_options(config: Config, interface: str) -> dict[str, Any]:
+    """The gunicorn settings for one interface."""
+    settings = config.source if interface == "source" else config.reviewer
+    return {
+        "bind": f"{settings.host}:{settings.port}",
+        "workers": settings.workers,
+        # Threads, so that a slow upload over Tor does not hold a whole worker.
+        "worker_class": "gthread",
+        "threads": 4,
+        "timeout": 120,
+        "graceful_timeout": 30,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "warning",
+        "logger_class": PrivateLogger,
+        "forwarded_allow_ips": "",
+        "proxy_allow_ips": "",
+        "proc_name": f"dropbox-{interface}",
+    }
+
+
+def app_factory(config: Config, interface: str) -> Callable[[], Flask]:
+    """A callable that builds the Flask app of `interface` (in each worker)."""
+
+    def build() -> Flask:
+        if interface == "source":
+            from source_interface import create_app
+        else:
+            from journalist_interface import create_app
+        return create_app(config)
+
+    return build
+
+
+def serve(config: Config, interface: str) -> None:
+    """Run one interface until stopped."""
+    gunicorn.http.wsgi.Response = _NoServerHeaderResponse
+    _Server(app_factory(config, interface), gunicorn_options(config, interface)).run()

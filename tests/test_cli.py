@@ -1,0 +1,390 @@
+"""The `dropbox` command, end to end in a temporary directory, as an operator runs it."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pyotp
+import pytest
+from nacl.public import PrivateKey, PublicKey
+
+from dropbox import audit, officers, offices
+from dropbox.config import load
+from dropbox.instance import Instance
+from tests.conftest import CHEAP_COST, CHEAP_CRYPTO_TOML, free_port, invoke, run_cli
+
+PASSPHRASE = "correct horse battery staple"
+
+
+def write_config(directory: Path, extra: str = "") -> Path:
+    path = directory / "config.toml"
+    path.write_text(f'data_dir = "data"\n{extra}\n{CHEAP_CRYPTO_TOML}')
+    return path
+
+
+def recovery_passphrase(output: str) -> str:
+    lines = output.splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith("Recovery passphrase"))
+    return lines[index + 1].strip()
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("dropbox: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, str]]:
+    """An initialised instance with both offices; returns (workdir, recovery passphrases)."""
+    monkeypatch.chdir(tmp_path)
+    config = write_config(tmp_path)
+    assert invoke("--config", str(config), "init").returncode == 0
+    passphrases = {}
+    for code in ("OIO", "ECO"):
+        result = invoke("--config", str(config), "office", "create", code)
+        assert result.returncode == 0, result.stderr
+        passphrases[code] = recovery_passphrase(result.stdout)
+    return tmp_path, passphrases
+
+
+def test_full_setup_gives_an_officer_who_can_open_the_office_key(
+    setup: tuple[Path, dict[str, str]],
+) -> None:
+    workdir, passphrases = setup
+    config = workdir / "config.toml"
+    recovery_file = workdir / "ECO-recovery.json"
+    assert stat.S_IMODE(recovery_file.stat().st_mode) == 0o600
+    assert len(passphrases["ECO"].split()) == 10
+
+    added = run_cli(
+        "--config",
+        str(config),
+        "officer",
+        "add",
+        "amina",
+        "--name",
+        "Amina K.",
+        input=f"{PASSPHRASE}\n{PASSPHRASE}\n",
+    )
+    assert added.returncode == 0, added.stderr
+    uri = re.search(r"otpauth://\S+", added.stdout)
+    assert uri is not None and "amina" in uri.group(0)
+    totp_secret = re.search(r"secret=([A-Z2-7]+)", uri.group(0))
+    assert totp_secret is not None
+
+    granted = run_cli(
+        "--config",
+        str(config),
+        "officer",
+        "grant",
+        "amina",
+        "ECO",
+        "--recovery-file",
+        str(recovery_file),
+        input=passphrases["ECO"] + "\n",
+    )
+    assert granted.returncode == 0, granted.stderr
+    assert "amina now has access to ECO" in granted.stdout
+
+    listed = run_cli("--config", str(config), "officer", "list")
+    assert re.search(r"amina\s+ECO\s+officer\s+active", listed.stdout), listed.stdout
+
+    instance = Instance.open(load(config))
+    try:
+        with instance.sessions.begin() as session:
+            amina = officers.get(session, "amina")
+            secret_key = officers.unlock(amina, PASSPHRASE, CHEAP_COST)
+            assert secret_key is not None
+            assert officers.unlock(amina, "not the passphrase", CHEAP_COST) is None
+            assert officers.totp_secret(amina, secret_key) == totp_secret.group(1)
+            office_key = offices.office_key(session, amina, secret_key, "ECO")
+            assert bytes(office_key.public_key) == offices.get(session, "ECO").public_key
+            with pytest.raises(offices.AccessDenied):
+                offices.office_key(session, amina, secret_key, "OIO")
+            actions = [e.action for e in session.query(audit.AuditEvent).order_by("id")]
+            assert actions == ["office.create", "office.create", "officer.add", "office.grant"]
+    finally:
+        instance.close()
+
+    verified = run_cli("--config", str(config), "audit", "verify")
+    assert verified.returncode == 0
+    assert "4 events" in verified.stdout
+
+
+def test_office_recover_checks_the_file_and_can_issue_a_new_passphrase(
+    setup: tuple[Path, dict[str, str]],
+) -> None:
+    workdir, passphrases = setup
+    config = str(workdir / "config.toml")
+    new_file = workdir / "OIO-new.json"
+    result = invoke(
+        "--config",
+        config,
+        "office",
+        "recover",
+        "OIO",
+        "--recovery-file",
+        str(workdir / "OIO-recovery.json"),
+        "--new-recovery-file",
+        str(new_file),
+        input=passphrases["OIO"] + "\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "opens OIO's key" in result.stdout
+    new_passphrase = recovery_passphrase(result.stdout)
+    assert new_passphrase != passphrases["OIO"]
+
+    again = invoke(
+        "--config",
+        config,
+        "office",
+        "recover",
+        "OIO",
+        "--recovery-file",
+        str(new_file),
+        input=new_passphrase + "\n",
+    )
+    assert again.returncode == 0, again.stderr
+
+    wrong = invoke(
+        "--config",
+        config,
+        "office",
+        "recover",
+        "OIO",
+        "--recovery-file",
+        str(workdir / "OIO-recovery.json"),
+        input="wrong words\n",
+    )
+    assert_one_line_error(wrong, "recovery passphrase is not right")
+
+    other = invoke(
+        "--config",
+        config,
+        "office",
+        "recover",
+        "ECO",
+        "--recovery-file",
+        str(workdir / "OIO-recovery.json"),
+        input=passphrases["OIO"] + "\n",
+    )
+    assert_one_line_error(other, "belongs to another office")
+
+
+def test_officer_passphrase_change_rewraps_the_same_key(
+    setup: tuple[Path, dict[str, str]],
+) -> None:
+    workdir, _ = setup
+    config = workdir / "config.toml"
+    added = invoke(
+        "--config", str(config), "officer", "add", "jon", input=f"{PASSPHRASE}\n{PASSPHRASE}\n"
+    )
+    assert added.returncode == 0
+    instance = Instance.open(load(config))
+    try:
+        with instance.sessions.begin() as session:
+            jon = officers.get(session, "jon")
+            key = officers.unlock(jon, PASSPHRASE, CHEAP_COST)
+            assert key is not None
+            officers.change_passphrase(jon, key, "a brand new passphrase", CHEAP_COST)
+        with instance.sessions.begin() as session:
+            jon = officers.get(session, "jon")
+            assert officers.unlock(jon, PASSPHRASE, CHEAP_COST) is None
+            rewrapped = officers.unlock(jon, "a brand new passphrase", CHEAP_COST)
+            assert rewrapped is not None and bytes(rewrapped) == bytes(key)
+    finally:
+        instance.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "fragments"),
+    [
+        (["office", "create", "XYZ"], None, ["unknown office 'XYZ'"]),
+        (["office", "create", "OIO"], None, ["already exists"]),
+        (["officer", "add", "Bad Name"], None, ["a username is"]),
+        (["officer", "add", "shorty"], "short\nshort\n", ["at least 12 characters"]),
+        (
+            ["officer", "grant", "nobody", "OIO", "--recovery-file", "OIO-recovery.json"],
+            "x\n",
+            ["no officer is called 'nobody'"],
+        ),
+        (
+            ["officer", "grant", "x", "OIO", "--recovery-file", "missing.json"],
+            None,
+            ["missing.json", "does not exist"],
+        ),
+        (["officer", "frobnicate"], None, ["No such command"]),
+        (["run", "elsewhere"], None, ["Invalid value"]),
+        (["init"], None, ["already initialised"]),
+    ],
+)
+def test_command_errors_are_one_line_and_exit_2(
+    setup: tuple[Path, dict[str, str]], args: list[str], stdin: str | None, fragments: list[str]
+) -> None:
+    workdir, _ = setup
+    result = invoke("--config", str(workdir / "config.toml"), *args, input=stdin)
+    assert_one_line_error(result, *fragments)
+
+
+def test_duplicate_officer_is_refused(setup: tuple[Path, dict[str, str]]) -> None:
+    workdir, _ = setup
+    config = str(workdir / "config.toml")
+    first = invoke("--config", config, "officer", "add", "sam", input=f"{PASSPHRASE}\n" * 2)
+    assert first.returncode == 0
+    second = invoke("--config", config, "officer", "add", "sam", input=f"{PASSPHRASE}\n" * 2)
+    assert_one_line_error(second, "already exists")
+
+
+def test_configuration_problems_are_named(tmp_path: Path) -> None:
+    missing = invoke("--config", str(tmp_path / "nope.toml"), "init")
+    assert_one_line_error(missing, "configuration file not found")
+
+    bad = write_config(tmp_path, "[source]\nport = 'eighty'\n")
+    assert_one_line_error(invoke("--config", str(bad), "init"), "source.port", "integer")
+
+    via_env = invoke("officer", "list", env={"DROPBOX_CONFIG": str(bad)})
+    assert_one_line_error(via_env, "source.port")
+
+
+def test_commands_on_an_uninitialised_instance_say_so(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    result = invoke("--config", str(config), "officer", "list")
+    assert_one_line_error(result, "not an initialised instance", "dropbox init")
+
+
+def test_audit_verify_names_the_first_altered_event(setup: tuple[Path, dict[str, str]]) -> None:
+    workdir, _ = setup
+    config = workdir / "config.toml"
+    instance = Instance.open(load(config))
+    try:
+        with instance.sessions.begin() as session:
+            first = session.get(audit.AuditEvent, 1)
+            assert first is not None
+            first.detail = "OIO something else"
+    finally:
+        instance.close()
+    result = invoke("--config", str(config), "audit", "verify")
+    assert result.returncode == 1
+    assert "BROKEN at event 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["init"],
+        ["office"],
+        ["office", "create"],
+        ["office", "recover"],
+        ["officer"],
+        ["officer", "add"],
+        ["officer", "grant"],
+        ["officer", "list"],
+        ["audit", "verify"],
+        ["demo"],
+        ["run"],
+    ],
+)
+def test_every_command_has_help(command: list[str]) -> None:
+    result = invoke(*command, "--help")
+    assert result.returncode == 0
+    assert "Usage: dropbox" in result.stdout
+
+
+def _get(url: str) -> tuple[int, dict[str, str], str]:
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - localhost only
+        return response.status, dict(response.headers), response.read().decode()
+
+
+def _wait_for(url: str, process: subprocess.Popen[str], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"server exited early: {process.stderr.read() if process.stderr else ''}"
+            )
+        try:
+            _get(url)
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer in {seconds} s")
+
+
+def test_demo_sets_up_serves_both_interfaces_and_stops_cleanly(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo"
+    source_port, reviewer_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dropbox",
+            "demo",
+            "--data-dir",
+            str(data_dir),
+            "--source-port",
+            str(source_port),
+            "--reviewer-port",
+            str(reviewer_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(f"http://127.0.0.1:{source_port}/", process)
+        _wait_for(f"http://127.0.0.1:{reviewer_port}/", process)
+        status, headers, body = _get(f"http://127.0.0.1:{source_port}/")
+        assert status == 200
+        assert "Office of Internal Oversight" in body
+        assert "Server" not in headers
+        assert headers["Content-Security-Policy"].startswith("default-src 'none'")
+    finally:
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    assert "Traceback" not in stderr
+    assert f"http://127.0.0.1:{source_port}/" in stdout
+    assert f"http://127.0.0.1:{reviewer_port}/" in stdout
+    assert "oio-officer" in stdout and "eco-officer" in stdout
+
+    logins = json.loads((data_dir / "DEMO-LOGINS.json").read_text())
+    instance = Instance.open(load(data_dir / "config.toml"))
+    try:
+        with instance.sessions.begin() as session:
+            for login in logins:
+                officer = officers.get(session, login["username"])
+                key = officers.unlock(officer, login["passphrase"], instance.config.crypto.kdf_cost)
+                assert key is not None
+                office_key = offices.office_key(session, officer, key, login["office"])
+                assert isinstance(office_key, PrivateKey)
+                assert PublicKey(offices.get(session, login["office"]).public_key) == (
+                    office_key.public_key
+                )
+                assert officers.totp_secret(officer, key) == login["totp_secret"]
+    finally:
+        instance.close()
+
+    codes = invoke("demo", "--codes", "--data-dir", str(data_dir))
+    assert codes.returncode == 0
+    for login in logins:
+        code = pyotp.TOTP(login["totp_secret"]).now()
+        assert re.search(rf"{login['username']}: \d{{6}}", codes.stdout)
+        assert code.isdigit()
+
+    reused = invoke("demo", "--no-serve", "--data-dir", str(data_dir))
+    assert reused.returncode == 0, reused.stderr
+    assert logins[0]["passphrase"] in reused.stdout
