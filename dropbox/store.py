@@ -81,13 +81,17 @@ class Store:
             raise BlobNotFound(name)
         return self.blob_dir / name[:2] / name
 
+    def begin(self, name: str | None = None) -> BlobWriter:
+        """Start a new blob; the caller must `commit()` or `discard()` it."""
+        return BlobWriter(self, name or self.new_name())
+
     @contextlib.contextmanager
     def writer(self, name: str | None = None) -> Iterator[BlobWriter]:
         """Write a new blob; it is committed only by an explicit `commit()`.
 
         If the block raises, or ends without committing, the partial blob is removed.
         """
-        blob = BlobWriter(self, name or self.new_name())
+        blob = self.begin(name)
         try:
             yield blob
         finally:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from nacl.public import PrivateKey
 
 from crypto.kdf import KdfCost
 from dropbox.config import Config, CryptoSettings
@@ -84,3 +85,18 @@ def run_cli(
         env={**os.environ, **(env or {})},
         timeout=120,
     )
+
+
+@pytest.fixture
+def office_keys(instance: Instance) -> dict[str, PrivateKey]:
+    """Both offices created; their secret keys, as a recovery would give them."""
+    from dropbox import offices
+
+    keys = {}
+    with instance.sessions.begin() as session:
+        for office in instance.config.offices:
+            _, secret_key, _, _ = offices.create(
+                session, instance.config, office.code, CHEAP_COST, "test"
+            )
+            keys[office.code] = secret_key
+    return keys

@@ -1,0 +1,445 @@
+"""Reports and their threads: submission, answers, office messages, and what a source may see.
+
+Every item is an envelope: the body goes to the store, the key block to the
+item row. Files stream in encrypted to a key that lives only for the request
+(an `Upload`), because the office that must read them is known only once the
+whole form has been read; they are then re-sealed to the office, and the
+request key is forgotten.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import secrets
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from diceware.wordlist import WordList, get_wordlist_path
+from nacl.public import PrivateKey, PublicKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crypto import envelope
+from crypto.errors import DecryptionError
+from dropbox.errors import DropboxError, NotFound
+from dropbox.instance import Instance
+from dropbox.models import (
+    TO_SOURCE_KINDS,
+    Item,
+    ItemKind,
+    Office,
+    Report,
+    Status,
+    StatusChange,
+)
+from dropbox.store import BlobNotFound, BlobWriter, Store
+
+ACKNOWLEDGE_DAYS = 7
+FEEDBACK_MONTHS = 3
+MESSAGE_TYPE = "application/vnd.dropbox.message+json"
+MAX_NAME_BYTES = 255
+
+
+def source_day() -> datetime:
+    """The time stamp for anything a source causes: today, to the day (DESIGN.md: no finer)."""
+    now = datetime.now(UTC)
+    return datetime(now.year, now.month, now.day)
+
+
+def officer_now() -> datetime:
+    """The time stamp for what officers do (they are not anonymous): to the second."""
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def add_months(day: date, months: int) -> date:
+    """The same day `months` later, or the month's last day if it is shorter."""
+    month_index = day.month - 1 + months
+    year, month = day.year + month_index // 12, month_index % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def new_id() -> str:
+    """A random id for a report or an item (it says nothing about either)."""
+    return secrets.token_hex(16)
+
+
+def item_context(report_id: str, item_id: str) -> bytes:
+    """What an item's envelope is bound to, so a blob cannot move to another report or item."""
+    return envelope.context("dropbox-item", report_id, item_id)
+
+
+def clean_file_name(name: str | None) -> str:
+    """A safe display name: no path, no control characters, at most 255 bytes of UTF-8."""
+    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(c for c in base if unicodedata.category(c)[0] != "C").strip().lstrip(".")
+    encoded = base.encode("utf-8")[:MAX_NAME_BYTES]
+    return encoded.decode("utf-8", "ignore") or "file"
+
+
+def clean_content_type(value: str | None) -> str:
+    """The declared content type if it looks like one; octet-stream otherwise."""
+    value = (value or "").split(";", 1)[0].strip().lower()
+    if 0 < len(value) <= 127 and value.count("/") == 1 and value.isascii() and " " not in value:
+        return value
+    return "application/octet-stream"
+
+
+@dataclass
+class StoredEnvelope:
+    """An envelope whose body is written (not yet committed) and whose key block is known."""
+
+    item_id: str
+    blob: BlobWriter
+    key_block: bytes
+    size: int
+    name: str = ""
+
+
+class UploadedFile:
+    """One file of an upload: a writable that encrypts as the request streams in.
+
+    Werkzeug's multipart parser writes to it and calls ``seek(0)`` when the
+    part is complete; that is when the envelope is closed.
+    """
+
+    def __init__(self, upload: Upload, name: str, content_type: str) -> None:
+        self.item_id = new_id()
+        self.name = name
+        self.blob = upload.store.begin()
+        self._writer = envelope.EnvelopeWriter(
+            self.blob,
+            [upload.request_key.public_key],
+            item_context(upload.report_id, self.item_id),
+            name=name,
+            content_type=content_type,
+        )
+        self.key_block: bytes | None = None
+
+    def write(self, data: bytes) -> int:
+        """Encrypt a piece of the file."""
+        return self._writer.write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Called by the parser at the end of the part: finish the envelope."""
+        if self.key_block is None:
+            self.key_block = self._writer.close()
+        return 0
+
+    def read(self, size: int = -1) -> bytes:
+        """Plaintext is never kept, so there is nothing to read back."""
+        return b""
+
+    @property
+    def size(self) -> int:
+        """Bytes of content received."""
+        return self._writer.size
+
+    def discard(self) -> None:
+        """Drop the partial or unwanted blob."""
+        self.blob.discard()
+
+
+@dataclass
+class Upload:
+    """The files of one request, encrypted to a request key until the office is known."""
+
+    store: Store
+    report_id: str
+    request_key: PrivateKey = field(default_factory=PrivateKey.generate)
+    files: list[UploadedFile] = field(default_factory=list)
+
+    def open_file(self, filename: str | None, content_type: str | None) -> UploadedFile:
+        """Start receiving one file part."""
+        uploaded = UploadedFile(self, clean_file_name(filename), clean_content_type(content_type))
+        self.files.append(uploaded)
+        return uploaded
+
+    def complete_files(self) -> list[UploadedFile]:
+        """Files fully received and not empty (a browser sends an empty part for no file)."""
+        return [f for f in self.files if f.key_block is not None and (f.size or f.name != "file")]
+
+    def discard(self) -> None:
+        """Remove every blob not yet committed (a failed or refused request)."""
+        for uploaded in self.files:
+            if not uploaded.blob.committed:
+                uploaded.discard()
+
+    def reseal(self, uploaded: UploadedFile, recipients: Sequence[PublicKey]) -> StoredEnvelope:
+        """Give the recipients the file's key and forget the request key's entry."""
+        assert uploaded.key_block is not None  # noqa: S101 - complete_files guarantees it
+        key_block = uploaded.key_block
+        for recipient in recipients:
+            key_block = envelope.add_recipient(key_block, self.request_key, recipient)
+        key_block = envelope.remove_recipient(key_block, self.request_key.public_key)
+        return StoredEnvelope(uploaded.item_id, uploaded.blob, key_block, uploaded.size)
+
+
+def seal_bytes(
+    store: Store,
+    report_id: str,
+    data: bytes,
+    recipients: Sequence[PublicKey],
+    *,
+    content_type: str = MESSAGE_TYPE,
+    name: str = "",
+) -> StoredEnvelope:
+    """Encrypt a small item held in memory into a new blob (not yet committed)."""
+    item_id = new_id()
+    blob = store.begin()
+    try:
+        writer = envelope.EnvelopeWriter(
+            blob, recipients, item_context(report_id, item_id), name=name, content_type=content_type
+        )
+        writer.write(data)
+        key_block = writer.close()
+    except BaseException:
+        blob.discard()
+        raise
+    return StoredEnvelope(item_id, blob, key_block, len(data))
+
+
+def message_document(text: str, details: dict[str, str] | None = None) -> bytes:
+    """The plaintext of a message item: the text and any labelled details."""
+    fields = {k: v for k, v in (details or {}).items() if v}
+    return json.dumps({"text": text, "details": fields}, ensure_ascii=False).encode("utf-8")
+
+
+def read_message_document(data: bytes) -> tuple[str, dict[str, str]]:
+    """The text and details of a message item."""
+    try:
+        document = json.loads(data.decode("utf-8"))
+        text, details = document["text"], document.get("details", {})
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DecryptionError() from exc
+    if not isinstance(text, str) or not isinstance(details, dict):
+        raise DecryptionError()
+    return text, {str(k): str(v) for k, v in details.items()}
+
+
+@dataclass(frozen=True)
+class NewReport:
+    """Everything a first submission carries, already checked by the interface."""
+
+    lookup_id: bytes
+    source_public_key: PublicKey
+    category: str
+    text: str
+    details: dict[str, str]
+    identity: dict[str, str]
+    urgent: bool
+    acknowledgement: str
+
+
+_adjectives: list[str] = []
+_nouns: list[str] = []
+
+
+def _designation() -> str:
+    if not _adjectives:
+        _adjectives.extend(WordList(get_wordlist_path("en_adjectives")))
+        _nouns.extend(w for w in WordList(get_wordlist_path("en_nouns")) if w.isalpha())
+    return f"{secrets.choice(_adjectives)} {secrets.choice(_nouns)}"
+
+
+def new_designation(session: Session) -> str:
+    """A random 'adjective noun' label, unique in the instance, never derived from the codename."""
+    for _ in range(100):
+        candidate = _designation()
+        if (
+            session.execute(select(Report.id).where(Report.designation == candidate)).first()
+            is None
+        ):
+            return candidate
+    raise DropboxError("could not find a free designation")  # 10 million labels; not reached
+
+
+def find(session: Session, lookup_id: bytes) -> Report | None:
+    """The report whose codename gives this lookup id, if any."""
+    return session.execute(select(Report).where(Report.lookup_id == lookup_id)).scalar_one_or_none()
+
+
+def _add_item(
+    session: Session,
+    report: Report,
+    stored: StoredEnvelope,
+    kind: ItemKind,
+    created_at: datetime,
+    author_id: int | None = None,
+) -> Item:
+    """Commit the blob, then record the row (committed by the caller's transaction).
+
+    In this order a crash leaves at worst a blob without a row (found by
+    fsck), never a row whose blob is missing.
+    """
+    if not stored.blob.committed:
+        stored.blob.commit()
+    item = Item(
+        id=stored.item_id,
+        report_id=report.id,
+        seq=report.next_seq,
+        kind=kind,
+        author_id=author_id,
+        created_at=created_at,
+        size=stored.size,
+        key_block=stored.key_block,
+        blob=stored.blob.name,
+        deleted_by_source=False,
+    )
+    report.next_seq += 1
+    session.add(item)
+    return item
+
+
+def submit(
+    instance: Instance, session: Session, report_id: str, new: NewReport, upload: Upload
+) -> Report:
+    """Record a first report with its files, and post the automatic acknowledgement."""
+    config = instance.config
+    try:
+        office_code = config.category(new.category).office
+    except KeyError:
+        raise DropboxError("unknown category") from None
+    office = session.get(Office, office_code)
+    if office is None:
+        raise DropboxError(f"office {office_code} cannot receive reports yet (no keys)")
+    if find(session, new.lookup_id) is not None:
+        raise DropboxError("a report already exists for this codename")
+    office_key = PublicKey(office.public_key)
+    day = source_day()
+    report = Report(
+        id=report_id,
+        lookup_id=new.lookup_id,
+        source_public_key=bytes(new.source_public_key),
+        designation=new_designation(session),
+        office_code=office_code,
+        category=new.category,
+        status=Status.RECEIVED,
+        urgent=new.urgent,
+        received_at=day,
+        acknowledge_due=day.date() + timedelta(days=ACKNOWLEDGE_DAYS),
+        feedback_due=add_months(day.date(), FEEDBACK_MONTHS),
+        last_activity_at=day,
+        next_seq=1,
+    )
+    session.add(report)
+    session.flush()
+    store = instance.store
+    message = seal_bytes(store, report.id, message_document(new.text, new.details), [office_key])
+    _add_item(session, report, message, ItemKind.MESSAGE, day)
+    if any(new.identity.values()):
+        identity = seal_bytes(store, report.id, message_document("", new.identity), [office_key])
+        _add_item(session, report, identity, ItemKind.IDENTITY, day)
+    for uploaded in upload.complete_files():
+        _add_item(session, report, upload.reseal(uploaded, [office_key]), ItemKind.FILE, day)
+    acknowledgement = seal_bytes(
+        store,
+        report.id,
+        message_document(new.acknowledgement),
+        [office_key, new.source_public_key],
+    )
+    _add_item(session, report, acknowledgement, ItemKind.ACKNOWLEDGEMENT, day)
+    session.add(
+        StatusChange(report_id=report.id, from_status=None, to_status=Status.RECEIVED, at=day)
+    )
+    return report
+
+
+def add_answer(
+    instance: Instance, session: Session, report: Report, text: str, upload: Upload
+) -> list[Item]:
+    """Record a returning source's answer: text (if any) and files, sealed to the office only."""
+    office = session.get(Office, report.office_code)
+    if office is None:
+        raise NotFound("the office of this report has no key")
+    office_key = PublicKey(office.public_key)
+    day = source_day()
+    items = []
+    if text:
+        stored = seal_bytes(instance.store, report.id, message_document(text), [office_key])
+        items.append(_add_item(session, report, stored, ItemKind.MESSAGE, day))
+    for uploaded in upload.complete_files():
+        stored = upload.reseal(uploaded, [office_key])
+        items.append(_add_item(session, report, stored, ItemKind.FILE, day))
+    if items:
+        report.last_activity_at = day
+    return items
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    """One line of the thread as the source sees it (content only for office messages)."""
+
+    id: str
+    kind: str
+    from_source: bool
+    created_at: datetime
+    size: int
+    text: str | None = None
+    damaged: bool = False
+
+
+def thread_for_source(
+    instance: Instance, session: Session, report: Report, source_key: PrivateKey
+) -> list[SourceEntry]:
+    """The thread in order; office messages decrypted in memory with the source's key."""
+    entries = []
+    for item in session.execute(
+        select(Item).where(Item.report_id == report.id).order_by(Item.seq)
+    ).scalars():
+        kind = ItemKind(item.kind)
+        if kind == ItemKind.NOTE or item.deleted_by_source:
+            continue
+        if kind not in TO_SOURCE_KINDS:
+            entries.append(SourceEntry(item.id, kind, True, item.created_at, item.size))
+            continue
+        try:
+            text, _ = read_message_document(open_item_bytes(instance, item, source_key))
+            entries.append(SourceEntry(item.id, kind, False, item.created_at, item.size, text))
+        except DecryptionError:
+            entries.append(
+                SourceEntry(item.id, kind, False, item.created_at, item.size, damaged=True)
+            )
+    return entries
+
+
+def open_item_bytes(instance: Instance, item: Item, secret_key: PrivateKey) -> bytes:
+    """Decrypt a small item into memory (messages, notes; never used for files)."""
+    try:
+        with instance.store.open(item.blob) as body:
+            reader = envelope.EnvelopeReader(
+                item.key_block, body, secret_key, item_context(item.report_id, item.id)
+            )
+            return b"".join(reader.chunks())
+    except (BlobNotFound, OSError, ValueError) as exc:
+        raise DecryptionError() from exc
+
+
+def delete_for_source(session: Session, report: Report, item_id: str) -> None:
+    """Remove an office message from the source's view and destroy the source's copy of its key.
+
+    The office keeps its own copy; a codename that leaks later no longer opens it.
+    """
+    item = session.get(Item, item_id)
+    if item is None or item.report_id != report.id or ItemKind(item.kind) not in TO_SOURCE_KINDS:
+        raise NotFound("that message does not exist")
+    if item.deleted_by_source:
+        return
+    item.key_block = envelope.remove_recipient(item.key_block, PublicKey(report.source_public_key))
+    item.deleted_by_source = True
+
+
+def post_reply(
+    instance: Instance, session: Session, report: Report, text: str, author_id: int | None
+) -> Item:
+    """Post a message from the office to the source, sealed to both of them."""
+    office = session.get(Office, report.office_code)
+    if office is None:
+        raise NotFound("the office of this report has no key")
+    recipients = [PublicKey(office.public_key), PublicKey(report.source_public_key)]
+    stored = seal_bytes(instance.store, report.id, message_document(text), recipients)
+    now = officer_now()
+    report.last_activity_at = now
+    return _add_item(session, report, stored, ItemKind.REPLY, now, author_id)

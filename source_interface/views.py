@@ -1,0 +1,462 @@
+"""The source interface's pages: landing, codename, report, receipt, sign-in and thread."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+from flask import (
+    Flask,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from nacl.public import PrivateKey
+from werkzeug.wrappers import Response
+
+from crypto import codenames
+from dropbox import reports
+from dropbox.config import Config
+from dropbox.errors import DropboxError, NotFound
+from dropbox.instance import Instance
+from dropbox.limits import DerivationGate
+from dropbox.models import ItemKind, Report, Status
+
+LANGUAGE_NAMES = {"en": "English", "fr": "Français", "es": "Español"}
+MAX_MESSAGE_CHARS = 100_000
+MAX_DETAIL_CHARS = 5_000
+DETAIL_FIELDS = {
+    "what_when": _l("When it happened"),
+    "where": _l("Where it happened"),
+    "who": _l("Who was involved"),
+    "reported_before": _l("Reported before"),
+    "evidence": _l("Evidence or witnesses"),
+    "protected_activity": _l("Protected activity (what was reported or how they helped)"),
+    "protected_activity_date": _l("Date of the protected activity"),
+    "detrimental_action": _l("What was done or threatened against them"),
+}
+IDENTITY_FIELDS = {"identity_name": _l("Name"), "identity_contact": _l("Contact details")}
+
+ERRORS: dict[str, tuple[Any, Any]] = {
+    "bad_request": (
+        _l("Something was wrong with that request"),
+        _l("The page could not use what was sent. Please go back and try again."),
+    ),
+    "not_found": (
+        _l("This page does not exist"),
+        _l("The address may be mistyped, or the page may have moved."),
+    ),
+    "too_large": (
+        _l("The files are too large"),
+        _l(
+            "Everything sent at once must be smaller than %(mib)s MiB. Nothing was kept. "
+            "Please send fewer or smaller files, or send them in several answers."
+        ),
+    ),
+    "too_many": (
+        _l("Please slow down"),
+        _l("There were too many attempts in a short time. Wait a minute, then try again."),
+    ),
+    "busy": (
+        _l("The site is busy"),
+        _l("Many people are using this site right now. Wait a minute, then try again."),
+    ),
+    "form_expired": (
+        _l("This form has expired"),
+        _l(
+            "For your safety, forms stop working when your session ends or after you log "
+            "out. Nothing was sent. Please start again."
+        ),
+    ),
+    "session_ended": (
+        _l("Your session has ended"),
+        _l(
+            "For your safety, a session ends after %(minutes)s minutes or when you log out. "
+            "Sign in again with your codename to continue."
+        ),
+    ),
+    "server_error": (
+        _l("Something went wrong on our side"),
+        _l(
+            "Your request could not be completed. Nothing you sent was kept from this "
+            "attempt. Please try again in a few minutes."
+        ),
+    ),
+}
+
+STATUS_TEXT: dict[str, tuple[Any, Any]] = {
+    Status.RECEIVED: (
+        _l("Received"),
+        _l("Your report has arrived safely. The office has not confirmed it personally yet."),
+    ),
+    Status.ACKNOWLEDGED: (
+        _l("Acknowledged"),
+        _l("An officer has confirmed receiving your report."),
+    ),
+    Status.UNDER_ASSESSMENT: (
+        _l("Being assessed"),
+        _l("The office is studying what you reported to decide what to do next."),
+    ),
+    Status.REFERRED: (
+        _l("Referred"),
+        _l("Your report has been passed on: to the other office, or for investigation."),
+    ),
+    Status.CLOSED: (_l("Closed"), _l("The office has finished its work on this report.")),
+    Status.REOPENED: (_l("Reopened"), _l("The office is looking at this report again.")),
+}
+
+
+def error_page(kind: str, status: int) -> tuple[str, int]:
+    """A calm error page; the actions offer a way on."""
+    title, message = ERRORS[kind]
+    config: Config = current_app.extensions["dropbox"].config
+    text = str(message) % {
+        "mib": config.source.max_upload_mib,
+        "minutes": config.source.session_minutes,
+    }
+    actions = []
+    if kind in ("session_ended", "form_expired"):
+        actions.append((url_for("login"), _("Sign in with your codename")))
+    return render_template(
+        "error.html", title=title, message=text, status=status, actions=actions
+    ), status
+
+
+def size_text(size: int) -> str:
+    """A human file size."""
+    value = float(size)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{int(value)} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} bytes"  # pragma: no cover
+
+
+def _instance() -> Instance:
+    instance: Instance = current_app.extensions["dropbox"]
+    return instance
+
+
+def _derive(codename: str) -> codenames.SourceSecrets:
+    gate: DerivationGate = current_app.extensions["dropbox.gate"]
+    secrets = _instance().secrets
+    with gate.slot():
+        return codenames.derive(codename, secrets.codename_salt, secrets.codename_cost)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"))
+
+
+def _signed_in_report(db: Any) -> tuple[Report, PrivateKey] | None:
+    report_id = session.get("report_id")
+    if not report_id:
+        return None
+    report = db.get(Report, report_id)
+    if report is None:
+        session.clear()
+        return None
+    return report, PrivateKey(_unb64(session["secret_key"]))
+
+
+def _session_ended() -> tuple[str, int]:
+    return error_page("session_ended", 401)
+
+
+def register_views(app: Flask, config: Config) -> None:
+    """Attach every page of the source interface."""
+    limiter = app.extensions["dropbox.limiter"]
+    per_session_attempts = f"{config.limits.codename_attempts_per_minute}/minute"
+    global_attempts = f"{config.limits.concurrent_derivations * 60}/minute"
+    per_session_submissions = f"{config.limits.submissions_per_hour}/hour"
+
+    def limited(*limits: tuple[str, Callable[[], str] | None]) -> Callable[[Any], Any]:
+        def wrap(view: Any) -> Any:
+            for value, key in limits:
+                view = limiter.limit(value, key_func=key, methods=["POST"])(view)
+            return view
+
+        return wrap
+
+    everyone = ("global", lambda: "everyone")
+
+    @app.get("/")
+    def index() -> str:
+        """The landing page: what this is, and the two ways on."""
+        return render_template("index.html", offices=config.offices, categories=config.categories)
+
+    @app.get("/language/<code>")
+    def set_language(code: str) -> Response:
+        """Switch the language (and with it the codename word list)."""
+        if code in config.source.languages:
+            session["language"] = code
+        target = request.args.get("next", "index")
+        if target not in {"index", "generate", "login", "report_form", "thread", "receipt"}:
+            target = "index"
+        return redirect(url_for(target))
+
+    @app.get("/codename")
+    def generate() -> str:
+        """Show a new codename, once. Nothing is stored until the first report."""
+        language = current_app.extensions["dropbox.locale"]()
+        codename = codenames.generate(language)
+        return render_template(
+            "generate.html",
+            codename=codename,
+            words=codename.split(" "),
+            language=language,
+            error=None,
+        )
+
+    @app.post("/codename")
+    @limited((per_session_attempts, None), (global_attempts, everyone[1]))
+    def confirm_codename() -> Response | tuple[str, int]:
+        """The source has written the codename down: derive its keys, go on to the report."""
+        codename = request.form.get("codename", "")
+        if not codenames.looks_like_codename(codename):
+            return redirect(url_for("generate"))
+        if request.form.get("written_down") != "yes":
+            language = current_app.extensions["dropbox.locale"]()
+            return render_template(
+                "generate.html",
+                codename=codename,
+                words=codename.split(" "),
+                language=language,
+                error=_("Please write your codename down, then tick the box to confirm."),
+            ), 400
+        derived = _derive(codename)
+        session.regenerate()  # type: ignore[attr-defined]
+        for key in ("report_id", "pending_lookup_id"):
+            session.pop(key, None)
+        session["pending_lookup_id"] = _b64(derived.lookup_id)
+        session["secret_key"] = _b64(bytes(derived.secret_key))
+        session["new_report_id"] = reports.new_id()
+        return redirect(url_for("report_form"))
+
+    def _render_form(
+        values: dict[str, str], errors: dict[str, str], status: int = 200, files_lost: bool = False
+    ) -> tuple[str, int]:
+        return render_template(
+            "report.html",
+            categories=config.categories,
+            values=values,
+            errors=errors,
+            max_upload_mib=config.source.max_upload_mib,
+            min_message_chars=config.source.min_message_chars,
+            files_lost=files_lost,
+        ), status
+
+    @app.get("/report")
+    def report_form() -> Response | tuple[str, int]:
+        """The report form (after a codename was confirmed)."""
+        if session.get("report_id"):
+            return redirect(url_for("thread"))
+        if not session.get("pending_lookup_id"):
+            if getattr(session, "expired", False):
+                return _session_ended()
+            return redirect(url_for("generate"))
+        return _render_form({}, {})
+
+    def _check_report_form(form: Any) -> tuple[dict[str, str], dict[str, str]]:
+        fields = ("category", "message", *DETAIL_FIELDS, *IDENTITY_FIELDS)
+        values = {name: form.get(name, "").strip() for name in fields}
+        values["safety_risk"] = "yes" if form.get("safety_risk") == "yes" else ""
+        errors: dict[str, str] = {}
+        codes = {c.code for c in config.categories}
+        if values["category"] not in codes:
+            errors["category"] = _(
+                "Please choose what it is about. If you are not sure, choose “I am not sure”."
+            )
+        minimum = config.source.min_message_chars
+        if len(values["message"]) < minimum:
+            errors["message"] = _(
+                "Please describe what happened in at least %(n)s characters.", n=minimum
+            )
+        elif len(values["message"]) > MAX_MESSAGE_CHARS:
+            errors["message"] = _(
+                "The description is too long (at most %(n)s characters). Put the rest in a file.",
+                n=MAX_MESSAGE_CHARS,
+            )
+        for name in (*DETAIL_FIELDS, *IDENTITY_FIELDS):
+            if len(values[name]) > MAX_DETAIL_CHARS:
+                errors[name] = _("This is too long (at most %(n)s characters).", n=MAX_DETAIL_CHARS)
+        if form.get("website"):
+            errors["website"] = _("Please leave the last field empty.")
+        return values, errors
+
+    @app.post("/report")
+    @limited((per_session_submissions, None))
+    def submit_report() -> Response | tuple[str, int]:
+        """Receive a first report: text, details, identity and files, encrypted on arrival."""
+        if session.get("report_id"):
+            return redirect(url_for("thread"))
+        if not session.get("pending_lookup_id"):
+            return _session_ended()
+        values, errors = _check_report_form(request.form)
+        upload: reports.Upload = g.upload
+        if errors:
+            return _render_form(values, errors, 400, files_lost=bool(upload.complete_files()))
+        category = config.category(values["category"])
+        urgent = values["safety_risk"] == "yes"
+        details = {str(label): values[name] for name, label in DETAIL_FIELDS.items()}
+        if urgent:
+            details[_("Safety")] = _("The source says their safety is at immediate risk.")
+        office = config.office(category.office)
+        new = reports.NewReport(
+            lookup_id=_unb64(session["pending_lookup_id"]),
+            source_public_key=PrivateKey(_unb64(session["secret_key"])).public_key,
+            category=category.code,
+            text=values["message"],
+            details=details,
+            identity={str(label): values[name] for name, label in IDENTITY_FIELDS.items()},
+            urgent=urgent,
+            acknowledgement=_(
+                "Thank you. The %(office)s has received your report. An officer will confirm "
+                "it personally within %(days)s days and may ask you questions here. Please "
+                "come back with your codename to read them.",
+                office=office.name,
+                days=reports.ACKNOWLEDGE_DAYS,
+            ),
+        )
+        try:
+            with _instance().sessions.begin() as db:
+                report = reports.submit(_instance(), db, session["new_report_id"], new, upload)
+        except DropboxError:
+            return error_page("server_error", 500)
+        session.pop("pending_lookup_id", None)
+        session.pop("new_report_id", None)
+        session["report_id"] = report.id
+        session["urgent"] = urgent
+        return redirect(url_for("receipt"))
+
+    @app.get("/receipt")
+    def receipt() -> Response | tuple[str, int] | str:
+        """What happens next, after a first report."""
+        with _instance().sessions() as db:
+            found = _signed_in_report(db)
+            if found is None:
+                return _session_ended()
+            report = found[0]
+            return render_template(
+                "receipt.html",
+                office=config.office(report.office_code),
+                acknowledge_days=reports.ACKNOWLEDGE_DAYS,
+                feedback_months=reports.FEEDBACK_MONTHS,
+                urgent=report.urgent,
+            )
+
+    @app.route("/login", methods=["GET", "POST"])
+    @limited((per_session_attempts, None), (global_attempts, everyone[1]))
+    def login() -> Response | tuple[str, int] | str:
+        """Sign in with a codename."""
+        if request.method == "GET":
+            return render_template("login.html", error=None, value="")
+        codename = request.form.get("codename", "")
+        if not codenames.looks_like_codename(codename):
+            error = _(
+                "That is not a codename. A codename is seven words from the list this site "
+                "gave you. Check each word and try again."
+            )
+            return render_template("login.html", error=error, value=""), 400
+        derived = _derive(codename)
+        with _instance().sessions() as db:
+            report = reports.find(db, derived.lookup_id)
+        if report is None:
+            error = _(
+                "No report matches this codename. Check each word and try again. If you "
+                "never sent a report with it, make a new report."
+            )
+            return render_template("login.html", error=error, value=""), 400
+        session.regenerate()  # type: ignore[attr-defined]
+        session.clear()
+        session["report_id"] = report.id
+        session["secret_key"] = _b64(bytes(derived.secret_key))
+        session["language"] = current_app.extensions["dropbox.locale"]()
+        return redirect(url_for("thread"))
+
+    @app.get("/thread")
+    def thread() -> tuple[str, int] | str:
+        """The source's thread: what they sent (not its content) and the office's messages."""
+        with _instance().sessions() as db:
+            found = _signed_in_report(db)
+            if found is None:
+                return _session_ended()
+            report, secret_key = found
+            raw = reports.thread_for_source(_instance(), db, report, secret_key)
+            status, explanation = STATUS_TEXT.get(report.status, STATUS_TEXT[Status.RECEIVED])
+            entries = [
+                {
+                    "id": e.id,
+                    "kind": str(e.kind),
+                    "from_source": e.from_source,
+                    "date": e.created_at.strftime("%Y-%m-%d"),
+                    "size_text": size_text(e.size),
+                    "text": e.text,
+                    "damaged": e.damaged,
+                }
+                for e in raw
+            ]
+            return render_template(
+                "thread.html",
+                office=config.office(report.office_code),
+                status_text=status,
+                status_explanation=explanation,
+                entries=entries,
+                max_upload_mib=config.source.max_upload_mib,
+            )
+
+    @app.post("/thread/answer")
+    @limited((per_session_submissions, None))
+    def answer() -> Response | tuple[str, int]:
+        """A returning source answers: text, files, or both."""
+        text = request.form.get("message", "").strip()
+        upload: reports.Upload = g.upload
+        with _instance().sessions.begin() as db:
+            found = _signed_in_report(db)
+            if found is None:
+                return _session_ended()
+            if len(text) > MAX_MESSAGE_CHARS:
+                flash(_("Your answer is too long. Put the rest in a file."), "error")
+                return redirect(url_for("thread"))
+            items = reports.add_answer(_instance(), db, found[0], text, upload)
+        if not items:
+            flash(_("Write an answer or choose a file before sending."), "error")
+        else:
+            files = sum(1 for i in items if i.kind == ItemKind.FILE)
+            flash(
+                _("Sent. Your answer and %(n)s file(s) are encrypted for the office.", n=files),
+                "info",
+            )
+        return redirect(url_for("thread"))
+
+    @app.post("/thread/messages/<item_id>/delete")
+    def delete_message(item_id: str) -> Response | tuple[str, int]:
+        """Delete an office message from the source's view once read."""
+        with _instance().sessions.begin() as db:
+            found = _signed_in_report(db)
+            if found is None:
+                return _session_ended()
+            try:
+                reports.delete_for_source(db, found[0], item_id)
+            except NotFound:
+                return error_page("not_found", 404)
+        flash(_("The message was deleted. You can no longer read it here."), "info")
+        return redirect(url_for("thread"))
+
+    @app.post("/logout")
+    def logout() -> str:
+        """End the session now."""
+        session.clear()
+        return render_template("logged_out.html")

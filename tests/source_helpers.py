@@ -1,0 +1,88 @@
+"""Helpers that walk the source interface as a browser would (forms, tokens, multipart)."""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse, encode_multipart
+
+CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="csrf_token"')
+CODENAME = re.compile(r'name="codename"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="codename"')
+
+
+def csrf_token(page: str) -> str:
+    """The CSRF token of the first form on a page."""
+    match = CSRF.search(page)
+    assert match is not None, "no CSRF token on the page"
+    return match.group(1) or match.group(2)
+
+
+def new_codename(client: FlaskClient) -> tuple[str, str]:
+    """Get a codename and confirm it is written down; return (codename, report form page)."""
+    page = client.get("/codename").get_data(as_text=True)
+    match = CODENAME.search(page)
+    assert match is not None, "the codename page has no codename field"
+    codename = html.unescape(match.group(1) or match.group(2))
+    confirmed = client.post(
+        "/codename",
+        data={"csrf_token": csrf_token(page), "codename": codename, "written_down": "yes"},
+    )
+    assert confirmed.status_code == 302, confirmed.get_data(as_text=True)
+    form = client.get("/report")
+    assert form.status_code == 200
+    return codename, form.get_data(as_text=True)
+
+
+def post_multipart(
+    client: FlaskClient,
+    path: str,
+    fields: dict[str, str],
+    files: list[tuple[str, bytes]] | None = None,
+    **kwargs: Any,
+) -> TestResponse:
+    """POST a multipart form encoded in memory, exactly as a browser would send it.
+
+    Encoding in memory (not with the test client's spooling) means no copy of
+    the request body lands in a temporary file on the client's side either.
+    """
+    values: dict[str, Any] = dict(fields)
+    file_list = files if files is not None else [("", b"")]
+    from werkzeug.datastructures import FileStorage, MultiDict
+
+    multi: MultiDict[str, Any] = MultiDict(values)
+    import io
+
+    for name, data in file_list:
+        multi.add("files", FileStorage(io.BytesIO(data), filename=name))
+    boundary, body = encode_multipart(multi)
+    return client.post(
+        path,
+        data=body,
+        content_type=f"multipart/form-data; boundary={boundary}",
+        **kwargs,
+    )
+
+
+def submit_report(
+    client: FlaskClient,
+    form_page: str,
+    fields: dict[str, str],
+    files: list[tuple[str, bytes]] | None = None,
+) -> TestResponse:
+    """Fill in and send the report form."""
+    return post_multipart(client, "/report", {"csrf_token": csrf_token(form_page), **fields}, files)
+
+
+def login(client: FlaskClient, codename: str) -> TestResponse:
+    """Sign in with a codename."""
+    page = client.get("/login").get_data(as_text=True)
+    return client.post("/login", data={"csrf_token": csrf_token(page), "codename": codename})
+
+
+def logout(client: FlaskClient) -> TestResponse:
+    """Log out through the button on any page."""
+    page = client.get("/thread").get_data(as_text=True)
+    return client.post("/logout", data={"csrf_token": csrf_token(page)})

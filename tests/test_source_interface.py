@@ -1,0 +1,398 @@
+"""The source interface, page by page, through the Flask test client (no JavaScript anywhere)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from nacl.public import PrivateKey
+from sqlalchemy import func, select, update
+
+from crypto import envelope
+from crypto.codenames import normalise
+from crypto.errors import DecryptionError
+from dropbox import reports
+from dropbox.config import Config, LimitSettings
+from dropbox.instance import Instance
+from dropbox.models import Item, Report, SourceSession
+from source_interface import create_app
+from tests.source_helpers import (
+    csrf_token,
+    login,
+    logout,
+    new_codename,
+    post_multipart,
+    submit_report,
+)
+
+MESSAGE = "My supervisor moved me off every project after I spoke to the oversight office."
+RETALIATION = {
+    "category": "retaliation",
+    "message": MESSAGE,
+    "protected_activity": "I reported a fraud to OIO",
+    "protected_activity_date": "March 2026",
+    "detrimental_action": "Removed from projects, bad review",
+    "safety_risk": "yes",
+}
+
+
+@pytest.fixture
+def app(instance: Instance, office_keys: dict[str, PrivateKey]) -> Flask:
+    application = create_app(instance.config, instance)
+    application.config["TESTING"] = True
+    return application
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def decrypt_item(
+    instance: Instance, item: Item, key: PrivateKey
+) -> tuple[envelope.Contents, bytes]:
+    with instance.store.open(item.blob) as body:
+        return envelope.decrypt_bytes(
+            item.key_block, body.read(), key, reports.item_context(item.report_id, item.id)
+        )
+
+
+def only_report(instance: Instance) -> tuple[Report, list[Item]]:
+    with instance.sessions() as db:
+        report = db.execute(select(Report)).scalar_one()
+        items = list(
+            db.execute(select(Item).where(Item.report_id == report.id).order_by(Item.seq)).scalars()
+        )
+        return report, items
+
+
+def count_reports(instance: Instance) -> int:
+    with instance.sessions() as db:
+        return db.execute(select(func.count()).select_from(Report)).scalar_one()
+
+
+def test_landing_page_explains_the_channel_and_offers_two_ways_on(client: FlaskClient) -> None:
+    page = client.get("/").get_data(as_text=True)
+    assert "Office of Internal Oversight" in page
+    assert "Ethics and Conduct Office" in page
+    assert 'href="/codename"' in page
+    assert 'href="/login"' in page
+    assert "<script" not in page
+
+
+def test_each_visit_gets_a_new_seven_word_codename_and_nothing_is_stored(
+    client: FlaskClient, instance: Instance
+) -> None:
+    first, _ = new_codename(client)
+    second, _ = new_codename(client.application.test_client())
+    assert len(first.split()) == 7
+    assert first != second
+    assert count_reports(instance) == 0
+
+
+def test_french_codename_uses_the_french_word_list(client: FlaskClient) -> None:
+    from crypto.codenames import _words
+
+    client.get("/language/fr")
+    codename, _ = new_codename(client)
+    assert all(word in _words("fr") for word in codename.split())
+
+
+def test_codename_must_be_confirmed_as_written_down(client: FlaskClient) -> None:
+    page = client.get("/codename").get_data(as_text=True)
+    codename = re.search(r'name="codename"[^>]*value="([^"]+)"', page)
+    assert codename is not None
+    refused = client.post(
+        "/codename", data={"csrf_token": csrf_token(page), "codename": codename.group(1)}
+    )
+    assert refused.status_code == 400
+    body = refused.get_data(as_text=True)
+    assert codename.group(1) in body  # the same codename, shown again
+    assert "tick the box" in body
+    assert client.get("/report").status_code == 302  # not yet allowed on
+
+
+def test_retaliation_report_goes_to_eco_encrypted_with_its_files(
+    client: FlaskClient, instance: Instance, office_keys: dict[str, PrivateKey]
+) -> None:
+    codename, form = new_codename(client)
+    big = os.urandom(1024 * 1024 + 12345)
+    sent = submit_report(
+        client,
+        form,
+        {**RETALIATION, "identity_name": "A. Person"},
+        [("evidence.pdf", big), ("notes.txt", b"plain words")],
+    )
+    assert sent.status_code == 302 and sent.location.endswith("/receipt")
+    receipt = client.get("/receipt").get_data(as_text=True)
+    assert "Ethics and Conduct Office" in receipt
+
+    report, items = only_report(instance)
+    assert report.office_code == "ECO" and report.category == "retaliation"
+    assert report.urgent is True
+    assert report.acknowledge_due == report.received_at.date() + timedelta(days=7)
+    assert report.received_at.hour == 0 and report.received_at.minute == 0
+    kinds = [item.kind for item in items]
+    assert kinds == ["message", "identity", "file", "file", "acknowledgement"]
+
+    eco, oio = office_keys["ECO"], office_keys["OIO"]
+    _, message = decrypt_item(instance, items[0], eco)
+    text, details = reports.read_message_document(message)
+    assert text == MESSAGE
+    assert "I reported a fraud to OIO" in details.values()
+    assert any("immediate risk" in value for value in details.values())
+    contents, data = decrypt_item(instance, items[2], eco)
+    assert (contents.name, data) == ("evidence.pdf", big)
+    assert decrypt_item(instance, items[3], eco)[1] == b"plain words"
+    for item in items:
+        with pytest.raises(DecryptionError):
+            decrypt_item(instance, item, oio)
+
+    source_key = reports_source_key(instance, codename)
+    with pytest.raises(DecryptionError):
+        decrypt_item(instance, items[0], source_key)  # a source cannot read back what it sent
+    ack_text, _ = reports.read_message_document(decrypt_item(instance, items[4], source_key)[1])
+    assert "Ethics and Conduct Office" in ack_text
+
+
+def reports_source_key(instance: Instance, codename: str) -> PrivateKey:
+    from crypto.codenames import derive
+
+    return derive(
+        codename, instance.secrets.codename_salt, instance.secrets.codename_cost
+    ).secret_key
+
+
+@pytest.mark.parametrize(
+    ("category", "office"),
+    [
+        ("fraud", "OIO"),
+        ("harassment", "OIO"),
+        ("sexual-exploitation", "OIO"),
+        ("unsure", "OIO"),
+        ("retaliation", "ECO"),
+    ],
+)
+def test_category_routes_the_report_to_its_office(
+    client: FlaskClient, instance: Instance, category: str, office: str
+) -> None:
+    _, form = new_codename(client)
+    sent = submit_report(client, form, {"category": category, "message": MESSAGE})
+    assert sent.status_code == 302
+    report, _ = only_report(instance)
+    assert report.office_code == office
+    assert report.urgent is False
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"message": MESSAGE}, "choose what it is about"),
+        ({"category": "fraud", "message": "too short"}, "at least 20 characters"),
+        ({"category": "made-up", "message": MESSAGE}, "choose what it is about"),
+        ({"category": "fraud", "message": MESSAGE, "website": "spam"}, "leave the last field"),
+    ],
+)
+def test_bad_report_is_refused_clearly_keeping_the_text_and_storing_nothing(
+    client: FlaskClient, instance: Instance, fields: dict[str, str], expected: str
+) -> None:
+    _, form = new_codename(client)
+    refused = submit_report(
+        client, form, {**fields, "where": "Field office"}, [("kept.txt", b"x" * 5000)]
+    )
+    assert refused.status_code == 400
+    page = refused.get_data(as_text=True)
+    assert expected in page
+    assert "Field office" in page  # what was typed is still there
+    assert "Your files were not kept. Please choose them again." in page
+    assert count_reports(instance) == 0
+    assert list(instance.store.names()) == []
+    assert list(instance.store.temp_dir.iterdir()) == []
+
+
+def test_returning_source_reads_the_thread_answers_and_deletes_a_reply(
+    client: FlaskClient, instance: Instance, office_keys: dict[str, PrivateKey]
+) -> None:
+    codename, form = new_codename(client)
+    submit_report(client, form, {"category": "fraud", "message": MESSAGE})
+    report, _ = only_report(instance)
+    with instance.sessions.begin() as db:
+        stored = db.get(Report, report.id)
+        assert stored is not None
+        reply = reports.post_reply(instance, db, stored, "Could you tell us the month?", None)
+        reply_id = reply.id
+    logout(client)
+    assert client.get("/thread").status_code == 401
+
+    messy = "  " + normalise(codename).upper().replace(" ", "  -  ") + "\n"
+    signed_in = login(client, messy)
+    assert signed_in.status_code == 302 and signed_in.location.endswith("/thread")
+    page = client.get("/thread").get_data(as_text=True)
+    assert "Could you tell us the month?" in page
+    assert "Office of Internal Oversight" in page
+    assert "Received" in page
+    assert MESSAGE not in page  # what the source sent is listed, never shown
+
+    answered = post_multipart(
+        client,
+        "/thread/answer",
+        {"csrf_token": csrf_token(page), "message": "It was in March."},
+        [("march.txt", b"calendar")],
+    )
+    assert answered.status_code == 302
+    _, items = only_report(instance)
+    answer_items = [i for i in items if i.seq > 3]
+    assert [i.kind for i in answer_items] == ["message", "file"]
+    oio = office_keys["OIO"]
+    text, _ = reports.read_message_document(decrypt_item(instance, answer_items[0], oio)[1])
+    assert text == "It was in March."
+    assert decrypt_item(instance, answer_items[1], oio)[1] == b"calendar"
+
+    page = client.get("/thread").get_data(as_text=True)
+    deleted = client.post(
+        f"/thread/messages/{reply_id}/delete", data={"csrf_token": csrf_token(page)}
+    )
+    assert deleted.status_code == 302
+    assert "Could you tell us the month?" not in client.get("/thread").get_data(as_text=True)
+    with instance.sessions() as db:
+        item = db.get(Item, reply_id)
+        assert item is not None and item.deleted_by_source
+        with pytest.raises(DecryptionError):
+            decrypt_item(instance, item, reports_source_key(instance, codename))
+        office_copy, _ = reports.read_message_document(decrypt_item(instance, item, oio)[1])
+        assert office_copy == "Could you tell us the month?"
+
+
+def test_an_empty_answer_is_refused_with_a_message(client: FlaskClient) -> None:
+    _, form = new_codename(client)
+    submit_report(client, form, {"category": "fraud", "message": MESSAGE})
+    page = client.get("/thread").get_data(as_text=True)
+    response = post_multipart(client, "/thread/answer", {"csrf_token": csrf_token(page)})
+    assert response.status_code == 302
+    assert "Write an answer or choose a file" in client.get("/thread").get_data(as_text=True)
+
+
+def test_a_source_cannot_delete_another_reports_message_or_its_own_submission(
+    client: FlaskClient, instance: Instance
+) -> None:
+    _, form = new_codename(client)
+    submit_report(client, form, {"category": "fraud", "message": MESSAGE})
+    _, items = only_report(instance)
+    page = client.get("/thread").get_data(as_text=True)
+    own_message = items[0].id
+    response = client.post(
+        f"/thread/messages/{own_message}/delete", data={"csrf_token": csrf_token(page)}
+    )
+    assert response.status_code == 404
+    response = client.post("/thread/messages/nope/delete", data={"csrf_token": csrf_token(page)})
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("codename", "expected"),
+    [("just some words", "is not a codename"), ("", "is not a codename")],
+)
+def test_something_that_is_not_a_codename_is_refused_without_a_derivation(
+    client: FlaskClient, codename: str, expected: str
+) -> None:
+    response = login(client, codename)
+    assert response.status_code == 400
+    assert expected in response.get_data(as_text=True)
+
+
+def test_unknown_codename_is_refused_plainly(client: FlaskClient) -> None:
+    from crypto.codenames import generate
+
+    response = login(client, generate("en"))
+    assert response.status_code == 400
+    assert "No report matches this codename" in response.get_data(as_text=True)
+
+
+def test_expired_session_gets_a_clear_page(client: FlaskClient, instance: Instance) -> None:
+    _, form = new_codename(client)
+    submit_report(client, form, {"category": "fraud", "message": MESSAGE})
+    with instance.sessions.begin() as db:
+        db.execute(update(SourceSession).values(expires_at=datetime(2000, 1, 1)))
+    response = client.get("/thread")
+    assert response.status_code == 401
+    assert "Your session has ended" in response.get_data(as_text=True)
+    with instance.sessions() as db:
+        assert db.execute(select(func.count()).select_from(SourceSession)).scalar_one() == 0
+
+
+def test_csrf_failure_gets_a_clear_page(client: FlaskClient) -> None:
+    response = client.post("/login", data={"codename": "x"})
+    assert response.status_code == 400
+    assert "This form has expired" in response.get_data(as_text=True)
+
+
+def test_unknown_page_and_wrong_method_get_clear_pages(client: FlaskClient) -> None:
+    missing = client.get("/no/such/page")
+    assert missing.status_code == 404
+    assert "This page does not exist" in missing.get_data(as_text=True)
+    wrong = client.get("/logout")
+    assert wrong.status_code == 405
+    assert "Traceback" not in wrong.get_data(as_text=True)
+
+
+def test_server_error_gets_a_clear_page_and_no_trace(instance: Instance, office_keys: dict) -> None:
+    application = create_app(instance.config, instance)
+
+    @application.get("/boom")
+    def boom() -> str:
+        raise RuntimeError("secret detail that must not be shown")
+
+    response = application.test_client().get("/boom")
+    assert response.status_code == 500
+    body = response.get_data(as_text=True)
+    assert "Something went wrong on our side" in body
+    assert "secret detail" not in body and "Traceback" not in body
+
+
+def small_upload_app(config: Config, instance: Instance) -> Flask:
+    limited = replace(config, source=replace(config.source, max_upload_mib=1))
+    application = create_app(limited, instance)
+    return application
+
+
+def test_oversized_upload_gets_a_clear_page_and_leaves_nothing(
+    instance: Instance, office_keys: dict
+) -> None:
+    application = small_upload_app(instance.config, instance)
+    client = application.test_client()
+    if True:
+        _, form = new_codename(client)
+        response = submit_report(
+            client,
+            form,
+            {"category": "fraud", "message": MESSAGE},
+            [("big.bin", os.urandom(2 * 1024 * 1024))],
+        )
+    assert response.status_code == 413
+    assert "too large" in response.get_data(as_text=True)
+    assert count_reports(instance) == 0
+    assert list(instance.store.names()) == []
+    assert list(instance.store.temp_dir.iterdir()) == []
+
+
+def test_too_many_codename_attempts_are_slowed_down(instance: Instance, office_keys: dict) -> None:
+    config = replace(instance.config, limits=LimitSettings(codename_attempts_per_minute=3))
+    application = create_app(config, instance)
+    client = application.test_client()
+    statuses = [login(client, "not a codename at all").status_code for _ in range(5)]
+    assert statuses[:3] == [400, 400, 400]
+    assert statuses[3:] == [429, 429]
+
+
+def test_session_cookie_is_strict_httponly_and_holds_no_codename(client: FlaskClient) -> None:
+    codename, _ = new_codename(client)
+    cookie = client.get_cookie("dropbox_source")
+    assert cookie is not None
+    assert cookie.http_only and cookie.same_site == "Strict"
+    for word in codename.split():
+        assert word not in cookie.value
