@@ -230,14 +230,14 @@ class SourceSession(Base):
 
 
 class OfficerSession(Base):
-    """An officer's session; `sealed_secret_key` opens only with the key in the cookie."""
+    """An officer's session; its state (holding their secret key) opens only with the cookie."""
 
     __tablename__ = "officer_sessions"
 
     id_hash: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
-    officer_id: Mapped[int] = mapped_column(ForeignKey("officers.id"), index=True)
-    sealed_secret_key: Mapped[bytes] = mapped_column(LargeBinary)
-    state: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
-    created_at: Mapped[datetime] = mapped_column(DateTime)
+    # None until sign-in completes; kept in clear so sessions can be ended
+    # when an officer is deactivated or changes passphrase.
+    officer_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"), index=True)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
     last_seen_at: Mapped[datetime] = mapped_column(DateTime)
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)

@@ -15,7 +15,7 @@ import hashlib
 import json
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import nacl.exceptions
 from flask import Flask, Request, Response
@@ -25,7 +25,9 @@ from sqlalchemy import delete
 from werkzeug.datastructures import CallbackDict
 
 from dropbox.instance import Instance
-from dropbox.models import SourceSession
+from dropbox.models import OfficerSession, SourceSession
+
+SessionRow = SourceSession | OfficerSession
 
 
 class ServerSession(CallbackDict[str, Any], SessionMixin):
@@ -69,12 +71,41 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-class SourceSessionInterface(SessionInterface):
-    """Sessions for the source interface, stored in the `source_sessions` table."""
+class ServerSessionInterface(SessionInterface):
+    """Server-side sessions in one table: absolute expiry, and an idle limit if one is given."""
 
-    def __init__(self, instance: Instance, lifetime: timedelta) -> None:
+    def __init__(
+        self,
+        instance: Instance,
+        model: type[SourceSession] | type[OfficerSession],
+        lifetime: timedelta,
+        idle: timedelta | None = None,
+    ) -> None:
         self.instance = instance
+        self.model = model
         self.lifetime = lifetime
+        self.idle = idle
+
+    def _valid(self, row: SessionRow, now: datetime) -> bool:
+        if row.expires_at <= now:
+            return False
+        if self.idle is not None and isinstance(row, OfficerSession):
+            return row.last_seen_at + self.idle > now
+        return True
+
+    def _row(self, session: ServerSession, state: bytes, now: datetime) -> SessionRow:
+        assert session.session_id is not None and session.expires_at is not None  # noqa: S101
+        id_hash = _id_hash(session.session_id)
+        if self.model is OfficerSession:
+            officer_id = session.get("officer_id")
+            return OfficerSession(
+                id_hash=id_hash,
+                officer_id=officer_id if isinstance(officer_id, int) else None,
+                state=state,
+                last_seen_at=now,
+                expires_at=session.expires_at,
+            )
+        return SourceSession(id_hash=id_hash, state=state, expires_at=session.expires_at)
 
     def _parse_cookie(self, value: str) -> tuple[bytes, bytes] | None:
         try:
@@ -95,10 +126,10 @@ class SourceSessionInterface(SessionInterface):
             return ServerSession(expired=True)
         session_id, key = parsed
         with self.instance.sessions.begin() as db:
-            row = db.get(SourceSession, _id_hash(session_id))
+            row = cast("SessionRow | None", db.get(self.model, _id_hash(session_id)))
             if row is None:
                 return ServerSession(expired=True)
-            if row.expires_at <= _now():
+            if not self._valid(row, _now()):
                 db.delete(row)
                 return ServerSession(expired=True)
             try:
@@ -124,7 +155,7 @@ class SourceSessionInterface(SessionInterface):
             if session.session_id is not None or session.replaced_id is not None:
                 response.delete_cookie(name, **cookie_options)  # type: ignore[arg-type]
             return
-        if not session.modified:
+        if not session.modified and not (self.idle and session.session_id):
             return
         if session.session_id is None or session.key is None:
             session.session_id = secrets.token_bytes(32)
@@ -133,25 +164,19 @@ class SourceSessionInterface(SessionInterface):
         if session.replaced_id is not None:
             self._delete(session.replaced_id)
             session.replaced_id = None
-        assert session.expires_at is not None  # noqa: S101
+        now = _now()
         state = SecretBox(session.key).encrypt(json.dumps(dict(session)).encode("utf-8"))
         with self.instance.sessions.begin() as db:
-            db.merge(
-                SourceSession(
-                    id_hash=_id_hash(session.session_id),
-                    state=bytes(state),
-                    expires_at=session.expires_at,
-                )
-            )
+            db.merge(self._row(session, bytes(state), now))
             if session.new:
                 # Sweep expired sessions now and then: when a new one is made.
-                db.execute(delete(SourceSession).where(SourceSession.expires_at <= _now()))
+                db.execute(delete(self.model).where(self.model.expires_at <= now))
         value = base64.urlsafe_b64encode(session.session_id + session.key).rstrip(b"=").decode()
         response.set_cookie(name, value, **cookie_options)  # type: ignore[arg-type]
 
     def _delete(self, session_id: bytes) -> None:
         with self.instance.sessions.begin() as db:
-            db.execute(delete(SourceSession).where(SourceSession.id_hash == _id_hash(session_id)))
+            db.execute(delete(self.model).where(self.model.id_hash == _id_hash(session_id)))
 
 
 def session_key(session: SessionMixin) -> str:

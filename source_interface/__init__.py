@@ -15,7 +15,8 @@ from werkzeug.exceptions import HTTPException
 from dropbox.config import Config
 from dropbox.instance import Instance
 from dropbox.limits import Busy, DerivationGate
-from dropbox.sessions import SourceSessionInterface, session_key
+from dropbox.models import SourceSession
+from dropbox.sessions import ServerSessionInterface, session_key
 from dropbox.web import register_security_headers
 from source_interface.uploads import StreamingRequest, discard_upload, prepare_upload
 from source_interface.views import LANGUAGE_NAMES, error_page, register_views
@@ -39,8 +40,8 @@ def create_app(config: Config, instance: Instance | None = None) -> Flask:
         WTF_CSRF_SSL_STRICT=False,
         BABEL_DEFAULT_LOCALE="en",
     )
-    app.session_interface = SourceSessionInterface(
-        instance, timedelta(minutes=config.source.session_minutes)
+    app.session_interface = ServerSessionInterface(
+        instance, SourceSession, timedelta(minutes=config.source.session_minutes)
     )
     register_extensions(app, config)
     register_security_headers(app, config.source.onion_address)
