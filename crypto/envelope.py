@@ -244,7 +244,8 @@ class EnvelopeWriter:
             self._state, metadata, _associated_data(ctx), _TAG_MESSAGE
         )
         sink.write(bytes([VERSION]) + header + first)
-        self._buffer = bytearray()
+        self._partial = bytearray()  # less than a chunk, not yet encrypted
+        self._held: bytes | None = None  # a full chunk that may turn out to be the last
         self._size = 0
         self._key_block: bytes | None = None
 
@@ -254,32 +255,48 @@ class EnvelopeWriter:
         return self._size
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Encrypt `data`; the final chunk is held back until `close`."""
+        """Encrypt `data`; the last full chunk is held back until more comes or `close`.
+
+        The last chunk must carry the final tag, and only `close` knows which
+        chunk is last. A chunk-sized `bytes` write is held as it is, without a
+        copy: that is the common case and keeps encryption near raw speed.
+        """
         if self._key_block is not None:
             raise ValueError("write to a closed envelope")
-        self._buffer += data
-        self._size += len(data)
-        # Keep more than a chunk back: the last chunk must carry the final tag,
-        # and only `close` knows which chunk is last.
-        if len(self._buffer) > CHUNK_SIZE:
-            view = memoryview(self._buffer)
+        length = len(data)
+        if not length:
+            return 0
+        self._size += length
+        if self._held is not None:
+            self._push(self._held)  # more content follows it, so it was not the last
+            self._held = None
+        if not self._partial and length == CHUNK_SIZE and isinstance(data, bytes):
+            self._held = data
+            return length
+        self._partial += data
+        if len(self._partial) > CHUNK_SIZE:
+            view = memoryview(self._partial)
             offset = 0
-            while len(self._buffer) - offset > CHUNK_SIZE:
-                chunk = bytes(view[offset : offset + CHUNK_SIZE])
-                self._sink.write(crypto_secretstream_xchacha20poly1305_push(self._state, chunk))
+            while len(self._partial) - offset > CHUNK_SIZE:
+                self._push(bytes(view[offset : offset + CHUNK_SIZE]))
                 offset += CHUNK_SIZE
             view.release()
-            del self._buffer[:offset]
-        return len(data)
+            del self._partial[:offset]
+        if len(self._partial) == CHUNK_SIZE:
+            self._held = bytes(self._partial)
+            self._partial.clear()
+        return length
+
+    def _push(self, chunk: bytes, tag: int = _TAG_MESSAGE) -> None:
+        self._sink.write(crypto_secretstream_xchacha20poly1305_push(self._state, chunk, None, tag))
 
     def close(self) -> bytes:
         """Write the final chunk and return the key block (idempotent)."""
         if self._key_block is None:
-            final = crypto_secretstream_xchacha20poly1305_push(
-                self._state, bytes(self._buffer), None, _TAG_FINAL
-            )
-            self._sink.write(final)
-            self._buffer.clear()
+            last = self._held if self._held is not None else bytes(self._partial)
+            self._push(last, _TAG_FINAL)
+            self._held = None
+            self._partial.clear()
             self._key_block = _build_key_block(self._file_key, self._size, self._recipients)
             self._file_key = b""
         return self._key_block
@@ -383,7 +400,8 @@ def decrypt_stream(
         reader = EnvelopeReader(key_block, body, secret_key, ctx)
         for chunk in reader.chunks():
             sink.write(chunk)
-    except DecryptionError:
+    except BaseException:
+        # Whatever stopped it (tampering, a full disk), no partial plaintext stays.
         sink.seek(start)
         sink.truncate()
         raise

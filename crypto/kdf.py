@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import nacl.pwhash.argon2id as argon2id
 
 SALT_BYTES = argon2id.SALTBYTES
+MAX_ITERATIONS = 20
+MAX_MEMORY_BYTES = 4 * 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,12 @@ class KdfCost:
             raise ValueError(f"Argon2id needs at least {argon2id.OPSLIMIT_MIN} iteration(s)")
         if self.memory_bytes < argon2id.MEMLIMIT_MIN:
             raise ValueError(f"Argon2id needs at least {argon2id.MEMLIMIT_MIN} bytes of memory")
+        # Upper bounds too: a cost read from a stored wrap must not be able to
+        # make one sign-in take minutes or exhaust the server's memory.
+        if self.iterations > MAX_ITERATIONS:
+            raise ValueError(f"Argon2id iterations must be at most {MAX_ITERATIONS}")
+        if self.memory_bytes > MAX_MEMORY_BYTES:
+            raise ValueError("Argon2id memory must be at most 4 GiB")
 
 
 # 64 MiB and 3 passes: about 0.15 s on a 2-core server, so a login is quick

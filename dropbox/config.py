@@ -367,11 +367,6 @@ def _check(config: Config) -> None:
             KdfCost(iterations, memory_bytes)
         except ValueError as exc:
             raise ConfigError(f"{key}: {exc}") from None
-    # Beyond these a login would take minutes, or a derivation could exhaust memory.
-    _require(crypto.kdf_iterations <= 20, "crypto.kdf_iterations", "must be at most 20")
-    _require(
-        crypto.kdf_memory_kib <= 4 * 1024 * 1024, "crypto.kdf_memory_kib", "must be at most 4 GiB"
-    )
     _require(
         config.retention.closed_report_days >= 1,
         "retention.closed_report_days",
