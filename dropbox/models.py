@@ -95,6 +95,9 @@ class Officer(Base):
     # alone does not reveal it, and re-enrolment needs no passphrase.
     totp_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     totp_last_counter: Mapped[int] = mapped_column(Integer, default=0)
+    # Failed sign-ins in the current minute: more than a few lock the account briefly.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    failed_window_start: Mapped[datetime | None] = mapped_column(DateTime)
     enrolment_code_hash: Mapped[str | None] = mapped_column(String(255))
     enrolment_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime)
@@ -162,9 +165,9 @@ class Item(Base):
     __tablename__ = "items"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    report_id: Mapped[str] = mapped_column(ForeignKey("reports.id"))
+    report_id: Mapped[str] = mapped_column(ForeignKey("reports.id"), index=True)
     seq: Mapped[int] = mapped_column(Integer)
-    kind: Mapped[str] = mapped_column(String(24))
+    kind: Mapped[str] = mapped_column(String(24), index=True)
     author_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime)
     size: Mapped[int] = mapped_column(Integer)
@@ -177,6 +180,24 @@ class Item(Base):
     report: Mapped[Report] = relationship(back_populates="items")
 
     __table_args__ = (UniqueConstraint("report_id", "seq", name="uq_items_report_seq"),)
+
+
+class ReportShare(Base):
+    """An office that kept a copy of a report after referring it elsewhere."""
+
+    __tablename__ = "report_shares"
+
+    report_id: Mapped[str] = mapped_column(ForeignKey("reports.id"), primary_key=True)
+    office_code: Mapped[str] = mapped_column(ForeignKey("offices.code"), primary_key=True)
+
+
+class ItemRead(Base):
+    """An officer has opened an item (for unread counts); never shown to anyone else."""
+
+    __tablename__ = "item_reads"
+
+    officer_id: Mapped[int] = mapped_column(ForeignKey("officers.id"), primary_key=True)
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), primary_key=True)
 
 
 class StatusChange(Base):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import argon2
 import pyotp
 from nacl.public import PrivateKey, PublicKey, SealedBox
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from crypto.errors import DecryptionError
@@ -16,7 +18,7 @@ from crypto.kdf import KdfCost
 from crypto.keys import generate_keypair, unwrap_secret_key, wrap_secret_key
 from dropbox import audit
 from dropbox.errors import DropboxError, NotFound
-from dropbox.models import Officer
+from dropbox.models import OfficeGrant, Officer, OfficerSession
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 MIN_PASSPHRASE_CHARS = 12
@@ -164,3 +166,175 @@ def change_passphrase(
 def list_all(session: Session) -> list[Officer]:
     """Every officer, by username."""
     return list(session.execute(select(Officer).order_by(Officer.username)).scalars())
+
+
+# --- signing in ----------------------------------------------------------------
+
+LOCK_AFTER_FAILURES = 5
+LOCK_WINDOW = timedelta(minutes=1)
+TOTP_STEP = 30
+ENROLMENT_VALID = timedelta(hours=72)
+
+
+@dataclass(frozen=True)
+class SignInResult:
+    """The outcome of a sign-in: the officer and key, or why not (failures are recorded)."""
+
+    officer: Officer | None = None
+    secret_key: PrivateKey | None = None
+    locked_until: datetime | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True if the officer may come in."""
+        return self.officer is not None and self.secret_key is not None
+
+
+def _totp_counter(secret: str, code: str, now: datetime) -> int | None:
+    """The time step whose code this is (current, previous or next), or None."""
+    code = code.strip().replace(" ", "")
+    if not (len(code) == 6 and code.isdigit()):
+        return None
+    totp = pyotp.TOTP(secret)
+    current = int(now.replace(tzinfo=UTC).timestamp()) // TOTP_STEP
+    for counter in (current - 1, current, current + 1):
+        if secrets.compare_digest(totp.generate_otp(counter), code):
+            return counter
+    return None
+
+
+def _locked_until(officer: Officer, now: datetime) -> datetime | None:
+    start = officer.failed_window_start
+    if start is None or now >= start + LOCK_WINDOW:
+        return None
+    return start + LOCK_WINDOW if officer.failed_logins >= LOCK_AFTER_FAILURES else None
+
+
+def _record_failure(session: Session, officer: Officer, now: datetime) -> None:
+    start = officer.failed_window_start
+    if start is None or now >= start + LOCK_WINDOW:
+        officer.failed_window_start, officer.failed_logins = now, 0
+    officer.failed_logins += 1
+    audit.record(session, officer.username, "officer.sign_in_failed")
+
+
+def sign_in(
+    session: Session,
+    username: str,
+    passphrase: str,
+    code: str,
+    cost: KdfCost,
+    now: datetime | None = None,
+) -> SignInResult:
+    """Check passphrase and TOTP code; a code already used (or older) is refused.
+
+    Failures are counted per account; after five in a minute the account is
+    locked until the minute is over, and the result says until when.
+    """
+    now = now or _now()
+    officer = session.execute(
+        select(Officer).where(Officer.username == username)
+    ).scalar_one_or_none()
+    if officer is None or not officer.active or officer.password_hash is None:
+        password_hasher(cost).hash(passphrase)  # the same work, so timing says nothing
+        return SignInResult()
+    locked = _locked_until(officer, now)
+    if locked is not None:
+        return SignInResult(locked_until=locked)
+    secret_key = unlock(officer, passphrase, cost)
+    counter = None
+    if secret_key is not None:
+        counter = _totp_counter(totp_secret(officer, secret_key), code, now)
+    if secret_key is None or counter is None or counter <= officer.totp_last_counter:
+        _record_failure(session, officer, now)
+        return SignInResult(locked_until=_locked_until(officer, now))
+    officer.totp_last_counter = counter
+    officer.failed_logins, officer.failed_window_start = 0, None
+    audit.record(session, officer.username, "officer.sign_in")
+    return SignInResult(officer=officer, secret_key=secret_key)
+
+
+def confirm_totp(officer: Officer, secret_key: PrivateKey, code: str) -> bool:
+    """Check a code from a newly enrolled device, and burn it."""
+    counter = _totp_counter(totp_secret(officer, secret_key), code, _now())
+    if counter is None or counter <= officer.totp_last_counter:
+        return False
+    officer.totp_last_counter = counter
+    return True
+
+
+# --- enrolment and deactivation --------------------------------------------------
+
+
+def create_enrolment(
+    session: Session,
+    username: str,
+    display_name: str,
+    is_admin: bool,
+    cost: KdfCost,
+    actor: str,
+) -> tuple[Officer, str]:
+    """Create an officer who must enrol with a one-time code; return the officer and the code."""
+    from crypto.recovery import generate_passphrase
+
+    check_username(username)
+    if session.execute(select(Officer.id).where(Officer.username == username)).first():
+        raise DropboxError(f"an officer called {username!r} already exists")
+    code = "-".join(generate_passphrase().split()[:5])
+    officer = Officer(
+        username=username,
+        display_name=display_name.strip() or username,
+        is_admin=is_admin,
+        active=True,
+        created_at=_now(),
+        totp_last_counter=0,
+        failed_logins=0,
+        enrolment_code_hash=password_hasher(cost).hash(code),
+        enrolment_expires_at=_now() + ENROLMENT_VALID,
+    )
+    session.add(officer)
+    session.flush()
+    audit.record(session, actor, "officer.invite", detail=username)
+    return officer, code
+
+
+def complete_enrolment(
+    session: Session, username: str, code: str, passphrase: str, cost: KdfCost
+) -> tuple[Officer, PrivateKey, str]:
+    """Turn an enrolment code into credentials; return the officer, key and TOTP secret."""
+    check_passphrase(passphrase)
+    officer = session.execute(
+        select(Officer).where(Officer.username == username)
+    ).scalar_one_or_none()
+    refused = DropboxError("that username and enrolment code do not match, or the code expired")
+    if officer is None or officer.enrolment_code_hash is None or not officer.active:
+        raise refused
+    if officer.enrolment_expires_at is None or officer.enrolment_expires_at < _now():
+        raise refused
+    try:
+        password_hasher(cost).verify(officer.enrolment_code_hash, code.strip().lower())
+    except argon2.exceptions.VerificationError:
+        raise refused from None
+    secret = set_credentials(officer, passphrase, cost)
+    officer.enrolment_code_hash = None
+    officer.enrolment_expires_at = None
+    key = unlock(officer, passphrase, cost)
+    assert key is not None  # noqa: S101 - just set
+    audit.record(session, officer.username, "officer.enrol")
+    return officer, key, secret
+
+
+def end_sessions(session: Session, officer: Officer, keep_id_hash: bytes | None = None) -> None:
+    """End the officer's sessions (all, or all but the current one)."""
+    query = delete(OfficerSession).where(OfficerSession.officer_id == officer.id)
+    if keep_id_hash is not None:
+        query = query.where(OfficerSession.id_hash != keep_id_hash)
+    session.execute(query)
+
+
+def deactivate(session: Session, officer: Officer, actor: str) -> None:
+    """Deactivate an officer: their sessions end and their office grants are removed."""
+    officer.active = False
+    end_sessions(session, officer)
+    session.execute(delete(OfficeGrant).where(OfficeGrant.officer_id == officer.id))
+    audit.record(session, actor, "officer.deactivate", detail=officer.username)

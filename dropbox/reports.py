@@ -261,7 +261,7 @@ def find(session: Session, lookup_id: bytes) -> Report | None:
     return session.execute(select(Report).where(Report.lookup_id == lookup_id)).scalar_one_or_none()
 
 
-def _add_item(
+def add_item(
     session: Session,
     report: Report,
     stored: StoredEnvelope,
@@ -290,6 +290,7 @@ def _add_item(
     )
     report.next_seq += 1
     session.add(item)
+    session.flush()  # so rows that refer to the item (read marks) can follow it
     return item
 
 
@@ -328,19 +329,19 @@ def submit(
     session.flush()
     store = instance.store
     message = seal_bytes(store, report.id, message_document(new.text, new.details), [office_key])
-    _add_item(session, report, message, ItemKind.MESSAGE, day)
+    add_item(session, report, message, ItemKind.MESSAGE, day)
     if any(new.identity.values()):
         identity = seal_bytes(store, report.id, message_document("", new.identity), [office_key])
-        _add_item(session, report, identity, ItemKind.IDENTITY, day)
+        add_item(session, report, identity, ItemKind.IDENTITY, day)
     for uploaded in upload.complete_files():
-        _add_item(session, report, upload.reseal(uploaded, [office_key]), ItemKind.FILE, day)
+        add_item(session, report, upload.reseal(uploaded, [office_key]), ItemKind.FILE, day)
     acknowledgement = seal_bytes(
         store,
         report.id,
         message_document(new.acknowledgement),
         [office_key, new.source_public_key],
     )
-    _add_item(session, report, acknowledgement, ItemKind.ACKNOWLEDGEMENT, day)
+    add_item(session, report, acknowledgement, ItemKind.ACKNOWLEDGEMENT, day)
     session.add(
         StatusChange(report_id=report.id, from_status=None, to_status=Status.RECEIVED, at=day)
     )
@@ -359,10 +360,10 @@ def add_answer(
     items = []
     if text:
         stored = seal_bytes(instance.store, report.id, message_document(text), [office_key])
-        items.append(_add_item(session, report, stored, ItemKind.MESSAGE, day))
+        items.append(add_item(session, report, stored, ItemKind.MESSAGE, day))
     for uploaded in upload.complete_files():
         stored = upload.reseal(uploaded, [office_key])
-        items.append(_add_item(session, report, stored, ItemKind.FILE, day))
+        items.append(add_item(session, report, stored, ItemKind.FILE, day))
     if items:
         report.last_activity_at = day
     return items
@@ -442,4 +443,4 @@ def post_reply(
     stored = seal_bytes(instance.store, report.id, message_document(text), recipients)
     now = officer_now()
     report.last_activity_at = now
-    return _add_item(session, report, stored, ItemKind.REPLY, now, author_id)
+    return add_item(session, report, stored, ItemKind.REPLY, now, author_id)

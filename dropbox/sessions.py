@@ -63,7 +63,8 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
         self.modified = True
 
 
-def _id_hash(session_id: bytes) -> bytes:
+def session_id_hash(session_id: bytes) -> bytes:
+    """What the table stores instead of a session id."""
     return hashlib.blake2b(session_id, digest_size=32, person=b"dropbox-session").digest()
 
 
@@ -95,7 +96,7 @@ class ServerSessionInterface(SessionInterface):
 
     def _row(self, session: ServerSession, state: bytes, now: datetime) -> SessionRow:
         assert session.session_id is not None and session.expires_at is not None  # noqa: S101
-        id_hash = _id_hash(session.session_id)
+        id_hash = session_id_hash(session.session_id)
         if self.model is OfficerSession:
             officer_id = session.get("officer_id")
             return OfficerSession(
@@ -126,7 +127,7 @@ class ServerSessionInterface(SessionInterface):
             return ServerSession(expired=True)
         session_id, key = parsed
         with self.instance.sessions.begin() as db:
-            row = cast("SessionRow | None", db.get(self.model, _id_hash(session_id)))
+            row = cast("SessionRow | None", db.get(self.model, session_id_hash(session_id)))
             if row is None:
                 return ServerSession(expired=True)
             if not self._valid(row, _now()):
@@ -176,11 +177,53 @@ class ServerSessionInterface(SessionInterface):
 
     def _delete(self, session_id: bytes) -> None:
         with self.instance.sessions.begin() as db:
-            db.execute(delete(self.model).where(self.model.id_hash == _id_hash(session_id)))
+            db.execute(delete(self.model).where(self.model.id_hash == session_id_hash(session_id)))
 
 
 def session_key(session: SessionMixin) -> str:
     """A per-session rate-limit key that reveals nothing about the session's id."""
     if isinstance(session, ServerSession) and session.session_id is not None:
-        return _id_hash(session.session_id).hex()[:32]
+        return session_id_hash(session.session_id).hex()[:32]
     return "no-session"
+
+
+def issue_token(
+    instance: Instance, officer_id: int, state: dict[str, Any], lifetime: timedelta
+) -> str:
+    """A bearer token for the JSON API: like a session cookie, it holds the id and the key."""
+    token_id, key = secrets.token_bytes(32), secrets.token_bytes(32)
+    now = _now()
+    sealed = SecretBox(key).encrypt(json.dumps(state).encode("utf-8"))
+    with instance.sessions.begin() as db:
+        db.add(
+            OfficerSession(
+                id_hash=session_id_hash(token_id),
+                officer_id=officer_id,
+                state=bytes(sealed),
+                last_seen_at=now,
+                expires_at=now + lifetime,
+            )
+        )
+    return base64.urlsafe_b64encode(token_id + key).rstrip(b"=").decode()
+
+
+def open_token(instance: Instance, token: str) -> dict[str, Any] | None:
+    """The state behind a bearer token, or None if it is unknown, damaged or expired."""
+    try:
+        raw = base64.urlsafe_b64decode(token.encode("ascii") + b"==")
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return None
+    if len(raw) != 64:
+        return None
+    with instance.sessions.begin() as db:
+        row = db.get(OfficerSession, session_id_hash(raw[:32]))
+        if row is None:
+            return None
+        if row.expires_at <= _now():
+            db.delete(row)
+            return None
+        try:
+            state: dict[str, Any] = json.loads(SecretBox(raw[32:]).decrypt(row.state))
+        except (nacl.exceptions.CryptoError, ValueError):
+            return None
+        return state

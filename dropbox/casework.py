@@ -1,0 +1,419 @@
+"""What intake officers do with a report: read, reply, note, assign, change status, refer, delete.
+
+Every function takes the report already checked by `dropbox.access`, and
+writes the audit event for what it does. Decrypted content exists only in
+the memory of the request that asked for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from nacl.public import PrivateKey, PublicKey
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from crypto import envelope
+from crypto.errors import DecryptionError
+from dropbox import audit
+from dropbox.errors import AccessDenied, DropboxError, NotFound
+from dropbox.instance import Instance
+from dropbox.models import (
+    Item,
+    ItemKind,
+    ItemRead,
+    Office,
+    OfficeGrant,
+    Officer,
+    Outcome,
+    Report,
+    ReportShare,
+    Status,
+    StatusChange,
+)
+from dropbox.reports import (
+    add_item,
+    item_context,
+    message_document,
+    officer_now,
+    open_item_bytes,
+    read_message_document,
+    seal_bytes,
+)
+from dropbox.store import BlobNotFound
+
+# Which status may follow which. Referral has its own action (`refer`).
+TRANSITIONS: dict[str, frozenset[str]] = {
+    Status.RECEIVED: frozenset({Status.ACKNOWLEDGED, Status.UNDER_ASSESSMENT, Status.CLOSED}),
+    Status.ACKNOWLEDGED: frozenset({Status.UNDER_ASSESSMENT, Status.CLOSED}),
+    Status.UNDER_ASSESSMENT: frozenset({Status.CLOSED}),
+    Status.REFERRED: frozenset({Status.ACKNOWLEDGED, Status.UNDER_ASSESSMENT, Status.CLOSED}),
+    Status.CLOSED: frozenset({Status.REOPENED}),
+    Status.REOPENED: frozenset({Status.UNDER_ASSESSMENT, Status.CLOSED}),
+}
+SOURCE_KINDS = (ItemKind.MESSAGE, ItemKind.FILE, ItemKind.IDENTITY)
+
+
+@dataclass(frozen=True)
+class ThreadEntry:
+    """One item of the thread as an officer sees it."""
+
+    id: str
+    seq: int
+    kind: ItemKind
+    from_source: bool
+    created_at: datetime
+    size: int
+    author: str | None = None
+    text: str | None = None
+    details: dict[str, str] | None = None
+    file_name: str | None = None
+    content_type: str | None = None
+    damaged: bool = False
+    deleted_by_source: bool = False
+    unread: bool = False
+
+
+def _actor(officer: Officer) -> str:
+    return officer.username
+
+
+def thread(
+    instance: Instance,
+    session: Session,
+    officer: Officer,
+    office_key: PrivateKey,
+    report: Report,
+) -> list[ThreadEntry]:
+    """The whole thread, decrypted in memory; marks it read and records the reading.
+
+    Identity details are not decrypted here: see `reveal_identity`. An item
+    that cannot be decrypted is shown as damaged and recorded; the rest of
+    the thread still works.
+    """
+    items = list(
+        session.execute(
+            select(Item).where(Item.report_id == report.id).order_by(Item.seq)
+        ).scalars()
+    )
+    read = set(
+        session.execute(
+            select(ItemRead.item_id).where(
+                ItemRead.officer_id == officer.id, ItemRead.item_id.in_([i.id for i in items])
+            )
+        ).scalars()
+    )
+    authors = {
+        o.id: o.display_name
+        for o in session.execute(
+            select(Officer).where(Officer.id.in_({i.author_id for i in items if i.author_id}))
+        ).scalars()
+    }
+    entries = []
+    for item in items:
+        kind = ItemKind(item.kind)
+        base = ThreadEntry(
+            id=item.id,
+            seq=item.seq,
+            kind=kind,
+            from_source=kind in SOURCE_KINDS,
+            created_at=item.created_at,
+            size=item.size,
+            author=authors.get(item.author_id) if item.author_id else None,
+            deleted_by_source=item.deleted_by_source,
+            unread=item.id not in read,
+        )
+        try:
+            if kind == ItemKind.IDENTITY:
+                entries.append(base)
+            elif kind == ItemKind.FILE:
+                contents = _file_contents(instance, item, office_key)
+                entries.append(
+                    replace(base, file_name=contents.name, content_type=contents.content_type)
+                )
+            else:
+                text, details = read_message_document(open_item_bytes(instance, item, office_key))
+                entries.append(replace(base, text=text, details=details))
+        except DecryptionError:
+            entries.append(replace(base, damaged=True))
+            audit.record(
+                session, _actor(officer), "item.damaged", report_id=report.id, detail=item.id
+            )
+        if item.id not in read:
+            session.add(ItemRead(officer_id=officer.id, item_id=item.id))
+    audit.record(session, _actor(officer), "report.read", report_id=report.id)
+    return entries
+
+
+def _file_contents(instance: Instance, item: Item, office_key: PrivateKey) -> envelope.Contents:
+    try:
+        with instance.store.open(item.blob) as body:
+            reader = envelope.EnvelopeReader(
+                item.key_block, body, office_key, item_context(item.report_id, item.id)
+            )
+            return reader.contents
+    except (BlobNotFound, OSError, ValueError) as exc:
+        raise DecryptionError() from exc
+
+
+@dataclass
+class FileDownload:
+    """An opened file: its name, size, and its content as authenticated chunks."""
+
+    name: str
+    size: int
+    chunks: Iterator[bytes]
+
+
+def open_file(
+    instance: Instance,
+    session: Session,
+    officer: Officer,
+    office_key: PrivateKey,
+    report: Report,
+    item_id: str,
+) -> FileDownload:
+    """Open a file item for a streamed download, and record the download."""
+    item = session.get(Item, item_id)
+    if item is None or item.report_id != report.id or item.kind != ItemKind.FILE:
+        raise NotFound("there is no such file")
+    try:
+        body = instance.store.open(item.blob)
+    except BlobNotFound:
+        audit.record(session, _actor(officer), "item.damaged", report_id=report.id, detail=item.id)
+        raise DecryptionError() from None
+    try:
+        reader = envelope.EnvelopeReader(
+            item.key_block, body, office_key, item_context(report.id, item.id)
+        )
+    except DecryptionError:
+        body.close()
+        audit.record(session, _actor(officer), "item.damaged", report_id=report.id, detail=item.id)
+        raise
+
+    def chunks() -> Iterator[bytes]:
+        with body:
+            yield from reader.chunks()
+
+    audit.record(session, _actor(officer), "file.download", report_id=report.id, detail=item.id)
+    return FileDownload(reader.contents.name, reader.contents.size, chunks())
+
+
+def reveal_identity(
+    instance: Instance,
+    session: Session,
+    officer: Officer,
+    office_key: PrivateKey,
+    report: Report,
+    reason: str,
+) -> dict[str, str]:
+    """Decrypt the source's identity details, recording who asked and why."""
+    reason = reason.strip()
+    if len(reason) < 10:
+        raise DropboxError("write the reason for revealing the identity (at least 10 characters)")
+    item = session.execute(
+        select(Item).where(Item.report_id == report.id, Item.kind == ItemKind.IDENTITY)
+    ).scalar_one_or_none()
+    if item is None:
+        raise NotFound("the source gave no identity details")
+    audit.record(
+        session, _actor(officer), "identity.reveal", report_id=report.id, detail=reason[:500]
+    )
+    _, details = read_message_document(open_item_bytes(instance, item, office_key))
+    return details
+
+
+def _office_public_key(session: Session, code: str) -> PublicKey:
+    office = session.get(Office, code)
+    if office is None:
+        raise NotFound(f"office {code} has no key")
+    return PublicKey(office.public_key)
+
+
+def reply(
+    instance: Instance, session: Session, officer: Officer, report: Report, text: str
+) -> Item:
+    """Send a message to the source (sealed to the source and the handling office)."""
+    from dropbox.reports import post_reply
+
+    text = text.strip()
+    if not text:
+        raise DropboxError("write a message before sending")
+    item = post_reply(instance, session, report, text, officer.id)
+    session.add(ItemRead(officer_id=officer.id, item_id=item.id))
+    audit.record(session, _actor(officer), "report.reply", report_id=report.id, detail=item.id)
+    return item
+
+
+def add_note(
+    instance: Instance, session: Session, officer: Officer, report: Report, text: str
+) -> Item:
+    """Add an internal note, sealed to the handling office only; the source never sees it."""
+    text = text.strip()
+    if not text:
+        raise DropboxError("write the note before saving")
+    recipients = [_office_public_key(session, report.office_code)]
+    stored = seal_bytes(instance.store, report.id, message_document(text), recipients)
+    item = add_item(session, report, stored, ItemKind.NOTE, officer_now(), officer.id)
+    session.add(ItemRead(officer_id=officer.id, item_id=item.id))
+    audit.record(session, _actor(officer), "report.note", report_id=report.id, detail=item.id)
+    return item
+
+
+def assign(session: Session, officer: Officer, report: Report, assignee_id: int | None) -> None:
+    """Assign the report to an officer of the handling office, or to nobody."""
+    if assignee_id is not None:
+        grant = session.get(OfficeGrant, (assignee_id, report.office_code))
+        assignee = session.get(Officer, assignee_id)
+        if grant is None or assignee is None or not assignee.active:
+            raise DropboxError("that officer does not work for the office handling this report")
+    report.assignee_id = assignee_id
+    audit.record(
+        session,
+        _actor(officer),
+        "report.assign",
+        report_id=report.id,
+        detail=str(assignee_id) if assignee_id else "nobody",
+    )
+
+
+def change_status(
+    instance: Instance,
+    session: Session,
+    officer: Officer,
+    report: Report,
+    to_status: str,
+    outcome: str | None = None,
+    reason: str = "",
+) -> None:
+    """Move the report along its lifecycle; closing needs an outcome and a reason."""
+    if to_status not in TRANSITIONS.get(report.status, frozenset()):
+        raise DropboxError(f"a report that is {report.status} cannot become {to_status}")
+    now = officer_now()
+    if to_status == Status.CLOSED:
+        if outcome not in set(Outcome):
+            raise DropboxError("choose the outcome before closing the report")
+        if not reason.strip():
+            raise DropboxError("write the reason for closing the report")
+        add_note(instance, session, officer, report, f"Closed ({outcome}): {reason.strip()}")
+        report.outcome = outcome
+        report.closed_at = now
+    else:
+        outcome = None
+    if to_status == Status.ACKNOWLEDGED and report.acknowledged_at is None:
+        report.acknowledged_at = now
+    if to_status == Status.REOPENED:
+        report.outcome, report.closed_at = None, None
+    session.add(
+        StatusChange(
+            report_id=report.id,
+            from_status=report.status,
+            to_status=to_status,
+            outcome=outcome,
+            officer_id=officer.id,
+            at=now,
+        )
+    )
+    audit.record(
+        session,
+        _actor(officer),
+        "report.status",
+        report_id=report.id,
+        detail=f"{report.status} -> {to_status}" + (f" ({outcome})" if outcome else ""),
+    )
+    report.status = to_status
+    report.last_activity_at = now
+
+
+def refer(
+    session: Session,
+    officer: Officer,
+    office_key: PrivateKey,
+    report: Report,
+    to_office: str,
+    keep_copy: bool,
+) -> None:
+    """Hand the report to the other office: every item's key is re-sealed to it.
+
+    The body of each item is untouched. Unless the referring office keeps a
+    copy, its entries are removed from every key block, so it can no longer
+    decrypt the report even with its own key.
+    """
+    if to_office == report.office_code:
+        raise DropboxError("the report is already with that office")
+    if bytes(office_key.public_key) != _office_public_key(session, report.office_code).encode():
+        raise AccessDenied("only the office handling a report can refer it")
+    to_key = _office_public_key(session, to_office)
+    from_key = office_key.public_key
+    for item in session.execute(select(Item).where(Item.report_id == report.id)).scalars():
+        try:
+            key_block = envelope.add_recipient(item.key_block, office_key, to_key)
+        except DecryptionError:
+            audit.record(
+                session, _actor(officer), "item.damaged", report_id=report.id, detail=item.id
+            )
+            continue
+        if not keep_copy:
+            key_block = envelope.remove_recipient(key_block, from_key)
+        item.key_block = key_block
+    from_office = report.office_code
+    if keep_copy:
+        session.merge(ReportShare(report_id=report.id, office_code=from_office))
+    session.execute(
+        delete(ReportShare).where(
+            ReportShare.report_id == report.id, ReportShare.office_code == to_office
+        )
+    )
+    now = officer_now()
+    session.add(
+        StatusChange(
+            report_id=report.id,
+            from_status=report.status,
+            to_status=Status.REFERRED,
+            officer_id=officer.id,
+            at=now,
+        )
+    )
+    report.office_code = to_office
+    report.status = Status.REFERRED
+    report.assignee_id = None
+    report.last_activity_at = now
+    audit.record(
+        session,
+        _actor(officer),
+        "report.refer",
+        report_id=report.id,
+        detail=f"{from_office} -> {to_office}" + (" (copy kept)" if keep_copy else ""),
+    )
+
+
+def delete_report(
+    instance: Instance, session: Session, officer: Officer, report: Report
+) -> list[str]:
+    """Crypto-shred a report: destroy every key block, remove the rows; return blobs to unlink.
+
+    The caller commits first and then calls `remove_blobs`: a crash in
+    between leaves only keyless ciphertext, which fsck removes.
+    """
+    blobs = []
+    items = list(session.execute(select(Item).where(Item.report_id == report.id)).scalars())
+    for item in items:
+        item.key_block = bytes(len(item.key_block))
+        blobs.append(item.blob)
+    session.flush()
+    ids = [i.id for i in items]
+    session.execute(delete(ItemRead).where(ItemRead.item_id.in_(ids)))
+    session.execute(delete(Item).where(Item.report_id == report.id))
+    session.execute(delete(StatusChange).where(StatusChange.report_id == report.id))
+    session.execute(delete(ReportShare).where(ReportShare.report_id == report.id))
+    audit.record(session, _actor(officer), "report.delete", report_id=report.id)
+    session.delete(report)
+    return blobs
+
+
+def remove_blobs(instance: Instance, blobs: list[str]) -> None:
+    """Unlink the blobs of a deleted report (their keys are already gone)."""
+    for name in blobs:
+        instance.store.delete(name)

@@ -1,0 +1,126 @@
+"""A small world for reviewer tests: offices, officers of each kind, reports, and sign-in."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pyotp
+from flask import Flask
+from flask.testing import FlaskClient
+from nacl.public import PrivateKey
+from werkzeug.test import TestResponse
+
+from dropbox import officers, offices
+from dropbox.instance import Instance
+from dropbox.models import Officer
+from tests.conftest import CHEAP_COST
+from tests.source_helpers import csrf_token, new_codename, submit_report
+
+PASSPHRASE = "a long demo passphrase"
+
+
+@dataclass
+class Person:
+    """An officer account and what a test needs to sign in as them."""
+
+    username: str
+    passphrase: str
+    totp_secret: str
+    id: int = 0
+
+
+@dataclass
+class World:
+    """Offices with keys, and one officer of each kind the access rules distinguish."""
+
+    instance: Instance
+    office_keys: dict[str, PrivateKey]
+    people: dict[str, Person] = field(default_factory=dict)
+
+
+def make_world(instance: Instance, office_keys: dict[str, PrivateKey]) -> World:
+    """OIO and ECO officers, an administrator without an office, and a deactivated officer."""
+    world = World(instance, office_keys)
+    specs = {
+        "oio": ("oio-officer", False, ["OIO"]),
+        "eco": ("eco-officer", False, ["ECO"]),
+        "eco2": ("eco-second", False, ["ECO"]),
+        "admin": ("admin", True, []),
+        "eco_admin": ("eco-admin", True, ["ECO"]),
+        "gone": ("gone-officer", False, ["ECO"]),
+    }
+    with instance.sessions.begin() as db:
+        for role, (username, is_admin, codes) in specs.items():
+            officer, secret = officers.add(
+                db, username, PASSPHRASE, CHEAP_COST, "test", is_admin=is_admin
+            )
+            for code in codes:
+                offices.grant(db, code, officer, office_keys[code], "test")
+            world.people[role] = Person(username, PASSPHRASE, secret, officer.id)
+    return world
+
+
+def fresh_code(instance: Instance, person: Person) -> str:
+    """A valid code, after forgetting the last one used (as if 30 seconds had passed)."""
+    with instance.sessions.begin() as db:
+        officer = db.get(Officer, person.id)
+        assert officer is not None
+        officer.totp_last_counter = 0
+    return pyotp.TOTP(person.totp_secret).now()
+
+
+def sign_in(client: FlaskClient, instance: Instance, person: Person) -> TestResponse:
+    """Sign in through the form."""
+    page = client.get("/login").get_data(as_text=True)
+    return client.post(
+        "/login",
+        data={
+            "csrf_token": csrf_token(page),
+            "username": person.username,
+            "passphrase": person.passphrase,
+            "code": fresh_code(instance, person),
+        },
+    )
+
+
+def signed_in_client(app: Flask, world: World, role: str) -> FlaskClient:
+    """A client signed in as the officer of `role`."""
+    client = app.test_client()
+    response = sign_in(client, world.instance, world.people[role])
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return client
+
+
+def source_report(
+    source_app: Flask,
+    category: str,
+    message: str = "A report with enough words to be accepted.",
+    files: list[tuple[str, bytes]] | None = None,
+    extra: dict[str, str] | None = None,
+) -> tuple[str, FlaskClient]:
+    """Make a report through the source interface; return (codename, signed-in source client)."""
+    client = source_app.test_client()
+    codename, form = new_codename(client)
+    sent = submit_report(
+        client, form, {"category": category, "message": message, **(extra or {})}, files
+    )
+    assert sent.status_code == 302, sent.get_data(as_text=True)
+    return codename, client
+
+
+def post_form(client: FlaskClient, page_path: str, path: str, data: dict[str, str]) -> TestResponse:
+    """POST a form found on `page_path`, with that page's CSRF token."""
+    page = client.get(page_path).get_data(as_text=True)
+    return client.post(path, data={"csrf_token": csrf_token(page), **data})
+
+
+def now_counter() -> int:
+    """The current TOTP time step."""
+    return int(datetime.now(UTC).timestamp()) // 30
+
+
+def b64(data: bytes) -> str:
+    """Base64 text."""
+    return base64.b64encode(data).decode()

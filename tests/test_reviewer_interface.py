@@ -1,0 +1,427 @@
+"""The reviewer interface: officers sign in, read, download, reply, and manage reports."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime
+
+import pyotp
+import pytest
+from flask import Flask
+from nacl.public import PrivateKey
+from sqlalchemy import func, select, update
+
+from dropbox import audit, officers
+from dropbox.instance import Instance
+from dropbox.models import AuditEvent, Item, Officer, OfficerSession, Report
+from journalist_interface import create_app as create_reviewer
+from source_interface import create_app as create_source
+from tests.conftest import CHEAP_COST
+from tests.reviewer_helpers import (
+    World,
+    b64,
+    fresh_code,
+    make_world,
+    post_form,
+    sign_in,
+    signed_in_client,
+    source_report,
+)
+from tests.source_helpers import csrf_token, login
+
+MESSAGE = "My manager took my project away after I spoke to investigators in May."
+
+
+@pytest.fixture
+def world(instance: Instance, office_keys: dict[str, PrivateKey]) -> World:
+    return make_world(instance, office_keys)
+
+
+@pytest.fixture
+def reviewer(world: World) -> Flask:
+    app = create_reviewer(world.instance.config, world.instance)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def source(world: World) -> Flask:
+    app = create_source(world.instance.config, world.instance)
+    app.config["TESTING"] = True
+    return app
+
+
+def report_id(instance: Instance) -> str:
+    with instance.sessions() as db:
+        return db.execute(select(Report.id)).scalar_one()
+
+
+def audit_actions(instance: Instance) -> list[str]:
+    with instance.sessions() as db:
+        return list(db.execute(select(AuditEvent.action).order_by(AuditEvent.id)).scalars())
+
+
+def assert_chain_intact(instance: Instance) -> None:
+    with instance.sessions() as db:
+        assert audit.verify(db).ok
+
+
+# --- signing in -------------------------------------------------------------------
+
+
+def test_sign_in_needs_passphrase_and_a_fresh_code(reviewer: Flask, world: World) -> None:
+    person = world.people["eco"]
+    client = reviewer.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    good = {
+        "csrf_token": csrf_token(page),
+        "username": person.username,
+        "passphrase": person.passphrase,
+    }
+    wrong_pass = client.post(
+        "/login",
+        data={**good, "passphrase": "not it at all", "code": fresh_code(world.instance, person)},
+    )
+    assert wrong_pass.status_code == 400
+    assert "not right" in wrong_pass.get_data(as_text=True)
+    assert client.post("/login", data={**good, "code": "000000"}).status_code == 400
+
+    code = fresh_code(world.instance, person)
+    assert client.post("/login", data={**good, "code": code}).status_code == 302
+    assert client.get("/").status_code == 200
+
+    replay = reviewer.test_client()
+    page = replay.get("/login").get_data(as_text=True)
+    again = replay.post("/login", data={**good, "csrf_token": csrf_token(page), "code": code})
+    assert again.status_code == 400  # the same code is refused the second time
+    previous = pyotp.TOTP(person.totp_secret).at(datetime.now().timestamp() - 30)
+    assert (
+        replay.post(
+            "/login", data={**good, "csrf_token": csrf_token(page), "code": previous}
+        ).status_code
+        == 400
+    )
+    assert replay.get("/").status_code == 302
+
+
+def test_five_failures_lock_the_account_and_say_until_when(reviewer: Flask, world: World) -> None:
+    person = world.people["oio"]
+    client = reviewer.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    data = {"csrf_token": csrf_token(page), "username": person.username, "code": "123456"}
+    statuses = [
+        client.post("/login", data={**data, "passphrase": "wrong passphrase"}).status_code
+        for _ in range(5)
+    ]
+    assert statuses == [400, 400, 400, 400, 429]
+    locked = client.post(
+        "/login",
+        data={**data, "passphrase": person.passphrase, "code": fresh_code(world.instance, person)},
+    )
+    assert locked.status_code == 429
+    assert re.search(r"Try again after \d\d:\d\d:\d\d UTC", locked.get_data(as_text=True))
+
+
+def test_sign_in_gives_a_new_session_id(reviewer: Flask, world: World) -> None:
+    client = reviewer.test_client()
+    client.get("/login")
+    before = client.get_cookie("dropbox_reviewer")
+    assert before is not None
+    sign_in(client, world.instance, world.people["eco"])
+    after = client.get_cookie("dropbox_reviewer")
+    assert after is not None and after.value != before.value
+    with world.instance.sessions() as db:
+        rows = db.execute(select(func.count()).select_from(OfficerSession)).scalar_one()
+    assert rows == 1  # the pre-sign-in session was dropped
+
+
+def test_idle_and_absolute_timeouts_end_the_session(reviewer: Flask, world: World) -> None:
+    client = signed_in_client(reviewer, world, "eco")
+    with world.instance.sessions.begin() as db:
+        db.execute(update(OfficerSession).values(last_seen_at=datetime(2000, 1, 1)))
+    assert client.get("/").status_code == 302
+    client = signed_in_client(reviewer, world, "eco")
+    with world.instance.sessions.begin() as db:
+        db.execute(update(OfficerSession).values(expires_at=datetime(2000, 1, 1)))
+    assert client.get("/").status_code == 302
+
+
+def test_session_row_holds_no_usable_key_without_the_cookie(reviewer: Flask, world: World) -> None:
+    signed_in_client(reviewer, world, "eco")
+    with world.instance.sessions() as db:
+        row = db.execute(select(OfficerSession)).scalar_one()
+        officer = db.get(Officer, world.people["eco"].id)
+        assert officer is not None
+        key = officers.unlock(officer, world.people["eco"].passphrase, CHEAP_COST)
+    assert key is not None
+    # Neither the key nor its base64 form is in the stored state.
+    assert bytes(key) not in row.state
+    assert b64(bytes(key)).encode() not in row.state
+    assert b"secret_key" not in row.state
+
+
+# --- inbox and report ------------------------------------------------------------
+
+
+def test_inbox_shows_only_the_officers_office(reviewer: Flask, source: Flask, world: World) -> None:
+    source_report(source, "retaliation", MESSAGE, extra={"safety_risk": "yes"})
+    source_report(source, "fraud", "Someone is selling the fuel stock every Friday night.")
+    with world.instance.sessions() as db:
+        designations = dict(db.execute(select(Report.office_code, Report.designation)).all())
+    eco_page = signed_in_client(reviewer, world, "eco").get("/").get_data(as_text=True)
+    oio_page = signed_in_client(reviewer, world, "oio").get("/").get_data(as_text=True)
+    assert designations["ECO"] in eco_page and designations["OIO"] not in eco_page
+    assert designations["OIO"] in oio_page and designations["ECO"] not in oio_page
+    urgent_only = signed_in_client(reviewer, world, "oio").get("/?urgent=1").get_data(as_text=True)
+    assert designations["OIO"] not in urgent_only
+
+
+def test_officer_reads_the_thread_downloads_files_and_identity_needs_a_reason(
+    reviewer: Flask, source: Flask, world: World
+) -> None:
+    big = os.urandom(300_000)
+    source_report(
+        source,
+        "retaliation",
+        MESSAGE,
+        [("proof.pdf", big)],
+        extra={"identity_name": "Jamie Doe", "protected_activity": "Interviewed by OIO"},
+    )
+    rid = report_id(world.instance)
+    client = signed_in_client(reviewer, world, "eco")
+    page = client.get(f"/reports/{rid}").get_data(as_text=True)
+    assert MESSAGE in page and "Interviewed by OIO" in page and "proof.pdf" in page
+    assert "Jamie Doe" not in page
+
+    with world.instance.sessions() as db:
+        file_id = db.execute(select(Item.id).where(Item.kind == "file")).scalar_one()
+    download = client.get(f"/reports/{rid}/files/{file_id}")
+    assert download.status_code == 200
+    assert download.data == big
+    assert download.headers["Content-Type"] == "application/octet-stream"
+    assert download.headers["Content-Disposition"].startswith("attachment;")
+    assert "proof.pdf" in download.headers["Content-Disposition"]
+    assert download.headers["X-Content-Type-Options"] == "nosniff"
+
+    short = post_form(client, f"/reports/{rid}", f"/reports/{rid}/identity", {"reason": "why"})
+    assert short.status_code == 302
+    revealed = post_form(
+        client,
+        f"/reports/{rid}",
+        f"/reports/{rid}/identity",
+        {"reason": "Needed to arrange interim protection measures."},
+    )
+    assert "Jamie Doe" in revealed.get_data(as_text=True)
+    actions = audit_actions(world.instance)
+    assert "report.read" in actions and "file.download" in actions
+    assert actions.count("identity.reveal") == 1
+    assert_chain_intact(world.instance)
+
+
+def test_reply_reaches_the_source_and_notes_do_not(
+    reviewer: Flask, source: Flask, world: World
+) -> None:
+    _, source_client = source_report(source, "fraud", MESSAGE)
+    rid = report_id(world.instance)
+    client = signed_in_client(reviewer, world, "oio")
+    post_form(client, f"/reports/{rid}", f"/reports/{rid}/reply", {"message": "Which depot?"})
+    post_form(client, f"/reports/{rid}", f"/reports/{rid}/notes", {"text": "Check depot logs"})
+    thread = source_client.get("/thread").get_data(as_text=True)
+    assert "Which depot?" in thread
+    assert "Check depot logs" not in thread
+    page = client.get(f"/reports/{rid}").get_data(as_text=True)
+    assert "Which depot?" in page and "Check depot logs" in page
+    assert_chain_intact(world.instance)
+
+
+def test_status_workflow_with_outcome_on_closing(
+    reviewer: Flask, source: Flask, world: World
+) -> None:
+    _, source_client = source_report(source, "fraud", MESSAGE)
+    rid = report_id(world.instance)
+    client = signed_in_client(reviewer, world, "oio")
+    path = f"/reports/{rid}"
+
+    def status_now() -> str:
+        with world.instance.sessions() as db:
+            found = db.get(Report, rid)
+            assert found is not None
+            return found.status
+
+    post_form(client, path, f"{path}/status", {"status": "acknowledged"})
+    assert status_now() == "acknowledged"
+    post_form(client, path, f"{path}/status", {"status": "reopened"})
+    assert status_now() == "acknowledged"  # not allowed from here
+    post_form(client, path, f"{path}/status", {"status": "closed", "outcome": "substantiated"})
+    assert status_now() == "acknowledged"  # a reason is required
+    post_form(
+        client,
+        path,
+        f"{path}/status",
+        {"status": "closed", "outcome": "substantiated", "reason": "Evidence confirmed it."},
+    )
+    assert status_now() == "closed"
+    assert "Closed" in source_client.get("/thread").get_data(as_text=True)
+    post_form(client, path, f"{path}/status", {"status": "reopened"})
+    assert status_now() == "reopened"
+
+
+def test_referral_moves_access_to_the_other_office(
+    reviewer: Flask, source: Flask, world: World
+) -> None:
+    _, source_client = source_report(source, "harassment", MESSAGE)
+    rid = report_id(world.instance)
+    oio = signed_in_client(reviewer, world, "oio")
+    post_form(oio, f"/reports/{rid}", f"/reports/{rid}/refer", {"office": "ECO"})
+    assert oio.get(f"/reports/{rid}").status_code == 404
+    eco = signed_in_client(reviewer, world, "eco")
+    page = eco.get(f"/reports/{rid}").get_data(as_text=True)
+    assert MESSAGE in page
+    assert "Ethics and Conduct Office" in source_client.get("/thread").get_data(as_text=True)
+    with world.instance.sessions() as db:
+        from dropbox.reports import open_item_bytes
+
+        item = db.execute(select(Item).where(Item.report_id == rid, Item.seq == 1)).scalar_one()
+        with pytest.raises(Exception):  # noqa: B017 - any failure: OIO's entry is gone
+            open_item_bytes(world.instance, item, world.office_keys["OIO"])
+        assert open_item_bytes(world.instance, item, world.office_keys["ECO"])
+
+
+def test_referral_keeping_a_copy_leaves_a_read_only_copy(
+    reviewer: Flask, source: Flask, world: World
+) -> None:
+    source_report(source, "harassment", MESSAGE)
+    rid = report_id(world.instance)
+    oio = signed_in_client(reviewer, world, "oio")
+    post_form(
+        oio, f"/reports/{rid}", f"/reports/{rid}/refer", {"office": "ECO", "keep_copy": "yes"}
+    )
+    copy = oio.get(f"/reports/{rid}")
+    assert copy.status_code == 200 and MESSAGE in copy.get_data(as_text=True)
+    refused = post_form(oio, f"/reports/{rid}", f"/reports/{rid}/reply", {"message": "hi"})
+    assert refused.status_code == 403
+
+
+def test_deletion_needs_the_designation_and_leaves_nothing(
+    reviewer: Flask, source: Flask, world: World
+) -> None:
+    source_report(source, "fraud", MESSAGE, [("a.txt", b"evidence")])
+    rid = report_id(world.instance)
+    client = signed_in_client(reviewer, world, "oio")
+    with world.instance.sessions() as db:
+        found = db.get(Report, rid)
+        assert found is not None
+        designation = found.designation
+    confirm = f"/reports/{rid}/delete"
+    post_form(client, confirm, confirm, {"confirm": "wrong words"})
+    assert report_exists(world.instance, rid)
+    post_form(client, confirm, confirm, {"confirm": designation})
+    assert not report_exists(world.instance, rid)
+    with world.instance.sessions() as db:
+        assert db.execute(select(func.count()).select_from(Item)).scalar_one() == 0
+    assert list(world.instance.store.names()) == []
+    assert "report.delete" in audit_actions(world.instance)
+    assert_chain_intact(world.instance)
+
+
+def report_exists(instance: Instance, rid: str) -> bool:
+    with instance.sessions() as db:
+        return db.get(Report, rid) is not None
+
+
+def test_reply_round_trips_to_a_returning_source(
+    reviewer: Flask, source: Flask, world: World
+) -> None:
+    codename, _ = source_report(source, "retaliation", MESSAGE)
+    rid = report_id(world.instance)
+    eco = signed_in_client(reviewer, world, "eco")
+    post_form(eco, f"/reports/{rid}", f"/reports/{rid}/reply", {"message": "Are you safe now?"})
+    returning = source.test_client()
+    assert login(returning, codename).status_code == 302
+    assert "Are you safe now?" in returning.get("/thread").get_data(as_text=True)
+
+
+# --- accounts ----------------------------------------------------------------------
+
+
+def test_enrolment_grant_and_deactivation(reviewer: Flask, source: Flask, world: World) -> None:
+    source_report(source, "retaliation", MESSAGE)
+    admin = signed_in_client(reviewer, world, "eco_admin")
+    created = post_form(
+        admin,
+        "/admin/officers",
+        "/admin/officers",
+        {"username": "newbie", "display_name": "New Officer"},
+    )
+    code = re.search(r"([a-z]+(?:-[a-z]+){4})", created.get_data(as_text=True))
+    assert code is not None
+
+    newbie = reviewer.test_client()
+    page = newbie.get("/enrol").get_data(as_text=True)
+    passphrase = "newbie passphrase long"
+    setup = newbie.post(
+        "/enrol",
+        data={
+            "csrf_token": csrf_token(page),
+            "username": "newbie",
+            "code": code.group(1),
+            "passphrase": passphrase,
+            "confirm_passphrase": passphrase,
+        },
+    )
+    assert setup.status_code == 200
+    secret = re.search(r"secret=([A-Z2-7]+)", setup.get_data(as_text=True))
+    assert secret is not None and "<svg" in setup.get_data(as_text=True)
+    done = newbie.post(
+        "/enrol/confirm",
+        data={
+            "csrf_token": csrf_token(setup.get_data(as_text=True)),
+            "code": pyotp.TOTP(secret.group(1)).now(),
+        },
+    )
+    assert done.status_code == 302
+
+    with world.instance.sessions() as db:
+        newbie_id = db.execute(select(Officer.id).where(Officer.username == "newbie")).scalar_one()
+    post_form(
+        admin, "/admin/officers", "/admin/grants", {"officer_id": str(newbie_id), "office": "ECO"}
+    )
+
+    from tests.reviewer_helpers import Person
+
+    person = Person("newbie", passphrase, secret.group(1), newbie_id)
+    client = reviewer.test_client()
+    assert sign_in(client, world.instance, person).status_code == 302
+    rid = report_id(world.instance)
+    assert client.get(f"/reports/{rid}").status_code == 200
+
+    post_form(admin, "/admin/officers", f"/admin/officers/{newbie_id}/deactivate", {})
+    assert client.get("/").status_code == 302  # the session ended
+    assert sign_in(reviewer.test_client(), world.instance, person).status_code == 400
+
+
+def test_passphrase_change_rewraps_and_ends_other_sessions(reviewer: Flask, world: World) -> None:
+    first = signed_in_client(reviewer, world, "eco")
+    second = signed_in_client(reviewer, world, "eco")
+    post_form(
+        first,
+        "/account",
+        "/account/passphrase",
+        {
+            "current_passphrase": world.people["eco"].passphrase,
+            "new_passphrase": "an even longer passphrase",
+            "confirm_passphrase": "an even longer passphrase",
+        },
+    )
+    assert first.get("/").status_code == 200
+    assert second.get("/").status_code == 302
+    world.people["eco"].passphrase = "an even longer passphrase"
+    assert sign_in(reviewer.test_client(), world.instance, world.people["eco"]).status_code == 302
+
+
+def test_audit_log_page_shows_events_and_verification(reviewer: Flask, world: World) -> None:
+    admin = signed_in_client(reviewer, world, "admin")
+    page = admin.get("/admin/audit").get_data(as_text=True)
+    assert "officer.sign_in" in page
+    assert signed_in_client(reviewer, world, "eco").get("/admin/audit").status_code == 403
