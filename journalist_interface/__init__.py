@@ -100,7 +100,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> tuple[Any, int]:
         code = exc.code or 500
-        kinds = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "not_found"}
+        kinds = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method"}
         kinds.update({413: "too_large", 429: "too_many"})
         return error_page(kinds.get(code, "server_error"), code)
 

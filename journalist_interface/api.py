@@ -579,8 +579,8 @@ def openapi_document(config: Config) -> dict[str, Any]:
         "StatusRequest": _object(
             {
                 "status": {**string, "enum": statuses},
-                "outcome": {**string, "enum": outcomes, "description": "Needed to close"},
-                "reason": {**string, "description": "Needed to close"},
+                "outcome": _nullable("string", enum=[*outcomes, None], description="To close"),
+                "reason": _nullable("string", description="Needed to close"),
             },
             required=["status"],
         ),
@@ -595,19 +595,22 @@ def openapi_document(config: Config) -> dict[str, Any]:
             "headers": {"WWW-Authenticate": {"schema": string}},
             "content": _json(_ref("Error")),
         },
-        "Forbidden": _answer("The officer's office only keeps a copy of this report", "Error"),
+        "Forbidden": _answer(
+            "The officer may not do this: their office only kept a copy of the report, "
+            "or their office grant cannot be opened",
+            "Error",
+        ),
         "NotFound": _answer("No such report (or the officer may not see it)", "Error"),
         "TooLarge": _answer("The request body is too large", "Error"),
         "TooMany": _answer("Too many requests; wait a minute", "Error"),
         "Busy": _answer("The server is busy; try again shortly", "Error"),
     }
-    read_errors = {"401": _common("Unauthorized"), "404": _common("NotFound")}
-    write_errors = {
-        "400": _common("BadRequest"),
-        **read_errors,
+    read_errors = {
+        "401": _common("Unauthorized"),
         "403": _common("Forbidden"),
-        "413": _common("TooLarge"),
+        "404": _common("NotFound"),
     }
+    write_errors = {"400": _common("BadRequest"), **read_errors, "413": _common("TooLarge")}
     paths = {
         f"{PREFIX}/openapi.json": {
             "get": {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -45,6 +47,7 @@ ERROR_TEXT: dict[str, tuple[Any, Any]] = {
     "bad_request": (_l("Bad request"), _l("The request could not be understood.")),
     "forbidden": (_l("Not allowed"), _l("Your account may not open this page.")),
     "not_found": (_l("Not found"), _l("There is no such page or report, or you may not see it.")),
+    "method": (_l("Not allowed here"), _l("This address does not take that kind of request.")),
     "too_large": (_l("Too large"), _l("What was sent is too large.")),
     "too_many": (_l("Too many attempts"), _l("Wait a minute, then try again.")),
     "busy": (_l("Busy"), _l("The server is busy. Wait a minute, then try again.")),
@@ -217,6 +220,7 @@ def register_views(app: Flask, config: Config) -> None:
             identity=extra.get("identity"),
             is_handling=access.handles(db, officer, report),
             format_size=format_size,
+            today=datetime.now(UTC).date(),
         )
 
     @app.get("/reports/<report_id>")
@@ -240,8 +244,7 @@ def register_views(app: Flask, config: Config) -> None:
             except NotFound:
                 abort(404)
             except DecryptionError:
-                db.commit()
-                flash(_("This file is damaged and cannot be decrypted."), "error")
+                # Leaving the block commits the "damaged" audit event.
                 return render_template(
                     "error.html",
                     title=_("Damaged file"),
@@ -265,100 +268,96 @@ def register_views(app: Flask, config: Config) -> None:
         response.headers["Content-Length"] = str(opened.size)
         return response
 
-    def _action(report_id: str, handling_only: bool = True) -> tuple[Session, Officer, Report]:
-        db = instance().sessions()
-        db.begin()
-        officer = _officer(db)
-        found = _report(db, officer, report_id)
-        if handling_only and not access.handles(db, officer, found):
-            db.close()
-            abort(403)
-        return db, officer, found
+    @contextmanager
+    def _casework(
+        report_id: str, handling_only: bool = True
+    ) -> Iterator[tuple[Session, Officer, Report]]:
+        """One transaction for one action on a report the officer may act on.
 
-    def _finish(db: Session, report_id: str, message: str) -> WerkzeugResponse:
-        db.commit()
-        db.close()
-        flash(message, "info")
-        return redirect(url_for("report", report_id=report_id))
+        Any exception (a refusal, a 404) rolls it back and releases the
+        database at once.
+        """
+        with instance().sessions.begin() as db:
+            officer = _officer(db)
+            found = _report(db, officer, report_id)
+            if handling_only and not access.handles(db, officer, found):
+                abort(403)
+            yield db, officer, found
 
-    def _refuse(db: Session, report_id: str, error: DropboxError) -> WerkzeugResponse:
-        db.rollback()
-        db.close()
-        flash(str(error), "error")
+    def _done(report_id: str, error: DropboxError | None, message: str) -> WerkzeugResponse:
+        flash(str(error) if error else message, "error" if error else "info")
         return redirect(url_for("report", report_id=report_id))
 
     @app.post("/reports/<report_id>/reply")
     @signed_in
     def reply(report_id: str) -> WerkzeugResponse:
         """Send a message to the source."""
-        db, officer, found = _action(report_id)
         try:
-            casework.reply(instance(), db, officer, found, request.form.get("message", ""))
+            with _casework(report_id) as (db, officer, found):
+                casework.reply(instance(), db, officer, found, request.form.get("message", ""))
         except DropboxError as error:
-            return _refuse(db, report_id, error)
-        return _finish(db, report_id, _("Your message was sent to the source."))
+            return _done(report_id, error, "")
+        return _done(report_id, None, _("Your message was sent to the source."))
 
     @app.post("/reports/<report_id>/notes")
     @signed_in
     def note(report_id: str) -> WerkzeugResponse:
         """Add an internal note."""
-        db, officer, found = _action(report_id)
         try:
-            casework.add_note(instance(), db, officer, found, request.form.get("text", ""))
+            with _casework(report_id) as (db, officer, found):
+                casework.add_note(instance(), db, officer, found, request.form.get("text", ""))
         except DropboxError as error:
-            return _refuse(db, report_id, error)
-        return _finish(db, report_id, _("The note was saved."))
+            return _done(report_id, error, "")
+        return _done(report_id, None, _("The note was saved."))
 
     @app.post("/reports/<report_id>/assign")
     @signed_in
     def assign(report_id: str) -> WerkzeugResponse:
         """Assign the report to an officer, or to nobody."""
-        db, officer, found = _action(report_id)
         raw = request.form.get("assignee_id", "")
         try:
-            casework.assign(db, officer, found, int(raw) if raw.isdigit() else None)
+            with _casework(report_id) as (db, officer, found):
+                casework.assign(db, officer, found, int(raw) if raw.isdigit() else None)
         except DropboxError as error:
-            return _refuse(db, report_id, error)
-        return _finish(db, report_id, _("The assignment was saved."))
+            return _done(report_id, error, "")
+        return _done(report_id, None, _("The assignment was saved."))
 
     @app.post("/reports/<report_id>/status")
     @signed_in
     def status(report_id: str) -> WerkzeugResponse:
         """Change the report's status."""
-        db, officer, found = _action(report_id)
+        form = request.form
         try:
-            casework.change_status(
-                instance(),
-                db,
-                officer,
-                found,
-                request.form.get("status", ""),
-                request.form.get("outcome") or None,
-                request.form.get("reason", ""),
-            )
+            with _casework(report_id) as (db, officer, found):
+                casework.change_status(
+                    instance(),
+                    db,
+                    officer,
+                    found,
+                    form.get("status", ""),
+                    form.get("outcome") or None,
+                    form.get("reason", ""),
+                )
         except DropboxError as error:
-            return _refuse(db, report_id, error)
-        return _finish(db, report_id, _("The status was changed."))
+            return _done(report_id, error, "")
+        return _done(report_id, None, _("The status was changed."))
 
     @app.post("/reports/<report_id>/refer")
     @signed_in
     def refer(report_id: str) -> WerkzeugResponse:
         """Refer the report to the other office."""
-        db, officer, found = _action(report_id)
         to_office = request.form.get("office", "")
-        if to_office not in {o.code for o in config.offices}:
-            return _refuse(db, report_id, DropboxError(_("Choose an office to refer to.")))
+        keep_copy = request.form.get("keep_copy") == "yes"
         try:
-            office_key = access.office_key(db, officer, g.officer_key, found)
-            casework.refer(
-                db, officer, office_key, found, to_office, request.form.get("keep_copy") == "yes"
-            )
+            with _casework(report_id) as (db, officer, found):
+                if to_office not in {o.code for o in config.offices}:
+                    raise DropboxError(_("Choose an office to refer to."))
+                office_key = access.office_key(db, officer, g.officer_key, found)
+                casework.refer(db, officer, office_key, found, to_office, keep_copy)
         except DropboxError as error:
-            return _refuse(db, report_id, error)
-        db.commit()
-        db.close()
+            return _done(report_id, error, "")
         flash(_("The report was referred to %(office)s.", office=config.office(to_office).name))
-        if request.form.get("keep_copy") == "yes":
+        if keep_copy:
             return redirect(url_for("report", report_id=report_id))
         return redirect(url_for("inbox"))
 
@@ -366,44 +365,35 @@ def register_views(app: Flask, config: Config) -> None:
     @signed_in
     def reveal(report_id: str) -> Any:
         """Reveal the source's identity details, with a recorded reason."""
-        db, officer, found = _action(report_id, handling_only=False)
         try:
-            office_key = access.office_key(db, officer, g.officer_key, found)
-            identity = casework.reveal_identity(
-                instance(), db, officer, office_key, found, request.form.get("reason", "")
-            )
-        except (DropboxError, DecryptionError) as error:
-            return _refuse(db, report_id, DropboxError(str(error) or _("Damaged item.")))
-        try:
-            return _render_report(db, officer, found, identity=identity)
-        finally:
-            db.commit()
-            db.close()
+            with _casework(report_id, handling_only=False) as (db, officer, found):
+                office_key = access.office_key(db, officer, g.officer_key, found)
+                identity = casework.reveal_identity(
+                    instance(), db, officer, office_key, found, request.form.get("reason", "")
+                )
+                return _render_report(db, officer, found, identity=identity)
+        except DecryptionError:
+            return _done(report_id, DropboxError(_("The identity details are damaged.")), "")
+        except DropboxError as error:
+            return _done(report_id, error, "")
 
     @app.get("/reports/<report_id>/delete")
     @signed_in
     def confirm_delete(report_id: str) -> str:
         """Ask before deleting."""
-        with instance().sessions() as db:
-            officer = _officer(db)
-            found = _report(db, officer, report_id)
-            if not access.handles(db, officer, found):
-                abort(403)
+        with _casework(report_id) as (_db, _officer_row, found):
             return render_template("confirm_delete.html", report=found)
 
     @app.post("/reports/<report_id>/delete")
     @signed_in
     def delete(report_id: str) -> WerkzeugResponse:
         """Crypto-shred the report, once its designation has been typed to confirm."""
-        db, officer, found = _action(report_id)
-        if request.form.get("confirm", "").strip().lower() != found.designation.lower():
-            db.rollback()
-            db.close()
-            flash(_("Type the designation exactly to confirm the deletion."), "error")
-            return redirect(url_for("confirm_delete", report_id=report_id))
-        blobs = casework.delete_report(instance(), db, officer, found)
-        db.commit()
-        db.close()
+        confirmation = request.form.get("confirm", "").strip().lower()
+        with _casework(report_id) as (db, officer, found):
+            if confirmation != found.designation.lower():
+                flash(_("Type the designation exactly to confirm the deletion."), "error")
+                return redirect(url_for("confirm_delete", report_id=report_id))
+            blobs = casework.delete_report(instance(), db, officer, found)
         casework.remove_blobs(instance(), blobs)
         flash(_("The report was deleted."), "info")
         return redirect(url_for("inbox"))
