@@ -188,7 +188,7 @@ def session_key(session: SessionMixin) -> str:
 
 
 def token_id_hash(token_id: bytes) -> bytes:
-    """What the table stores for an API token: never equal to a cookie's, so neither opens the other."""
+    """What the table stores for an API token: never equal to a cookie's, so neither opens both."""
     return hashlib.blake2b(token_id, digest_size=32, person=b"dropbox-apitoken").digest()
 
 
