@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from datetime import datetime
 
 import pyotp
@@ -36,6 +37,13 @@ MESSAGE = "My manager took my project away after I spoke to investigators in May
 @pytest.fixture
 def world(instance: Instance, office_keys: dict[str, PrivateKey]) -> World:
     return make_world(instance, office_keys)
+
+
+@pytest.fixture(autouse=True)
+def audit_chain_verifies_after_every_flow(world: World) -> Iterator[None]:
+    """Whatever a test did, the audit chain must still verify afterwards."""
+    yield
+    assert_chain_intact(world.instance)
 
 
 @pytest.fixture
@@ -425,3 +433,29 @@ def test_audit_log_page_shows_events_and_verification(reviewer: Flask, world: Wo
     page = admin.get("/admin/audit").get_data(as_text=True)
     assert "officer.sign_in" in page
     assert signed_in_client(reviewer, world, "eco").get("/admin/audit").status_code == 403
+
+
+def test_reenrolling_totp_replaces_the_device_only_once_confirmed(
+    reviewer: Flask, world: World
+) -> None:
+    person = world.people["oio"]
+    client = signed_in_client(reviewer, world, "oio")
+    setup = post_form(client, "/account", "/account/totp", {})
+    assert setup.status_code == 200
+    page = setup.get_data(as_text=True)
+    assert "<svg" in page
+    new_secret = re.search(r"secret=([A-Z2-7]+)", page)
+    assert new_secret is not None and new_secret.group(1) != person.totp_secret
+    wrong = client.post("/account/totp/confirm", data={"csrf_token": csrf_token(page), "code": "1"})
+    assert wrong.status_code == 400
+    # Not confirmed yet: the old device still signs in.
+    assert sign_in(reviewer.test_client(), world.instance, person).status_code == 302
+    confirmed = client.post(
+        "/account/totp/confirm",
+        data={"csrf_token": csrf_token(page), "code": pyotp.TOTP(new_secret.group(1)).now()},
+    )
+    assert confirmed.status_code == 302
+    old_device = reviewer.test_client()
+    assert sign_in(old_device, world.instance, person).status_code == 400
+    person.totp_secret = new_secret.group(1)
+    assert sign_in(reviewer.test_client(), world.instance, person).status_code == 302
