@@ -7,6 +7,7 @@ something else one day: no address or User-Agent is ever logged.
 
 from __future__ import annotations
 
+import ctypes
 import re
 from collections.abc import Callable
 from typing import Any
@@ -104,7 +105,24 @@ def app_factory(config: Config, interface: str) -> Callable[[], Flask]:
     return build
 
 
+def _tune_malloc() -> None:
+    """Keep large request buffers in the heap instead of mapping and unmapping each one.
+
+    Reading an upload allocates and frees 1 MiB buffers continuously; with
+    glibc's defaults each is a fresh mmap, which measured about 480,000 page
+    faults per GiB uploaded (bench/upload.py). Workers inherit this at fork.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return  # not glibc: nothing to tune
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 8 * 1024 * 1024)
+    libc.mallopt(m_trim_threshold, 64 * 1024 * 1024)
+
+
 def serve(config: Config, interface: str) -> None:
     """Run one interface until stopped."""
+    _tune_malloc()
     gunicorn.http.wsgi.Response = _NoServerHeaderResponse
     _Server(app_factory(config, interface), gunicorn_options(config, interface)).run()
