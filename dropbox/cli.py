@@ -389,7 +389,10 @@ def _print_demo(data_dir: Path, config: Config) -> None:
         click.echo(f"    passphrase:  {login['passphrase']}")
         click.echo(f"    TOTP secret: {login['totp_secret']} (current code {code})")
     click.echo("")
-    click.echo(f"  Current TOTP codes at any time: dropbox demo --codes --data-dir {data_dir}")
+    command = Path(sys.executable).parent / "dropbox"
+    shown = os.path.relpath(command) if command.exists() else "dropbox"
+    click.echo(f"  Current TOTP codes at any time: {shown} demo --codes --data-dir {data_dir}")
+    click.echo("  Each demo officer is also an administrator (officers, grants, audit log).")
     click.echo("  Stop with Ctrl-C.")
 
 
