@@ -19,6 +19,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 from nacl.public import PrivateKey
 from werkzeug.wrappers import Response
 
@@ -435,10 +436,21 @@ def register_views(app: Flask, config: Config) -> None:
             flash(_("Write an answer or choose a file before sending."), "error")
         else:
             files = sum(1 for i in items if i.kind == ItemKind.FILE)
-            flash(
-                _("Sent. Your answer and %(n)s file(s) are encrypted for the office.", n=files),
-                "info",
-            )
+            if files == len(items):
+                sent = ngettext(
+                    "Sent. Your file is encrypted for the office.",
+                    "Sent. Your %(num)d files are encrypted for the office.",
+                    files,
+                )
+            elif files:
+                sent = ngettext(
+                    "Sent. Your message and %(num)d file are encrypted for the office.",
+                    "Sent. Your message and %(num)d files are encrypted for the office.",
+                    files,
+                )
+            else:
+                sent = _("Sent. Your message is encrypted for the office.")
+            flash(sent, "info")
         return redirect(url_for("thread"))
 
     @app.post("/thread/messages/<item_id>/delete")

@@ -245,6 +245,7 @@ def test_returning_source_reads_the_thread_answers_and_deletes_a_reply(
         [("march.txt", b"calendar")],
     )
     assert answered.status_code == 302
+    assert "Your message and 1 file are encrypted" in client.get("/thread").get_data(as_text=True)
     _, items = only_report(instance)
     answer_items = [i for i in items if i.seq > 3]
     assert [i.kind for i in answer_items] == ["message", "file"]
