@@ -28,6 +28,7 @@ from dropbox import audit, officers, offices
 from dropbox.config import Config, ConfigError, load
 from dropbox.errors import DropboxError
 from dropbox.instance import Instance, InstanceError
+from dropbox.tor import tor_config
 
 ACTOR = "command line"
 
@@ -451,6 +452,9 @@ def _serve_both(config_path: Path) -> None:
     failed = [child.returncode for child in children if child.returncode not in (0, -15, None)]
     if failed:
         raise CommandError("a server stopped with an error (see the lines above)")
+
+
+cli.add_command(tor_config)
 
 
 # --- entry point -------------------------------------------------------------
