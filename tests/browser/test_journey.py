@@ -107,7 +107,7 @@ def test_report_reply_answer_across_source_and_officers(
     page.get_by_label("Your answer").fill(ANSWER)
     page.get_by_label("Add files (optional)").set_input_files(later.path)
     page.get_by_role("button", name="Send", exact=True).click()
-    expect(page.get_by_role("status")).to_contain_text("1 file(s)")
+    expect(page.get_by_role("status")).to_contain_text("Your message and 1 file are encrypted")
     reply = thread_entry(page, "Message from the office", REPLY)
     reply.get_by_role("button", name="Delete this message").click()
     expect(page.get_by_role("status")).to_contain_text("The message was deleted")
