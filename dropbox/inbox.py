@@ -3,6 +3,16 @@
 Nothing here decrypts anything: the list is built from the clear columns
 (designation, category, status, dates, flags), so it stays fast at 100,000
 reports. Unread counts are computed only for the rows of the page shown.
+
+Shape of the queries (bench/inbox.py measures them and checks them against
+the plain query): the reports an officer may see
+(`access.visible_condition`) are split into disjoint parts, one for each
+office they hold and one for the copies kept after a referral, since a
+single `OR` with a subquery makes SQLite fetch and sort every visible row.
+An office's part is an `office_code = ?` range of the indexes in
+`dropbox.models.Report`: counted in an index alone (the overdue filter in
+ranges of `ix_reports_office_filters`), and paged by walking the index of
+the sort column, stopping after the page. The copies, few, are listed once.
 """
 
 from __future__ import annotations
@@ -11,21 +21,43 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, union_all
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 
-from dropbox.access import visible_condition
-from dropbox.models import Item, ItemKind, ItemRead, Officer, Report, Status
+from dropbox.models import Item, ItemKind, ItemRead, Officer, Report, ReportShare, Status
 
 PAGE_SIZE = 50
+# Each sort: the column, and True for newest first. Ties go by id, ascending.
+SORT_COLUMNS: dict[str, tuple[InstrumentedAttribute[Any], bool]] = {
+    "received": (Report.received_at, True),
+    "activity": (Report.last_activity_at, True),
+    "acknowledge_due": (Report.acknowledge_due, False),
+    "feedback_due": (Report.feedback_due, False),
+}
 SORTS: dict[str, UnaryExpression[Any]] = {
-    "received": Report.received_at.desc(),
-    "activity": Report.last_activity_at.desc(),
-    "acknowledge_due": Report.acknowledge_due.asc(),
-    "feedback_due": Report.feedback_due.asc(),
+    key: column.desc() if newest_first else column.asc()
+    for key, (column, newest_first) in SORT_COLUMNS.items()
 }
 SOURCE_KINDS = (ItemKind.MESSAGE, ItemKind.FILE, ItemKind.IDENTITY)
+# What a row of the inbox shows (not whole reports: no keys, no lookup ids).
+ROW_COLUMNS = (
+    Report.id,
+    Report.designation,
+    Report.office_code,
+    Report.category,
+    Report.status,
+    Report.urgent,
+    Report.received_at,
+    Report.last_activity_at,
+    Report.acknowledge_due,
+    Report.feedback_due,
+    Report.acknowledged_at,
+    Report.assignee_id,
+)
+# At most this many ids go into one IN (...) list (bound parameters are limited).
+MAX_LISTED = 1000
 
 
 @dataclass(frozen=True)
@@ -79,11 +111,56 @@ def _overdue(today: date) -> ColumnElement[bool]:
     )
 
 
+def _overdue_parts(today: date) -> list[ColumnElement[bool]]:
+    """Disjoint conditions whose union is `_overdue(today)`, for counting.
+
+    Each is a range of `ix_reports_office_filters` (office, status,
+    acknowledged_at, ...), so a count reads the open reports and the
+    unacknowledged closed ones, not every closed report: `status != closed`
+    is `status < closed` or `status > closed` (status is never NULL), and a
+    closed report can be overdue only for its acknowledgement.
+    """
+    closed = Status.CLOSED.value
+    return [
+        and_(Report.status < closed, _overdue(today)),
+        and_(Report.status > closed, _overdue(today)),
+        and_(
+            Report.status == closed,
+            Report.acknowledged_at.is_(None),
+            Report.acknowledge_due < today,
+        ),
+    ]
+
+
+def _shared_only(codes: list[str]) -> ColumnElement[bool]:
+    """Reports shared with one of the offices but handled by none of them.
+
+    With `office_code == code` for each code, these are disjoint parts whose
+    union is `access.visible_condition(codes)`: "handled by one of the
+    offices, or shared with one of them".
+    """
+    shared = select(ReportShare.report_id).where(ReportShare.office_code.in_(codes))
+    return and_(Report.id.in_(shared), Report.office_code.not_in(codes))
+
+
+def _count(session: Session, groups: list[list[ColumnElement[bool]]]) -> list[int]:
+    """For each group of disjoint conditions, how many reports match one of them (one query)."""
+    columns = [
+        select(func.count()).select_from(Report).where(condition).scalar_subquery()
+        for group in groups
+        for condition in group
+    ]
+    if not columns:
+        return []
+    found = iter(session.execute(select(*columns)).one())
+    return [sum(next(found) for _ in group) for group in groups]
+
+
 def list_reports(
     session: Session, officer: Officer, codes: list[str], filters: Filters, today: date
 ) -> Page:
     """The page of reports the filters select, among those the officer may see."""
-    conditions = [visible_condition(codes)]
+    conditions: list[ColumnElement[bool]] = []
     if filters.status:
         conditions.append(Report.status == filters.status)
     if filters.category:
@@ -92,29 +169,78 @@ def list_reports(
         conditions.append(Report.assignee_id == officer.id)
     if filters.urgent:
         conditions.append(Report.urgent.is_(True))
+    handled = [and_(Report.office_code == code, *conditions) for code in codes]
+    shared = and_(_shared_only(codes), *conditions)
     if filters.overdue:
-        conditions.append(_overdue(today))
-    total = session.execute(
-        select(func.count()).select_from(Report).where(*conditions)
-    ).scalar_one()
+        groups = [[and_(part, piece) for piece in _overdue_parts(today)] for part in handled]
+        handled = [and_(part, _overdue(today)) for part in handled]
+        shared = and_(shared, _overdue(today))
+    else:
+        groups = [[part] for part in handled]
+    column, newest_first = SORT_COLUMNS.get(filters.sort, SORT_COLUMNS["received"])
+    order = column.desc() if newest_first else column.asc()
+    # The copies kept after a referral are few: listed once, in order, they
+    # count themselves and only the first pages of them are looked up again.
+    shared_ids = list(
+        session.execute(select(Report.id).where(shared).order_by(order, Report.id)).scalars()
+    )
+    counts = _count(session, groups)
+    total = sum(counts) + len(shared_ids)
     pages = max(1, -(-total // PAGE_SIZE))
     page = min(max(1, filters.page), pages)
-    order = SORTS.get(filters.sort, SORTS["received"])
-    reports = list(
-        session.execute(
-            select(Report)
-            .where(*conditions)
+    # The first `page` pages of each office's reports, each walking an index
+    # and stopping there (none for an office without a match: that walk would
+    # read the whole index), and of the shared ones; then the page out of
+    # their union.
+    firsts = [
+        select(Report.id, column.label("sort_key"))
+        .where(part)
+        .order_by(order, Report.id)
+        .limit(page * PAGE_SIZE)
+        .subquery()
+        for part, count in zip(handled, counts, strict=True)
+        if count
+    ]
+    first_shared = shared_ids[: page * PAGE_SIZE]
+    if len(first_shared) > MAX_LISTED:
+        firsts.append(
+            select(Report.id, column.label("sort_key"))
+            .where(shared)
             .order_by(order, Report.id)
-            .limit(PAGE_SIZE)
-            .offset((page - 1) * PAGE_SIZE)
-        ).scalars()
+            .limit(page * PAGE_SIZE)
+            .subquery()
+        )
+    elif first_shared:
+        firsts.append(
+            select(Report.id, column.label("sort_key"))
+            .where(Report.id.in_(first_shared))
+            .subquery()
+        )
+    ids: list[str] = []
+    if firsts:
+        merged = union_all(*(select(first.c.id, first.c.sort_key) for first in firsts)).subquery()
+        ids = list(
+            session.execute(
+                select(merged.c.id)
+                .order_by(
+                    merged.c.sort_key.desc() if newest_first else merged.c.sort_key.asc(),
+                    merged.c.id,
+                )
+                .limit(PAGE_SIZE)
+                .offset((page - 1) * PAGE_SIZE)
+            ).scalars()
+        )
+    found = {r.id: r for r in session.execute(select(*ROW_COLUMNS).where(Report.id.in_(ids)))}
+    reports = [found[i] for i in ids]
+    # NOT EXISTS looks each item up in item_reads' primary key; NOT IN would
+    # first list every item the officer has ever read.
+    read = select(ItemRead.item_id).where(
+        ItemRead.officer_id == officer.id, ItemRead.item_id == Item.id
     )
-    ids = [r.id for r in reports]
-    read = select(ItemRead.item_id).where(ItemRead.officer_id == officer.id)
     unread = dict(
         session.execute(
             select(Item.report_id, func.count())
-            .where(Item.report_id.in_(ids), Item.kind.in_(SOURCE_KINDS), Item.id.not_in(read))
+            .where(Item.report_id.in_(ids), Item.kind.in_(SOURCE_KINDS), ~read.exists())
             .group_by(Item.report_id)
         ).all()
     )

@@ -152,10 +152,27 @@ class Report(Base):
         back_populates="report", order_by="Item.seq", cascade="all, delete-orphan"
     )
 
+    # The inbox (dropbox/inbox.py) pages an office's reports by walking the
+    # index of the sort column (by status too for the default sort), and
+    # counts them in `ix_reports_office_filters`, which holds every column it
+    # filters on, so that a count reads no table row.
     __table_args__ = (
         Index("ix_reports_office_activity", "office_code", "last_activity_at"),
-        Index("ix_reports_office_status", "office_code", "status"),
         Index("ix_reports_office_received", "office_code", "received_at"),
+        Index("ix_reports_office_acknowledge_due", "office_code", "acknowledge_due"),
+        Index("ix_reports_office_feedback_due", "office_code", "feedback_due"),
+        Index("ix_reports_office_status_received", "office_code", "status", "received_at"),
+        Index(
+            "ix_reports_office_filters",
+            "office_code",
+            "status",
+            "acknowledged_at",
+            "acknowledge_due",
+            "feedback_due",
+            "category",
+            "urgent",
+            "assignee_id",
+        ),
     )
 
 
@@ -179,7 +196,12 @@ class Item(Base):
 
     report: Mapped[Report] = relationship(back_populates="items")
 
-    __table_args__ = (UniqueConstraint("report_id", "seq", name="uq_items_report_seq"),)
+    __table_args__ = (
+        UniqueConstraint("report_id", "seq", name="uq_items_report_seq"),
+        # Unread counts (report_id IN page AND kind IN source kinds): without it
+        # SQLite picks ix_items_kind and walks every message of every report.
+        Index("ix_items_report_kind", "report_id", "kind"),
+    )
 
 
 class ReportShare(Base):
