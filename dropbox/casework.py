@@ -392,10 +392,18 @@ def refer(
 def delete_report(
     instance: Instance, session: Session, officer: Officer, report: Report
 ) -> list[str]:
+    """An officer deletes a report: crypto-shred it (see `shred_report`); return blobs to unlink."""
+    return shred_report(session, report, _actor(officer), "report.delete")
+
+
+def shred_report(
+    session: Session, report: Report, actor: str, action: str, detail: str = ""
+) -> list[str]:
     """Crypto-shred a report: destroy every key block, remove the rows; return blobs to unlink.
 
-    The caller commits first and then calls `remove_blobs`: a crash in
-    between leaves only keyless ciphertext, which fsck removes.
+    Records `action` by `actor` (an officer's username, or "retention" for a
+    purge). The caller commits first and then calls `remove_blobs`: a crash
+    in between leaves only keyless ciphertext, which nothing can decrypt.
     """
     blobs = []
     items = list(session.execute(select(Item).where(Item.report_id == report.id)).scalars())
@@ -408,7 +416,7 @@ def delete_report(
     session.execute(delete(Item).where(Item.report_id == report.id))
     session.execute(delete(StatusChange).where(StatusChange.report_id == report.id))
     session.execute(delete(ReportShare).where(ReportShare.report_id == report.id))
-    audit.record(session, _actor(officer), "report.delete", report_id=report.id)
+    audit.record(session, actor, action, report_id=report.id, detail=detail)
     session.delete(report)
     return blobs
 

@@ -301,6 +301,116 @@ def audit_verify(state: _State) -> None:
     sys.exit(1)
 
 
+# --- database, backups and retention -------------------------------------------
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    """Turn a database failure (server down, wrong password) into one line."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise CommandError(f"database error: {cause[0] if cause else type(exc).__name__}") from None
+
+
+@cli.group("db")
+def db_group() -> None:
+    """The database schema (Alembic migrations)."""
+
+
+@db_group.command("upgrade")
+@pass_state
+def db_upgrade(state: _State) -> None:
+    """Bring the database schema to the newest revision and print it."""
+    from dropbox.database import create_schema, current_revision, make_engine
+
+    config = state.config()
+    if not config.database_url and not config.data_dir.is_dir():
+        raise CommandError(f"{config.data_dir} does not exist; run 'dropbox init' first")
+    with _database_errors():
+        engine = make_engine(config.db_url)
+        try:
+            with engine.connect() as connection:
+                before = current_revision(connection)
+            create_schema(engine)
+            with engine.connect() as connection:
+                after = current_revision(connection)
+        finally:
+            engine.dispose()
+    if before == after:
+        click.echo(f"The database schema is at revision {after}, the newest; nothing to do.")
+    else:
+        click.echo(f"Upgraded the database schema from {before or 'nothing'} to revision {after}.")
+
+
+@cli.command("backup")
+@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
+@pass_state
+def backup_command(state: _State, archive: Path) -> None:
+    """Write ARCHIVE: the database and the encrypted blobs, consistent while the servers run."""
+    from dropbox import operations
+
+    with _database_errors():
+        instance = Instance.open(state.config())
+        try:
+            summary = operations.backup(instance, archive)
+        finally:
+            instance.close()
+    click.echo(
+        f"Wrote {summary.path} ({summary.size / 2**20:.1f} MiB): {summary.reports} reports, "
+        f"{summary.items} items, {summary.blobs} blobs; schema revision {summary.revision}."
+    )
+    click.echo(
+        "It holds no plaintext and no key that opens a report, but it holds the instance "
+        "secrets (codename salt): keep it where only operators can read it."
+    )
+
+
+@cli.command("restore")
+@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
+@pass_state
+def restore_command(state: _State, archive: Path) -> None:
+    """Restore ARCHIVE into the configured data directory, which must be empty or absent."""
+    from dropbox import operations
+
+    with _database_errors():
+        summary = operations.restore(state.config(), archive)
+    click.echo(
+        f"Restored {summary.reports} reports and {summary.items} items into {summary.data_dir} "
+        f"(schema revision {summary.revision})."
+    )
+    click.echo(f"Audit log intact: {summary.audit_events} events, chain verified.")
+    click.echo("Sessions are not kept in backups: officers and sources sign in again.")
+
+
+@cli.command("purge")
+@click.option("--dry-run", is_flag=True, help="Only list the reports that would be removed.")
+@pass_state
+def purge_command(state: _State, dry_run: bool) -> None:
+    """Crypto-shred closed reports older than retention.closed_report_days."""
+    from dropbox import operations
+
+    with _database_errors():
+        instance = Instance.open(state.config())
+        try:
+            days = instance.config.retention.closed_report_days
+            removed = operations.purge(instance, dry_run=dry_run)
+        finally:
+            instance.close()
+    if not removed:
+        click.echo(f"No report was closed more than {days} days ago; nothing to purge.")
+        return
+    verb = "Would purge" if dry_run else "Purged"
+    click.echo(f"{verb} {len(removed)} reports closed more than {days} days ago:")
+    for entry in removed:
+        click.echo(f"  {entry.designation} ({entry.office_code}, closed {entry.closed_on})")
+    if dry_run:
+        click.echo("Nothing was changed (dry run).")
+
+
 # --- serving -----------------------------------------------------------------
 
 

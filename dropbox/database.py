@@ -1,13 +1,29 @@
-"""Database engine and sessions: SQLite by default (WAL, secure_delete), any SQLAlchemy URL."""
+"""Database engine and sessions: SQLite by default (WAL, secure_delete), any SQLAlchemy URL.
+
+The schema is made and changed only through the Alembic revisions in
+`dropbox/migrations` (`upgrade_schema`), never with `create_all`.
+"""
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from dropbox.models import AuditHead, Base
+from dropbox.models import AuditHead
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+# The revision that matches the schema `create_all` made before migrations existed.
+INITIAL_REVISION = "0001"
+# Any constant: the PostgreSQL advisory lock that lets one process migrate at a time.
+_MIGRATION_LOCK = 0x64726F70
 
 
 def make_engine(url: str) -> Engine:
@@ -40,9 +56,57 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    """Alembic's configuration, made in code: no alembic.ini is needed at run time."""
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest revision this version of the code knows."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package ships its revisions
+        raise RuntimeError("no migrations found")
+    return head
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The revision the database is at (None for an empty database)."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade_schema(engine: Engine) -> str:
+    """Bring the schema to the newest revision, and return that revision.
+
+    Runs in one transaction that first takes a lock (SQLite: the write lock of
+    BEGIN IMMEDIATE; PostgreSQL: an advisory lock), so that workers starting
+    together migrate once, one after the other. A database made before
+    migrations existed (tables, but no alembic_version) is first marked as
+    being at the initial revision.
+    """
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        current = current_revision(connection)
+        if current == head_revision():
+            return current
+        config = alembic_config(connection)
+        if current is None and inspect(connection).has_table("reports"):
+            command.stamp(config, INITIAL_REVISION)
+        command.upgrade(config, "head")
+        upgraded = current_revision(connection)
+    if upgraded is None:  # pragma: no cover - upgrade always writes the version
+        raise RuntimeError("the database has no schema revision after upgrading")
+    return upgraded
+
+
 def create_schema(engine: Engine) -> None:
-    """Create every table that does not exist yet, and the audit log's head row."""
-    Base.metadata.create_all(engine)
+    """Bring the schema to the newest revision, and make the audit log's head row."""
+    upgrade_schema(engine)
     with Session(engine) as session, session.begin():
         # Made here, once, so that two first audit events cannot race to insert it.
         if session.get(AuditHead, 1) is None:

@@ -99,7 +99,7 @@ class Instance:
 
     @classmethod
     def open(cls, config: Config) -> Instance:
-        """Open an initialised instance."""
+        """Open an initialised instance, bringing its schema to the newest revision."""
         instance_secrets = load_secrets(config.data_dir)
         engine = make_engine(config.db_url)
         create_schema(engine)
@@ -107,7 +107,7 @@ class Instance:
 
     @classmethod
     def initialise(cls, config: Config) -> Instance:
-        """Create the data directory, the instance secrets and the schema."""
+        """Create the data directory, the instance secrets and the schema (through Alembic)."""
         instance_secrets = create_secrets(config.data_dir, config.crypto.kdf_cost)
         engine = make_engine(config.db_url)
         create_schema(engine)

@@ -1,0 +1,1 @@
+"""Alembic revisions, oldest first; each one is checked by hand after autogenerate."""
