@@ -18,7 +18,8 @@ from crypto.kdf import KdfCost
 from crypto.keys import generate_keypair, unwrap_secret_key, wrap_secret_key
 from dropbox import audit
 from dropbox.errors import DropboxError, NotFound
-from dropbox.models import OfficeGrant, Officer, OfficerSession
+from dropbox.models import OfficeGrant, Officer
+from dropbox.sessions import end_officer_sessions
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 MIN_PASSPHRASE_CHARS = 12
@@ -232,8 +233,14 @@ def sign_in(
     locked until the minute is over, and the result says until when.
     """
     now = now or _now()
+    # Locked (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises), so that
+    # concurrent attempts on one account are counted one after the other and
+    # cannot both use the same TOTP code.
     officer = session.execute(
-        select(Officer).where(Officer.username == username)
+        select(Officer)
+        .where(Officer.username == username)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).scalar_one_or_none()
     if officer is None or not officer.active or officer.password_hash is None:
         password_hasher(cost).hash(passphrase)  # the same work, so timing says nothing
@@ -325,11 +332,8 @@ def complete_enrolment(
 
 
 def end_sessions(session: Session, officer: Officer, keep_id_hash: bytes | None = None) -> None:
-    """End the officer's sessions (all, or all but the current one)."""
-    query = delete(OfficerSession).where(OfficerSession.officer_id == officer.id)
-    if keep_id_hash is not None:
-        query = query.where(OfficerSession.id_hash != keep_id_hash)
-    session.execute(query)
+    """End the officer's sessions and API tokens (all, or all but the current session)."""
+    end_officer_sessions(session, officer.id, keep_id_hash)
 
 
 def deactivate(session: Session, officer: Officer, actor: str) -> None:

@@ -1,10 +1,16 @@
 """Server-side sessions whose stored state only the browser's cookie can open.
 
-The cookie holds a random session id and a random key. The database holds
+The cookie holds a random session id and a random key. The store holds
 BLAKE2b(id) and the session state encrypted with SecretBox under that key,
-so a dump of the sessions table alone reveals nothing (not even which report
-a signed-in source is looking at), while any worker process can serve the
-next request. Expiry is absolute: a session is never extended.
+so a dump of the store alone reveals nothing (not even which report a
+signed-in source is looking at), while any worker process can serve the next
+request. Expiry is absolute: a session is never extended.
+
+Where the sealed state lives is chosen in one place, `session_store`, from
+`limits.storage_uri`: the database tables (`memory://`, the default) or
+Redis (`redis://`, `rediss://`), where each session is one hash
+`dropbox:<kind>:<hex id hash>` that Redis itself drops at the absolute
+expiry. API tokens live in the same store.
 """
 
 from __future__ import annotations
@@ -14,20 +20,26 @@ import binascii
 import hashlib
 import json
 import secrets
+import weakref
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, Literal, Protocol, cast
 
 import nacl.exceptions
+import redis
 from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
 from nacl.secret import SecretBox
-from sqlalchemy import delete
+from sqlalchemy import Engine, delete
+from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.datastructures import CallbackDict
 
 from dropbox.instance import Instance
 from dropbox.models import OfficerSession, SourceSession
 
-SessionRow = SourceSession | OfficerSession
+# What a stored session is for: a source's cookie, an officer's cookie, an API token.
+Kind = Literal["source", "officer", "token"]
+REDIS_SCHEMES = ("redis://", "rediss://")
 
 
 class ServerSession(CallbackDict[str, Any], SessionMixin):
@@ -54,7 +66,7 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
         self.replaced_id: bytes | None = None
 
     def regenerate(self) -> None:
-        """Take a new id, key and expiry at the next save (after sign-in); drop the old row."""
+        """Take a new id, key and expiry at the next save (after sign-in); drop the old one."""
         self.replaced_id = self.session_id
         self.session_id = None
         self.key = None
@@ -64,49 +76,255 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
 
 
 def session_id_hash(session_id: bytes) -> bytes:
-    """What the table stores instead of a session id."""
+    """What the store keeps instead of a session id."""
     return hashlib.blake2b(session_id, digest_size=32, person=b"dropbox-session").digest()
+
+
+def token_id_hash(token_id: bytes) -> bytes:
+    """What the store keeps for an API token: never equal to a cookie's, so neither opens both."""
+    return hashlib.blake2b(token_id, digest_size=32, person=b"dropbox-apitoken").digest()
 
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+# --- the stores ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Record:
+    """One stored session: sealed state, absolute expiry, and for officers who and when."""
+
+    state: bytes
+    expires_at: datetime
+    officer_id: int | None = None
+    last_seen_at: datetime | None = None
+
+
+class SessionStore(Protocol):
+    """Where sealed sessions live, keyed by (kind, id hash)."""
+
+    def load(self, kind: Kind, id_hash: bytes) -> Record | None:
+        """The record, or None if there is none (or it has expired away)."""
+
+    def save(self, kind: Kind, id_hash: bytes, record: Record, *, new: bool) -> None:
+        """Write the record; an update (not `new`) of a record ended meanwhile is dropped."""
+
+    def delete(self, kind: Kind, id_hash: bytes) -> None:
+        """Remove the record, if any."""
+
+
+class DatabaseStore:
+    """Sessions in the `source_sessions` and `officer_sessions` tables (tokens in the latter)."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    @staticmethod
+    def _model(kind: Kind) -> type[SourceSession] | type[OfficerSession]:
+        return SourceSession if kind == "source" else OfficerSession
+
+    def load(self, kind: Kind, id_hash: bytes) -> Record | None:
+        with self.sessions() as db:
+            row = cast("SourceSession | OfficerSession | None", db.get(self._model(kind), id_hash))
+            if row is None:
+                return None
+            if isinstance(row, OfficerSession):
+                return Record(row.state, row.expires_at, row.officer_id, row.last_seen_at)
+            return Record(row.state, row.expires_at)
+
+    def save(self, kind: Kind, id_hash: bytes, record: Record, *, new: bool) -> None:
+        model = self._model(kind)
+        row: SourceSession | OfficerSession
+        if model is OfficerSession:
+            row = OfficerSession(
+                id_hash=id_hash,
+                officer_id=record.officer_id,
+                state=record.state,
+                last_seen_at=record.last_seen_at or _now(),
+                expires_at=record.expires_at,
+            )
+        else:
+            row = SourceSession(id_hash=id_hash, state=record.state, expires_at=record.expires_at)
+        with self.sessions.begin() as db:
+            db.merge(row)
+            if new:
+                # Sweep expired sessions now and then: when a new one is made.
+                db.execute(delete(model).where(model.expires_at <= _now()))
+
+    def delete(self, kind: Kind, id_hash: bytes) -> None:
+        model = self._model(kind)
+        with self.sessions.begin() as db:
+            db.execute(delete(model).where(model.id_hash == id_hash))
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def _from_ms(value: bytes) -> datetime:
+    return datetime.fromtimestamp(int(value) / 1000, UTC).replace(tzinfo=None)
+
+
+class RedisStore:
+    """Sessions in Redis: a hash per session that expires at the session's absolute expiry.
+
+    `dropbox:<kind>:<hex id hash>` holds `state` (sealed), `expires` (ms since
+    the epoch) and, for officers and tokens, `officer` and `seen` (for the
+    idle limit). `dropbox:officer-keys:<officer id>` is the set of an
+    officer's session and token keys, so that they can all be ended; members
+    whose session has expired are pruned when a new one is added, and the set
+    itself expires with the last of them.
+    """
+
+    def __init__(self, url: str) -> None:
+        # A Redis that stops answering fails the request instead of hanging it
+        # (timeouts given in the URL's query string win over these).
+        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+    @staticmethod
+    def key(kind: Kind, id_hash: bytes) -> str:
+        """The Redis key of a session."""
+        return f"dropbox:{kind}:{id_hash.hex()}"
+
+    @staticmethod
+    def officer_key(officer_id: int) -> str:
+        """The Redis set of an officer's session keys."""
+        return f"dropbox:officer-keys:{officer_id}"
+
+    def load(self, kind: Kind, id_hash: bytes) -> Record | None:
+        fields = cast("dict[bytes, bytes]", self.client.hgetall(self.key(kind, id_hash)))
+        if b"state" not in fields or b"expires" not in fields:
+            return None
+        officer = fields.get(b"officer")
+        seen = fields.get(b"seen")
+        return Record(
+            state=fields[b"state"],
+            expires_at=_from_ms(fields[b"expires"]),
+            officer_id=int(officer) if officer is not None else None,
+            last_seen_at=_from_ms(seen) if seen is not None else None,
+        )
+
+    def save(self, kind: Kind, id_hash: bytes, record: Record, *, new: bool) -> None:
+        key = self.key(kind, id_hash)
+        expires = _ms(record.expires_at)
+        mapping: dict[str, bytes | int] = {"state": record.state, "expires": expires}
+        if record.officer_id is not None:
+            mapping["officer"] = record.officer_id
+        if record.last_seen_at is not None:
+            mapping["seen"] = _ms(record.last_seen_at)
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            # An update must not bring back a session that was ended (or expired)
+            # while its request ran: WATCH makes the check and the write one step.
+            if not new and not pipe.exists(key):
+                return
+            pipe.multi()
+            pipe.hset(key, mapping=mapping)
+            pipe.pexpireat(key, expires)
+            if record.officer_id is not None:
+                members = self.officer_key(record.officer_id)
+                pipe.sadd(members, key)
+                pipe.pexpireat(members, expires, nx=True)  # a new set
+                pipe.pexpireat(members, expires, gt=True)  # or a later expiry
+
+        self.client.transaction(write, key)
+        if new and record.officer_id is not None:
+            self._prune(record.officer_id)
+
+    def _prune(self, officer_id: int) -> None:
+        members = self.officer_key(officer_id)
+        keys = list(cast("set[bytes]", self.client.smembers(members)))
+        if not keys:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.exists(key)
+        alive = cast("list[int]", pipe.execute())
+        gone = [key for key, exists in zip(keys, alive, strict=True) if not exists]
+        if gone:
+            self.client.srem(members, *gone)
+
+    def delete(self, kind: Kind, id_hash: bytes) -> None:
+        key = self.key(kind, id_hash)
+        officer = cast("bytes | None", self.client.hget(key, "officer"))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(key)
+        if officer is not None:
+            pipe.srem(self.officer_key(int(officer)), key)
+        pipe.execute()
+
+    def end_officer(self, officer_id: int, keep_id_hash: bytes | None = None) -> None:
+        """End every session and token of an officer, except the one to keep."""
+        members = self.officer_key(officer_id)
+        keep = self.key("officer", keep_id_hash).encode() if keep_id_hash is not None else None
+        keys = [k for k in cast("set[bytes]", self.client.smembers(members)) if k != keep]
+        if keys:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(*keys)
+            pipe.srem(members, *keys)
+            pipe.execute()
+
+
+# Redis stores by the engine of the instance they serve, so that ending an
+# officer's sessions (which has only a database session in hand) finds them.
+_REDIS_STORES: weakref.WeakKeyDictionary[Engine, RedisStore] = weakref.WeakKeyDictionary()
+
+
+def session_store(instance: Instance) -> SessionStore:
+    """The one place the backend is chosen: Redis for a redis:// `limits.storage_uri`."""
+    uri = instance.config.limits.storage_uri
+    if not uri.startswith(REDIS_SCHEMES):
+        return DatabaseStore(instance.sessions)
+    store = _REDIS_STORES.get(instance.engine)
+    if store is None:
+        store = _REDIS_STORES[instance.engine] = RedisStore(uri)
+    return store
+
+
+def end_officer_sessions(db: Session, officer_id: int, keep_id_hash: bytes | None = None) -> None:
+    """End an officer's sessions and tokens (all, or all but one) in whichever store holds them.
+
+    The database rows go in the caller's transaction. Redis sessions go at
+    once, if this process opened the instance's Redis store (every app does,
+    through its session interface, before serving a request).
+    """
+    query = delete(OfficerSession).where(OfficerSession.officer_id == officer_id)
+    if keep_id_hash is not None:
+        query = query.where(OfficerSession.id_hash != keep_id_hash)
+    db.execute(query)
+    bind = db.get_bind()
+    store = _REDIS_STORES.get(bind) if isinstance(bind, Engine) else None
+    if store is not None:
+        store.end_officer(officer_id, keep_id_hash)
+
+
+# --- the Flask session interface -----------------------------------------------------
+
+
 class ServerSessionInterface(SessionInterface):
-    """Server-side sessions in one table: absolute expiry, and an idle limit if one is given."""
+    """Server-side sessions of one kind in the instance's store: absolute expiry, optional idle."""
 
     def __init__(
         self,
         instance: Instance,
-        model: type[SourceSession] | type[OfficerSession],
+        kind: Literal["source", "officer"],
         lifetime: timedelta,
         idle: timedelta | None = None,
     ) -> None:
         self.instance = instance
-        self.model = model
+        self.kind: Kind = kind
+        self.store = session_store(instance)
         self.lifetime = lifetime
         self.idle = idle
 
-    def _valid(self, row: SessionRow, now: datetime) -> bool:
-        if row.expires_at <= now:
+    def _valid(self, record: Record, now: datetime) -> bool:
+        if record.expires_at <= now:
             return False
-        if self.idle is not None and isinstance(row, OfficerSession):
-            return row.last_seen_at + self.idle > now
+        if self.idle is not None and record.last_seen_at is not None:
+            return record.last_seen_at + self.idle > now
         return True
-
-    def _row(self, session: ServerSession, state: bytes, now: datetime) -> SessionRow:
-        assert session.session_id is not None and session.expires_at is not None  # noqa: S101
-        id_hash = session_id_hash(session.session_id)
-        if self.model is OfficerSession:
-            officer_id = session.get("officer_id")
-            return OfficerSession(
-                id_hash=id_hash,
-                officer_id=officer_id if isinstance(officer_id, int) else None,
-                state=state,
-                last_seen_at=now,
-                expires_at=session.expires_at,
-            )
-        return SourceSession(id_hash=id_hash, state=state, expires_at=session.expires_at)
 
     def _parse_cookie(self, value: str) -> tuple[bytes, bytes] | None:
         try:
@@ -126,18 +344,18 @@ class ServerSessionInterface(SessionInterface):
         if parsed is None:
             return ServerSession(expired=True)
         session_id, key = parsed
-        with self.instance.sessions.begin() as db:
-            row = cast("SessionRow | None", db.get(self.model, session_id_hash(session_id)))
-            if row is None:
-                return ServerSession(expired=True)
-            if not self._valid(row, _now()):
-                db.delete(row)
-                return ServerSession(expired=True)
-            try:
-                state = json.loads(SecretBox(key).decrypt(row.state))
-            except (nacl.exceptions.CryptoError, ValueError):
-                return ServerSession(expired=True)
-            return ServerSession(state, session_id, key, row.expires_at)
+        id_hash = session_id_hash(session_id)
+        record = self.store.load(self.kind, id_hash)
+        if record is None:
+            return ServerSession(expired=True)
+        if not self._valid(record, _now()):
+            self.store.delete(self.kind, id_hash)
+            return ServerSession(expired=True)
+        try:
+            state = json.loads(SecretBox(key).decrypt(record.state))
+        except (nacl.exceptions.CryptoError, ValueError):
+            return ServerSession(expired=True)
+        return ServerSession(state, session_id, key, record.expires_at)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         """Encrypt and store the session; an emptied session is deleted with its cookie."""
@@ -152,7 +370,7 @@ class ServerSessionInterface(SessionInterface):
         if not session:
             for stale in (session.session_id, session.replaced_id):
                 if stale is not None:
-                    self._delete(stale)
+                    self.store.delete(self.kind, session_id_hash(stale))
             if session.session_id is not None or session.replaced_id is not None:
                 response.delete_cookie(name, **cookie_options)  # type: ignore[arg-type]
             return
@@ -163,21 +381,21 @@ class ServerSessionInterface(SessionInterface):
             session.key = secrets.token_bytes(32)
             session.expires_at = session.expires_at or (_now() + self.lifetime)
         if session.replaced_id is not None:
-            self._delete(session.replaced_id)
+            self.store.delete(self.kind, session_id_hash(session.replaced_id))
             session.replaced_id = None
+        assert session.expires_at is not None  # noqa: S101 - set with the id
         now = _now()
         state = SecretBox(session.key).encrypt(json.dumps(dict(session)).encode("utf-8"))
-        with self.instance.sessions.begin() as db:
-            db.merge(self._row(session, bytes(state), now))
-            if session.new:
-                # Sweep expired sessions now and then: when a new one is made.
-                db.execute(delete(self.model).where(self.model.expires_at <= now))
+        officer_id = session.get("officer_id") if self.kind == "officer" else None
+        record = Record(
+            state=bytes(state),
+            expires_at=session.expires_at,
+            officer_id=officer_id if isinstance(officer_id, int) else None,
+            last_seen_at=now if self.kind == "officer" else None,
+        )
+        self.store.save(self.kind, session_id_hash(session.session_id), record, new=session.new)
         value = base64.urlsafe_b64encode(session.session_id + session.key).rstrip(b"=").decode()
         response.set_cookie(name, value, **cookie_options)  # type: ignore[arg-type]
-
-    def _delete(self, session_id: bytes) -> None:
-        with self.instance.sessions.begin() as db:
-            db.execute(delete(self.model).where(self.model.id_hash == session_id_hash(session_id)))
 
 
 def session_key(session: SessionMixin) -> str:
@@ -187,9 +405,7 @@ def session_key(session: SessionMixin) -> str:
     return "no-session"
 
 
-def token_id_hash(token_id: bytes) -> bytes:
-    """What the table stores for an API token: never equal to a cookie's, so neither opens both."""
-    return hashlib.blake2b(token_id, digest_size=32, person=b"dropbox-apitoken").digest()
+# --- API tokens ------------------------------------------------------------------------
 
 
 def issue_token(
@@ -199,16 +415,8 @@ def issue_token(
     token_id, key = secrets.token_bytes(32), secrets.token_bytes(32)
     now = _now()
     sealed = SecretBox(key).encrypt(json.dumps(state).encode("utf-8"))
-    with instance.sessions.begin() as db:
-        db.add(
-            OfficerSession(
-                id_hash=token_id_hash(token_id),
-                officer_id=officer_id,
-                state=bytes(sealed),
-                last_seen_at=now,
-                expires_at=now + lifetime,
-            )
-        )
+    record = Record(bytes(sealed), now + lifetime, officer_id, now)
+    session_store(instance).save("token", token_id_hash(token_id), record, new=True)
     return base64.urlsafe_b64encode(token_id + key).rstrip(b"=").decode()
 
 
@@ -220,15 +428,16 @@ def open_token(instance: Instance, token: str) -> dict[str, Any] | None:
         return None
     if len(raw) != 64:
         return None
-    with instance.sessions.begin() as db:
-        row = db.get(OfficerSession, token_id_hash(raw[:32]))
-        if row is None:
-            return None
-        if row.expires_at <= _now():
-            db.delete(row)
-            return None
-        try:
-            state: dict[str, Any] = json.loads(SecretBox(raw[32:]).decrypt(row.state))
-        except (nacl.exceptions.CryptoError, ValueError):
-            return None
-        return state
+    store = session_store(instance)
+    id_hash = token_id_hash(raw[:32])
+    record = store.load("token", id_hash)
+    if record is None:
+        return None
+    if record.expires_at <= _now():
+        store.delete("token", id_hash)
+        return None
+    try:
+        state: dict[str, Any] = json.loads(SecretBox(raw[32:]).decrypt(record.state))
+    except (nacl.exceptions.CryptoError, ValueError):
+        return None
+    return state

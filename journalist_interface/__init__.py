@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from dropbox.config import Config
 from dropbox.instance import Instance
 from dropbox.limits import Busy, DerivationGate
-from dropbox.models import OfficerSession, Outcome, Status
+from dropbox.models import Outcome, Status
 from dropbox.sessions import ServerSessionInterface
 from dropbox.web import register_security_headers
 from journalist_interface.api import register_api
@@ -39,7 +39,7 @@ def create_app(config: Config, instance: Instance | None = None) -> Flask:
     )
     app.session_interface = ServerSessionInterface(
         instance,
-        OfficerSession,
+        "officer",
         lifetime=timedelta(hours=config.reviewer.absolute_hours),
         idle=timedelta(minutes=config.reviewer.idle_minutes),
     )
@@ -50,6 +50,7 @@ def create_app(config: Config, instance: Instance | None = None) -> Flask:
         key_func=lambda: "everyone",
         app=app,
         storage_uri=config.limits.storage_uri,
+        key_prefix="dropbox-reviewer",
         headers_enabled=False,
         default_limits=[],
     )

@@ -15,7 +15,6 @@ from werkzeug.exceptions import HTTPException
 from dropbox.config import Config
 from dropbox.instance import Instance
 from dropbox.limits import Busy, DerivationGate
-from dropbox.models import SourceSession
 from dropbox.sessions import ServerSessionInterface, session_key
 from dropbox.web import register_security_headers
 from source_interface.uploads import StreamingRequest, discard_upload, prepare_upload
@@ -40,8 +39,9 @@ def create_app(config: Config, instance: Instance | None = None) -> Flask:
         WTF_CSRF_SSL_STRICT=False,
         BABEL_DEFAULT_LOCALE="en",
     )
+    # Sessions live where limits.storage_uri says (the database, or Redis): any worker reads them.
     app.session_interface = ServerSessionInterface(
-        instance, SourceSession, timedelta(minutes=config.source.session_minutes)
+        instance, "source", timedelta(minutes=config.source.session_minutes)
     )
     register_extensions(app, config)
     register_security_headers(app, config.source.onion_address)
@@ -69,7 +69,10 @@ def register_extensions(app: Flask, config: Config) -> None:
     limiter = Limiter(
         key_func=lambda: session_key(session),
         app=app,
+        # Shared across workers with redis://; the prefix keeps the two interfaces'
+        # counters apart when they share one Redis.
         storage_uri=config.limits.storage_uri,
+        key_prefix="dropbox-source",
         headers_enabled=False,
         default_limits=[],
     )

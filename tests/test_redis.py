@@ -1,0 +1,491 @@
+"""With `limits.storage_uri = "redis://..."`, limits and sessions are shared by every worker.
+
+A real `redis-server` runs on a free localhost port in a temporary directory
+(no persistence), and the source interface runs for real: `python -m dropbox
+run source`, i.e. gunicorn with 4 worker processes, over an instance set up
+through the CLI.
+
+Which worker served a request, seen from outside and without adding anything
+to the app: every request goes over a fresh TCP connection, and once a
+worker has accepted a connection, the server side of it is a socket file
+descriptor in that worker process alone. So after connecting, the test finds
+the server-side socket in /proc/net/tcp (local port = the server's, remote
+port = the client's own), takes its inode, and looks for `socket:[inode]`
+among the file descriptors (/proc/<pid>/fd) of each worker (the children of
+the gunicorn master, from /proc/<pid>/stat). That names exactly one worker,
+with no timing and no guessing. The request is then sent on that connection,
+so it is served by that worker. Connections are opened until one lands on the
+worker the test wants next (they spread over the workers by themselves, since
+all of them accept from the one listening socket); that is how the test makes
+consecutive requests go to different workers on purpose and proves that they
+did, rather than hoping the kernel spread them.
+
+What is shown:
+
+1. A limit holds across workers: with 3 codename attempts a minute, five
+   wrong sign-ins from one session, each to a different worker than the one
+   before (all 4 in turn), get 400, 400, 400, 429, 429. The same five with
+   `memory://` all get 400: each worker counts only its own.
+2. A session made on one worker works on every other: a codename is shown
+   by one worker and confirmed on another, the report form then opens on
+   each of the 4 workers (twice round), and the report is sent to yet
+   another.
+3. The session is in Redis (`redis-cli --scan` finds its `dropbox:source:`
+   key) and not in the database (`source_sessions` is empty).
+4. Nothing readable is in Redis: no value of any key holds the report's text
+   or the codename.
+
+A unit-level test (Flask test client, same Redis) shows that deactivating an
+officer ends their sessions and API tokens in Redis.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import itertools
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from http.client import HTTPConnection
+from pathlib import Path
+
+import pytest
+import redis
+from nacl.public import PrivateKey
+from sqlalchemy import func, select
+from werkzeug.datastructures import FileStorage, MultiDict
+from werkzeug.test import encode_multipart
+
+from dropbox import offices, sessions
+from dropbox.config import Config, CryptoSettings, LimitSettings
+from dropbox.instance import Instance
+from dropbox.models import OfficerSession
+from journalist_interface import create_app as create_reviewer_app
+from tests.conftest import CHEAP_COST, CHEAP_CRYPTO_TOML, free_port, invoke
+from tests.reviewer_helpers import make_world, post_form, signed_in_client
+from tests.source_helpers import CODENAME, csrf_token
+
+REPO = Path(__file__).resolve().parent.parent
+WORKERS = 4
+ATTEMPTS_PER_MINUTE = 3
+CANARY = "Canary 7f3a: the depot manager sells the fuel vouchers every Friday."
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="needs Debian's redis-server"
+)
+
+
+# --- a real Redis ---------------------------------------------------------------------
+
+
+@dataclass
+class RedisServer:
+    """A redis-server of our own, and a client for looking inside it."""
+
+    port: int
+    client: redis.Redis
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def everything(self) -> dict[bytes, list[bytes]]:
+        """Every key, and every byte string stored under it, whatever its type."""
+        dump: dict[bytes, list[bytes]] = {}
+        for key in self.client.scan_iter(match="*"):
+            kind = self.client.type(key)
+            values: list[bytes]
+            if kind == b"string":
+                values = [self.client.get(key) or b""]
+            elif kind == b"hash":
+                values = [b for pair in self.client.hgetall(key).items() for b in pair]
+            elif kind == b"set":
+                values = list(self.client.smembers(key))
+            elif kind == b"zset":
+                values = [m for m, _ in self.client.zrange(key, 0, -1, withscores=True)]
+            elif kind == b"list":
+                values = list(self.client.lrange(key, 0, -1))
+            else:
+                raise AssertionError(f"unexpected Redis type {kind!r} for {key!r}")
+            dump[key] = values
+        return dump
+
+    def scan(self, pattern: str) -> list[str]:
+        """Keys matching `pattern`, as the operator's `redis-cli --scan` lists them."""
+        listed = subprocess.run(
+            ["redis-cli", "-p", str(self.port), "--scan", "--pattern", pattern],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return listed.stdout.split()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """redis-server on a free localhost port, in a temporary directory, saving nothing."""
+    directory = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
+            *("--save", "", "--appendonly", "no", "--dir", str(directory)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert process.poll() is None, "redis-server exited"
+            try:
+                if client.ping():
+                    break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield RedisServer(port, client)
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def fresh_redis(redis_server: RedisServer) -> RedisServer:
+    """The Redis, emptied for this test."""
+    redis_server.client.flushall()
+    return redis_server
+
+
+# --- the source interface under gunicorn, and which worker serves what -------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: str
+    worker: int
+
+
+@dataclass
+class Served:
+    """A running `dropbox run source`, its workers, and a browser's cookie for it."""
+
+    process: subprocess.Popen[str]
+    port: int
+    data_dir: Path
+    workers: list[int]
+    cookie: str | None = None
+    served_by: list[int] = field(default_factory=list)
+
+    def _server_side_inode(self, client_port: int) -> int | None:
+        local, remote = f":{self.port:04X}", f":{client_port:04X}"
+        with open("/proc/net/tcp") as table:
+            for line in table.readlines()[1:]:
+                fields = line.split()
+                if fields[1].endswith(local) and fields[2].endswith(remote) and fields[9] != "0":
+                    return int(fields[9])
+        return None
+
+    def owner(self, connection: HTTPConnection) -> int:
+        """The worker process that accepted this connection (holds its server-side socket)."""
+        assert connection.sock is not None
+        client_port = connection.sock.getsockname()[1]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            inode = self._server_side_inode(client_port)
+            if inode is not None:
+                target = f"socket:[{inode}]"
+                for pid in self.workers:
+                    fd_dir = f"/proc/{pid}/fd"
+                    for fd in os.listdir(fd_dir):
+                        try:
+                            if os.readlink(f"{fd_dir}/{fd}") == target:
+                                return pid
+                        except FileNotFoundError:
+                            continue
+            time.sleep(0.005)  # not accepted yet
+        raise AssertionError("no worker accepted the connection")
+
+    def connect(self, worker: int | None) -> tuple[HTTPConnection, int]:
+        """A fresh connection, accepted by `worker` (or by any, if None)."""
+        for _ in range(400):
+            connection = HTTPConnection("127.0.0.1", self.port, timeout=10)
+            connection.connect()
+            owner = self.owner(connection)
+            if worker is None or owner == worker:
+                return connection, owner
+            connection.close()
+        raise AssertionError(f"400 connections and none went to worker {worker}")
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        worker: int | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+    ) -> Reply:
+        """One request over a fresh connection, served by `worker`; keeps the session cookie."""
+        connection, owner = self.connect(worker)
+        headers = {"Connection": "close"}
+        if self.cookie:
+            headers["Cookie"] = self.cookie
+        if content_type:
+            headers["Content-Type"] = content_type
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            text = response.read().decode()
+            for name, value in response.getheaders():
+                if name.lower() == "set-cookie" and value.startswith("dropbox_source="):
+                    cookie = value.split(";", 1)[0]
+                    self.cookie = cookie if cookie != "dropbox_source=" else None
+            reply = Reply(response.status, dict(response.getheaders()), text, owner)
+        finally:
+            connection.close()
+        self.served_by.append(owner)
+        return reply
+
+    def form(self, path: str, fields: dict[str, str], worker: int) -> Reply:
+        """POST a urlencoded form."""
+        from urllib.parse import urlencode
+
+        return self.request(
+            "POST",
+            path,
+            worker,
+            urlencode(fields).encode(),
+            "application/x-www-form-urlencoded",
+        )
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces; the fields after ")" are fixed.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            found.append(int(entry))
+    return sorted(found)
+
+
+@pytest.fixture
+def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], Served]]:
+    """Set up an instance through the CLI and run its source interface with 4 workers."""
+    running: list[Served] = []
+
+    def start(storage_uri: str) -> Served:
+        work = tmp_path / f"instance-{len(running)}"
+        work.mkdir()
+        monkeypatch.chdir(work)  # `office create` writes its recovery file here
+        port = free_port()
+        config = work / "config.toml"
+        config.write_text(
+            f'data_dir = "{work / "data"}"\n'
+            f"[source]\nport = {port}\nworkers = {WORKERS}\n"
+            f'[limits]\nstorage_uri = "{storage_uri}"\n'
+            f"codename_attempts_per_minute = {ATTEMPTS_PER_MINUTE}\n{CHEAP_CRYPTO_TOML}"
+        )
+        for command in (["init"], ["office", "create", "OIO"], ["office", "create", "ECO"]):
+            done = invoke("--config", str(config), *command)
+            assert done.returncode == 0, done.stderr
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dropbox", "--config", str(config), "run", "source"],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        served = Served(process, port, work / "data", [])
+        running.append(served)
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, f"server exited: {process.communicate()[1]}"
+            served.workers = _children(process.pid)
+            if len(served.workers) == WORKERS:
+                probe = HTTPConnection("127.0.0.1", port, timeout=2)
+                try:
+                    probe.request("HEAD", "/")
+                    probe.getresponse().read()
+                    break
+                except OSError:
+                    pass
+                finally:
+                    probe.close()
+            assert time.monotonic() < deadline, "the source interface did not come up"
+            time.sleep(0.1)
+        return served
+
+    yield start
+    for served in running:
+        served.process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
+        _, stderr = served.process.communicate(timeout=30)
+        assert "Traceback" not in stderr, stderr
+
+
+def _wrong_sign_ins(served: Served) -> list[tuple[int, int]]:
+    """Five wrong-format codenames from one session, each to the next worker in turn."""
+    page = served.request("GET", "/login", served.workers[0])
+    assert page.status == 200 and served.cookie
+    token = csrf_token(page.body)
+    answers = []
+    for attempt in range(5):
+        worker = served.workers[(attempt + 1) % WORKERS]
+        reply = served.form("/login", {"csrf_token": token, "codename": "not a codename"}, worker)
+        answers.append((reply.status, reply.worker))
+    return answers
+
+
+def test_limits_and_sessions_are_shared_by_every_worker_through_redis(
+    fresh_redis: RedisServer, serve: Callable[[str], Served]
+) -> None:
+    served = serve(fresh_redis.url)
+    workers = served.workers
+
+    # 1. The limit holds across workers.
+    answers = _wrong_sign_ins(served)
+    assert [status for status, _ in answers] == [400, 400, 400, 429, 429], answers
+    assert len({worker for _, worker in answers}) == WORKERS, answers
+    assert all(a[1] != b[1] for a, b in itertools.pairwise(answers)), answers
+
+    # 2. A session made on one worker works on the others.
+    served.cookie = None
+    shown = served.request("GET", "/codename", workers[0])
+    assert shown.status == 200
+    match = CODENAME.search(shown.body)
+    assert match is not None
+    codename = html.unescape(match.group(1) or match.group(2))
+    confirmed = served.form(
+        "/codename",
+        {"csrf_token": csrf_token(shown.body), "codename": codename, "written_down": "yes"},
+        workers[1],
+    )
+    assert confirmed.status == 302, confirmed.body
+    for worker in workers * 2:
+        form = served.request("GET", "/report", worker)
+        assert form.status == 200, (worker, form.body)
+        assert form.worker == worker
+    fields: MultiDict[str, object] = MultiDict(
+        {"csrf_token": csrf_token(form.body), "category": "fraud", "message": CANARY}
+    )
+    fields.add("files", FileStorage(io.BytesIO(b""), filename=""))
+    boundary, body = encode_multipart(fields)
+    sent = served.request(
+        "POST", "/report", workers[2], body, f"multipart/form-data; boundary={boundary}"
+    )
+    assert sent.status == 302, sent.body
+    assert sent.headers["Location"].endswith("/receipt")
+    receipt = served.request("GET", "/receipt", workers[3])
+    assert receipt.status == 200
+    assert len(set(served.served_by)) == WORKERS
+
+    # 3. The session is in Redis, and not in the database.
+    keys = fresh_redis.scan("dropbox:*")
+    assert len([k for k in keys if k.startswith("dropbox:source:")]) >= 1, keys
+    with sqlite3.connect(served.data_dir / "dropbox.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM source_sessions").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM reports").fetchone() == (1,)
+    # The limiter's counters are in Redis too, under the source interface's prefix.
+    assert any(b"dropbox-source" in k for k in fresh_redis.client.keys("*")), (
+        fresh_redis.client.keys("*")
+    )
+
+    # 4. Nothing readable in Redis: no report text, no codename.
+    dump = fresh_redis.everything()
+    assert dump
+    for key, values in dump.items():
+        for value in (key, *values):
+            assert CANARY.encode() not in value, key
+            assert b"fuel vouchers" not in value, key
+            assert codename.encode() not in value, key
+
+
+def test_with_memory_storage_each_worker_counts_only_its_own(
+    serve: Callable[[str], Served],
+) -> None:
+    """The contrast: without Redis, the same attempts over 4 workers are not limited."""
+    served = serve("memory://")
+    answers = _wrong_sign_ins(served)
+    assert [status for status, _ in answers] == [400] * 5, answers
+    assert len({worker for _, worker in answers}) == WORKERS, answers
+
+
+# --- officer sessions end in Redis --------------------------------------------------------
+
+
+def test_deactivating_an_officer_ends_their_sessions_and_tokens_in_redis(
+    fresh_redis: RedisServer, tmp_path: Path
+) -> None:
+    config = Config(
+        data_dir=tmp_path / "data",
+        crypto=CryptoSettings(kdf_iterations=1, kdf_memory_kib=8),
+        limits=LimitSettings(storage_uri=fresh_redis.url),
+    )
+    instance = Instance.initialise(config)
+    try:
+        office_keys: dict[str, PrivateKey] = {}
+        with instance.sessions.begin() as db:
+            for office in config.offices:
+                _, secret_key, _, _ = offices.create(db, config, office.code, CHEAP_COST, "test")
+                office_keys[office.code] = secret_key
+        world = make_world(instance, office_keys)
+        app = create_reviewer_app(config, instance)
+        app.config["TESTING"] = True
+        officer = world.people["oio"]
+        client = signed_in_client(app, world, "oio")
+        admin = signed_in_client(app, world, "admin")
+        token = sessions.issue_token(
+            instance, officer.id, {"officer_id": officer.id}, timedelta(minutes=5)
+        )
+        assert sessions.open_token(instance, token) is not None
+
+        def officer_keys(officer_id: int) -> set[bytes]:
+            found = set()
+            for key in fresh_redis.client.scan_iter(match="dropbox:*", _type="HASH"):
+                if fresh_redis.client.hget(key, "officer") == str(officer_id).encode():
+                    found.add(key)
+            return found
+
+        mine = officer_keys(officer.id)
+        assert {k.split(b":")[1] for k in mine} == {b"officer", b"token"}, mine
+        assert fresh_redis.client.smembers(f"dropbox:officer-keys:{officer.id}") == mine
+        assert client.get("/").status_code == 200
+        with instance.sessions() as db:
+            assert db.execute(select(func.count()).select_from(OfficerSession)).scalar_one() == 0
+
+        deactivated = post_form(
+            admin, "/admin/officers", f"/admin/officers/{officer.id}/deactivate", {}
+        )
+        assert deactivated.status_code == 302
+
+        assert officer_keys(officer.id) == set()
+        assert fresh_redis.client.exists(f"dropbox:officer-keys:{officer.id}") == 0
+        assert sessions.open_token(instance, token) is None
+        assert client.get("/").status_code == 302  # back to the sign-in page
+        assert officer_keys(world.people["admin"].id)  # the administrator is still signed in
+        assert admin.get("/").status_code == 200
+        # Sealed, as in the database: no session state (which holds the officer's
+        # secret key) is readable in Redis.
+        for values in fresh_redis.everything().values():
+            assert not any(b"secret_key" in v or b"officer_id" in v for v in values)
+    finally:
+        instance.close()
