@@ -27,8 +27,12 @@ lint: $(STAMP)
 test-deps: $(STAMP)
 	bash scripts/install-test-deps
 
+# The whole suite on SQLite (the default), then again on PostgreSQL: a throwaway
+# server (Debian's) that tests/conftest.py starts on a free loopback port and
+# removes afterwards. The browser suite starts its own servers and stays on SQLite.
 test: lint test-deps
 	$(BIN)/pytest
+	DROPBOX_TEST_DATABASE=postgresql $(BIN)/pytest -m "not browser"
 
 clean:
 	rm -rf $(VENV) demo-data .pytest_cache .mypy_cache .ruff_cache .hypothesis node_modules tests/artifacts

@@ -41,8 +41,15 @@ def record(
     session: Session, actor: str, action: str, *, report_id: str | None = None, detail: str = ""
 ) -> AuditEvent:
     """Append an event in the caller's transaction (it commits with the change it records)."""
+    # The lock makes appends wait their turn (SQLite: its BEGIN IMMEDIATE
+    # already did). populate_existing: a head this session loaded before the
+    # lock (in `verify`, or in an earlier transaction, since objects outlive
+    # commits) is refreshed from the locked row, not trusted.
     head = session.execute(
-        select(AuditHead).where(AuditHead.id == 1).with_for_update()
+        select(AuditHead)
+        .where(AuditHead.id == 1)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).scalar_one_or_none()
     if head is None:
         head = AuditHead(id=1, last_event_id=0, last_hash=GENESIS)

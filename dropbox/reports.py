@@ -19,8 +19,9 @@ from datetime import UTC, date, datetime, timedelta
 
 from diceware.wordlist import WordList, get_wordlist_path
 from nacl.public import PrivateKey, PublicKey
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from crypto import envelope
 from crypto.errors import DecryptionError
@@ -276,10 +277,24 @@ def add_item(
     """
     if not stored.blob.committed:
         stored.blob.commit()
+    # The number comes from the row, in one UPDATE, not from the loaded object:
+    # two items added to one report at once (PostgreSQL runs the transactions
+    # side by side) get different numbers, the second waiting for the first.
+    seq: int = (
+        session.execute(
+            update(Report)
+            .where(Report.id == report.id)
+            .values(next_seq=Report.next_seq + 1)
+            .returning(Report.next_seq)
+            .execution_options(synchronize_session=False)
+        ).scalar_one()
+        - 1
+    )
+    set_committed_value(report, "next_seq", seq + 1)
     item = Item(
         id=stored.item_id,
         report_id=report.id,
-        seq=report.next_seq,
+        seq=seq,
         kind=kind,
         author_id=author_id,
         created_at=created_at,
@@ -288,7 +303,6 @@ def add_item(
         blob=stored.blob.name,
         deleted_by_source=False,
     )
-    report.next_seq += 1
     session.add(item)
     session.flush()  # so rows that refer to the item (read marks) can follow it
     return item

@@ -1,13 +1,29 @@
-"""Shared fixtures: a cheap KDF cost (tests only), configurations and initialised instances."""
+"""Shared fixtures: a cheap KDF cost (tests only), configurations and initialised instances.
+
+The suite runs on SQLite (the default), or on PostgreSQL with
+``DROPBOX_TEST_DATABASE=postgresql``: then a throwaway PostgreSQL server
+(Debian's, from /usr/lib/postgresql/*/bin) is started for the session on a
+free loopback port, every configuration a test makes gets a new empty
+database on it (`new_database_url`), and the server and its files are gone
+at the end. Its URL is exported as ``DROPBOX_TEST_POSTGRES_URL``.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
+import pwd
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nacl.public import PrivateKey
@@ -21,6 +37,199 @@ from dropbox.instance import Instance
 CHEAP_COST = KdfCost(iterations=1, memory_bytes=8 * 1024)
 CHEAP_CRYPTO_TOML = "[crypto]\nkdf_iterations = 1\nkdf_memory_kib = 8\n"
 
+DATABASE = os.environ.get("DROPBOX_TEST_DATABASE", "sqlite")
+if DATABASE not in ("sqlite", "postgresql"):
+    raise RuntimeError(f"DROPBOX_TEST_DATABASE must be sqlite or postgresql, not {DATABASE!r}")
+POSTGRES_URL_VARIABLE = "DROPBOX_TEST_POSTGRES_URL"
+
+
+@dataclass
+class PostgresServer:
+    """A throwaway PostgreSQL cluster: its files, its port, and a maintenance connection."""
+
+    base: Path  # holds the data directory, the socket and the server log
+    bindir: Path
+    port: int
+    run_as: list[str]
+    admin: Any = None  # an autocommit psycopg connection to the `postgres` database
+    created: list[str] = field(default_factory=list)  # this test's databases
+
+    @property
+    def data(self) -> Path:
+        return self.base / "data"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def pg_ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.data), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def stop(self) -> None:
+        if self.admin is not None:
+            self.admin.close()
+            self.admin = None
+        if self.data.exists():
+            self.pg_ctl("stop", "-m", "immediate", "-w")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+_postgres: PostgresServer | None = None
+
+
+def _postgres_bindir() -> Path:
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if not found:
+        raise RuntimeError(
+            "DROPBOX_TEST_DATABASE=postgresql needs Debian's postgresql package "
+            "(/usr/lib/postgresql/*/bin/initdb): run scripts/install-test-deps"
+        )
+    return found[-1].parent
+
+
+def start_postgres() -> PostgresServer:
+    """initdb a new cluster in a temporary directory and start it on a free loopback port."""
+    import psycopg
+
+    bindir = _postgres_bindir()
+    base = Path(tempfile.mkdtemp(prefix="dropbox-postgres-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        # PostgreSQL refuses to run as root: run it as Debian's `postgres` user.
+        owner = pwd.getpwnam("postgres")
+        os.chown(base, owner.pw_uid, owner.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    server = PostgresServer(base, bindir, 0, run_as)
+    try:
+        subprocess.run(
+            [
+                *run_as,
+                str(bindir / "initdb"),
+                "-D",
+                str(server.data),
+                "-U",
+                "postgres",
+                # Trust, for this throwaway cluster only: it listens on 127.0.0.1
+                # and on a socket in its own 0700 directory, and initdb's trust
+                # lines cover only local connections.
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        for _ in range(5):  # another process may take the free port first
+            server.port = free_port()
+            options = " ".join(
+                [
+                    "-c listen_addresses=127.0.0.1",
+                    f"-c port={server.port}",
+                    f"-c unix_socket_directories={base}",
+                    "-c max_connections=300",
+                    # Nothing here has to survive a crash: no fsync, little WAL.
+                    "-c fsync=off",
+                    "-c synchronous_commit=off",
+                    "-c full_page_writes=off",
+                    "-c wal_level=minimal",
+                    "-c max_wal_senders=0",
+                    "-c max_wal_size=64MB",
+                    "-c min_wal_size=32MB",
+                ]
+            )
+            started = server.pg_ctl(
+                "start", "-w", "-t", "60", "-l", str(base / "server.log"), "-o", options
+            )
+            if started.returncode == 0:
+                break
+        else:
+            log = (base / "server.log").read_text(errors="replace")
+            raise RuntimeError(f"PostgreSQL did not start: {started.stderr}\n{log}")
+        server.admin = psycopg.connect(
+            host="127.0.0.1", port=server.port, user="postgres", dbname="postgres", autocommit=True
+        )
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def new_database_url() -> str:
+    """A new, empty database for one configuration of this test; "" (SQLite) by default.
+
+    On PostgreSQL each call makes a database, dropped when the test ends, as
+    each SQLite configuration gets its own file in its own data directory.
+    """
+    if DATABASE == "sqlite":
+        return ""
+    if _postgres is None or _postgres.admin is None:
+        raise RuntimeError("the PostgreSQL test server is not running (only inside a test)")
+    name = f"t_{uuid.uuid4().hex}"
+    _postgres.admin.execute(f'CREATE DATABASE "{name}"')
+    _postgres.created.append(name)
+    return _postgres.url(name)
+
+
+def database_files() -> list[Path]:
+    """Where the database server keeps its files, beyond the data directory (empty for SQLite).
+
+    For PostgreSQL, after a checkpoint, so that what it holds only in memory
+    reaches the data files, not only the WAL.
+    """
+    if _postgres is None or _postgres.admin is None:
+        return []
+    _postgres.admin.execute("CHECKPOINT")
+    return [_postgres.base]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def postgres_server() -> Iterator[PostgresServer | None]:
+    """With DROPBOX_TEST_DATABASE=postgresql, the session's throwaway PostgreSQL server."""
+    global _postgres
+    if DATABASE != "postgresql":
+        yield None
+        return
+    started = time.monotonic()
+    _postgres = start_postgres()
+    atexit.register(_postgres.stop)  # should the session end without its teardown
+    previous = os.environ.get(POSTGRES_URL_VARIABLE)
+    os.environ[POSTGRES_URL_VARIABLE] = _postgres.url()
+    sys.stderr.write(
+        f"\nPostgreSQL test server on port {_postgres.port} "
+        f"({time.monotonic() - started:.1f} s to start)\n"
+    )
+    try:
+        yield _postgres
+    finally:
+        if previous is None:
+            os.environ.pop(POSTGRES_URL_VARIABLE, None)
+        else:
+            os.environ[POSTGRES_URL_VARIABLE] = previous
+        _postgres.stop()
+        _postgres = None
+
+
+@pytest.fixture(autouse=True)
+def _drop_test_databases(postgres_server: PostgresServer | None) -> Iterator[None]:
+    """Drop the databases `new_database_url` made for this test, connections and all."""
+    yield
+    if postgres_server is None or postgres_server.admin is None:
+        return
+    while postgres_server.created:
+        name = postgres_server.created.pop()
+        postgres_server.admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
 
 @pytest.fixture
 def cheap_cost() -> KdfCost:
@@ -33,6 +242,7 @@ def config(tmp_path: Path) -> Config:
     """A configuration with its own data directory and a cheap KDF."""
     return Config(
         data_dir=tmp_path / "data",
+        database_url=new_database_url(),
         crypto=CryptoSettings(kdf_iterations=1, kdf_memory_kib=8),
     )
 

@@ -1,6 +1,6 @@
 """The child process of tests/test_login_flood.py: a flood of wrong codenames, measured.
 
-Run as ``python -m tests.flood_child WORK_DIR SLOTS [MEMORY_MIB [PASSES]]``
+Run as ``python -m tests.flood_child WORK_DIR SLOTS [MEMORY_MIB [PASSES [DATABASE_URL]]]``
 from the repository root. It builds a real source interface (no mocks) over a
 new instance in WORK_DIR whose codename derivation is Argon2id with
 MEMORY_MIB of memory (default 32) and PASSES passes over it (default 1), with
@@ -57,10 +57,13 @@ def maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main(work: Path, slots: int, memory_mib: int, passes: int) -> dict[str, object]:
+def main(
+    work: Path, slots: int, memory_mib: int, passes: int, database_url: str = ""
+) -> dict[str, object]:
     """Set up, warm up, flood, and return the figures."""
     config = Config(
         data_dir=work / "data",
+        database_url=database_url,
         crypto=CryptoSettings(kdf_iterations=passes, kdf_memory_kib=memory_mib * 1024),
         limits=LimitSettings(concurrent_derivations=slots, codename_attempts_per_minute=1000),
     )
@@ -121,4 +124,5 @@ def main(work: Path, slots: int, memory_mib: int, passes: int) -> dict[str, obje
 if __name__ == "__main__":
     memory = int(sys.argv[3]) if len(sys.argv) > 3 else 32
     passes = int(sys.argv[4]) if len(sys.argv) > 4 else 1
-    print(json.dumps(main(Path(sys.argv[1]), int(sys.argv[2]), memory, passes)))
+    database_url = sys.argv[5] if len(sys.argv) > 5 else ""
+    print(json.dumps(main(Path(sys.argv[1]), int(sys.argv[2]), memory, passes, database_url)))

@@ -16,11 +16,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from dropbox import audit
 from dropbox.database import create_schema, make_engine, make_sessionmaker
 from dropbox.models import AuditEvent, AuditHead
+from tests.conftest import new_database_url
 
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'audit.sqlite3'}")
+    engine = make_engine(new_database_url() or f"sqlite:///{tmp_path / 'audit.sqlite3'}")
     create_schema(engine)
     yield engine
     engine.dispose()

@@ -19,14 +19,23 @@ from nacl.public import PrivateKey, PublicKey
 from dropbox import audit, officers, offices
 from dropbox.config import load
 from dropbox.instance import Instance
-from tests.conftest import CHEAP_COST, CHEAP_CRYPTO_TOML, free_port, invoke, run_cli
+from tests.conftest import (
+    CHEAP_COST,
+    CHEAP_CRYPTO_TOML,
+    free_port,
+    invoke,
+    new_database_url,
+    run_cli,
+)
 
 PASSPHRASE = "correct horse battery staple"
 
 
 def write_config(directory: Path, extra: str = "") -> Path:
     path = directory / "config.toml"
-    path.write_text(f'data_dir = "data"\n{extra}\n{CHEAP_CRYPTO_TOML}')
+    path.write_text(
+        f'data_dir = "data"\ndatabase_url = "{new_database_url()}"\n{extra}\n{CHEAP_CRYPTO_TOML}'
+    )
     return path
 
 

@@ -52,6 +52,7 @@ from crypto import codenames
 from dropbox.instance import Instance
 from dropbox.limits import DerivationGate
 from source_interface import create_app
+from tests.conftest import new_database_url
 from tests.source_helpers import csrf_token
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,6 +74,7 @@ def flood(tmp_path: Path, slots: int) -> dict[str, Any]:
             str(slots),
             str(MEMORY_MIB),
             str(PASSES),
+            new_database_url(),
         ],
         cwd=REPO,
         capture_output=True,

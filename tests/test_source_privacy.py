@@ -16,6 +16,7 @@ from nacl.public import PrivateKey
 
 from dropbox.instance import Instance
 from source_interface import create_app
+from tests.conftest import database_files
 from tests.source_helpers import (
     csrf_token,
     login,
@@ -139,7 +140,8 @@ def test_canary_reaches_no_disk_no_table_and_no_log(
     instance.engine.dispose()  # let SQLite check-point the WAL into the database file
 
     unique = [canary.encode(), canary.encode("utf-16-le"), RUN.encode()]
-    roots = [instance.config.data_dir, Path(tempfile.gettempdir())]
+    # On PostgreSQL, the server's files too: its data directory, WAL and log.
+    roots = [instance.config.data_dir, Path(tempfile.gettempdir()), *database_files()]
     assert places_containing(unique, roots) == []
     # The address is a fixed string (it could be in any copy of this file): the
     # data directory is where it must not be.
