@@ -28,6 +28,7 @@ from dropbox import audit, officers, offices
 from dropbox.config import Config, ConfigError, load
 from dropbox.errors import DropboxError
 from dropbox.instance import Instance, InstanceError
+from dropbox.store import write_private_file
 from dropbox.tor import tor_config
 
 ACTOR = "command line"
@@ -114,15 +115,11 @@ def office() -> None:
 
 def _write_private_file(path: Path, data: bytes) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_private_file(path, data)
     except FileExistsError:
         raise CommandError(f"{path} already exists; choose another file name") from None
     except OSError as exc:
         raise CommandError(f"cannot write {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _show_recovery(code: str, path: Path, passphrase: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from crypto.kdf import SALT_BYTES, KdfCost
 from dropbox.config import Config
 from dropbox.database import create_schema, make_engine, make_sessionmaker
-from dropbox.store import Store
+from dropbox.store import Store, write_private_file
 
 SECRETS_FILE = "instance.json"
 
@@ -56,13 +55,9 @@ def create_secrets(data_dir: Path, codename_cost: KdfCost) -> InstanceSecrets:
     }
     path = data_dir / SECRETS_FILE
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_private_file(path, json.dumps(document, indent=2).encode("utf-8"))
     except FileExistsError:
         raise InstanceError(f"{path} exists: this instance is already initialised") from None
-    with os.fdopen(fd, "w") as handle:
-        json.dump(document, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
     return instance_secrets
 
 

@@ -136,6 +136,19 @@ class Store:
         return count
 
 
+def write_private_file(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Create a file that must not exist yet, readable by its owner only, and sync it.
+
+    Raises FileExistsError if it exists (it is never overwritten) and OSError
+    for anything else; callers say what that means for them.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:

@@ -37,6 +37,7 @@ import click
 from nacl.public import PrivateKey
 
 from dropbox.config import Config
+from dropbox.store import write_private_file
 
 CLIENT = "officer"
 CLIENT_KEY_FILE = f"{CLIENT}-client.key"
@@ -131,15 +132,11 @@ def _private_dir(path: Path) -> None:
 def _write_new(path: Path, text: str, mode: int) -> None:
     """Write a file that must not exist yet, with `mode` from the start."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        write_private_file(path, text.encode("utf-8"), mode)
     except FileExistsError:
         raise TorConfigError(f"{path} already exists") from None
     except OSError as exc:
         raise TorConfigError(f"cannot write {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _read(path: Path, missing: str) -> str:
