@@ -35,14 +35,13 @@ from dropbox.models import (
 )
 from dropbox.reports import (
     add_item,
-    item_context,
     message_document,
     officer_now,
+    open_item,
     open_item_bytes,
     read_message_document,
     seal_bytes,
 )
-from dropbox.store import BlobNotFound
 
 # Which status may follow which. Referral has its own action (`refer`).
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -148,14 +147,9 @@ def thread(
 
 
 def _file_contents(instance: Instance, item: Item, office_key: PrivateKey) -> envelope.Contents:
-    try:
-        with instance.store.open(item.blob) as body:
-            reader = envelope.EnvelopeReader(
-                item.key_block, body, office_key, item_context(item.report_id, item.id)
-            )
-            return reader.contents
-    except (BlobNotFound, OSError, ValueError) as exc:
-        raise DecryptionError() from exc
+    reader, body = open_item(instance, item, office_key)
+    body.close()
+    return reader.contents
 
 
 @dataclass
@@ -180,16 +174,8 @@ def open_file(
     if item is None or item.report_id != report.id or item.kind != ItemKind.FILE:
         raise NotFound("there is no such file")
     try:
-        body = instance.store.open(item.blob)
-    except BlobNotFound:
-        audit.record(session, _actor(officer), "item.damaged", report_id=report.id, detail=item.id)
-        raise DecryptionError() from None
-    try:
-        reader = envelope.EnvelopeReader(
-            item.key_block, body, office_key, item_context(report.id, item.id)
-        )
+        reader, body = open_item(instance, item, office_key)
     except DecryptionError:
-        body.close()
         audit.record(session, _actor(officer), "item.damaged", report_id=report.id, detail=item.id)
         raise
 

@@ -111,11 +111,17 @@ def enrol_totp(officer: Officer) -> str:
     if officer.public_key is None:
         raise DropboxError("the officer has no key pair yet")
     secret = pyotp.random_base32()
+    _seal_totp(officer, secret)
+    officer.totp_last_counter = 0
+    return secret
+
+
+def _seal_totp(officer: Officer, secret: str) -> None:
+    if officer.public_key is None:
+        raise DropboxError("the officer has no key pair yet")
     officer.totp_secret_sealed = bytes(
         SealedBox(PublicKey(officer.public_key)).encrypt(secret.encode("ascii"))
     )
-    officer.totp_last_counter = 0
-    return secret
 
 
 def totp_secret(officer: Officer, secret_key: PrivateKey) -> str:
@@ -259,6 +265,17 @@ def sign_in(
     officer.failed_logins, officer.failed_window_start = 0, None
     audit.record(session, officer.username, "officer.sign_in")
     return SignInResult(officer=officer, secret_key=secret_key)
+
+
+def replace_totp(session: Session, officer: Officer, new_secret: str, code: str) -> bool:
+    """Switch to a new TOTP device once a code from it checks out (that code is burned)."""
+    counter = _totp_counter(new_secret, code, _now())
+    if counter is None:
+        return False
+    _seal_totp(officer, new_secret)
+    officer.totp_last_counter = counter
+    audit.record(session, officer.username, "officer.totp_reenrol")
+    return True
 
 
 def confirm_totp(officer: Officer, secret_key: PrivateKey, code: str) -> bool:

@@ -66,7 +66,6 @@ ARCHIVE_FORMAT = 1
 MANIFEST = "manifest.json"
 SQLITE_MEMBER = "database.sqlite3"
 ROWS_MEMBER = "database.jsonl"
-SQLITE_FILE = "dropbox.sqlite3"
 # Sessions are short-lived and tied to cookies: a restored instance starts without them.
 SKIPPED_TABLES = frozenset({"source_sessions", "officer_sessions"})
 RETENTION_ACTOR = "retention"

@@ -16,6 +16,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import BinaryIO
 
 from diceware.wordlist import WordList, get_wordlist_path
 from nacl.public import PrivateKey, PublicKey
@@ -420,16 +421,33 @@ def thread_for_source(
     return entries
 
 
+def open_item(
+    instance: Instance, item: Item, secret_key: PrivateKey
+) -> tuple[envelope.EnvelopeReader, BinaryIO]:
+    """Open an item's envelope: its reader, and the blob the caller must close.
+
+    A missing blob, an unreadable one or a bad envelope all raise DecryptionError.
+    """
+    try:
+        body = instance.store.open(item.blob)
+    except (BlobNotFound, OSError) as exc:
+        raise DecryptionError() from exc
+    try:
+        context = item_context(item.report_id, item.id)
+        return envelope.EnvelopeReader(item.key_block, body, secret_key, context), body
+    except (DecryptionError, OSError, ValueError) as exc:
+        body.close()
+        raise DecryptionError() from exc
+
+
 def open_item_bytes(instance: Instance, item: Item, secret_key: PrivateKey) -> bytes:
     """Decrypt a small item into memory (messages, notes; never used for files)."""
-    try:
-        with instance.store.open(item.blob) as body:
-            reader = envelope.EnvelopeReader(
-                item.key_block, body, secret_key, item_context(item.report_id, item.id)
-            )
+    reader, body = open_item(instance, item, secret_key)
+    with body:
+        try:
             return b"".join(reader.chunks())
-    except (BlobNotFound, OSError, ValueError) as exc:
-        raise DecryptionError() from exc
+        except (OSError, ValueError) as exc:
+            raise DecryptionError() from exc
 
 
 def delete_for_source(session: Session, report: Report, item_id: str) -> None:

@@ -27,7 +27,6 @@ class BlobWriter:
 
     def __init__(self, store: Store, name: str) -> None:
         self.name = name
-        self._store = store
         # Check the name first: an invalid one must not reach the file system at all.
         self._final = store.path(name)
         self._temporary = store.temp_dir / f"{name}{_PART_SUFFIX}"

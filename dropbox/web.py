@@ -32,3 +32,13 @@ def register_security_headers(
             headers["Onion-Location"] = f"http://{onion_address}{path}"
         headers.pop("Server", None)
         return response
+
+
+def size_text(size: int) -> str:
+    """A file size for people: bytes, KB, MB or GB (powers of 1000)."""
+    value = float(size)
+    for unit in ("bytes", "KB", "MB"):
+        if value < 1000:
+            return f"{int(value)} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"

@@ -30,7 +30,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_limiter import Limiter
 from markupsafe import Markup
-from nacl.public import PrivateKey, PublicKey, SealedBox
+from nacl.public import PrivateKey
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as WerkzeugResponse
@@ -41,6 +41,7 @@ from dropbox.config import Config
 from dropbox.errors import DropboxError, NotFound
 from dropbox.models import AuditEvent, OfficeGrant, Officer, Outcome, Report, Status, StatusChange
 from dropbox.sessions import session_id_hash
+from dropbox.web import size_text
 from journalist_interface.auth import administrators, instance, signed_in, start_session
 
 ERROR_TEXT: dict[str, tuple[Any, Any]] = {
@@ -57,16 +58,6 @@ ERROR_TEXT: dict[str, tuple[Any, Any]] = {
         _l("The request failed. Nothing was changed. Try again in a minute."),
     ),
 }
-
-
-def format_size(size: int) -> str:
-    """A human file size."""
-    value = float(size)
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{int(value)} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} bytes"
 
 
 def qr_svg(uri: str) -> Markup:
@@ -219,7 +210,7 @@ def register_views(app: Flask, config: Config) -> None:
             has_identity=any(e.kind == "identity" for e in entries),
             identity=extra.get("identity"),
             is_handling=access.handles(db, officer, report),
-            format_size=format_size,
+            format_size=size_text,
             today=datetime.now(UTC).date(),
         )
 
@@ -458,19 +449,12 @@ def register_views(app: Flask, config: Config) -> None:
         secret = session.get("pending_totp")
         if not secret:
             return redirect(url_for("account"))
-        code = request.form.get("code", "").replace(" ", "")
-        if not pyotp.TOTP(secret).verify(code, valid_window=1):
+        with instance().sessions.begin() as db:
+            replaced = officers.replace_totp(db, _officer(db), secret, request.form.get("code", ""))
+        if not replaced:
             return _totp_page(
                 secret, g.officer.username, "confirm_totp", _("That code is not right.")
             ), 400
-        with instance().sessions.begin() as db:
-            officer = _officer(db)
-            assert officer.public_key is not None  # noqa: S101
-            officer.totp_secret_sealed = bytes(
-                SealedBox(PublicKey(officer.public_key)).encrypt(secret.encode("ascii"))
-            )
-            officer.totp_last_counter = int(datetime.now(UTC).timestamp()) // 30 + 1
-            audit.record(db, officer.username, "officer.totp_reenrol")
         session.pop("pending_totp", None)
         flash(_("Your new authenticator is set up."), "info")
         return redirect(url_for("account"))

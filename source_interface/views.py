@@ -30,6 +30,7 @@ from dropbox.errors import DropboxError, NotFound
 from dropbox.instance import Instance
 from dropbox.limits import DerivationGate
 from dropbox.models import ItemKind, Report, Status
+from dropbox.web import size_text
 
 LANGUAGE_NAMES = {"en": "English", "fr": "Français", "es": "Español"}
 MAX_MESSAGE_CHARS = 100_000
@@ -129,16 +130,6 @@ def error_page(kind: str, status: int) -> tuple[str, int]:
     return render_template(
         "error.html", title=title, message=text, status=status, actions=actions
     ), status
-
-
-def size_text(size: int) -> str:
-    """A human file size."""
-    value = float(size)
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{int(value)} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} bytes"  # pragma: no cover
 
 
 def _instance() -> Instance:

@@ -23,14 +23,18 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from flask import Flask
 from nacl.public import PrivateKey
 
 from crypto.kdf import KdfCost
 from dropbox.config import Config, CryptoSettings
 from dropbox.instance import Instance
+
+if TYPE_CHECKING:
+    from tests.reviewer_helpers import World
 
 # The smallest cost libsodium allows. Production keeps crypto.kdf.PRODUCTION_COST;
 # only tests, through these fixtures, turn it down.
@@ -310,3 +314,34 @@ def office_keys(instance: Instance) -> dict[str, PrivateKey]:
             )
             keys[office.code] = secret_key
     return keys
+
+
+# --- a world of officers and both apps, for reviewer-side tests ----------------------
+
+
+@pytest.fixture
+def world(instance: Instance, office_keys: dict[str, PrivateKey]) -> World:
+    """Both offices and one officer of each kind the access rules distinguish."""
+    from tests.reviewer_helpers import make_world
+
+    return make_world(instance, office_keys)
+
+
+@pytest.fixture
+def reviewer(world: World) -> Flask:
+    """The reviewer interface over the world's instance."""
+    from journalist_interface import create_app
+
+    app = create_app(world.instance.config, world.instance)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def source(world: World) -> Flask:
+    """The source interface over the world's instance."""
+    from source_interface import create_app
+
+    app = create_app(world.instance.config, world.instance)
+    app.config["TESTING"] = True
+    return app

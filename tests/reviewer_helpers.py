@@ -124,3 +124,21 @@ def now_counter() -> int:
 def b64(data: bytes) -> str:
     """Base64 text."""
     return base64.b64encode(data).decode()
+
+
+def audit_actions(instance: Instance) -> list[str]:
+    """Every audit action so far, in order."""
+    from sqlalchemy import select
+
+    from dropbox.models import AuditEvent
+
+    with instance.sessions() as db:
+        return list(db.execute(select(AuditEvent.action).order_by(AuditEvent.id)).scalars())
+
+
+def chain_intact(instance: Instance) -> bool:
+    """True if the audit chain verifies."""
+    from dropbox import audit
+
+    with instance.sessions() as db:
+        return audit.verify(db).ok

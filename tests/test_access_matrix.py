@@ -14,15 +14,12 @@ from datetime import datetime
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from nacl.public import PrivateKey
 from sqlalchemy import select, update
 
 from dropbox import officers
-from dropbox.instance import Instance
 from dropbox.models import Item, Officer, OfficerSession, Report
-from journalist_interface import create_app as create_reviewer
 from source_interface import create_app as create_source
-from tests.reviewer_helpers import World, make_world, signed_in_client, source_report
+from tests.reviewer_helpers import World, signed_in_client, source_report
 from tests.source_helpers import csrf_token
 
 ROLES = ["anonymous", "oio", "eco", "admin", "deactivated", "expired"]
@@ -103,18 +100,6 @@ CASES = [
     for method, path, data, expected in ROUTES
     for i, role in enumerate(ROLES)
 ]
-
-
-@pytest.fixture
-def world(instance: Instance, office_keys: dict[str, PrivateKey]) -> World:
-    return make_world(instance, office_keys)
-
-
-@pytest.fixture
-def reviewer(world: World) -> Flask:
-    app = create_reviewer(world.instance.config, world.instance)
-    app.config["TESTING"] = True
-    return app
 
 
 def caller(reviewer: Flask, world: World, role: str) -> FlaskClient:

@@ -12,41 +12,19 @@ import pyotp
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from nacl.public import PrivateKey
 from openapi_spec_validator import validate
 from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
-from dropbox import audit, casework, officers, sessions
+from dropbox import casework, officers, sessions
 from dropbox.instance import Instance
-from dropbox.models import AuditEvent, Item, Officer, OfficerSession, Report
-from journalist_interface import create_app as create_reviewer
-from source_interface import create_app as create_source
-from tests.reviewer_helpers import World, fresh_code, make_world, source_report
+from dropbox.models import Item, Officer, OfficerSession, Report
+from tests.reviewer_helpers import World, audit_actions, chain_intact, fresh_code, source_report
 from tests.source_helpers import login
 
 MESSAGE = "My manager took my project away after I spoke to investigators in May."
 FRAUD = "Someone is selling the fuel stock every Friday night at the depot."
 API = "/api/v1"
-
-
-@pytest.fixture
-def world(instance: Instance, office_keys: dict[str, PrivateKey]) -> World:
-    return make_world(instance, office_keys)
-
-
-@pytest.fixture
-def reviewer(world: World) -> Flask:
-    app = create_reviewer(world.instance.config, world.instance)
-    app.config["TESTING"] = True
-    return app
-
-
-@pytest.fixture
-def source(world: World) -> Flask:
-    app = create_source(world.instance.config, world.instance)
-    app.config["TESTING"] = True
-    return app
 
 
 @pytest.fixture
@@ -100,16 +78,6 @@ def report_status(instance: Instance, rid: str) -> str:
         return found.status
 
 
-def actions(instance: Instance) -> list[str]:
-    with instance.sessions() as db:
-        return list(db.execute(select(AuditEvent.action).order_by(AuditEvent.id)).scalars())
-
-
-def chain_intact(instance: Instance) -> bool:
-    with instance.sessions() as db:
-        return audit.verify(db).ok
-
-
 # --- tokens -------------------------------------------------------------------------
 
 
@@ -134,7 +102,7 @@ def test_token_is_issued_for_passphrase_and_fresh_code(client: FlaskClient, worl
     assert timedelta(minutes=14) < lifetime <= timedelta(minutes=15)
     assert key is not None and bytes(key) not in row.state
     assert base64.b64encode(bytes(key)) not in row.state and b"secret_key" not in row.state
-    assert actions(world.instance).count("api.token") == 1
+    assert audit_actions(world.instance).count("api.token") == 1
     assert chain_intact(world.instance)
 
 
@@ -145,7 +113,7 @@ def test_wrong_passphrase_or_code_is_refused_with_401(client: FlaskClient, world
     error_of(request_token(client, world, "oio", code="000000"), 401)
     error_of(request_token(client, world, "oio", username="nobody-here"), 401)
     error_of(request_token(client, world, "gone", passphrase="wrong passphrase here"), 401)
-    assert "api.token" not in actions(world.instance)
+    assert "api.token" not in audit_actions(world.instance)
     with world.instance.sessions() as db:
         assert db.execute(select(OfficerSession)).first() is None
 
@@ -322,8 +290,8 @@ def test_report_has_decrypted_message_and_files_but_never_identity(
     assert items["identity"]["text"] is None and items["identity"]["details"] is None
     assert items["acknowledgement"]["text"] and items["acknowledgement"]["from_source"] is False
     assert not any(item["damaged"] for item in body["items"])
-    assert actions(world.instance).count("report.read") == 1  # recorded once, by casework
-    assert "identity.reveal" not in actions(world.instance)
+    assert audit_actions(world.instance).count("report.read") == 1  # recorded once, by casework
+    assert "identity.reveal" not in audit_actions(world.instance)
 
 
 def test_download_gives_the_original_bytes_as_an_attachment(
@@ -346,11 +314,11 @@ def test_download_gives_the_original_bytes_as_an_attachment(
     assert "filename*=UTF-8''d%C3%A9claration%20finale.pdf" in disposition
     assert download.headers["X-Content-Type-Options"] == "nosniff"
     assert download.headers["Cache-Control"] == "no-store"
-    assert actions(world.instance).count("file.download") == 1
+    assert audit_actions(world.instance).count("file.download") == 1
 
     error_of(client.get(f"{API}/reports/{rid}/files/{message_id}", headers=headers), 404)
     error_of(client.get(f"{API}/reports/{rid}/files/nothing", headers=headers), 404)
-    assert actions(world.instance).count("file.download") == 1
+    assert audit_actions(world.instance).count("file.download") == 1
     assert chain_intact(world.instance)
 
 
@@ -365,7 +333,7 @@ def test_damaged_file_is_a_422_and_recorded(
         file_id = item.id
     headers = bearer(token_for(client, world, "oio"))
     error_of(client.get(f"{API}/reports/{rid}/files/{file_id}", headers=headers), 422)
-    assert actions(world.instance)[-1] == "item.damaged"
+    assert audit_actions(world.instance)[-1] == "item.damaged"
     body = client.get(f"{API}/reports/{rid}", headers=headers).json
     assert body is not None
     assert [i["damaged"] for i in body["items"] if i["kind"] == "file"] == [True]
@@ -403,7 +371,7 @@ def test_reply_round_trips_to_the_returning_source(
     error_of(
         client.post(f"{API}/reports/{rid}/replies", json={"message": "  "}, headers=headers), 400
     )
-    assert actions(world.instance).count("report.reply") == 1
+    assert audit_actions(world.instance).count("report.reply") == 1
     assert chain_intact(world.instance)
 
 
@@ -445,7 +413,7 @@ def test_status_change_and_refused_transitions(
     assert [c["to_status"] for c in body["status_changes"]][-2:] == ["acknowledged", "closed"]
     assert body["status_changes"][-1]["officer"] == "oio-officer"
     assert body["next_statuses"] == ["reopened"]
-    assert actions(world.instance).count("report.status") == 2
+    assert audit_actions(world.instance).count("report.status") == 2
     assert chain_intact(world.instance)
 
 
@@ -457,7 +425,7 @@ def test_another_offices_report_is_404_everywhere(
     with world.instance.sessions() as db:
         file_id = db.execute(select(Item.id).where(Item.kind == "file")).scalar_one()
     headers = bearer(token_for(client, world, "eco"))
-    before = actions(world.instance)
+    before = audit_actions(world.instance)
     not_found = error_of(client.get(f"{API}/reports/{rid}", headers=headers), 404)
     assert error_of(client.get(f"{API}/reports/{'0' * 32}", headers=headers), 404) == not_found
     error_of(client.get(f"{API}/reports/{rid}/files/{file_id}", headers=headers), 404)
@@ -467,7 +435,7 @@ def test_another_offices_report_is_404_everywhere(
     error_of(
         client.post(f"{API}/reports/{rid}/status", json={"status": "closed"}, headers=headers), 404
     )
-    assert actions(world.instance) == before  # nothing was read or changed
+    assert audit_actions(world.instance) == before  # nothing was read or changed
     assert report_status(world.instance, rid) == "received"
 
 

@@ -34,18 +34,6 @@ MESSAGE = f"The deputy director signed contracts with his brother's firm ({CANAR
 FILE_BYTES = (f"{CANARY} invoice ledger\n" * 4000).encode()
 
 
-@pytest.fixture
-def world(instance: Instance, office_keys: dict[str, PrivateKey]) -> World:
-    return make_world(instance, office_keys)
-
-
-@pytest.fixture
-def source(world: World) -> Flask:
-    app = create_source(world.instance.config, world.instance)
-    app.config["TESTING"] = True
-    return app
-
-
 def submit(source: Flask, category: str = "fraud", *, files: bool = True) -> str:
     """A report through the source interface, with a file whose name and content hold the canary."""
     codename, _ = source_report(

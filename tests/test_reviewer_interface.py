@@ -10,20 +10,18 @@ from datetime import datetime
 import pyotp
 import pytest
 from flask import Flask
-from nacl.public import PrivateKey
 from sqlalchemy import func, select, update
 
-from dropbox import audit, officers
+from dropbox import officers
 from dropbox.instance import Instance
-from dropbox.models import AuditEvent, Item, Officer, OfficerSession, Report
-from journalist_interface import create_app as create_reviewer
-from source_interface import create_app as create_source
+from dropbox.models import Item, Officer, OfficerSession, Report
 from tests.conftest import CHEAP_COST
 from tests.reviewer_helpers import (
     World,
+    audit_actions,
     b64,
+    chain_intact,
     fresh_code,
-    make_world,
     post_form,
     sign_in,
     signed_in_client,
@@ -34,11 +32,6 @@ from tests.source_helpers import csrf_token, login
 MESSAGE = "My manager took my project away after I spoke to investigators in May."
 
 
-@pytest.fixture
-def world(instance: Instance, office_keys: dict[str, PrivateKey]) -> World:
-    return make_world(instance, office_keys)
-
-
 @pytest.fixture(autouse=True)
 def audit_chain_verifies_after_every_flow(world: World) -> Iterator[None]:
     """Whatever a test did, the audit chain must still verify afterwards."""
@@ -46,33 +39,13 @@ def audit_chain_verifies_after_every_flow(world: World) -> Iterator[None]:
     assert_chain_intact(world.instance)
 
 
-@pytest.fixture
-def reviewer(world: World) -> Flask:
-    app = create_reviewer(world.instance.config, world.instance)
-    app.config["TESTING"] = True
-    return app
-
-
-@pytest.fixture
-def source(world: World) -> Flask:
-    app = create_source(world.instance.config, world.instance)
-    app.config["TESTING"] = True
-    return app
-
-
 def report_id(instance: Instance) -> str:
     with instance.sessions() as db:
         return db.execute(select(Report.id)).scalar_one()
 
 
-def audit_actions(instance: Instance) -> list[str]:
-    with instance.sessions() as db:
-        return list(db.execute(select(AuditEvent.action).order_by(AuditEvent.id)).scalars())
-
-
 def assert_chain_intact(instance: Instance) -> None:
-    with instance.sessions() as db:
-        assert audit.verify(db).ok
+    assert chain_intact(instance)
 
 
 # --- signing in -------------------------------------------------------------------
