@@ -7,6 +7,8 @@ The schema is made and changed only through the Alembic revisions in
 from __future__ import annotations
 
 import functools
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,9 @@ INITIAL_REVISION = "0001"
 _MIGRATION_LOCK = 0x64726F70
 
 
+_WAL_ATTEMPTS = 300
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine; SQLite gets the pragmas the threat model needs."""
     if not url.startswith("sqlite"):
@@ -38,13 +43,13 @@ def make_engine(url: str) -> Engine:
         # that they can begin IMMEDIATE (below).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        _use_wal(cursor)
         # FULL: a committed submission survives power loss, not only a crash.
         cursor.execute("PRAGMA synchronous=FULL")
         # Deleted rows (shredded key blocks) are overwritten, not left in free pages.
         cursor.execute("PRAGMA secure_delete=ON")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -102,6 +107,24 @@ def upgrade_schema(engine: Engine) -> str:
     if upgraded is None:  # pragma: no cover - upgrade always writes the version
         raise RuntimeError("the database has no schema revision after upgrading")
     return upgraded
+
+
+def _use_wal(cursor: Any) -> None:
+    """Switch the database file to WAL (it stays so), waiting for other openers.
+
+    When several processes open a new file at once, SQLite can refuse the
+    switch with "database is locked" at once, without its busy handler,
+    because waiting could deadlock. Retry for up to about 30 seconds.
+    """
+    for _ in range(_WAL_ATTEMPTS):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            time.sleep(0.1)
+    cursor.execute("PRAGMA journal_mode=WAL")
 
 
 def create_schema(engine: Engine) -> None:
