@@ -51,7 +51,6 @@ from sqlalchemy import (
     func,
     inspect,
     select,
-    text,
 )
 from sqlalchemy.engine import make_url
 
@@ -181,7 +180,7 @@ def _sqlite_snapshot(engine: Engine, target: Path) -> _Snapshot:
         copy.execute("PRAGMA secure_delete=ON")
         for table in SKIPPED_TABLES:
             with contextlib.suppress(sqlite3.OperationalError):
-                copy.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+                copy.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names  # nosec B608
         copy.commit()
         copy.execute("VACUUM")
         revision = copy.execute("SELECT version_num FROM alembic_version").fetchone()[0]
@@ -509,12 +508,15 @@ def _load_rows(connection: Connection, rows: Iterator[tuple[Table, dict[str, Any
         for table in _tables():
             key = list(table.primary_key.columns)
             if len(key) == 1 and isinstance(key[0].type, Integer):
-                name, column = table.name, key[0].name
-                statement = (
-                    f"SELECT setval(pg_get_serial_sequence('{name}', '{column}'), "  # noqa: S608 - model names
-                    f"COALESCE(MAX({column}), 1), MAX({column}) IS NOT NULL) FROM {name}"
+                # Built by SQLAlchemy (quoted identifiers, bound names), not as SQL text.
+                column = key[0]
+                highest = func.max(column)
+                sequence = func.pg_get_serial_sequence(table.name, column.name)
+                connection.execute(
+                    select(
+                        func.setval(sequence, func.coalesce(highest, 1), highest.is_not(None))
+                    ).select_from(table)
                 )
-                connection.execute(text(statement))
 
 
 # --- retention ----------------------------------------------------------------------

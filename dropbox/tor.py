@@ -48,6 +48,8 @@ _KEY = re.compile(r"^[A-Z2-7]{52}$")
 _AUTH_LINE = re.compile(r"^descriptor:x25519:([A-Z2-7]{52})$")
 # Characters that would need quoting in a torrc value; refused rather than quoted.
 _UNSAFE_PATH = re.compile(r"[\s\"'\\#]")
+# An interface may be configured to listen on every IPv4 address; tor still reaches it on loopback.
+_ANY_IPV4 = "0.0.0.0"  # noqa: S104 - compared, never bound  # nosec B104
 
 
 class TorConfigError(click.ClickException):
@@ -177,7 +179,7 @@ def new_client_key(layout: Layout) -> PrivateKey:
 
 def service_target(host: str, port: int) -> str:
     """Where tor forwards an onion service's port 80: the interface's address, on loopback."""
-    if host in ("0.0.0.0", "localhost", ""):  # noqa: S104 - mapped to loopback, not bound
+    if host in (_ANY_IPV4, "localhost", ""):
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"

@@ -41,6 +41,8 @@ TOKEN_LIFETIME = timedelta(minutes=15)
 # Marks the state of an API token, so that a browser session's cookie is not
 # accepted as a bearer token (it would skip the idle timeout of the pages).
 API_SCOPE = "api"
+# The HTTP authentication scheme, and the OAuth 2 token type (RFC 6750): not a secret.
+BEARER = "Bearer"
 TRUE_VALUES = frozenset({"1", "true", "yes"})
 FALSE_VALUES = frozenset({"", "0", "false", "no"})
 
@@ -63,7 +65,7 @@ class ApiError(Exception):
 
 
 def _unauthorised(message: str) -> ApiError:
-    return ApiError(401, message, {"WWW-Authenticate": 'Bearer realm="dropbox"'})
+    return ApiError(401, message, {"WWW-Authenticate": f'{BEARER} realm="dropbox"'})
 
 
 def _time(value: datetime | None) -> str | None:
@@ -137,7 +139,7 @@ def _caller() -> tuple[int, PrivateKey]:
     """The officer id and secret key behind the bearer token, or a 401."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() != BEARER.lower() or not token:
         raise _unauthorised("send a token in the header 'Authorization: Bearer <token>'")
     state = sessions.open_token(instance(), token)
     if state is None or state.get("scope") != API_SCOPE:
@@ -320,7 +322,7 @@ def register_api(app: Flask, config: Config) -> None:
         issued = sessions.issue_token(instance(), officer_id, state, TOKEN_LIFETIME)
         return {
             "token": issued,
-            "token_type": "Bearer",
+            "token_type": BEARER,
             "expires_in": int(TOKEN_LIFETIME.total_seconds()),
         }
 
@@ -482,7 +484,7 @@ def openapi_document(config: Config) -> dict[str, Any]:
         "Token": _object(
             {
                 "token": {**string, "description": "Send as 'Authorization: Bearer <token>'"},
-                "token_type": {**string, "enum": ["Bearer"]},
+                "token_type": {**string, "enum": [BEARER]},
                 "expires_in": {**integer, "description": "Seconds until the token expires"},
             }
         ),
