@@ -1,7 +1,8 @@
 """The `dropbox` command: set up an instance, manage offices and officers, run the servers.
 
 Every failure is one line on standard error and exit code 2; a traceback is
-never shown. `audit verify` exits 1 when the chain is broken.
+never shown. `audit verify` exits 1 when the chain is broken, `fsck` when
+problems remain.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import NoReturn
 
@@ -24,7 +26,7 @@ import qrcode
 from sqlalchemy.orm import Session
 
 from crypto.keys import PublicKey, fingerprint
-from dropbox import audit, officers, offices
+from dropbox import audit, fsck, officers, offices
 from dropbox.config import Config, ConfigError, load
 from dropbox.errors import DropboxError
 from dropbox.instance import Instance, InstanceError
@@ -406,6 +408,133 @@ def purge_command(state: _State, dry_run: bool) -> None:
         click.echo(f"  {entry.designation} ({entry.office_code}, closed {entry.closed_on})")
     if dry_run:
         click.echo("Nothing was changed (dry run).")
+
+
+# --- consistency ---------------------------------------------------------------
+
+
+def _count(number: int, singular: str, plural: str) -> str:
+    """'1 blob', '2 blobs'."""
+    return f"{number} {singular if number == 1 else plural}"
+
+
+def _fsck_lines(findings: fsck.Findings) -> Iterator[str]:
+    """One line per thing found, paths relative to the data directory."""
+    from dropbox.web import size_text
+
+    def shown(path: Path) -> str:
+        return (
+            str(path.relative_to(findings.data_dir))
+            if path.is_relative_to(findings.data_dir)
+            else str(path)
+        )
+
+    labels = (
+        ("blob without an item", findings.orphan_blobs),
+        ("partial write", findings.partial_writes),
+        ("leftover backup folder", findings.backup_leftovers),
+    )
+    for label, strays in labels:
+        for stray in strays:
+            if stray.settled:
+                yield f"  {label + ':':<26} {shown(stray.path)} ({size_text(stray.size)})"
+    for path in findings.unexpected:
+        yield f"  {'unexpected, left alone:':<26} {shown(path)}"
+    for item in findings.broken_items:
+        where = f'item {item.item_id} ({item.kind}) of report "{item.designation}"'
+        blob = f"blobs/{item.blob[:2]}/{item.blob}"
+        if item.missing:
+            yield f"  {'item without its blob:':<26} {where}: {blob} is missing"
+        else:
+            yield (
+                f"  {'damaged blob:':<26} {where}: {blob} has {item.found_size} "
+                f"bytes, {item.expected_size} expected"
+            )
+
+
+@cli.command("fsck")
+@click.option(
+    "--repair", is_flag=True, help="Remove the leftovers found (never a blob an item refers to)."
+)
+@click.option(
+    "--forget-missing",
+    is_flag=True,
+    help="With --repair, also remove items whose blob is missing (each recorded in the audit log).",
+)
+@click.option(
+    "--grace-minutes",
+    type=click.IntRange(min=0),
+    default=int(fsck.DEFAULT_GRACE.total_seconds() // 60),
+    show_default=True,
+    help="Leave stray files younger than this alone (uploads in progress); 0 with servers stopped.",
+)
+@pass_state
+def fsck_command(state: _State, repair: bool, forget_missing: bool, grace_minutes: int) -> None:
+    """Check that the encrypted blobs and the database agree; exit 1 if problems remain.
+
+    Finds blobs without an item, partial writes and leftover backup folders
+    (what a crash or an interrupted upload leaves), and items whose blob is
+    missing or damaged. Items are never removed unless --forget-missing is given:
+    the database holds their only key, so a blob put back from a backup makes
+    them whole again.
+    """
+    if forget_missing and not repair:
+        raise CommandError("--forget-missing only works together with --repair")
+    grace = timedelta(minutes=grace_minutes)
+    with _database_errors():
+        instance = Instance.open(state.config())
+        try:
+            findings = fsck.check(instance, grace)
+            repairs = (
+                fsck.repair(instance, findings, forget_missing=forget_missing) if repair else None
+            )
+            after = fsck.check(instance, grace) if repair else findings
+        finally:
+            instance.close()
+    click.echo(f"Checked {findings.data_dir}: {findings.blobs} blobs, {findings.items} items.")
+    for line in _fsck_lines(findings):
+        click.echo(line)
+    if findings.in_progress:
+        click.echo(
+            f"Left alone: {_count(len(findings.in_progress), 'stray file', 'stray files')} "
+            f"younger than {grace_minutes} minutes (uploads or backups in progress?)."
+        )
+    if repairs is not None:
+        click.echo(
+            f"Removed {_count(repairs.orphan_blobs, 'blob', 'blobs')} without an item, "
+            f"{_count(repairs.partial_writes, 'partial write', 'partial writes')} and "
+            f"{_count(repairs.backup_leftovers, 'backup leftover', 'backup leftovers')}."
+        )
+        if repairs.kept_referenced:
+            click.echo(
+                f"Kept {_count(repairs.kept_referenced, 'blob', 'blobs')} that an item came to "
+                "refer to meanwhile."
+            )
+        if repairs.forgotten_items:
+            click.echo(
+                f"Removed {_count(repairs.forgotten_items, 'item', 'items')} whose blob is "
+                "missing (recorded in the audit log)."
+            )
+    if after.problems == 0:
+        click.echo("The blobs and the database agree.")
+        return
+    if after.missing_blobs:
+        click.echo(
+            "An item without its blob cannot be decrypted. Put the blob back from a backup "
+            "(the database still holds the item's key); if it is lost for good, remove the "
+            "item with 'dropbox fsck --repair --forget-missing'."
+        )
+    if after.damaged_blobs:
+        click.echo("A damaged blob cannot be decrypted: put it back from a backup.")
+    if after.unexpected:
+        click.echo("Unexpected entries are never removed: look at them, then move them away.")
+    if after.leftovers:
+        leftovers = _count(len(after.leftovers), "leftover", "leftovers")
+        click.echo(f"Run 'dropbox fsck --repair' to remove the {leftovers} above.")
+    problems = _count(after.problems, "problem", "problems")
+    verb = ("remains" if after.problems == 1 else "remain") if repair else "found"
+    click.echo(f"{problems} {verb}.")
+    sys.exit(1)
 
 
 # --- serving -----------------------------------------------------------------
