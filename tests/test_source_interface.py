@@ -21,6 +21,7 @@ from dropbox.config import Config, LimitSettings
 from dropbox.instance import Instance
 from dropbox.models import Item, Report, SourceSession
 from source_interface import create_app
+from source_interface.uploads import PARSE_BLOCK, READ_BLOCK
 from tests.source_helpers import (
     csrf_token,
     login,
@@ -158,6 +159,36 @@ def test_retaliation_report_goes_to_eco_encrypted_with_its_files(
         decrypt_item(instance, items[0], source_key)  # a source cannot read back what it sent
     ack_text, _ = reports.read_message_document(decrypt_item(instance, items[4], source_key)[1])
     assert "Ethics and Conduct Office" in ack_text
+
+
+def near_boundary_bytes(size: int) -> bytes:
+    """Random bytes sprinkled with the line breaks and dashes a multipart boundary starts with."""
+    data = bytearray(os.urandom(size))
+    for offset in range(0, size - 8, 97):
+        data[offset : offset + 7] = b"\r\n--\r\n-"
+    return bytes(data)
+
+
+def test_files_arrive_intact_whatever_their_size_against_the_parser_blocks(
+    client: FlaskClient, instance: Instance, office_keys: dict[str, PrivateKey]
+) -> None:
+    # The body is read in 1 MiB blocks and parsed in 512 KiB pieces: a boundary,
+    # or something that looks like the start of one, can fall across either edge.
+    sizes = [0, 1, PARSE_BLOCK - 1, PARSE_BLOCK, PARSE_BLOCK + 1, READ_BLOCK + 3, 2 * READ_BLOCK]
+    sent = {f"part-{size}.bin": near_boundary_bytes(size) for size in sizes}
+    _, form = new_codename(client)
+    answer = submit_report(
+        client, form, {"category": "fraud", "message": MESSAGE}, list(sent.items())
+    )
+    assert answer.status_code == 302 and answer.location.endswith("/receipt")
+
+    _, items = only_report(instance)
+    received = {}
+    for item in items:
+        if item.kind == "file":
+            contents, data = decrypt_item(instance, item, office_keys["OIO"])
+            received[contents.name] = data
+    assert received == sent
 
 
 def reports_source_key(instance: Instance, codename: str) -> PrivateKey:
