@@ -5,18 +5,11 @@ A real `redis-server` runs on a free localhost port in a temporary directory
 run source`, i.e. gunicorn with 4 worker processes, over an instance set up
 through the CLI.
 
-Which worker served a request, seen from outside and without adding anything
-to the app: every request goes over a fresh TCP connection, and once a
-worker has accepted a connection, the server side of it is a socket file
-descriptor in that worker process alone. So after connecting, the test finds
-the server-side socket in /proc/net/tcp (local port = the server's, remote
-port = the client's own), takes its inode, and looks for `socket:[inode]`
-among the file descriptors (/proc/<pid>/fd) of each worker (the children of
-the gunicorn master, from /proc/<pid>/stat). That names exactly one worker,
-with no timing and no guessing. The request is then sent on that connection,
-so it is served by that worker. Connections are opened until one lands on the
-worker the test wants next (they spread over the workers by themselves, since
-all of them accept from the one listening socket); that is how the test makes
+Which worker served a request is seen from outside, without adding anything
+to the app (see tests/served.py: the worker holding the connection's
+server-side socket). Connections are opened until one lands on the worker
+the test wants next (they spread over the workers by themselves, since all
+of them accept from the one listening socket); that is how the test makes
 consecutive requests go to different workers on purpose and proves that they
 did, rather than hoping the kernel spread them.
 
@@ -44,17 +37,13 @@ from __future__ import annotations
 import html
 import io
 import itertools
-import os
 import shutil
-import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from http.client import HTTPConnection
 from pathlib import Path
 
 import pytest
@@ -71,9 +60,9 @@ from dropbox.models import OfficerSession
 from journalist_interface import create_app as create_reviewer_app
 from tests.conftest import CHEAP_COST, CHEAP_CRYPTO_TOML, free_port, invoke
 from tests.reviewer_helpers import make_world, post_form, signed_in_client
+from tests.served import Browser, Served, start_source
 from tests.source_helpers import CODENAME, csrf_token
 
-REPO = Path(__file__).resolve().parent.parent
 WORKERS = 4
 ATTEMPTS_PER_MINUTE = 3
 CANARY = "Canary 7f3a: the depot manager sells the fuel vouchers every Friday."
@@ -169,123 +158,7 @@ def fresh_redis(redis_server: RedisServer) -> RedisServer:
     return redis_server
 
 
-# --- the source interface under gunicorn, and which worker serves what -------------------
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: str
-    worker: int
-
-
-@dataclass
-class Served:
-    """A running `dropbox run source`, its workers, and a browser's cookie for it."""
-
-    process: subprocess.Popen[str]
-    port: int
-    data_dir: Path
-    workers: list[int]
-    cookie: str | None = None
-    served_by: list[int] = field(default_factory=list)
-
-    def _server_side_inode(self, client_port: int) -> int | None:
-        local, remote = f":{self.port:04X}", f":{client_port:04X}"
-        with open("/proc/net/tcp") as table:
-            for line in table.readlines()[1:]:
-                fields = line.split()
-                if fields[1].endswith(local) and fields[2].endswith(remote) and fields[9] != "0":
-                    return int(fields[9])
-        return None
-
-    def owner(self, connection: HTTPConnection) -> int:
-        """The worker process that accepted this connection (holds its server-side socket)."""
-        assert connection.sock is not None
-        client_port = connection.sock.getsockname()[1]
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            inode = self._server_side_inode(client_port)
-            if inode is not None:
-                target = f"socket:[{inode}]"
-                for pid in self.workers:
-                    fd_dir = f"/proc/{pid}/fd"
-                    for fd in os.listdir(fd_dir):
-                        try:
-                            if os.readlink(f"{fd_dir}/{fd}") == target:
-                                return pid
-                        except FileNotFoundError:
-                            continue
-            time.sleep(0.005)  # not accepted yet
-        raise AssertionError("no worker accepted the connection")
-
-    def connect(self, worker: int | None) -> tuple[HTTPConnection, int]:
-        """A fresh connection, accepted by `worker` (or by any, if None)."""
-        for _ in range(400):
-            connection = HTTPConnection("127.0.0.1", self.port, timeout=10)
-            connection.connect()
-            owner = self.owner(connection)
-            if worker is None or owner == worker:
-                return connection, owner
-            connection.close()
-        raise AssertionError(f"400 connections and none went to worker {worker}")
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        worker: int | None = None,
-        body: bytes | None = None,
-        content_type: str | None = None,
-    ) -> Reply:
-        """One request over a fresh connection, served by `worker`; keeps the session cookie."""
-        connection, owner = self.connect(worker)
-        headers = {"Connection": "close"}
-        if self.cookie:
-            headers["Cookie"] = self.cookie
-        if content_type:
-            headers["Content-Type"] = content_type
-        try:
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            text = response.read().decode()
-            for name, value in response.getheaders():
-                if name.lower() == "set-cookie" and value.startswith("dropbox_source="):
-                    cookie = value.split(";", 1)[0]
-                    self.cookie = cookie if cookie != "dropbox_source=" else None
-            reply = Reply(response.status, dict(response.getheaders()), text, owner)
-        finally:
-            connection.close()
-        self.served_by.append(owner)
-        return reply
-
-    def form(self, path: str, fields: dict[str, str], worker: int) -> Reply:
-        """POST a urlencoded form."""
-        from urllib.parse import urlencode
-
-        return self.request(
-            "POST",
-            path,
-            worker,
-            urlencode(fields).encode(),
-            "application/x-www-form-urlencoded",
-        )
-
-
-def _children(parent: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # The command name may hold spaces; the fields after ")" are fixed.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-            found.append(int(entry))
-    return sorted(found)
+# --- the source interface under gunicorn ----------------------------------------------
 
 
 @pytest.fixture
@@ -308,49 +181,26 @@ def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[
         for command in (["init"], ["office", "create", "OIO"], ["office", "create", "ECO"]):
             done = invoke("--config", str(config), *command)
             assert done.returncode == 0, done.stderr
-        process = subprocess.Popen(
-            [sys.executable, "-m", "dropbox", "--config", str(config), "run", "source"],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        served = Served(process, port, work / "data", [])
+        served = start_source(config, port, work / "data", WORKERS)
         running.append(served)
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, f"server exited: {process.communicate()[1]}"
-            served.workers = _children(process.pid)
-            if len(served.workers) == WORKERS:
-                probe = HTTPConnection("127.0.0.1", port, timeout=2)
-                try:
-                    probe.request("HEAD", "/")
-                    probe.getresponse().read()
-                    break
-                except OSError:
-                    pass
-                finally:
-                    probe.close()
-            assert time.monotonic() < deadline, "the source interface did not come up"
-            time.sleep(0.1)
         return served
 
     yield start
     for served in running:
-        served.process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
-        _, stderr = served.process.communicate(timeout=30)
-        assert "Traceback" not in stderr, stderr
+        log = served.stop()
+        assert "Traceback" not in log, log
 
 
 def _wrong_sign_ins(served: Served) -> list[tuple[int, int]]:
     """Five wrong-format codenames from one session, each to the next worker in turn."""
-    page = served.request("GET", "/login", served.workers[0])
-    assert page.status == 200 and served.cookie
+    browser = Browser(served)
+    page = browser.request("GET", "/login", served.workers[0])
+    assert page.status == 200 and browser.cookie
     token = csrf_token(page.body)
     answers = []
     for attempt in range(5):
         worker = served.workers[(attempt + 1) % WORKERS]
-        reply = served.form("/login", {"csrf_token": token, "codename": "not a codename"}, worker)
+        reply = browser.form("/login", {"csrf_token": token, "codename": "not a codename"}, worker)
         answers.append((reply.status, reply.worker))
     return answers
 
@@ -368,20 +218,20 @@ def test_limits_and_sessions_are_shared_by_every_worker_through_redis(
     assert all(a[1] != b[1] for a, b in itertools.pairwise(answers)), answers
 
     # 2. A session made on one worker works on the others.
-    served.cookie = None
-    shown = served.request("GET", "/codename", workers[0])
+    browser = Browser(served)
+    shown = browser.request("GET", "/codename", workers[0])
     assert shown.status == 200
     match = CODENAME.search(shown.body)
     assert match is not None
     codename = html.unescape(match.group(1) or match.group(2))
-    confirmed = served.form(
+    confirmed = browser.form(
         "/codename",
         {"csrf_token": csrf_token(shown.body), "codename": codename, "written_down": "yes"},
         workers[1],
     )
     assert confirmed.status == 302, confirmed.body
     for worker in workers * 2:
-        form = served.request("GET", "/report", worker)
+        form = browser.request("GET", "/report", worker)
         assert form.status == 200, (worker, form.body)
         assert form.worker == worker
     fields: MultiDict[str, object] = MultiDict(
@@ -389,14 +239,14 @@ def test_limits_and_sessions_are_shared_by_every_worker_through_redis(
     )
     fields.add("files", FileStorage(io.BytesIO(b""), filename=""))
     boundary, body = encode_multipart(fields)
-    sent = served.request(
+    sent = browser.request(
         "POST", "/report", workers[2], body, f"multipart/form-data; boundary={boundary}"
     )
     assert sent.status == 302, sent.body
     assert sent.headers["Location"].endswith("/receipt")
-    receipt = served.request("GET", "/receipt", workers[3])
+    receipt = browser.request("GET", "/receipt", workers[3])
     assert receipt.status == 200
-    assert len(set(served.served_by)) == WORKERS
+    assert len(set(browser.served_by)) == WORKERS
 
     # 3. The session is in Redis, and not in the database.
     keys = fresh_redis.scan("dropbox:*")

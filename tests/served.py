@@ -1,0 +1,281 @@
+"""The source interface served for real (`dropbox run source`: gunicorn), and browsers for it.
+
+Which worker served a request, seen from outside and without adding anything
+to the app: every request goes over a fresh TCP connection, and once a
+worker has accepted a connection, the server side of it is a socket file
+descriptor in that worker process alone. So after connecting, `Served.owner`
+finds the server-side socket in /proc/net/tcp (local port = the server's,
+remote port = the client's own), takes its inode, and looks for
+`socket:[inode]` among the file descriptors (/proc/<pid>/fd) of each worker
+(the children of the gunicorn master, from /proc/<pid>/stat). That names
+exactly one worker, with no timing and no guessing.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.client import HTTPConnection
+from pathlib import Path
+from urllib.parse import urlencode
+
+from werkzeug.datastructures import FileStorage, MultiDict
+from werkzeug.test import encode_multipart
+
+from tests.source_helpers import CODENAME, csrf_token
+
+REPO = Path(__file__).resolve().parent.parent
+# How much of a request body goes to the socket at once.
+SEND_PIECE = 256 * 1024
+
+
+@dataclass
+class Reply:
+    """What came back: status, headers, body, and the worker process that served it."""
+
+    status: int
+    headers: dict[str, str]
+    body: str
+    worker: int
+
+
+def _holds(pid: int, target: str) -> bool:
+    """True if process `pid` has a file descriptor open on `target` (e.g. "socket:[123]")."""
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        descriptors = os.listdir(fd_dir)
+    except FileNotFoundError:
+        return False  # that process has just died
+    for fd in descriptors:
+        try:
+            if os.readlink(f"{fd_dir}/{fd}") == target:
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
+def children(parent: int) -> list[int]:
+    """The processes whose parent is `parent` (gunicorn's workers, for its master)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces; the fields after ")" are fixed.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            found.append(int(entry))
+    return sorted(found)
+
+
+@dataclass
+class Served:
+    """A running `dropbox run source`: its master process, port, data and workers."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    data_dir: Path
+    log: Path  # gunicorn's error log (a file: a full pipe would stall the master)
+    workers: list[int] = field(default_factory=list)
+
+    def refresh_workers(self) -> list[int]:
+        """The workers running now (gunicorn replaces any that die)."""
+        self.workers = children(self.process.pid)
+        return self.workers
+
+    def wait_for_workers(self, count: int, timeout: float = 30) -> list[int]:
+        """Wait until `count` workers run and the interface answers."""
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.process.poll() is None, f"server exited: {self.log.read_text()}"
+            if len(self.refresh_workers()) == count:
+                probe = HTTPConnection("127.0.0.1", self.port, timeout=2)
+                try:
+                    probe.request("HEAD", "/")
+                    probe.getresponse().read()
+                    return self.workers
+                except OSError:
+                    pass
+                finally:
+                    probe.close()
+            assert time.monotonic() < deadline, "the source interface did not come up"
+            time.sleep(0.1)
+
+    def _server_side_inode(self, client_port: int) -> int | None:
+        local, remote = f":{self.port:04X}", f":{client_port:04X}"
+        with open("/proc/net/tcp") as table:
+            for line in table.readlines()[1:]:
+                fields = line.split()
+                if fields[1].endswith(local) and fields[2].endswith(remote) and fields[9] != "0":
+                    return int(fields[9])
+        return None
+
+    def owner(self, connection: HTTPConnection) -> int:
+        """The worker process that accepted this connection (holds its server-side socket)."""
+        assert connection.sock is not None
+        client_port = connection.sock.getsockname()[1]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            inode = self._server_side_inode(client_port)
+            if inode is not None:
+                target = f"socket:[{inode}]"
+                # The known workers first; a worker started since (one died) on the next round.
+                for pid in self.workers:
+                    if _holds(pid, target):
+                        return pid
+                self.refresh_workers()
+            time.sleep(0.005)  # not accepted yet
+        raise AssertionError("no worker accepted the connection")
+
+    def connect(
+        self, worker: int | None, *, identify: bool = True, timeout: float = 60
+    ) -> tuple[HTTPConnection, int]:
+        """A fresh connection, accepted by `worker` (or by any, if None).
+
+        Without `identify` (and no worker asked for), the owner is not looked
+        up and is given as 0: a load test should not spend its CPU in /proc.
+        """
+        for _ in range(400):
+            connection = HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+            connection.connect()
+            if worker is None and not identify:
+                return connection, 0
+            owner = self.owner(connection)
+            if worker is None or owner == worker:
+                return connection, owner
+            connection.close()
+        raise AssertionError(f"400 connections and none went to worker {worker}")
+
+    def stop(self) -> str:
+        """Stop gunicorn (SIGINT: its quick shutdown) and return its log."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+        return self.log.read_text(errors="replace")
+
+
+def start_source(config: Path, port: int, data_dir: Path, workers: int) -> Served:
+    """Run `dropbox run source` for an initialised instance; return once every worker is up."""
+    log = config.parent / f"gunicorn-{port}.log"
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dropbox", "--config", str(config), "run", "source"],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+    served = Served(process, port, data_dir, log)
+    try:
+        served.wait_for_workers(workers)
+    except BaseException:
+        served.stop()
+        raise
+    return served
+
+
+@contextmanager
+def serving(config: Path, port: int, data_dir: Path, workers: int) -> Iterator[Served]:
+    """The source interface for the length of the block, stopped even if the block fails."""
+    served = start_source(config, port, data_dir, workers)
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+class Browser:
+    """One browser (its own cookie) talking to a served interface, one connection a request."""
+
+    def __init__(self, served: Served, *, identify: bool = True) -> None:
+        self.served = served
+        self.identify = identify  # look up which worker serves each request
+        self.cookie: str | None = None
+        self.served_by: list[int] = []
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        worker: int | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        on_sent: Callable[[int, int], None] | None = None,
+    ) -> Reply:
+        """One request over a fresh connection, served by `worker`; keeps the session cookie.
+
+        The body goes out in pieces; `on_sent(bytes sent so far, worker)` is
+        called after each (a crash test kills the worker from there).
+        """
+        connection, owner = self.served.connect(worker, identify=self.identify)
+        try:
+            connection.putrequest(method, path, skip_accept_encoding=True)
+            connection.putheader("Connection", "close")
+            if self.cookie:
+                connection.putheader("Cookie", self.cookie)
+            if content_type:
+                connection.putheader("Content-Type", content_type)
+            if body is not None:
+                connection.putheader("Content-Length", str(len(body)))
+            connection.endheaders()
+            if body is not None:
+                view = memoryview(body)
+                for start in range(0, len(body), SEND_PIECE):
+                    connection.send(view[start : start + SEND_PIECE])
+                    if on_sent is not None:
+                        on_sent(min(start + SEND_PIECE, len(body)), owner)
+            response = connection.getresponse()
+            text = response.read().decode()
+            for name, value in response.getheaders():
+                if name.lower() == "set-cookie" and value.startswith("dropbox_source="):
+                    cookie = value.split(";", 1)[0]
+                    self.cookie = cookie if cookie != "dropbox_source=" else None
+            reply = Reply(response.status, dict(response.getheaders()), text, owner)
+        finally:
+            connection.close()
+        self.served_by.append(owner)
+        return reply
+
+    def form(self, path: str, fields: dict[str, str], worker: int | None = None) -> Reply:
+        """POST a urlencoded form."""
+        body = urlencode(fields).encode()
+        return self.request("POST", path, worker, body, "application/x-www-form-urlencoded")
+
+    def new_codename(self) -> tuple[str, str]:
+        """Get a codename and confirm it is written down; return (codename, report form page)."""
+        shown = self.request("GET", "/codename")
+        assert shown.status == 200, shown.body
+        match = CODENAME.search(shown.body)
+        assert match is not None, "the codename page has no codename field"
+        codename = html.unescape(match.group(1) or match.group(2))
+        fields = {"csrf_token": csrf_token(shown.body), "codename": codename}
+        confirmed = self.form("/codename", {**fields, "written_down": "yes"})
+        assert confirmed.status == 302, (confirmed.status, confirmed.body)
+        page = self.request("GET", "/report")
+        assert page.status == 200, (page.status, page.body)
+        return codename, page.body
+
+
+def report_form(
+    page: str, fields: dict[str, str], files: list[tuple[str, bytes]]
+) -> tuple[bytes, str]:
+    """The report form filled in as a browser sends it: (multipart body, content type)."""
+    multi: MultiDict[str, object] = MultiDict({"csrf_token": csrf_token(page), **fields})
+    for name, data in files or [("", b"")]:
+        multi.add("files", FileStorage(io.BytesIO(data), filename=name))
+    boundary, body = encode_multipart(multi)
+    return body, f"multipart/form-data; boundary={boundary}"
