@@ -24,12 +24,39 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class OfficeText:
+    """An office's name and description in one language."""
+
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class CategoryText:
+    """A category's label and description in one language."""
+
+    label: str
+    description: str
+
+
+@dataclass(frozen=True)
 class Office:
     """An intake office that receives reports and holds its own key pair."""
 
     code: str
     name: str
     description: str = ""
+    # Language code -> the texts in that language; other languages get name and description.
+    translations: dict[str, OfficeText] = field(default_factory=dict, hash=False)
+
+    def localized(self, language: str) -> Office:
+        """This office as a source reading `language` sees it (a missing description is kept)."""
+        text = self.translations.get(language)
+        if text is None:
+            return self
+        return dataclasses.replace(
+            self, name=text.name, description=text.description or self.description
+        )
 
 
 @dataclass(frozen=True)
@@ -41,6 +68,15 @@ class Category:
     description: str
     office: str
     retaliation: bool = False
+    # Language code -> the texts in that language; other languages get label and description.
+    translations: dict[str, CategoryText] = field(default_factory=dict, hash=False)
+
+    def localized(self, language: str) -> Category:
+        """This category as a source reading `language` sees it."""
+        text = self.translations.get(language)
+        if text is None:
+            return self
+        return dataclasses.replace(self, label=text.label, description=text.description)
 
 
 @dataclass(frozen=True)
@@ -104,12 +140,36 @@ DEFAULT_OFFICES: tuple[Office, ...] = (
         "OIO",
         "Office of Internal Oversight",
         "Receives and assesses reports of every kind of misconduct except retaliation.",
+        translations={
+            "fr": OfficeText(
+                "Bureau du contrôle interne",
+                "Reçoit et examine les signalements de tout type de comportement répréhensible, "
+                "sauf les représailles.",
+            ),
+            "es": OfficeText(
+                "Oficina de Supervisión Interna",
+                "Recibe y evalúa las denuncias de cualquier tipo de falta de conducta, excepto "
+                "las represalias.",
+            ),
+        },
     ),
     Office(
         "ECO",
         "Ethics and Conduct Office",
         "Receives and assesses complaints of retaliation against people who reported "
         "misconduct or cooperated with an audit or investigation.",
+        translations={
+            "fr": OfficeText(
+                "Bureau de la déontologie et de la conduite",
+                "Reçoit et examine les plaintes pour représailles visant des personnes qui ont "
+                "signalé un comportement répréhensible ou coopéré à un audit ou à une enquête.",
+            ),
+            "es": OfficeText(
+                "Oficina de Ética y Conducta",
+                "Recibe y evalúa las denuncias de represalias contra personas que denunciaron "
+                "una falta de conducta o colaboraron en una auditoría o una investigación.",
+            ),
+        },
     ),
 )
 
@@ -119,24 +179,70 @@ DEFAULT_CATEGORIES: tuple[Category, ...] = (
         "Fraud, corruption or misuse of resources",
         "Money, goods or property used dishonestly, bribes, or favours in return for gain.",
         "OIO",
+        translations={
+            "fr": CategoryText(
+                "Fraude, corruption ou mauvais usage des ressources",
+                "De l'argent, des biens ou du matériel utilisés de façon malhonnête, des "
+                "pots-de-vin, ou des faveurs accordées en échange d'un avantage.",
+            ),
+            "es": CategoryText(
+                "Fraude, corrupción o uso indebido de recursos",
+                "Dinero, bienes o propiedades utilizados de forma deshonesta, sobornos o favores "
+                "a cambio de un beneficio.",
+            ),
+        },
     ),
     Category(
         "harassment",
         "Harassment",
         "Behaviour that demeans, threatens, isolates or humiliates someone at work.",
         "OIO",
+        translations={
+            "fr": CategoryText(
+                "Harcèlement",
+                "Un comportement qui rabaisse, menace, isole ou humilie quelqu'un au travail.",
+            ),
+            "es": CategoryText(
+                "Acoso",
+                "Conductas que menosprecian, amenazan, aíslan o humillan a alguien en el trabajo.",
+            ),
+        },
     ),
     Category(
         "sexual-harassment",
         "Sexual harassment",
         "Unwelcome conduct of a sexual nature towards a colleague, at work or linked to it.",
         "OIO",
+        translations={
+            "fr": CategoryText(
+                "Harcèlement sexuel",
+                "Un comportement à caractère sexuel non désiré envers un ou une collègue, au "
+                "travail ou en lien avec le travail.",
+            ),
+            "es": CategoryText(
+                "Acoso sexual",
+                "Conductas de naturaleza sexual no deseadas hacia un compañero o una compañera, "
+                "en el trabajo o en relación con él.",
+            ),
+        },
     ),
     Category(
         "sexual-exploitation",
         "Sexual exploitation or abuse",
         "Sexual abuse of, or sexual favours demanded from, people the organisation serves.",
         "OIO",
+        translations={
+            "fr": CategoryText(
+                "Exploitation ou atteintes sexuelles",
+                "Des atteintes sexuelles contre les personnes que l'organisation aide, ou des "
+                "faveurs sexuelles exigées d'elles.",
+            ),
+            "es": CategoryText(
+                "Explotación o abuso sexual",
+                "Abusos sexuales contra las personas a las que sirve la organización, o favores "
+                "sexuales exigidos a ellas.",
+            ),
+        },
     ),
     Category(
         "discrimination",
@@ -144,6 +250,18 @@ DEFAULT_CATEGORIES: tuple[Category, ...] = (
         "Unfair treatment because of who someone is: sex, race, religion, age, disability "
         "or a similar trait.",
         "OIO",
+        translations={
+            "fr": CategoryText(
+                "Discrimination",
+                "Un traitement injuste à cause de ce qu'est une personne\u00a0: son sexe, sa race, "
+                "sa religion, son âge, son handicap ou une caractéristique semblable.",
+            ),
+            "es": CategoryText(
+                "Discriminación",
+                "Un trato injusto por lo que alguien es: su sexo, raza, religión, edad, "
+                "discapacidad u otro rasgo similar.",
+            ),
+        },
     ),
     Category(
         "abuse-of-authority",
@@ -151,12 +269,36 @@ DEFAULT_CATEGORIES: tuple[Category, ...] = (
         "Someone using their position or power against another person, for example with "
         "threats or pressure over their job.",
         "OIO",
+        translations={
+            "fr": CategoryText(
+                "Abus d'autorité",
+                "Une personne qui se sert de sa position ou de son pouvoir contre une autre, par "
+                "exemple avec des menaces ou des pressions sur son emploi.",
+            ),
+            "es": CategoryText(
+                "Abuso de autoridad",
+                "Alguien que usa su cargo o su poder contra otra persona, por ejemplo con "
+                "amenazas o presiones sobre su empleo.",
+            ),
+        },
     ),
     Category(
         "other",
         "Other misconduct",
         "Any other wrongdoing by people working for or with the organisation.",
         "OIO",
+        translations={
+            "fr": CategoryText(
+                "Autre comportement répréhensible",
+                "Tout autre agissement fautif de personnes qui travaillent pour l'organisation "
+                "ou avec elle.",
+            ),
+            "es": CategoryText(
+                "Otra falta de conducta",
+                "Cualquier otra irregularidad cometida por personas que trabajan para la "
+                "organización o con ella.",
+            ),
+        },
     ),
     Category(
         "retaliation",
@@ -165,6 +307,18 @@ DEFAULT_CATEGORIES: tuple[Category, ...] = (
         "audit or investigation.",
         "ECO",
         retaliation=True,
+        translations={
+            "fr": CategoryText(
+                "Représailles pour avoir signalé",
+                "Vous avez subi une sanction ou des menaces parce que vous avez signalé un "
+                "comportement répréhensible ou apporté votre aide à un audit ou à une enquête.",
+            ),
+            "es": CategoryText(
+                "Represalias por denunciar",
+                "Le castigaron o amenazaron por denunciar una falta de conducta o por colaborar "
+                "en una auditoría o una investigación.",
+            ),
+        },
     ),
     Category(
         "unsure",
@@ -172,6 +326,18 @@ DEFAULT_CATEGORIES: tuple[Category, ...] = (
         "Something feels wrong but you do not know what to call it. That is fine: "
         "the office will work it out.",
         "OIO",
+        translations={
+            "fr": CategoryText(
+                "Je ne sais pas",
+                "Quelque chose ne va pas, mais vous ne savez pas comment le nommer. Ce n'est pas "
+                "grave\u00a0: le bureau s'en chargera.",
+            ),
+            "es": CategoryText(
+                "No lo sé",
+                "Algo no está bien, pero no sabe cómo llamarlo. No pasa nada: la oficina lo "
+                "determinará.",
+            ),
+        },
     ),
 )
 
@@ -243,7 +409,7 @@ def _type_name(kind: Any) -> str:
     origin = typing.get_origin(kind)
     if origin is tuple:
         return f"a list of {_type_name(typing.get_args(kind)[0])}"
-    if dataclasses.is_dataclass(kind):
+    if origin is dict or dataclasses.is_dataclass(kind):
         return "a table"
     return {str: "a string", int: "an integer", bool: "true or false", Path: "a path"}.get(
         kind, str(kind)
@@ -257,6 +423,11 @@ def _convert(kind: Any, value: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected {_type_name(kind)}, got {value!r}")
         return tuple(_convert(item_kind, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        item_kind = typing.get_args(kind)[1]
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {value!r}")
+        return {name: _convert(item_kind, v, f"{key}.{name}") for name, v in value.items()}
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a table, got {value!r}")
@@ -381,6 +552,7 @@ def _check(config: Config) -> None:
         )
         _require(office.code not in codes, f"offices[{i}].code", f"{office.code!r} appears twice")
         _require(bool(office.name.strip()), f"offices[{i}].name", "must not be empty")
+        _check_translations(f"offices[{i}]", office.translations, "name")
         codes.add(office.code)
     _require(bool(config.categories), "categories", "at least one category is needed")
     seen: set[str] = set()
@@ -394,4 +566,20 @@ def _check(config: Config) -> None:
             f"{key}.office",
             f"unknown office {category.office!r} (offices: {', '.join(sorted(codes))})",
         )
+        _check_translations(key, category.translations, "label")
         seen.add(category.code)
+
+
+def _check_translations(key: str, translations: dict[str, Any], required: str) -> None:
+    """Each translation is for a language the source interface knows, and names the thing."""
+    for language, text in translations.items():
+        _require(
+            language in LANGUAGES,
+            f"{key}.translations.{language}",
+            f"unknown language {language!r} (choose from {', '.join(LANGUAGES)})",
+        )
+        _require(
+            bool(getattr(text, required).strip()),
+            f"{key}.translations.{language}.{required}",
+            "must not be empty",
+        )
