@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask, request, session
+from flask import Flask, g, request, session
 from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
-from dropbox.config import Config
+from dropbox.config import Category, Config, Office
 from dropbox.instance import Instance
 from dropbox.limits import Busy, DerivationGate
 from dropbox.sessions import ServerSessionInterface, session_key
@@ -60,11 +61,28 @@ def register_extensions(app: Flask, config: Config) -> None:
     CSRFProtect(app)
 
     def locale() -> str:
+        pinned: str | None = g.get("dropbox_language")
+        if pinned is not None:
+            return pinned
         language = session.get("language")
         return language if language in config.source.languages else config.source.languages[0]
 
+    @app.before_request
+    def _pin_language() -> None:
+        # Fixed when the request starts, so that a page rendered after the session is
+        # cleared (the logged-out page) is still in the language the source chose.
+        g.dropbox_language = locale()
+
+    # The catalogues are in source_interface/translations (Flask-Babel's default folder).
     Babel(app, locale_selector=locale)
     app.extensions["dropbox.locale"] = locale
+
+    @app.template_filter("localized")
+    def _localized(value: Office | Category | Iterable[Office | Category]) -> Any:
+        """Offices and categories with their configured texts in the page's language."""
+        if isinstance(value, Office | Category):
+            return value.localized(locale())
+        return [item.localized(locale()) for item in value]
 
     limiter = Limiter(
         key_func=lambda: session_key(session),
@@ -85,7 +103,7 @@ def register_extensions(app: Flask, config: Config) -> None:
             "current_language": locale(),
             "logged_in": bool(session.get("report_id")),
             "session_minutes": config.source.session_minutes,
-            "office_names": {office.code: office.name for office in config.offices},
+            "office_names": {o.code: o.localized(locale()).name for o in config.offices},
         }
 
 

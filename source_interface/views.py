@@ -318,7 +318,7 @@ def register_views(app: Flask, config: Config) -> None:
                 "Thank you. The %(office)s has received your report. An officer will confirm "
                 "it personally within %(days)s days and may ask you questions here. Please "
                 "come back with your codename to read them.",
-                office=office.name,
+                office=office.localized(current_app.extensions["dropbox.locale"]()).name,
                 days=reports.ACKNOWLEDGE_DAYS,
             ),
         )
