@@ -320,17 +320,15 @@ def test_english_is_the_default_and_each_language_sets_the_html_lang(client: Fla
         assert f'<html lang="{language}">' in client.get("/").get_data(as_text=True)
 
 
-@pytest.mark.parametrize("code", ["de", "FR", "fr-CA", "xx", "fr;", "english"])
-def test_an_unknown_language_is_refused_and_the_current_one_kept(
-    client: FlaskClient, code: str
-) -> None:
+def test_an_unknown_language_is_refused_and_the_current_one_kept(client: FlaskClient) -> None:
     client.get("/language/fr")
-    refused = client.get(f"/language/{code}")
-    assert refused.status_code == 302
-    assert refused.location.endswith("/")
-    page = client.get("/").get_data(as_text=True)
-    assert '<html lang="fr">' in page
-    assert "Signaler un comportement répréhensible" in _text(page)
+    for code in ("de", "FR", "fr-CA", "xx", "fr;", "english"):
+        refused = client.get(f"/language/{code}")
+        assert refused.status_code == 302, code
+        assert refused.location.endswith("/"), code
+        page = client.get("/").get_data(as_text=True)
+        assert '<html lang="fr">' in page, code
+        assert "Signaler un comportement répréhensible" in _text(page), code
 
 
 def test_a_language_the_instance_does_not_offer_is_refused(
