@@ -35,6 +35,7 @@ from dropbox.models import (
 )
 from dropbox.reports import (
     add_item,
+    is_id,
     message_document,
     officer_now,
     open_item,
@@ -170,7 +171,7 @@ def open_file(
     item_id: str,
 ) -> FileDownload:
     """Open a file item for a streamed download, and record the download."""
-    item = session.get(Item, item_id)
+    item = session.get(Item, item_id) if is_id(item_id) else None
     if item is None or item.report_id != report.id or item.kind != ItemKind.FILE:
         raise NotFound("there is no such file")
     try:

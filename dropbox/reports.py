@@ -68,6 +68,16 @@ def new_id() -> str:
     return secrets.token_hex(16)
 
 
+def is_id(text: str) -> bool:
+    """True if the text could be an id from `new_id`; nothing else names a report or an item.
+
+    Checked before a lookup, so that text from a request that no id can match
+    (a NUL, which PostgreSQL refuses in a query, or a huge string) never
+    reaches the database.
+    """
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
 def item_context(report_id: str, item_id: str) -> bytes:
     """What an item's envelope is bound to, so a blob cannot move to another report or item."""
     return envelope.context("dropbox-item", report_id, item_id)
@@ -455,7 +465,7 @@ def delete_for_source(session: Session, report: Report, item_id: str) -> None:
 
     The office keeps its own copy; a codename that leaks later no longer opens it.
     """
-    item = session.get(Item, item_id)
+    item = session.get(Item, item_id) if is_id(item_id) else None
     if item is None or item.report_id != report.id or ItemKind(item.kind) not in TO_SOURCE_KINDS:
         raise NotFound("that message does not exist")
     if item.deleted_by_source:
