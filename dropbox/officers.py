@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -23,6 +24,7 @@ from dropbox.sessions import end_officer_sessions
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 MIN_PASSPHRASE_CHARS = 12
+MAX_DISPLAY_NAME = 200  # the column's length
 
 
 def _now() -> datetime:
@@ -46,6 +48,18 @@ def check_username(username: str) -> str:
             "a username is 2 to 64 characters: lower-case letters, digits, '.', '_' or '-'"
         )
     return username
+
+
+def check_display_name(display_name: str) -> str:
+    """Return the display name, stripped, if it fits its column; raise DropboxError if not."""
+    display_name = display_name.strip()
+    if len(display_name) > MAX_DISPLAY_NAME or any(
+        unicodedata.category(c) == "Cc" for c in display_name
+    ):
+        raise DropboxError(
+            f"a display name is at most {MAX_DISPLAY_NAME} characters, without control characters"
+        )
+    return display_name
 
 
 def check_passphrase(passphrase: str) -> str:
@@ -242,12 +256,14 @@ def sign_in(
     # Locked (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises), so that
     # concurrent attempts on one account are counted one after the other and
     # cannot both use the same TOTP code.
-    officer = session.execute(
-        select(Officer)
-        .where(Officer.username == username)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).scalar_one_or_none()
+    officer = None
+    if USERNAME.fullmatch(username):  # no other text names an officer (or reaches the database)
+        officer = session.execute(
+            select(Officer)
+            .where(Officer.username == username)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).scalar_one_or_none()
     if officer is None or not officer.active or officer.password_hash is None:
         password_hasher(cost).hash(passphrase)  # the same work, so timing says nothing
         return SignInResult()
@@ -302,12 +318,13 @@ def create_enrolment(
     from crypto.recovery import generate_passphrase
 
     check_username(username)
+    display_name = check_display_name(display_name)
     if session.execute(select(Officer.id).where(Officer.username == username)).first():
         raise DropboxError(f"an officer called {username!r} already exists")
     code = "-".join(generate_passphrase().split()[:5])
     officer = Officer(
         username=username,
-        display_name=display_name.strip() or username,
+        display_name=display_name or username,
         is_admin=is_admin,
         active=True,
         created_at=_now(),
@@ -327,10 +344,12 @@ def complete_enrolment(
 ) -> tuple[Officer, PrivateKey, str]:
     """Turn an enrolment code into credentials; return the officer, key and TOTP secret."""
     check_passphrase(passphrase)
+    refused = DropboxError("that username and enrolment code do not match, or the code expired")
+    if not USERNAME.fullmatch(username):  # no other text names an officer (or reaches the database)
+        raise refused
     officer = session.execute(
         select(Officer).where(Officer.username == username)
     ).scalar_one_or_none()
-    refused = DropboxError("that username and enrolment code do not match, or the code expired")
     if officer is None or officer.enrolment_code_hash is None or not officer.active:
         raise refused
     if officer.enrolment_expires_at is None or officer.enrolment_expires_at < _now():
