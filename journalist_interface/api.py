@@ -82,7 +82,10 @@ def _day(value: date | datetime) -> str:
 
 def _json_body() -> dict[str, Any]:
     """The request's JSON object, or a 400 that says what is expected."""
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser can follow: not a request we take
+        data = None
     if not isinstance(data, dict):
         raise ApiError(400, "send a JSON object, with Content-Type: application/json")
     return data
@@ -94,6 +97,10 @@ def _text(data: dict[str, Any], name: str, *, required: bool = True) -> str:
         return ""
     if not isinstance(value, str):
         raise ApiError(400, f"'{name}' must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # JSON can spell lone surrogates ("\ud800"); no text holds them
+        raise ApiError(400, f"'{name}' must be text without lone surrogates") from None
     return value
 
 
@@ -119,7 +126,8 @@ def _filters(config: Config) -> inbox.Filters:
     if sort not in inbox.SORTS:
         raise ApiError(400, f"'sort' must be one of {', '.join(inbox.SORTS)}")
     raw_page = args.get("page", "") or "1"
-    if not raw_page.isdigit() or int(raw_page) < 1:
+    digits = raw_page.lstrip("0")  # isascii: isdigit alone also takes digits int() refuses ("²")
+    if not (raw_page.isascii() and raw_page.isdigit()) or not digits:
         raise ApiError(400, "'page' must be a whole number from 1")
     return inbox.Filters(
         status=status,
@@ -128,7 +136,7 @@ def _filters(config: Config) -> inbox.Filters:
         overdue=_flag("overdue"),
         urgent=_flag("urgent"),
         sort=sort,
-        page=int(raw_page),
+        page=int(digits) if len(digits) <= 9 else 10**9,  # beyond the last: the last is shown
     )
 
 
@@ -455,6 +463,7 @@ def openapi_document(config: Config) -> dict[str, Any]:
     string, boolean, integer = {"type": "string"}, {"type": "boolean"}, {"type": "integer"}
     day = {"type": "string", "format": "date"}
     time = {"type": "string", "format": "date-time"}
+    an_id = {"type": "string", "pattern": "^[0-9a-f]{32}$"}  # as reports.new_id makes them
     report_id = {"$ref": "#/components/parameters/ReportId"}
 
     def flag(name: str, description: str) -> dict[str, Any]:
@@ -490,7 +499,7 @@ def openapi_document(config: Config) -> dict[str, Any]:
         ),
         "InboxRow": _object(
             {
-                "id": string,
+                "id": an_id,
                 "designation": {**string, "description": "A random label for the source"},
                 "office": {**string, "enum": offices},
                 "category": {**string, "enum": categories},
@@ -518,7 +527,7 @@ def openapi_document(config: Config) -> dict[str, Any]:
         ),
         "ThreadItem": _object(
             {
-                "id": string,
+                "id": an_id,
                 "seq": integer,
                 "kind": {
                     **string,
@@ -552,7 +561,7 @@ def openapi_document(config: Config) -> dict[str, Any]:
         ),
         "Report": _object(
             {
-                "id": string,
+                "id": an_id,
                 "designation": string,
                 "office": {**string, "enum": offices},
                 "category": {**string, "enum": categories},
@@ -577,7 +586,7 @@ def openapi_document(config: Config) -> dict[str, Any]:
             }
         ),
         "ReplyRequest": _object({"message": {**string, "minLength": 1}}),
-        "ReplyCreated": _object({"id": {**string, "description": "The new item's id"}}),
+        "ReplyCreated": _object({"id": {**an_id, "description": "The new item's id"}}),
         "StatusRequest": _object(
             {
                 "status": {**string, "enum": statuses},
@@ -704,7 +713,7 @@ def openapi_document(config: Config) -> dict[str, Any]:
                     "name": "item_id",
                     "in": "path",
                     "required": True,
-                    "schema": string,
+                    "schema": an_id,
                     "description": "The id of a file item of the report",
                 },
             ],
@@ -776,7 +785,7 @@ def openapi_document(config: Config) -> dict[str, Any]:
                     "name": "report_id",
                     "in": "path",
                     "required": True,
-                    "schema": string,
+                    "schema": an_id,
                     "description": "The report's id",
                 }
             },
