@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
+from flask import Flask, Response, abort, request
 
 
 def register_security_headers(
@@ -32,6 +32,35 @@ def register_security_headers(
             headers["Onion-Location"] = f"http://{onion_address}{path}"
         headers.pop("Server", None)
         return response
+
+
+# The largest value of an INTEGER column (PostgreSQL's are 32 bits): no row id is larger.
+MAX_ROW_ID = 2**31 - 1
+
+
+def form_row_id(raw: str) -> int | None:
+    """The row id a form field names: ASCII digits an INTEGER column can hold; None otherwise.
+
+    `str.isdigit` alone also accepts digits `int` refuses ("²"), and `int`
+    accepts numbers the database refuses to compare with an INTEGER column.
+    """
+    if raw.isascii() and raw.isdigit() and len(raw) <= 10 and int(raw) <= MAX_ROW_ID:
+        return int(raw)
+    return None
+
+
+def refuse_nameless_form_fields() -> None:
+    """Before the CSRF check: a form part without a name makes the request a bad one (400).
+
+    Werkzeug files such a part (a multipart part whose name is missing or cut
+    off) under the key None, and Flask-WTF, when the token is not under its own
+    name, looks for it under every key with `key.endswith`: an AttributeError,
+    so a 500, for a request that is merely malformed.
+    """
+    if request.method in ("POST", "PUT", "PATCH", "DELETE") and any(
+        not isinstance(key, str) for key in request.form
+    ):
+        abort(400)
 
 
 def size_text(size: int) -> str:

@@ -17,7 +17,7 @@ from dropbox.instance import Instance
 from dropbox.limits import Busy, DerivationGate
 from dropbox.models import Outcome, Status
 from dropbox.sessions import ServerSessionInterface
-from dropbox.web import register_security_headers
+from dropbox.web import refuse_nameless_form_fields, register_security_headers
 from journalist_interface.api import register_api
 from journalist_interface.auth import load_officer
 from journalist_interface.views import ERROR_TEXT, register_views
@@ -43,6 +43,7 @@ def create_app(config: Config, instance: Instance | None = None) -> Flask:
         lifetime=timedelta(hours=config.reviewer.absolute_hours),
         idle=timedelta(minutes=config.reviewer.idle_minutes),
     )
+    app.before_request(refuse_nameless_form_fields)
     csrf = CSRFProtect(app)
     app.extensions["dropbox.csrf"] = csrf
     Babel(app, locale_selector=lambda: "en")

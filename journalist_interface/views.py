@@ -41,7 +41,7 @@ from dropbox.config import Config
 from dropbox.errors import DropboxError, NotFound
 from dropbox.models import AuditEvent, OfficeGrant, Officer, Outcome, Report, Status, StatusChange
 from dropbox.sessions import session_id_hash
-from dropbox.web import size_text
+from dropbox.web import MAX_ROW_ID, form_row_id, size_text
 from journalist_interface.auth import administrators, instance, signed_in, start_session
 
 ERROR_TEXT: dict[str, tuple[Any, Any]] = {
@@ -310,7 +310,9 @@ def register_views(app: Flask, config: Config) -> None:
         raw = request.form.get("assignee_id", "")
         try:
             with _casework(report_id) as (db, officer, found):
-                casework.assign(db, officer, found, int(raw) if raw.isdigit() else None)
+                if raw and form_row_id(raw) is None:
+                    raise DropboxError(_("Choose an officer of the office handling the report."))
+                casework.assign(db, officer, found, form_row_id(raw))
         except DropboxError as error:
             return _done(report_id, error, "")
         return _done(report_id, None, _("The assignment was saved."))
@@ -561,7 +563,7 @@ def register_views(app: Flask, config: Config) -> None:
             errors=error,
         ), status_code
 
-    @app.post("/admin/officers/<int:officer_id>/deactivate")
+    @app.post(f"/admin/officers/<int(max={MAX_ROW_ID}):officer_id>/deactivate")
     @administrators
     def deactivate(officer_id: int) -> WerkzeugResponse:
         """Deactivate an officer: sessions end, grants go."""
@@ -581,13 +583,13 @@ def register_views(app: Flask, config: Config) -> None:
     def grant() -> WerkzeugResponse:
         """Give an officer access to an office whose key the administrator holds."""
         code = request.form.get("office", "")
-        raw = request.form.get("officer_id", "")
-        if code not in g.office_codes or not raw.isdigit():
+        target_id = form_row_id(request.form.get("officer_id", ""))
+        if code not in g.office_codes or target_id is None:
             flash(_("Choose an officer and an office you have access to."), "error")
             return redirect(url_for("officers"))
         with instance().sessions.begin() as db:
             me = _officer(db)
-            target = db.get(Officer, int(raw))
+            target = db.get(Officer, target_id)
             if target is None:
                 abort(404)
             try:

@@ -17,7 +17,7 @@ from dropbox.config import Category, Config, Office
 from dropbox.instance import Instance
 from dropbox.limits import Busy, DerivationGate
 from dropbox.sessions import ServerSessionInterface, session_key
-from dropbox.web import register_security_headers
+from dropbox.web import refuse_nameless_form_fields, register_security_headers
 from source_interface.uploads import StreamingRequest, discard_upload, prepare_upload
 from source_interface.views import LANGUAGE_NAMES, error_page, register_views
 
@@ -58,6 +58,7 @@ def register_extensions(app: Flask, config: Config) -> None:
     # which must stream into an envelope, never into a temporary file.
     app.before_request(prepare_upload)
     app.teardown_request(discard_upload)
+    app.before_request(refuse_nameless_form_fields)
     CSRFProtect(app)
 
     def locale() -> str:
