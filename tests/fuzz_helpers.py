@@ -1,0 +1,162 @@
+"""What the fuzz tests share: hostile text, raw request bodies, and the check that nothing leaks.
+
+A handled request is one that answers below 500 and whose body shows no
+trace of the code behind it: no "Traceback", no `File "..."` line, no
+exception name. Input that a page echoes back (a username, a bad status
+name) may contain such words; `sent` lists what was sent, so that an echo
+is not mistaken for a leak.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from urllib.parse import quote_from_bytes
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from werkzeug.test import TestResponse
+
+# deadline=None: a request may take a while on a busy machine; derandomize and no
+# example database: every run sends the same requests and writes nothing to disk.
+FUZZ = settings(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+        HealthCheck.large_base_example,
+    ],
+)
+
+
+def fuzz(examples: int) -> settings:
+    """The fuzz settings with this many examples."""
+    return settings(FUZZ, max_examples=examples)
+
+
+def fuzz_each(
+    endpoints: Iterable[str], examples: int, one: Callable[[str, st.DataObject], None]
+) -> set[str]:
+    """Run `one` on each endpoint in turn, with its own examples; return the endpoints run."""
+    done: set[str] = set()
+    for endpoint in endpoints:
+        fuzz_one(endpoint, examples, one)
+        done.add(endpoint)
+    return done
+
+
+def fuzz_one(endpoint: str, examples: int, one: Callable[[str, st.DataObject], None]) -> None:
+    @fuzz(examples)
+    @given(data=st.data())
+    def run(data: st.DataObject) -> None:
+        one(endpoint, data)
+
+    run()
+
+
+TRACE = re.compile(r'Traceback|File "|\b[A-Z][A-Za-z0-9_]*(?:Error|Exception|Warning)\b')
+
+# Text that has broken web applications before: control characters, NUL,
+# direction marks, markup, template syntax, percent signs, digits that are not
+# ASCII (int() and str.isdigit() disagree on some), and very large numbers.
+NASTY = [
+    "",
+    " ",
+    "\x00",
+    "a\x00b",
+    "\r\n\r\n",
+    "\t\x0b\x0c\x1b[31m",
+    "\ufeff",
+    "\u202eevil",
+    "\u0000\u0001\u0002\u001f\u007f\u0085\u2028\u2029",
+    "<script>alert(1)</script>",
+    "{{ 7 * 7 }}",
+    "%(x)s %s {0}",
+    "' OR 1=1 --",
+    "../../../etc/passwd",
+    "%00",
+    "%",
+    "😀" * 20,
+    "²",
+    "١٢٣",
+    "0",
+    "-1",
+    "99999999999999999999999999999",
+    "9223372036854775808",
+    "1e309",
+    "NaN",
+    "true",
+    "null",
+    "[]",
+]
+
+nasty_text = st.sampled_from(NASTY)
+control_text = st.text(
+    alphabet=st.characters(categories=["Cc", "Cf", "Zs", "Zl", "Zp", "Co"]), max_size=40
+)
+huge_text = st.sampled_from([50_000, 200_000, 600_000]).map(lambda n: "x" * n)
+
+# Arbitrary Unicode (st.text never makes lone surrogates: those come as bytes below).
+hostile_text = st.one_of(
+    st.text(max_size=200),
+    nasty_text,
+    nasty_text,
+    control_text,
+    huge_text,
+    st.integers().map(str),
+)
+
+# Byte strings a form value may hold once percent-decoded: text as UTF-8, and
+# what is not UTF-8 at all (surrogates encoded as bytes, overlong forms, junk).
+NASTY_BYTES = [
+    b"\xed\xa0\x80",  # a lone surrogate, UTF-8 encoded
+    b"\xed\xb2\x80\xed\xa0\x80",
+    b"\xc0\x80",  # an overlong NUL
+    b"\xff\xfe\xfd",
+    b"\x80",
+    b"\xf4\x90\x80\x80",  # beyond U+10FFFF
+]
+hostile_bytes = st.one_of(
+    hostile_text.map(lambda t: t.encode("utf-8")),
+    st.binary(max_size=64),
+    st.sampled_from(NASTY_BYTES),
+)
+
+# Broken percent-encoding and raw separators, as pieces of a urlencoded body.
+BROKEN_ENCODING = [b"%", b"%G", b"%zz", b"%%", b"%u0041", b"%ED%A0%80", b"+%2", b"&&", b"==", b";"]
+
+
+def percent(data: bytes) -> bytes:
+    """Percent-encode every byte that is not unreserved."""
+    return quote_from_bytes(data, safe="").encode("ascii")
+
+
+# How one name or value appears in a urlencoded body.
+encoded_piece = st.one_of(
+    hostile_bytes.map(percent),
+    hostile_bytes,  # raw, unencoded: may hold '&', '=', '%' and any byte
+    st.sampled_from(BROKEN_ENCODING),
+)
+
+
+def urlencoded(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """A urlencoded body from already encoded names and values."""
+    return b"&".join(name + b"=" + value for name, value in pairs)
+
+
+def assert_no_trace(body: str, sent: str = "") -> None:
+    """The body names no exception and shows no stack frame (unless it only echoes `sent`)."""
+    for match in TRACE.finditer(body):
+        found = match.group(0)
+        assert found in sent, f"{found!r} in a response body:\n{body[:3000]}"
+
+
+def assert_handled(response: TestResponse, sent: str = "", what: str = "") -> str:
+    """Below 500 and without a trace; return the body as text."""
+    body = response.get_data(as_text=True)
+    assert response.status_code < 500, f"{what}: {response.status_code}\n{body[-1500:]}"
+    assert_no_trace(body, sent)
+    return body
