@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import gunicorn.config
 import gunicorn.http.wsgi
 from flask import Flask
 from gunicorn import glogging
@@ -21,6 +22,7 @@ from dropbox.config import Config
 
 _ADDRESS = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b|\[?[0-9a-fA-F:]{3,}:[0-9a-fA-F:]+\]?")
 _IP_FIELD = re.compile(r"ip=\S*")
+_GUNICORN_SETTINGS = frozenset(setting.name for setting in gunicorn.config.KNOWN_SETTINGS)
 
 
 def _scrub(message: object) -> str:
@@ -74,7 +76,7 @@ class _Server(BaseApplication):  # type: ignore[misc]
 def gunicorn_options(config: Config, interface: str) -> dict[str, Any]:
     """The gunicorn settings for one interface."""
     settings = config.source if interface == "source" else config.reviewer
-    return {
+    options: dict[str, Any] = {
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.workers,
         # Threads, so that a slow upload over Tor does not hold a whole worker.
@@ -90,6 +92,11 @@ def gunicorn_options(config: Config, interface: str) -> dict[str, Any]:
         "proxy_allow_ips": "",
         "proc_name": f"dropbox-{interface}",
     }
+    if "control_socket_disable" in _GUNICORN_SETTINGS:
+        # gunicorn 25.1 and later open a control socket (reload, add or kill workers)
+        # at one path per user, which both interfaces would take: nothing here uses it.
+        options["control_socket_disable"] = True
+    return options
 
 
 def app_factory(config: Config, interface: str) -> Callable[[], Flask]:

@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol, cast
 import nacl.exceptions
 import redis
 from flask import Flask, Request, Response
+from flask import request as current_request
 from flask.sessions import SessionInterface, SessionMixin
 from nacl.secret import SecretBox
 from sqlalchemy import Engine, delete
@@ -363,7 +364,8 @@ class ServerSessionInterface(SessionInterface):
         name = self.get_cookie_name(app)
         cookie_options = {
             "path": self.get_cookie_path(app),
-            "secure": self.get_cookie_secure(app),
+            # Secure whenever the request came over TLS (an onion service is plain HTTP).
+            "secure": self.get_cookie_secure(app) or current_request.is_secure,
             "httponly": True,
             "samesite": "Strict",
         }

@@ -132,6 +132,8 @@ def register_views(app: Flask, config: Config) -> None:
             with instance().sessions.begin() as db:
                 audit.record(db, g.officer.username, "officer.sign_out")
         session.clear()
+        # The signed-in session's row goes now; a new one only carries the message below.
+        session.regenerate()  # type: ignore[attr-defined]
         flash(_("You are signed out."), "info")
         return redirect(url_for("login"))
 
