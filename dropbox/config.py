@@ -388,6 +388,10 @@ def load(path: Path | str) -> Config:
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start} is not)") from None
+    except RecursionError:  # tomllib reads nested arrays and inline tables recursively
+        raise ConfigError(f"{path} nests arrays or tables too deeply") from None
     config = from_dict(document)
     # A relative data directory is relative to the configuration file. Resolved
     # only after checking, so that an empty value is refused, not read as ".".

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -391,3 +392,62 @@ def test_repeated_language_and_runaway_kdf_cost_are_named(
     with pytest.raises(ConfigError) as raised:
         config.load(path)
     assert str(raised.value).startswith(f"{key}: ")
+
+
+# --- Any file: a Config or a ConfigError, nothing else -------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        pytest.param(b'data_dir = "\xff"\n', "is not UTF-8", id="not-utf8"),
+        pytest.param(b"\xef\xbb\xbf\xfe\xff", "", id="bom-then-junk"),
+        pytest.param(b"a = " + b"[" * 100_000 + b"]" * 100_000, "too deeply", id="deep-arrays"),
+        pytest.param(
+            b"a = " + b"{b = " * 5_000 + b"1" + b"}" * 5_000, "too deeply", id="deep-tables"
+        ),
+    ],
+)
+def test_a_file_that_is_not_toml_text_is_a_config_error(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as raised:
+        config.load(path)
+    assert str(raised.value).startswith(str(path)) and problem in str(raised.value)
+
+
+# TOML-ish text: lines made of the real keys and tables, values of every kind, and junk.
+_toml_keys = st.one_of(st.sampled_from(_ALL_KEYS), st.text(max_size=6))
+_toml_values = st.one_of(
+    st.sampled_from(
+        ['"data"', '""', "8080", "0", "-1", "1e400", "inf", "nan", "true", '["en", "fr"]', "[]"]
+    ),
+    st.sampled_from(['"\\u0000"', "'x'", '"""a\nb"""', "1979-05-27T07:32:00Z", "{ a = 1 }"]),
+    st.text(max_size=20),
+)
+_toml_lines = st.one_of(
+    st.builds(lambda k, v: f"{k} = {v}", _toml_keys, _toml_values),
+    st.sampled_from([f"[{name}]" for name in SECTIONS] + ["[[offices]]", "[[categories]]"]),
+    st.text(max_size=30),
+)
+_toml_files = st.one_of(
+    st.lists(_toml_lines, max_size=12).map(lambda lines: "\n".join(lines).encode("utf-8")),
+    st.lists(_toml_lines, max_size=8).map(lambda lines: 'data_dir = "d"\n' + "\n".join(lines)),
+    st.binary(max_size=200),
+).map(lambda content: content if isinstance(content, bytes) else content.encode("utf-8"))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(content=_toml_files)
+def test_any_file_gives_a_config_or_a_config_error(content: bytes) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.toml"
+        path.write_bytes(content)
+        try:
+            loaded = config.load(path)
+        except ConfigError as exc:
+            assert str(exc)
+        else:
+            assert loaded.data_dir.is_absolute()
