@@ -251,3 +251,20 @@ def test_the_cost_is_part_of_the_derivation(secrets_of_codename: codenames.Sourc
 def test_derive_refuses_a_salt_of_the_wrong_size() -> None:
     with pytest.raises(ValueError):
         derive(CODENAME, secrets.token_bytes(SALT_BYTES - 1), CHEAP)
+
+
+# Any text a request can carry, and some it cannot: lone surrogates, controls, NUL.
+_any_text = st.one_of(
+    st.text(alphabet=st.characters(exclude_categories=()), max_size=300),
+    st.lists(st.sampled_from(_EN_WORDS), min_size=7, max_size=7).map(" ".join),
+    st.lists(st.sampled_from(_EN_WORDS), min_size=6, max_size=8).map("\x00".join),
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(_any_text)
+def test_recognising_any_text_never_raises_and_a_recognised_one_derives(text: str) -> None:
+    recognised = looks_like_codename(text)
+    assert isinstance(recognised, bool)
+    if recognised:
+        assert derive(text, SALT, CHEAP) == derive(normalise(text), SALT, CHEAP)

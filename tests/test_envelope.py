@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from crypto import envelope
@@ -781,3 +781,95 @@ def test_encrypt_stream_to_a_write_only_sink_keeps_nothing(alice: PrivateKey) ->
     key_block = encrypt_stream(GeneratedSource(3 * CHUNK_SIZE), sink, [alice.public_key], CTX)
     assert sink.count == body_size(3 * CHUNK_SIZE)
     assert len(recipient_ids(key_block)) == 1
+
+
+# --- fuzzing: any alteration of a real envelope, any bytes as a key block ----------------
+
+_FUZZ_DATA = content_of(2 * CHUNK_SIZE + 5, seed=18)
+_FUZZ_ENVELOPE = encrypt_bytes(_FUZZ_DATA, [_MODULE_KEY.public_key], CTX, name=NAME)
+
+
+# One to three edits: a flipped byte, an insertion, a deletion, a cut, an extension; each at a
+# position given as a fraction of the length (so one strategy fits data of any length).
+_edits = st.lists(
+    st.tuples(
+        st.sampled_from(["flip", "insert", "delete", "cut", "extend"]),
+        st.floats(min_value=0, max_value=1, exclude_max=True),
+        st.binary(min_size=1, max_size=40),
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+def mutate(data: bytes, edits: list[tuple[str, float, bytes]]) -> bytes:
+    """`data` with the edits applied (the result may happen to equal `data`)."""
+    mutated = bytearray(data)
+    for edit, where, extra in edits:
+        at = int(where * len(mutated))
+        if edit == "flip" and mutated:
+            mutated[at] ^= extra[0] or 1
+        elif edit == "insert":
+            mutated[at:at] = extra
+        elif edit == "delete":
+            del mutated[at : at + len(extra)]
+        elif edit == "cut":
+            del mutated[at:]
+        else:
+            mutated += extra
+    return bytes(mutated)
+
+
+def assert_refused_releasing_only_authentic_chunks(key_block: bytes, body: bytes) -> None:
+    """DecryptionError (no other exception) from both APIs; before it, only authentic chunks."""
+    with pytest.raises(DecryptionError):
+        decrypt_bytes(key_block, body, _MODULE_KEY, CTX)
+    for stream in (io.BytesIO(body), OneWayStream(body)):
+        released: list[bytes] = []
+        with pytest.raises(DecryptionError):
+            for chunk in EnvelopeReader(key_block, stream, _MODULE_KEY, CTX).chunks():
+                released.append(chunk)
+        assert released == first_chunks(_FUZZ_DATA, len(released))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(edits=_edits)
+def test_any_alteration_of_a_body_is_refused(edits: list[tuple[str, float, bytes]]) -> None:
+    body = mutate(_FUZZ_ENVELOPE[1], edits)
+    assume(body != _FUZZ_ENVELOPE[1])
+    assert_refused_releasing_only_authentic_chunks(_FUZZ_ENVELOPE[0], body)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(edits=_edits)
+def test_any_alteration_of_a_key_block_is_refused_without_plaintext(
+    edits: list[tuple[str, float, bytes]],
+) -> None:
+    key_block = mutate(_FUZZ_ENVELOPE[0], edits)
+    assume(key_block != _FUZZ_ENVELOPE[0])
+    assert refused_without_plaintext(key_block, _FUZZ_ENVELOPE[1], _MODULE_KEY, CTX)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(
+    key_block=st.one_of(
+        st.binary(max_size=300),
+        _edits.map(lambda edits: mutate(_FUZZ_ENVELOPE[0], edits)),
+        st.integers(min_value=0, max_value=4).map(lambda n: bytes([1, n]) + bytes(n * 120)),
+    )
+)
+def test_key_block_functions_raise_only_decryption_error_on_any_bytes(key_block: bytes) -> None:
+    """Parsing a key block never fails any other way (the one-error-type promise)."""
+    try:
+        ids = recipient_ids(key_block)
+    except DecryptionError:
+        ids = None
+    if ids is not None:
+        assert all(isinstance(rid, bytes) for rid in ids)
+    newcomer = generate_keypair().public_key
+    try:
+        extended = add_recipient(key_block, _MODULE_KEY, newcomer)
+    except DecryptionError:
+        return
+    # It opened (an edit elsewhere left this key's entry whole): the result must hold.
+    assert ids is not None and recipient_id(newcomer) in recipient_ids(extended)
