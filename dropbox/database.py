@@ -2,10 +2,19 @@
 
 The schema is made and changed only through the Alembic revisions in
 `dropbox/migrations` (`upgrade_schema`), never with `create_all`.
+
+Two kinds of sessions. Those of `make_sessionmaker` may write: on SQLite
+their transactions begin IMMEDIATE, taking the one write lock first so that
+they wait their turn instead of failing half-way. Those of `make_reader`
+only read: on SQLite their transactions begin DEFERRED, reading a snapshot
+(WAL) without waiting for any writer, and refuse to write. Before readers
+existed, every request's session lookup queued for the write lock behind
+uploads fsyncing their blobs (tests/test_load.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sqlite3
 import time
@@ -29,6 +38,8 @@ _MIGRATION_LOCK = 0x64726F70
 
 
 _WAL_ATTEMPTS = 300
+# The execution option that marks a reader's connections (`make_reader`).
+_READ_ONLY = "dropbox_read_only"
 
 
 def make_engine(url: str) -> Engine:
@@ -54,9 +65,22 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
+        if connection.get_execution_options().get(_READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+            # A write here could fail at once with "database is locked" under
+            # load (a snapshot cannot wait for the write lock): refuse it always.
+            connection.exec_driver_sql("PRAGMA query_only=ON")
+            return
         # A deferred transaction that reads and then writes can fail with
         # "database is locked" instead of waiting; IMMEDIATE waits its turn.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(dbapi_connection: Any, _record: Any) -> None:
+        # A reader's connection goes back to the pool, where a writer may take it next.
+        if dbapi_connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                dbapi_connection.execute("PRAGMA query_only=OFF")
 
     return engine
 
@@ -139,3 +163,8 @@ def create_schema(engine: Engine) -> None:
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """A session factory whose objects stay usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_reader(engine: Engine) -> sessionmaker[Session]:
+    """A session factory for transactions that only read (on SQLite: DEFERRED, no writes)."""
+    return sessionmaker(engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crypto.kdf import SALT_BYTES, KdfCost
 from dropbox.config import Config
-from dropbox.database import create_schema, make_engine, make_sessionmaker
+from dropbox.database import create_schema, make_engine, make_reader, make_sessionmaker
 from dropbox.store import Store, write_private_file
 
 SECRETS_FILE = "instance.json"
@@ -90,6 +90,8 @@ class Instance:
         self.secrets = instance_secrets
         self.engine = engine
         self.sessions: sessionmaker[Session] = make_sessionmaker(engine)
+        # For transactions that only read: on SQLite they wait for no writer.
+        self.readers: sessionmaker[Session] = make_reader(engine)
         self.store = Store(config.data_dir)
 
     @classmethod

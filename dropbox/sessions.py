@@ -119,15 +119,16 @@ class SessionStore(Protocol):
 class DatabaseStore:
     """Sessions in the `source_sessions` and `officer_sessions` tables (tokens in the latter)."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], readers: sessionmaker[Session]) -> None:
         self.sessions = sessions
+        self.readers = readers  # every request loads its session: that must not queue for writes
 
     @staticmethod
     def _model(kind: Kind) -> type[SourceSession] | type[OfficerSession]:
         return SourceSession if kind == "source" else OfficerSession
 
     def load(self, kind: Kind, id_hash: bytes) -> Record | None:
-        with self.sessions() as db:
+        with self.readers() as db:
             row = cast("SourceSession | OfficerSession | None", db.get(self._model(kind), id_hash))
             if row is None:
                 return None
@@ -277,7 +278,7 @@ def session_store(instance: Instance) -> SessionStore:
     """The one place the backend is chosen: Redis for a redis:// `limits.storage_uri`."""
     uri = instance.config.limits.storage_uri
     if not uri.startswith(REDIS_SCHEMES):
-        return DatabaseStore(instance.sessions)
+        return DatabaseStore(instance.sessions, instance.readers)
     store = _REDIS_STORES.get(instance.engine)
     if store is None:
         store = _REDIS_STORES[instance.engine] = RedisStore(uri)

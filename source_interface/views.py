@@ -336,7 +336,7 @@ def register_views(app: Flask, config: Config) -> None:
     @app.get("/receipt")
     def receipt() -> Response | tuple[str, int] | str:
         """What happens next, after a first report."""
-        with _instance().sessions() as db:
+        with _instance().readers() as db:
             found = _signed_in_report(db)
             if found is None:
                 return _session_ended()
@@ -363,7 +363,7 @@ def register_views(app: Flask, config: Config) -> None:
             )
             return render_template("login.html", error=error, value=""), 400
         derived = _derive(codename)
-        with _instance().sessions() as db:
+        with _instance().readers() as db:
             report = reports.find(db, derived.lookup_id)
         if report is None:
             error = _(
@@ -381,7 +381,7 @@ def register_views(app: Flask, config: Config) -> None:
     @app.get("/thread")
     def thread() -> tuple[str, int] | str:
         """The source's thread: what they sent (not its content) and the office's messages."""
-        with _instance().sessions() as db:
+        with _instance().readers() as db:
             found = _signed_in_report(db)
             if found is None:
                 return _session_ended()

@@ -1,4 +1,5 @@
-"""The source interface served for real (`dropbox run source`: gunicorn), and browsers for it.
+"""The source interface served for real (`dropbox run source`: gunicorn), browsers for it,
+and a check of what arrived against what a browser sent.
 
 Which worker served a request, seen from outside and without adding anything
 to the app: every request goes over a fresh TCP connection, and once a
@@ -13,6 +14,7 @@ exactly one worker, with no timing and no guessing.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import io
 import os
@@ -27,9 +29,18 @@ from http.client import HTTPConnection
 from pathlib import Path
 from urllib.parse import urlencode
 
+from nacl.public import PrivateKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import encode_multipart
 
+from crypto import codenames
+from dropbox import offices, reports
+from dropbox.config import load
+from dropbox.instance import Instance
+from dropbox.models import Item, ItemKind
+from tests.conftest import CHEAP_COST, CHEAP_CRYPTO_TOML, free_port, new_database_url
 from tests.source_helpers import CODENAME, csrf_token
 
 REPO = Path(__file__).resolve().parent.parent
@@ -113,29 +124,38 @@ class Served:
             time.sleep(0.1)
 
     def _server_side_inode(self, client_port: int) -> int | None:
+        """The inode of the connection's server-side socket: 0 until a worker accepts it."""
         local, remote = f":{self.port:04X}", f":{client_port:04X}"
         with open("/proc/net/tcp") as table:
             for line in table.readlines()[1:]:
                 fields = line.split()
-                if fields[1].endswith(local) and fields[2].endswith(remote) and fields[9] != "0":
+                if fields[1].endswith(local) and fields[2].endswith(remote):
                     return int(fields[9])
         return None
 
-    def owner(self, connection: HTTPConnection) -> int:
-        """The worker process that accepted this connection (holds its server-side socket)."""
+    def owner(self, connection: HTTPConnection, timeout: float = 30) -> int:
+        """The worker process that accepted this connection (holds its server-side socket).
+
+        Raises ConnectionResetError if that worker died before it was found
+        (its socket is gone), as the connection itself would.
+        """
         assert connection.sock is not None
         client_port = connection.sock.getsockname()[1]
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + timeout
+        accepted = False
         while time.monotonic() < deadline:
             inode = self._server_side_inode(client_port)
-            if inode is not None:
+            if inode:
+                accepted = True
                 target = f"socket:[{inode}]"
                 # The known workers first; a worker started since (one died) on the next round.
                 for pid in self.workers:
                     if _holds(pid, target):
                         return pid
                 self.refresh_workers()
-            time.sleep(0.005)  # not accepted yet
+            elif accepted:
+                raise ConnectionResetError("the worker that accepted the connection died")
+            time.sleep(0.005)  # not accepted yet (all workers busy, or starting)
         raise AssertionError("no worker accepted the connection")
 
     def connect(
@@ -279,3 +299,83 @@ def report_form(
         multi.add("files", FileStorage(io.BytesIO(data), filename=name))
     boundary, body = encode_multipart(multi)
     return body, f"multipart/form-data; boundary={boundary}"
+
+
+# --- an instance to serve, and what arrived in it ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An initialised instance with both offices, ready to serve; the office keys for checking."""
+
+    config: Path
+    port: int
+    data_dir: Path
+    office_keys: dict[str, PrivateKey]
+
+
+def prepare_instance(directory: Path, workers: int, extra_toml: str = "") -> Prepared:
+    """Write a configuration (the suite's database, a cheap KDF) and initialise its instance."""
+    port = free_port()
+    config = directory / "config.toml"
+    config.write_text(
+        f'data_dir = "{directory / "data"}"\ndatabase_url = "{new_database_url()}"\n'
+        f"{CHEAP_CRYPTO_TOML}[source]\nport = {port}\nworkers = {workers}\n{extra_toml}"
+    )
+    instance = Instance.initialise(load(config))
+    keys = {}
+    try:
+        with instance.sessions.begin() as db:
+            for office in instance.config.offices:
+                _, keys[office.code], _, _ = offices.create(
+                    db, instance.config, office.code, CHEAP_COST, "test"
+                )
+    finally:
+        instance.close()
+    return Prepared(config, port, directory / "data", keys)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A report as a browser sent it: what must arrive, intact, if it was acknowledged."""
+
+    codename: str
+    category: str
+    message: str
+    file_name: str
+    file_sha256: str
+    file_size: int
+
+
+def arrived(
+    instance: Instance, db: Session, sent: Sent, office_keys: dict[str, PrivateKey]
+) -> str | None:
+    """The id of the report the codename leads to, checked whole against `sent`; None if none.
+
+    Whole: the message, the file and the acknowledgement, nothing else, each
+    decrypting with the office's key to exactly what was sent.
+    """
+    secrets = instance.secrets
+    derived = codenames.derive(sent.codename, secrets.codename_salt, secrets.codename_cost)
+    report = reports.find(db, derived.lookup_id)
+    if report is None:
+        return None
+    assert report.office_code == instance.config.category(sent.category).office
+    key = office_keys[report.office_code]
+    items = list(
+        db.execute(select(Item).where(Item.report_id == report.id).order_by(Item.seq)).scalars()
+    )
+    kinds = [item.kind for item in items]
+    assert kinds == [ItemKind.MESSAGE, ItemKind.FILE, ItemKind.ACKNOWLEDGEMENT], kinds
+    text, _ = reports.read_message_document(reports.open_item_bytes(instance, items[0], key))
+    assert text == sent.message
+    reader, body = reports.open_item(instance, items[1], key)
+    digest, size = hashlib.sha256(), 0
+    with body:
+        for chunk in reader.chunks():
+            digest.update(chunk)
+            size += len(chunk)
+    assert (reader.contents.name, size) == (sent.file_name, sent.file_size)
+    assert digest.hexdigest() == sent.file_sha256, f"{sent.file_name} differs from what was sent"
+    reports.read_message_document(reports.open_item_bytes(instance, items[2], key))
+    return report.id

@@ -1,0 +1,152 @@
+"""Load: 32 sources at once send 500 reports with files to gunicorn with 4 workers.
+
+Each source is a thread acting as a browser: a new codename, the report form,
+a report with one file (1 to 64 KiB), the receipt; then the next report,
+with a new codename, until 500 have gone. On the suite's database (SQLite or
+PostgreSQL). Every request must succeed (no 5xx, no refusal); afterwards each
+codename leads to exactly one report that decrypts to exactly what was sent,
+there are exactly 500 reports, and `fsck` finds the blobs and rows in
+agreement. Figures are printed (`pytest -s` shows them).
+
+Each request loads its source's session in a reader (`Instance.readers`):
+on SQLite a DEFERRED transaction that reads a snapshot without queueing for
+the write lock, which uploads hold while they fsync their blobs. The last
+test shows what a reader may and may not do.
+
+`limits.concurrent_derivations` is raised to 16: it also sets the global cap
+on codename confirmations (60 a minute per slot and worker), sized for a
+real onion service, which 500 new sources in a few seconds would exceed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import random
+import statistics
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
+
+from dropbox import audit, fsck
+from dropbox.config import load
+from dropbox.instance import Instance
+from dropbox.models import AuditHead, Report
+from tests.conftest import DATABASE
+from tests.served import Browser, Sent, arrived, prepare_instance, report_form, serving
+
+REPORTS = 500
+SOURCES = 32
+WORKERS = 4
+CATEGORIES = ("fraud", "harassment", "abuse-of-authority", "retaliation", "unsure")
+
+
+def p95(values: list[float]) -> float:
+    """The 95th percentile."""
+    return statistics.quantiles(values, n=20)[-1]
+
+
+def test_32_sources_sending_500_reports_at_once_lose_none_and_duplicate_none(
+    tmp_path: Path,
+) -> None:
+    prepared = prepare_instance(tmp_path, WORKERS, "[limits]\nconcurrent_derivations = 16\n")
+    numbers = itertools.count()
+    sent: list[Sent] = []
+    failures: list[str] = []
+    submit_seconds: list[float] = []
+    report_seconds: list[float] = []
+
+    with serving(prepared.config, prepared.port, prepared.data_dir, WORKERS) as served:
+
+        def source(n: int) -> None:
+            rng = random.Random(n)  # noqa: S311 - test data, not secrets
+            while (number := next(numbers)) < REPORTS:
+                try:
+                    browser = Browser(served, identify=False)
+                    began = time.perf_counter()
+                    codename, page = browser.new_codename()
+                    data = rng.randbytes(rng.randint(1, 64) * 1024)
+                    report = Sent(
+                        codename,
+                        rng.choice(CATEGORIES),
+                        f"Load report {number}: the stores clerk signs for deliveries never made.",
+                        f"evidence-{number}.bin",
+                        hashlib.sha256(data).hexdigest(),
+                        len(data),
+                    )
+                    fields = {"category": report.category, "message": report.message}
+                    body, content_type = report_form(page, fields, [(report.file_name, data)])
+                    posted = time.perf_counter()
+                    reply = browser.request("POST", "/report", body=body, content_type=content_type)
+                    submit_seconds.append(time.perf_counter() - posted)
+                    assert reply.status == 302, (reply.status, reply.body[:300])
+                    assert reply.headers["Location"].endswith("/receipt"), reply.headers
+                    sent.append(report)
+                    receipt = browser.request("GET", "/receipt")
+                    assert receipt.status == 200, (receipt.status, receipt.body[:300])
+                    assert "Your report was received" in receipt.body
+                    report_seconds.append(time.perf_counter() - began)
+                except Exception as exc:
+                    failures.append(f"report {number}: {type(exc).__name__}: {exc}")
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=source, args=(n,)) for n in range(SOURCES)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        elapsed = time.perf_counter() - started
+        assert not any(thread.is_alive() for thread in threads), "a source hung"
+    log = served.log.read_text(errors="replace")
+
+    print(
+        f"\nload ({DATABASE}, {WORKERS} workers, {SOURCES} sources): {len(sent)} reports in "
+        f"{elapsed:.1f} s = {len(sent) / elapsed:.1f} reports/s; POST /report p50 "
+        f"{statistics.median(submit_seconds) * 1000:.0f} ms, p95 {p95(submit_seconds) * 1000:.0f} "
+        f"ms; whole report (codename, form, send, receipt) p95 {p95(report_seconds) * 1000:.0f} ms"
+    )
+    assert failures == [], failures[:10]
+    assert "Traceback" not in log and "unexpected error" not in log, log
+    assert len(sent) == REPORTS
+
+    instance = Instance.open(load(prepared.config))
+    try:
+        with instance.sessions() as db:
+            found = [arrived(instance, db, report, prepared.office_keys) for report in sent]
+            stored = db.scalar(select(func.count()).select_from(Report))
+        assert None not in found, "an acknowledged report is missing"
+        assert len(set(found)) == REPORTS, "two codenames led to one report"
+        assert stored == REPORTS, f"{stored} reports stored for {REPORTS} sent"
+        findings = fsck.check(instance, timedelta(0))
+        assert findings.problems == 0 and not findings.in_progress, findings
+        assert findings.blobs == findings.items == 3 * REPORTS
+    finally:
+        instance.close()
+
+
+@pytest.mark.skipif(DATABASE != "sqlite", reason="SQLite's one write lock")
+def test_a_reader_reads_while_a_writer_holds_the_lock_and_can_never_write(
+    instance: Instance,
+) -> None:
+    with instance.sessions.begin() as writer:
+        writer.execute(update(AuditHead).values(last_event_id=AuditHead.last_event_id))
+        began = time.monotonic()
+        with instance.readers() as reader:  # the writer holds the lock until its block ends
+            head = reader.get(AuditHead, 1)
+        assert head is not None
+        assert time.monotonic() - began < 1  # not the 30-second wait for the lock
+
+    with instance.readers() as reader, pytest.raises(OperationalError, match="readonly"):
+        audit.record(reader, "test", "report.read")
+
+    # Its connection went back to the pool able to write again, for a writer.
+    for _ in range(3):
+        with instance.sessions.begin() as writer:
+            audit.record(writer, "test", "report.read")
+    with instance.readers() as reader:
+        assert audit.verify(reader).events == 3
