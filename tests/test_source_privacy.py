@@ -1,10 +1,12 @@
-"""What the source interface must never leave behind or load: plaintext, addresses, others."""
+"""What the source interface must never leave behind: plaintext anywhere, addresses on disk.
+
+Headers, third-party resources and log lines of both interfaces: tests/test_web_checks.py.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import tempfile
 import uuid
 from pathlib import Path
@@ -65,7 +67,7 @@ def files_under(root: Path) -> list[Path]:
 
 
 def places_containing(needles: list[bytes], roots: list[Path]) -> list[str]:
-    hits = []
+    hits: list[str] = []
     for root in roots:
         for path in files_under(root):
             try:
@@ -146,92 +148,6 @@ def test_canary_reaches_no_disk_no_table_and_no_log(
     # The address is a fixed string (it could be in any copy of this file): the
     # data directory is where it must not be.
     assert places_containing([ADDRESS.encode()], [instance.config.data_dir]) == []
+    # The address and User-Agent in logs: tests/test_web_checks.py, for both interfaces.
     logged = caplog.text + "".join(capfd.readouterr())
-    for needle in (canary, ADDRESS, RUN):
-        assert needle not in logged
-
-
-ROUTES = [
-    ("/", 200),
-    ("/codename", 200),
-    ("/login", 200),
-    ("/report", 302),
-    ("/receipt", 401),
-    ("/thread", 401),
-    ("/language/fr", 302),
-    ("/static/style.css", 200),
-    ("/no/such/page", 404),
-]
-
-
-def assert_security_headers(response: object, path: str) -> None:
-    headers = response.headers  # type: ignore[attr-defined]
-    policy = headers.get("Content-Security-Policy", "")
-    assert policy.startswith("default-src 'none'"), path
-    assert "script-src" not in policy, path
-    assert headers.get("Referrer-Policy") == "no-referrer", path
-    assert headers.get("X-Frame-Options") == "DENY", path
-    assert headers.get("X-Content-Type-Options") == "nosniff", path
-    assert headers.get("Cache-Control") == "no-store", path
-    assert "Server" not in headers, path
-
-
-@pytest.mark.parametrize(("path", "status"), ROUTES)
-def test_every_route_sends_the_security_headers(app: Flask, path: str, status: int) -> None:
-    response = app.test_client().get(path)
-    assert response.status_code == status
-    assert_security_headers(response, path)
-
-
-def test_error_and_form_responses_send_the_security_headers_too(app: Flask) -> None:
-    client = app.test_client()
-    for response in (
-        client.post("/login", data={"codename": "no token"}),  # CSRF failure
-        client.get("/logout"),  # wrong method
-        client.post("/thread/answer"),  # no session, no token
-    ):
-        assert_security_headers(response, response.request.path)
-
-
-def test_onion_location_is_sent_when_an_onion_address_is_configured(
-    instance: Instance, office_keys: dict[str, PrivateKey]
-) -> None:
-    from dataclasses import replace
-
-    onion = "a" * 56 + ".onion"
-    config = replace(instance.config, source=replace(instance.config.source, onion_address=onion))
-    response = create_app(config, instance).test_client().get("/login")
-    assert response.headers["Onion-Location"] == f"http://{onion}/login"
-    without = create_app(instance.config, instance).test_client().get("/login")
-    assert "Onion-Location" not in without.headers
-
-
-URL_ATTRIBUTE = re.compile(r"""\b(?:href|src|action|srcset|poster|data)\s*=\s*["']([^"']*)["']""")
-
-
-def pages_of_a_whole_journey(app: Flask, instance: Instance) -> dict[str, str]:
-    client = app.test_client()
-    pages = {"/": client.get("/").get_data(as_text=True)}
-    pages["/login"] = client.get("/login").get_data(as_text=True)
-    pages["/codename"] = client.get("/codename").get_data(as_text=True)
-    _, pages["/report"] = new_codename(client)
-    refused = submit_report(client, pages["/report"], {"category": "fraud", "message": "x"})
-    pages["/report (errors)"] = refused.get_data(as_text=True)
-    submit_report(client, pages["/report"], {"category": "fraud", "message": "A" * 40})
-    pages["/receipt"] = client.get("/receipt").get_data(as_text=True)
-    pages["/thread"] = client.get("/thread").get_data(as_text=True)
-    pages["/logout"] = logout(client).get_data(as_text=True)
-    pages["/thread (ended)"] = client.get("/thread").get_data(as_text=True)
-    pages["404"] = client.get("/nothing").get_data(as_text=True)
-    pages["style.css"] = client.get("/static/style.css").get_data(as_text=True)
-    return pages
-
-
-def test_no_page_refers_to_another_origin_or_carries_script(app: Flask, instance: Instance) -> None:
-    for name, page in pages_of_a_whole_journey(app, instance).items():
-        assert "<script" not in page.lower(), name
-        assert " style=" not in page.lower(), name
-        assert "@import" not in page, name
-        for url in URL_ATTRIBUTE.findall(page) + re.findall(r"url\(([^)]*)\)", page):
-            url = url.strip("'\" ")
-            assert url.startswith(("/", "#", "?")) and not url.startswith("//"), (name, url)
+    assert canary not in logged

@@ -1,0 +1,967 @@
+"""Web checks on every route of both apps: headers, CSRF, cookies, origins and logs.
+
+The routes come from each app's url_map: every table below must name exactly
+the rules the app has (`concrete`), so a new route fails here until it is
+given a path and, for a form, a way to post it.
+
+- Every response (each method of each route, signed in and not, and the 400,
+  404, 405 and 413 errors) carries the headers of DESIGN.md; so do the
+  responses of the real server (`dropbox.serve`, gunicorn), which also sends
+  no `Server` header.
+- Every state-changing form of the two HTML apps refuses a signed-in request
+  without a CSRF token, or with a wrong one: a clear 400 page, and nothing in
+  the database or the store changes. The same form with the right token is
+  not refused for CSRF. The JSON API is called with a bearer token, never with
+  the browser's cookie.
+- Session cookies: HttpOnly, SameSite=Strict, Path=/, host-only, no lifetime
+  of their own, Secure when the request came over TLS.
+- No page of a whole journey (source and officer, signed in and not) names
+  another origin, carries a script or an inline style, or has a POST form
+  without a CSRF token.
+- No IP address or User-Agent reaches any log line: every Python logger at
+  DEBUG in this process, and in real served processes every logger at DEBUG
+  plus gunicorn's error log at debug level, over a whole journey.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import itertools
+import logging
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from http.client import HTTPConnection
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from werkzeug.datastructures import FileStorage, Headers, MultiDict
+from werkzeug.test import encode_multipart
+
+from dropbox.instance import Instance
+from dropbox.models import Base, Item, ItemKind, Report
+from dropbox.sessions import Kind, session_id_hash, session_store
+from journalist_interface import create_app as create_reviewer
+from source_interface import create_app as create_source
+from tests.conftest import CHEAP_CRYPTO_TOML, free_port
+from tests.reviewer_helpers import World, fresh_code, signed_in_client, source_report
+from tests.source_helpers import CODENAME, csrf_token
+
+REPO = Path(__file__).resolve().parent.parent
+RUN = uuid.uuid4().hex
+# What a browser or a proxy in front would announce; none of it may be logged.
+USER_AGENT = f"WebCheckBrowser/{RUN} (X11; Linux x86_64)"
+REMOTE_ADDR = "192.0.2.61"
+FORWARDED_FOR = "198.51.100.17"
+REAL_IP = "203.0.113.29"
+REVEALING_HEADERS = {
+    "User-Agent": USER_AGENT,
+    "X-Forwarded-For": f"{FORWARDED_FOR}, 203.0.113.5",
+    "X-Real-IP": REAL_IP,
+    "Forwarded": "for=198.51.100.44;proto=http",
+}
+NEEDLES = [USER_AGENT, RUN, REMOTE_ADDR, FORWARDED_FOR, "203.0.113.5", REAL_IP, "198.51.100.44"]
+
+MESSAGE = "They moved me to another duty station after I testified to the oversight office."
+SOURCE_EXPIRED = "This form has expired"
+REVIEWER_EXPIRED = "Form expired"
+SESSION_TABLES = frozenset({"source_sessions", "officer_sessions"})
+SOURCE_MAX_MIB = 1  # the smallest allowed, so that a 413 costs little to provoke
+REVIEWER_MAX_BYTES = 4 * 1024 * 1024  # journalist_interface's MAX_CONTENT_LENGTH
+
+# --- every route, as a path to request -------------------------------------------------
+
+SOURCE_ROUTES = {
+    "/": "/",
+    "/static/<path:filename>": "/static/style.css",
+    "/language/<code>": "/language/fr",
+    "/codename": "/codename",
+    "/report": "/report",
+    "/receipt": "/receipt",
+    "/login": "/login",
+    "/thread": "/thread",
+    "/thread/answer": "/thread/answer",
+    "/thread/messages/<item_id>/delete": "/thread/messages/{reply}/delete",
+    "/logout": "/logout",
+}
+DEACTIVATE = "/admin/officers/<int(max=2147483647):officer_id>/deactivate"
+REVIEWER_ROUTES = {
+    "/static/<path:filename>": "/static/style.css",
+    "/login": "/login",
+    "/logout": "/logout",
+    "/": "/",
+    "/reports/<report_id>": "/reports/{rid}",
+    "/reports/<report_id>/files/<item_id>": "/reports/{rid}/files/{fid}",
+    "/reports/<report_id>/reply": "/reports/{rid}/reply",
+    "/reports/<report_id>/notes": "/reports/{rid}/notes",
+    "/reports/<report_id>/assign": "/reports/{rid}/assign",
+    "/reports/<report_id>/status": "/reports/{rid}/status",
+    "/reports/<report_id>/refer": "/reports/{rid}/refer",
+    "/reports/<report_id>/identity": "/reports/{rid}/identity",
+    "/reports/<report_id>/delete": "/reports/{rid}/delete",
+    "/account": "/account",
+    "/account/passphrase": "/account/passphrase",
+    "/account/totp": "/account/totp",
+    "/account/totp/confirm": "/account/totp/confirm",
+    "/enrol": "/enrol",
+    "/enrol/confirm": "/enrol/confirm",
+    "/admin/officers": "/admin/officers",
+    DEACTIVATE: "/admin/officers/{officer}/deactivate",
+    "/admin/grants": "/admin/grants",
+    "/admin/audit": "/admin/audit",
+    "/api/v1/openapi.json": "/api/v1/openapi.json",
+    "/api/v1/token": "/api/v1/token",
+    "/api/v1/reports": "/api/v1/reports",
+    "/api/v1/reports/<report_id>": "/api/v1/reports/{rid}",
+    "/api/v1/reports/<report_id>/files/<item_id>": "/api/v1/reports/{rid}/files/{fid}",
+    "/api/v1/reports/<report_id>/replies": "/api/v1/reports/{rid}/replies",
+    "/api/v1/reports/<report_id>/status": "/api/v1/reports/{rid}/status",
+}
+
+# Every form of the HTML apps, in the order they are posted with a valid token
+# (each leaves the session able to post the next), with what a browser sends.
+SOURCE_FORMS: list[tuple[str, dict[str, str]]] = [
+    ("/thread/answer", {"message": "One more thing: the transfer letter is dated May."}),
+    ("/thread/messages/<item_id>/delete", {}),
+    ("/report", {"category": "fraud", "message": MESSAGE}),
+    ("/codename", {"codename": "{codename}", "written_down": "yes"}),
+    ("/login", {"codename": "{codename}"}),
+    ("/logout", {}),
+]
+REVIEWER_FORMS: list[tuple[str, dict[str, str]]] = [
+    ("/reports/<report_id>/reply", {"message": "Are you safe where you are now?"}),
+    ("/reports/<report_id>/notes", {"text": "Check the transfer order."}),
+    ("/reports/<report_id>/assign", {"assignee_id": ""}),
+    ("/reports/<report_id>/status", {"status": "acknowledged"}),
+    ("/reports/<report_id>/identity", {"reason": "Needed to arrange protection measures."}),
+    ("/reports/<report_id>/delete", {"confirm": "not the designation"}),
+    ("/admin/officers", {"username": "invited", "display_name": "Invited Officer"}),
+    ("/admin/grants", {"officer_id": "{oio}", "office": "ECO"}),
+    (DEACTIVATE, {}),
+    ("/account/totp", {}),
+    ("/account/totp/confirm", {"code": "000000"}),
+    (
+        "/account/passphrase",
+        {
+            "current_passphrase": "{passphrase}",
+            "new_passphrase": "a new and longer passphrase",
+            "confirm_passphrase": "a new and longer passphrase",
+        },
+    ),
+    ("/enrol", {"username": "nobody", "code": "not-a-code", "passphrase": "x"}),
+    ("/enrol/confirm", {"code": "000000"}),
+    ("/login", {"username": "nobody", "passphrase": "wrong", "code": "000000"}),
+    ("/reports/<report_id>/refer", {"office": "OIO"}),
+    ("/logout", {}),
+]
+
+
+@dataclass
+class Site:
+    """Both apps over one instance, with a report (a file, a reply) and who can act on it."""
+
+    world: World
+    source: Flask
+    reviewer: Flask
+    codename: str
+    ids: dict[str, str]
+
+    def source_client(self) -> FlaskClient:
+        """A source signed in to the report."""
+        client = self.source.test_client()
+        signed = client.post(
+            "/login", data={"csrf_token": token_of(client), "codename": self.codename}
+        )
+        assert signed.status_code == 302
+        return client
+
+    def reviewer_client(self) -> FlaskClient:
+        """An administrator holding ECO's key (the report is ECO's): every page is open."""
+        return signed_in_client(self.reviewer, self.world, "eco_admin")
+
+
+def item_id(instance: Instance, kind: ItemKind) -> str:
+    with instance.sessions() as db:
+        return db.execute(select(Item.id).where(Item.kind == kind)).scalars().first() or ""
+
+
+@pytest.fixture
+def site(world: World) -> Site:
+    config = world.instance.config
+    small = replace(config, source=replace(config.source, max_upload_mib=SOURCE_MAX_MIB))
+    source = create_source(small, world.instance)
+    reviewer = create_reviewer(config, world.instance)
+    codename, _ = source_report(
+        source,
+        "retaliation",
+        MESSAGE,
+        [("transfer-letter.txt", b"the letter")],
+        extra={"identity_name": "J. Doe"},
+    )
+    with world.instance.sessions() as db:
+        rid = db.execute(select(Report.id)).scalar_one()
+    officer = signed_in_client(reviewer, world, "eco_admin")
+    page = officer.get(f"/reports/{rid}").get_data(as_text=True)
+    sent = officer.post(
+        f"/reports/{rid}/reply", data={"csrf_token": csrf_token(page), "message": "Thank you."}
+    )
+    assert sent.status_code == 302
+    ids = {
+        "rid": rid,
+        "fid": item_id(world.instance, ItemKind.FILE),
+        "reply": item_id(world.instance, ItemKind.REPLY),
+        "officer": str(world.people["eco2"].id),
+        "oio": str(world.people["oio"].id),
+        "codename": codename,
+        "passphrase": world.people["eco_admin"].passphrase,
+    }
+    return Site(world, source, reviewer, codename, ids)
+
+
+def url_rules(app: Flask) -> dict[str, set[str]]:
+    """Each rule of the app's url_map, with the methods of every rule of that path."""
+    rules: dict[str, set[str]] = {}
+    for rule in app.url_map.iter_rules():
+        rules.setdefault(rule.rule, set()).update(rule.methods or ())
+    return rules
+
+
+def concrete(app: Flask, table: dict[str, str], ids: dict[str, str]) -> list[tuple[str, set[str]]]:
+    """(path, methods) for every route; the table must name exactly the app's routes."""
+    rules = url_rules(app)
+    assert set(table) == set(rules), "a route of the app is missing here, or one is gone"
+    return [(table[rule].format(**ids), methods) for rule, methods in rules.items()]
+
+
+def apps(site: Site) -> list[tuple[str, Flask, dict[str, str], Callable[[], FlaskClient]]]:
+    return [
+        ("source", site.source, SOURCE_ROUTES, site.source_client),
+        ("reviewer", site.reviewer, REVIEWER_ROUTES, site.reviewer_client),
+    ]
+
+
+# --- headers ---------------------------------------------------------------------------
+
+
+def assert_security_headers(headers: Headers, what: object) -> None:
+    """The headers of DESIGN.md ("Sessions, limits and headers"), on one response."""
+    policy = headers.get("Content-Security-Policy", "")
+    directives = {}
+    for directive in filter(None, (d.strip() for d in policy.split(";"))):
+        name, *sources = directive.split()
+        directives[name] = sources
+    assert directives.get("default-src") == ["'none'"], (what, policy)
+    assert directives.get("frame-ancestors") == ["'none'"], (what, policy)
+    assert "script-src" not in directives, (what, policy)
+    for name, sources in directives.items():
+        allowed = {"'none'", "'self'"} | ({"data:"} if name == "img-src" else set())
+        assert set(sources) <= allowed, (what, name, sources)
+    assert headers.get("Referrer-Policy") == "no-referrer", what
+    assert headers.get("X-Frame-Options") == "DENY", what
+    assert headers.get("X-Content-Type-Options") == "nosniff", what
+    assert headers.get("Cache-Control") == "no-store", what
+    assert "Server" not in headers, what
+
+
+def every_response_of_every_route(
+    app: Flask, table: dict[str, str], ids: dict[str, str], member: FlaskClient, limit: int
+) -> Iterator[tuple[Any, tuple[str, ...]]]:
+    """(response, what) for each method of each route, signed in and not, and each error."""
+    anonymous = app.test_client()
+    too_large, form_type = encode_form({"filler": "x" * (limit + 1024)}, None)
+    for path, methods in concrete(app, table, ids):
+        html_page = not path.startswith("/api/")
+        for method in sorted(methods & {"GET", "HEAD", "OPTIONS"}):
+            yield anonymous.open(path, method=method), (method, path, "anonymous")
+        if "GET" in methods:
+            yield member.get(path), ("GET", path, "signed in")
+        if "POST" in methods:
+            refused = member.post(path, data={"field": "no token"})  # 401 for the API
+            assert refused.status_code == 400 or not html_page, path
+            yield refused, ("POST", path, "no token")
+            large = member.post(path, data=too_large, content_type=form_type)
+            assert large.status_code == 413 or not html_page, path
+            yield large, ("POST", path, "too large")
+        wrong = member.put(path)  # no route takes PUT
+        assert wrong.status_code == 405, path
+        yield wrong, ("PUT", path, "wrong method")
+    for path in ("/no/such/page", "/static/no-such-file.css", "/reports/unknown"):
+        missing = member.get(path)
+        assert missing.status_code == 404, path
+        yield missing, ("GET", path, "missing")
+
+
+def test_every_response_of_every_route_sends_the_security_headers(site: Site) -> None:
+    for name, app, table, signed_in in apps(site):
+        limit = SOURCE_MAX_MIB * 1024 * 1024 if name == "source" else REVIEWER_MAX_BYTES
+        statuses = set()
+        for response, what in every_response_of_every_route(
+            app, table, site.ids, signed_in(), limit
+        ):
+            statuses.add(response.status_code)
+            assert_security_headers(response.headers, (name, *what))
+        assert {200, 302, 400, 404, 405, 413} <= statuses, (name, statuses)
+
+
+def test_onion_location_is_sent_when_an_onion_address_is_configured(instance: Instance) -> None:
+    onion = "a" * 56 + ".onion"
+    config = instance.config
+    cases: list[tuple[Callable[..., Flask], Any]] = [
+        (create_source, replace(config, source=replace(config.source, onion_address=onion))),
+        (create_reviewer, replace(config, reviewer=replace(config.reviewer, onion_address=onion))),
+    ]
+    for create, onion_config in cases:
+        response = create(onion_config, instance).test_client().get("/login?next=%2F")
+        assert response.headers["Onion-Location"] == f"http://{onion}/login?next=%2F"
+        without = create(config, instance).test_client().get("/login")
+        assert "Onion-Location" not in without.headers
+
+
+# --- CSRF ------------------------------------------------------------------------------
+
+
+def snapshot(instance: Instance) -> dict[str, Any]:
+    """Every row of every table but the sessions (whose count only), and the store's files."""
+    state: dict[str, Any] = {}
+    with instance.sessions() as db:
+        for table in Base.metadata.sorted_tables:
+            rows = [tuple(map(repr, row)) for row in db.execute(select(table)).all()]
+            state[table.name] = len(rows) if table.name in SESSION_TABLES else sorted(rows)
+    state["store"] = sorted(instance.store.names())
+    state["store temp"] = sorted(p.name for p in instance.store.temp_dir.iterdir())
+    return state
+
+
+def token_of(client: FlaskClient) -> str:
+    """A valid CSRF token for this client's session, from a page with a form."""
+    return csrf_token(client.get("/login").get_data(as_text=True))
+
+
+# The JSON API: bearer tokens only; a browser's cookie calls nothing.
+API_CALLS = {
+    "/api/v1/reports": ("GET", None),
+    "/api/v1/reports/<report_id>": ("GET", None),
+    "/api/v1/reports/<report_id>/files/<item_id>": ("GET", None),
+    "/api/v1/reports/<report_id>/replies": ("POST", {"message": "Sent with a cookie"}),
+    "/api/v1/reports/<report_id>/status": ("POST", {"status": "acknowledged"}),
+}
+API_PUBLIC = {"/api/v1/openapi.json", "/api/v1/token"}
+
+
+def assert_the_cookie_calls_no_api(site: Site) -> None:
+    browser = site.reviewer_client()
+    assert browser.get("/").status_code == 200  # the cookie works for the pages
+    api_rules = {rule for rule in url_rules(site.reviewer) if rule.startswith("/api/")}
+    assert set(API_CALLS) | API_PUBLIC == api_rules, "an API route is missing here"
+    before = snapshot(site.world.instance)
+    for rule, (method, body) in API_CALLS.items():
+        path = REVIEWER_ROUTES[rule].format(**site.ids)
+        for extra in ({}, {"X-CSRFToken": token_of(browser)}):
+            response = browser.open(path, method=method, json=body, headers=extra)
+            assert response.status_code == 401, (method, path, response.status_code)
+            assert response.headers["WWW-Authenticate"].startswith("Bearer"), path
+            assert response.is_json and set(response.get_json()) == {"error"}, path
+    # The token endpoint wants credentials in its body: a cookie is no credential.
+    refused = browser.post("/api/v1/token", json={})
+    assert refused.status_code in (400, 401) and "token" not in refused.get_json()
+    assert snapshot(site.world.instance) == before
+
+
+def assert_every_form_wants_the_token(
+    site: Site,
+    app: Flask,
+    table: dict[str, str],
+    forms: list[tuple[str, dict[str, str]]],
+    client: FlaskClient,
+    expired: str,
+) -> None:
+    rules = url_rules(app)
+    posted = {rule for rule, methods in rules.items() if methods & {"POST", "PUT", "DELETE"}}
+    html_forms = {rule for rule in posted if not rule.startswith("/api/")}
+    assert {rule for rule, _ in forms} == html_forms, "a form is missing here, or one is gone"
+    other_session = token_of(app.test_client())  # valid, but for another session
+    for rule, fields in forms:
+        path = table[rule].format(**site.ids)
+        data = {key: value.format(**site.ids) for key, value in fields.items()}
+        before = snapshot(site.world.instance)
+        for wrong in ({}, {"csrf_token": "not-a-token"}, {"csrf_token": other_session}):
+            refused = client.post(path, data={**data, **wrong})
+            body = refused.get_data(as_text=True)
+            assert refused.status_code == 400 and expired in body, (path, wrong)
+            assert_security_headers(refused.headers, (path, "refused"))
+        assert snapshot(site.world.instance) == before, f"a refused {path} changed something"
+        # The same request with this session's token is not refused for CSRF.
+        accepted = client.post(path, data={**data, "csrf_token": token_of(client)})
+        assert expired not in accepted.get_data(as_text=True), path
+        assert_security_headers(accepted.headers, (path, "with token"))
+
+
+def test_no_state_change_without_a_csrf_token_or_a_bearer_token(site: Site) -> None:
+    """Each form, signed in: no token, a bad one or another session's is refused, and
+    nothing changes; with the session's token it is not refused. The API ignores cookies."""
+    assert_the_cookie_calls_no_api(site)
+    assert_every_form_wants_the_token(
+        site, site.source, SOURCE_ROUTES, SOURCE_FORMS, site.source_client(), SOURCE_EXPIRED
+    )
+    assert_every_form_wants_the_token(
+        site,
+        site.reviewer,
+        REVIEWER_ROUTES,
+        REVIEWER_FORMS,
+        site.reviewer_client(),
+        REVIEWER_EXPIRED,
+    )
+
+
+# --- session cookies -------------------------------------------------------------------
+
+
+def cookie_attributes(headers: Headers, name: str) -> list[dict[str, str]]:
+    """The attributes (lower-case names) of each Set-Cookie for `name`."""
+    found = []
+    for line in headers.getlist("Set-Cookie"):
+        first, *rest = (part.strip() for part in line.split(";"))
+        if first.split("=", 1)[0] != name:
+            continue
+        attributes = {"value": first.split("=", 1)[1]}
+        for part in rest:
+            key, _, value = part.partition("=")
+            attributes[key.lower()] = value
+        found.append(attributes)
+    return found
+
+
+def assert_cookie_flags(attributes: dict[str, str], tls: bool, what: object) -> None:
+    assert "httponly" in attributes, what
+    assert attributes.get("samesite") == "Strict", what
+    assert attributes.get("path") == "/", what
+    assert "domain" not in attributes, what  # host-only
+    assert ("secure" in attributes) == tls, what
+    if attributes["value"]:
+        # A live cookie lasts for the browser session at most: the server ends it sooner.
+        assert "expires" not in attributes and "max-age" not in attributes, what
+    else:
+        assert attributes.get("max-age") == "0", what  # a deletion
+
+
+def stored_session(instance: Instance, kind: Kind, cookie_value: str) -> object:
+    """The stored session a cookie names (None once it is gone)."""
+    session_id = base64.urlsafe_b64decode(cookie_value + "==")[:32]
+    return session_store(instance).load(kind, session_id_hash(session_id))
+
+
+def test_session_cookies_are_httponly_strict_and_secure_over_tls(site: Site) -> None:
+    """Both apps, over HTTP and over HTTPS: each cookie set, and the one that logout ends."""
+    person = site.world.people["eco_admin"]
+    signed_in_page = {"source": "/thread", "reviewer": "/"}
+    for (name, app, _, _), tls in itertools.product(apps(site), (False, True)):
+        base = "https://localhost" if tls else "http://localhost"
+        client = app.test_client()
+        cookie = app.config["SESSION_COOKIE_NAME"]
+        kind: Kind = "source" if name == "source" else "officer"
+        token = csrf_token(client.get("/login", base_url=base).get_data(as_text=True))
+        if name == "source":
+            credentials = {"codename": site.codename}
+        else:
+            code = fresh_code(site.world.instance, person)
+            credentials = {"username": person.username, "passphrase": person.passphrase}
+            credentials["code"] = code
+        signed = client.post("/login", data={"csrf_token": token, **credentials}, base_url=base)
+        assert signed.status_code == 302, (name, signed.status_code)
+        page = client.get(signed_in_page[name], base_url=base)
+        ended = client.post(
+            "/logout",
+            data={"csrf_token": csrf_token(page.get_data(as_text=True))},
+            base_url=base,
+        )
+        assert ended.status_code in (200, 302)
+        live = []
+        for response in (signed, page, ended):
+            for attributes in cookie_attributes(response.headers, cookie):
+                assert_cookie_flags(attributes, tls, (name, base, response.request.path))
+                live.append(attributes["value"])
+        signed_in_cookie = cookie_attributes(signed.headers, cookie)[0]["value"]
+        assert signed_in_cookie, name
+        # Logout ends the signed-in session: its stored state is gone (DESIGN: the row
+        # is deleted), whatever cookie comes back.
+        assert stored_session(site.world.instance, kind, signed_in_cookie) is None, name
+        if name == "source":
+            assert "" in live  # the source's logout deletes the cookie
+        else:  # a new session carries only the "signed out" message
+            assert cookie_attributes(ended.headers, cookie)[0]["value"] != signed_in_cookie
+
+
+# --- a whole journey, through any client -------------------------------------------------
+
+
+@dataclass
+class Page:
+    """One response, as any client saw it."""
+
+    method: str
+    path: str
+    status: int
+    headers: Headers
+    text: str
+
+
+class Browser(Protocol):
+    def request(
+        self,
+        method: str,
+        path: str,
+        fields: dict[str, str] | None = None,
+        files: list[tuple[str, bytes]] | None = None,
+    ) -> Page: ...
+
+
+def encode_form(
+    fields: dict[str, str] | None, files: list[tuple[str, bytes]] | None
+) -> tuple[bytes, str]:
+    """A form body as a browser sends it: multipart when there are files."""
+    if files is None:
+        return urlencode(fields or {}).encode(), "application/x-www-form-urlencoded"
+    multi: MultiDict[str, Any] = MultiDict(fields or {})
+    for name, data in files:
+        multi.add("files", FileStorage(io.BytesIO(data), filename=name))
+    boundary, body = encode_multipart(multi)
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+@dataclass
+class FlaskBrowser:
+    """The Flask test client, announcing an address, a User-Agent and proxy headers."""
+
+    client: FlaskClient
+
+    def __post_init__(self) -> None:
+        self.client.environ_base.update(
+            {"REMOTE_ADDR": REMOTE_ADDR, "HTTP_USER_AGENT": USER_AGENT}
+            | {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in REVEALING_HEADERS.items()}
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        fields: dict[str, str] | None = None,
+        files: list[tuple[str, bytes]] | None = None,
+    ) -> Page:
+        if method == "GET":
+            response = self.client.get(path)
+        else:
+            body, content_type = encode_form(fields, files)
+            response = self.client.post(path, data=body, content_type=content_type)
+        text = response.get_data(as_text=True)
+        return Page(method, path, response.status_code, response.headers, text)
+
+
+@dataclass
+class HttpBrowser:
+    """A browser over real HTTP to 127.0.0.1: keeps its one cookie, sends revealing headers."""
+
+    port: int
+    cookie: str = ""
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        fields: dict[str, str] | None = None,
+        files: list[tuple[str, bytes]] | None = None,
+    ) -> Page:
+        headers = {"Connection": "close", **REVEALING_HEADERS}
+        body = None
+        if self.cookie:
+            headers["Cookie"] = self.cookie
+        if method == "POST":
+            body, headers["Content-Type"] = encode_form(fields, files)
+        connection = HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            text = response.read().decode("utf-8", "replace")
+            received = Headers(response.getheaders())
+        finally:
+            connection.close()
+        for line in received.getlist("Set-Cookie"):
+            pair = line.split(";", 1)[0]
+            self.cookie = "" if pair.endswith("=") else pair
+        return Page(method, path, response.status, received, text)
+
+
+def journey(source: Browser, reviewer: Browser, site_world: World) -> list[Page]:
+    """A source reports with a file; an officer reads, downloads and replies; the source
+    comes back, reads, answers with a file and deletes the reply; both log out."""
+    instance = site_world.instance
+    person = site_world.people["eco_admin"]
+    pages: list[Page] = []
+    with instance.sessions() as db:
+        earlier = set(db.execute(select(Report.id)).scalars())
+
+    def go(
+        browser: Browser,
+        method: str,
+        path: str,
+        fields: dict[str, str] | None = None,
+        files: list[tuple[str, bytes]] | None = None,
+        expect: int = 200,
+        form: Page | None = None,
+    ) -> Page:
+        if form is not None:
+            fields = {"csrf_token": csrf_token(form.text), **(fields or {})}
+        page = browser.request(method, path, fields, files)
+        assert page.status == expect, (method, path, page.status, page.text[:300])
+        pages.append(page)
+        return page
+
+    go(source, "GET", "/")
+    go(source, "GET", "/language/fr", expect=302)
+    go(source, "GET", "/language/en", expect=302)
+    shown = go(source, "GET", "/codename")
+    match = CODENAME.search(shown.text)
+    assert match is not None
+    codename = html.unescape(match.group(1) or match.group(2))
+    confirm = {"codename": codename, "written_down": "yes"}
+    go(source, "POST", "/codename", confirm, form=shown, expect=302)
+    form = go(source, "GET", "/report")
+    go(source, "POST", "/report", {"category": "fraud", "message": "short"}, form=form, expect=400)
+    report = {
+        "category": "retaliation",
+        "message": MESSAGE,
+        "protected_activity": "Testified to OIO",
+        "identity_name": "J. Doe",
+    }
+    files = [("transfer-letter.txt", b"The transfer letter, dated May.")]
+    go(source, "POST", "/report", report, files, form=form, expect=302)
+    go(source, "GET", "/receipt")
+    thread = go(source, "GET", "/thread")
+    go(source, "POST", "/logout", form=thread)
+
+    signin = go(reviewer, "GET", "/login")
+    credentials = {"username": person.username, "passphrase": person.passphrase}
+    credentials["code"] = fresh_code(instance, person)
+    go(reviewer, "POST", "/login", credentials, form=signin, expect=302)
+    go(reviewer, "GET", "/")
+    with instance.sessions() as db:
+        (rid,) = set(db.execute(select(Report.id)).scalars()) - earlier
+        fid = db.execute(
+            select(Item.id).where(Item.report_id == rid, Item.kind == ItemKind.FILE)
+        ).scalar_one()
+    page = go(reviewer, "GET", f"/reports/{rid}")
+    go(reviewer, "GET", f"/reports/{rid}/files/{fid}")
+    reply = {"message": "Thank you. Where do you work now?"}
+    go(reviewer, "POST", f"/reports/{rid}/reply", reply, form=page, expect=302)
+    reason = {"reason": "Needed to arrange protection measures."}
+    go(reviewer, "POST", f"/reports/{rid}/identity", reason, form=page)
+    go(reviewer, "GET", f"/reports/{rid}/delete")
+    account = go(reviewer, "GET", "/account")
+    go(reviewer, "POST", "/account/totp", form=account)
+    go(reviewer, "GET", "/admin/officers")
+    go(reviewer, "GET", "/admin/audit")
+    go(reviewer, "GET", "/enrol")
+    go(reviewer, "GET", "/static/style.css")
+    go(reviewer, "GET", "/no/such/page", expect=404)
+    go(reviewer, "POST", "/logout", form=account, expect=302)
+    assert "You are signed out." in go(reviewer, "GET", "/login").text
+
+    signin = go(source, "GET", "/login")
+    go(source, "POST", "/login", {"codename": codename}, form=signin, expect=302)
+    thread = go(source, "GET", "/thread")
+    assert "Where do you work now?" in thread.text
+    answer = {"message": "At the regional office since June."}
+    files = [("new-post.txt", b"My new post.")]
+    go(source, "POST", "/thread/answer", answer, files, form=thread, expect=302)
+    thread = go(source, "GET", "/thread")
+    with instance.sessions() as db:
+        replied = db.execute(
+            select(Item.id).where(Item.report_id == rid, Item.kind == ItemKind.REPLY)
+        ).scalar_one()
+    go(source, "POST", f"/thread/messages/{replied}/delete", form=thread, expect=302)
+    thread = go(source, "GET", "/thread")
+    go(source, "POST", "/logout", form=thread)
+    go(source, "GET", "/thread", expect=401)
+    go(source, "GET", "/no/such/page", expect=404)
+    go(source, "GET", "/static/style.css")
+    return pages
+
+
+# --- no other origin, no script ---------------------------------------------------------
+
+URL_ATTRIBUTE = re.compile(
+    r"""\b(?:href|src|action|formaction|srcset|poster|data|xlink:href|ping|background)"""
+    r"""\s*=\s*["']([^"']*)["']""",
+    re.IGNORECASE,
+)
+META_REFRESH_URL = re.compile(r"""content\s*=\s*["'][^"']*url=([^"';]+)""", re.IGNORECASE)
+POST_FORM = re.compile(r"<form\b[^>]*\bmethod=[\"']?post[\"']?[^>]*>(.*?)</form>", re.I | re.S)
+
+
+def same_origin_relative(url: str) -> bool:
+    url = url.strip().strip("'\"")
+    return url.startswith(("/", "#", "?")) and not url.startswith("//") and "\\" not in url
+
+
+def assert_no_other_origin_or_script(pages: list[Page]) -> None:
+    """No page, stylesheet or redirect names another origin; no script; every POST form
+    carries a CSRF token."""
+    kinds = {page.headers.get("Content-Type", "").split(";")[0] for page in pages}
+    assert {"text/html", "text/css", "application/octet-stream"} <= kinds
+    for page in pages:
+        what = (page.method, page.path, page.status)
+        location = page.headers.get("Location")
+        if location is not None:
+            assert same_origin_relative(location), (what, location)
+        content_type = page.headers.get("Content-Type", "")
+        if content_type.startswith("application/octet-stream"):
+            continue  # a decrypted file, downloaded as an attachment, never rendered
+        text = page.text
+        urls = re.findall(r"url\(([^)]*)\)", text)
+        assert "@import" not in text, what
+        if content_type.startswith("text/html"):
+            lowered = text.lower()
+            assert "<script" not in lowered, what
+            assert not re.search(r"<[^>]+\son[a-z]+\s*=", lowered), what  # no event handlers
+            assert " style=" not in lowered and "<style" not in lowered, what
+            urls += URL_ATTRIBUTE.findall(text) + META_REFRESH_URL.findall(text)
+            for body in POST_FORM.findall(text):
+                assert 'name="csrf_token"' in body, (what, "a POST form without a CSRF token")
+        else:
+            assert content_type.startswith("text/css"), what
+        for url in urls:
+            assert same_origin_relative(url), (what, url)
+
+
+# --- no address or User-Agent in any log --------------------------------------------------
+
+
+class Lines(logging.Handler):
+    """Collects each record as one formatted line, its traceback included."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@contextmanager
+def every_logger_at_debug() -> Iterator[Lines]:
+    """Every logger that exists now at DEBUG, each record collected (propagating or not)."""
+    handler = Lines()
+    manager = logging.root.manager
+    loggers = [logging.root] + [logging.getLogger(name) for name in list(manager.loggerDict)]
+    previous = [(logger, logger.level, logger.disabled) for logger in loggers]
+    # pytest's own capture would keep (and on failure print) thousands of SQL lines.
+    others = [(h, h.level) for h in logging.root.handlers]
+    for other, _ in others:
+        other.setLevel(logging.CRITICAL + 1)
+    logging.disable(logging.NOTSET)
+    for logger in loggers:
+        logger.setLevel(logging.DEBUG)
+        logger.disabled = False
+        if logger is logging.root or not logger.propagate:
+            logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        for logger, level, disabled in previous:
+            logger.setLevel(level)
+            logger.disabled = disabled
+            logger.removeHandler(handler)
+        for other, level in others:
+            other.setLevel(level)
+
+
+def assert_no_needle(lines: list[str], needles: list[str]) -> None:
+    for line in lines:
+        for needle in needles:
+            assert needle not in line, f"{needle!r} logged: {line[:300]}"
+
+
+def test_a_whole_journey_names_no_other_origin_and_logs_no_address_or_user_agent(
+    site: Site, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Through the test client, announcing an address, a User-Agent and proxy headers."""
+    source = FlaskBrowser(site.source.test_client())
+    reviewer = FlaskBrowser(site.reviewer.test_client())
+    with every_logger_at_debug() as logged:
+        pages = journey(source, reviewer, site.world)
+        failed = reviewer.request("POST", "/login", {"username": "x"})  # a refusal, logged or not
+        assert failed.status == 400
+    assert_no_other_origin_or_script(pages)
+    out, err = capfd.readouterr()
+    lines = logged.lines + out.splitlines() + err.splitlines()
+    assert any(" DEBUG " in line for line in logged.lines), "the capture caught nothing"
+    assert_no_needle(lines, NEEDLES)
+
+
+# --- the real server ----------------------------------------------------------------------
+
+# Serves one interface as `dropbox run` does (dropbox.serve.serve: gunicorn, its
+# logger and its response class), with gunicorn's error log at debug and every
+# Python logger of the worker at DEBUG, written to stderr.
+CHILD = """
+import logging, sys
+from dropbox import serve
+from dropbox.config import load
+
+config, interface = load(sys.argv[1]), sys.argv[2]
+build = serve.app_factory(config, interface)
+
+def factory():
+    app = build()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("python %(name)s %(levelname)s %(message)s"))
+    for name in ["", *logging.root.manager.loggerDict]:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.DEBUG)
+        logger.disabled = False
+        if name == "" or not logger.propagate:
+            logger.addHandler(handler)
+    return app
+
+options = serve.gunicorn_options
+serve.gunicorn_options = lambda c, i: {**options(c, i), "loglevel": "debug"}
+serve.app_factory = lambda c, i: factory
+serve.serve(config, interface)
+"""
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[str]
+    port: int
+    log: Path
+
+    def lines(self) -> list[str]:
+        return self.log.read_text(errors="replace").splitlines()
+
+
+def write_config(instance: Instance, path: Path, source_port: int, reviewer_port: int) -> None:
+    config = instance.config
+    path.write_text(
+        f"data_dir = {str(config.data_dir)!r}\n"
+        f"database_url = {child_database_url(config.database_url)!r}\n"
+        f"[source]\nport = {source_port}\nworkers = 1\n"
+        f"[reviewer]\nport = {reviewer_port}\nworkers = 1\n"
+        f"{CHEAP_CRYPTO_TOML}"
+    )
+
+
+def wait_until_serving(served: Served) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert served.process.poll() is None, served.lines()[-20:]
+        try:
+            connection = HTTPConnection("127.0.0.1", served.port, timeout=2)
+            connection.request("GET", "/static/style.css")
+            connection.getresponse().read()
+            connection.close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("the server did not start")
+
+
+def child_database_url(url: str) -> str:
+    """PostgreSQL through its socket: its 127.0.0.1 would be in the pool's debug lines,
+    where the check below would take it for a client's address."""
+    import tests.conftest
+
+    server = tests.conftest._postgres
+    if not url or server is None:
+        return url
+    socket_query = {"host": str(server.base), "port": str(server.port)}
+    return (
+        make_url(url)
+        .set(host=None, port=None)
+        .update_query_dict(socket_query)
+        .render_as_string(hide_password=False)
+    )
+
+
+def stop(running: dict[str, Served]) -> None:
+    """gunicorn's quick shutdown (SIGINT) for each server still running, and wait."""
+    for served in running.values():
+        if served.process.poll() is None:
+            served.process.send_signal(signal.SIGINT)
+    for served in running.values():
+        try:
+            served.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            served.process.kill()
+            served.process.wait()
+
+
+@pytest.fixture
+def servers(instance: Instance, tmp_path: Path) -> Iterator[dict[str, Served]]:
+    """Both interfaces starting for real over the instance (they boot while `site` is made),
+    each process's whole output written to a file."""
+    ports = {"source": free_port(), "reviewer": free_port()}
+    config = tmp_path / "config.toml"
+    write_config(instance, config, ports["source"], ports["reviewer"])
+    running = {}
+    try:
+        for name, port in ports.items():
+            log = tmp_path / f"{name}.log"
+            with log.open("w") as output:
+                process = subprocess.Popen(
+                    [sys.executable, "-c", CHILD, str(config), name],
+                    cwd=REPO,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            running[name] = Served(process, port, log)
+        yield running
+    finally:
+        stop(running)
+
+
+def send_garbage(port: int) -> bytes:
+    """A request gunicorn cannot parse: it logs the refusal itself, before any app code."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(b"NOT AN HTTP REQUEST\r\n\r\n")
+        return raw.recv(65536)
+
+
+def test_real_server_sends_the_headers_and_logs_no_address_or_user_agent(
+    servers: dict[str, Served], site: Site
+) -> None:
+    for served in servers.values():
+        wait_until_serving(served)
+    source = HttpBrowser(servers["source"].port)
+    reviewer = HttpBrowser(servers["reviewer"].port)
+    pages = journey(source, reviewer, site.world)
+    for page in pages:
+        assert_security_headers(page.headers, ("gunicorn", page.method, page.path))
+    for served in servers.values():
+        assert send_garbage(served.port).startswith(b"HTTP/1.1 400")
+    stop(servers)
+    lines = servers["source"].lines() + servers["reviewer"].lines()
+    # The capture works: gunicorn's debug lines and the workers' Python loggers are in it.
+    assert any("Listening at" in line for line in lines), lines[:20]
+    assert any(line.startswith("python ") and " DEBUG " in line for line in lines), lines[:20]
+    assert any("Invalid request from" in line for line in lines), lines[-20:]
+    # No control interface: gunicorn's control socket is off.
+    assert not any("Control socket listening" in line for line in lines)
+    assert_no_needle(lines, [*NEEDLES, "127.0.0.1"])
