@@ -4,10 +4,10 @@ The routes come from each app's url_map: every table below must name exactly
 the rules the app has (`concrete`), so a new route fails here until it is
 given a path and, for a form, a way to post it.
 
-- Every response (each method of each route, signed in and not, and the 400,
-  404, 405 and 413 errors) carries the headers of DESIGN.md; so do the
-  responses of the real server (`dropbox.serve`, gunicorn), which also sends
-  no `Server` header.
+- Every response (GET, HEAD and OPTIONS of each route, GET signed in too, and
+  the 400, 404, 405 and 413 errors of each) carries the headers of DESIGN.md;
+  so do the responses of the real server (`dropbox.serve`, gunicorn), which
+  also sends no `Server` header.
 - Every state-changing form of the two HTML apps refuses a signed-in request
   without a CSRF token, or with a wrong one: a clear 400 page, and nothing in
   the database or the store changes. The same form with the right token is
