@@ -37,6 +37,7 @@ from dropbox.reports import (
     add_item,
     is_id,
     message_document,
+    message_type,
     officer_now,
     open_item,
     open_item_bytes,
@@ -62,7 +63,7 @@ class ThreadEntry:
 
     id: str
     seq: int
-    kind: ItemKind
+    kind: str  # an ItemKind, unless the row was altered (and the item is then damaged)
     from_source: bool
     created_at: datetime
     size: int
@@ -91,7 +92,7 @@ def thread(
 
     Identity details are not decrypted here: see `reveal_identity`. An item
     that cannot be decrypted is shown as damaged and recorded; the rest of
-    the thread still works.
+    the thread still works. Sizes are the sealed ones, not the row's.
     """
     items = list(
         session.execute(
@@ -113,7 +114,7 @@ def thread(
     }
     entries = []
     for item in items:
-        kind = ItemKind(item.kind)
+        kind = item.kind
         base = ThreadEntry(
             id=item.id,
             seq=item.seq,
@@ -126,16 +127,26 @@ def thread(
             unread=item.id not in read,
         )
         try:
+            if kind not in set(ItemKind):
+                raise DecryptionError()  # nothing says how to open an item of no known kind
             if kind == ItemKind.IDENTITY:
-                entries.append(base)
+                # Its key, length, header and AD are checked; its content is not decrypted.
+                contents = _file_contents(instance, item, office_key)
+                entries.append(replace(base, size=contents.size))
             elif kind == ItemKind.FILE:
                 contents = _file_contents(instance, item, office_key)
                 entries.append(
-                    replace(base, file_name=contents.name, content_type=contents.content_type)
+                    replace(
+                        base,
+                        size=contents.size,
+                        file_name=contents.name,
+                        content_type=contents.content_type,
+                    )
                 )
             else:
-                text, details = read_message_document(open_item_bytes(instance, item, office_key))
-                entries.append(replace(base, text=text, details=details))
+                data = open_item_bytes(instance, item, office_key)
+                text, details = read_message_document(data)
+                entries.append(replace(base, size=len(data), text=text, details=details))
         except DecryptionError:
             entries.append(replace(base, damaged=True))
             audit.record(
@@ -151,6 +162,17 @@ def _file_contents(instance: Instance, item: Item, office_key: PrivateKey) -> en
     reader, body = open_item(instance, item, office_key)
     body.close()
     return reader.contents
+
+
+def _authenticate(instance: Instance, item: Item, office_key: PrivateKey) -> None:
+    """Read the whole item once, keeping nothing; DecryptionError if any of it is damaged."""
+    reader, body = open_item(instance, item, office_key)
+    with body:
+        try:
+            for _ in reader.chunks():
+                pass
+        except (OSError, ValueError) as exc:
+            raise DecryptionError() from exc
 
 
 @dataclass
@@ -175,6 +197,10 @@ def open_file(
     if item is None or item.report_id != report.id or item.kind != ItemKind.FILE:
         raise NotFound("there is no such file")
     try:
+        # A response cannot take back what it has sent: the whole file is
+        # authenticated first, so that damage anywhere in it is refused before
+        # the first byte goes out (and recorded), not found halfway through.
+        _authenticate(instance, item, office_key)
         reader, body = open_item(instance, item, office_key)
     except DecryptionError:
         audit.record(session, _actor(officer), "item.damaged", report_id=report.id, detail=item.id)
@@ -196,19 +222,39 @@ def reveal_identity(
     report: Report,
     reason: str,
 ) -> dict[str, str]:
-    """Decrypt the source's identity details, recording who asked and why."""
+    """Decrypt the source's identity details, recording who asked and why.
+
+    A damaged identity item is recorded as such; DecryptionError if none
+    could be opened, and then the caller must commit before showing the error.
+    (A source gives one; more than one means rows were moved between reports.)
+    """
     reason = reason.strip()
     if len(reason) < 10:
         raise DropboxError("write the reason for revealing the identity (at least 10 characters)")
-    item = session.execute(
-        select(Item).where(Item.report_id == report.id, Item.kind == ItemKind.IDENTITY)
-    ).scalar_one_or_none()
-    if item is None:
+    items = list(
+        session.execute(
+            select(Item)
+            .where(Item.report_id == report.id, Item.kind == ItemKind.IDENTITY)
+            .order_by(Item.seq)
+        ).scalars()
+    )
+    if not items:
         raise NotFound("the source gave no identity details")
     audit.record(
         session, _actor(officer), "identity.reveal", report_id=report.id, detail=reason[:500]
     )
-    _, details = read_message_document(open_item_bytes(instance, item, office_key))
+    details: dict[str, str] = {}
+    opened = False
+    for item in items:
+        try:
+            details.update(read_message_document(open_item_bytes(instance, item, office_key))[1])
+            opened = True
+        except DecryptionError:
+            audit.record(
+                session, _actor(officer), "item.damaged", report_id=report.id, detail=item.id
+            )
+    if not opened:
+        raise DecryptionError()
     return details
 
 
@@ -242,7 +288,13 @@ def add_note(
     if not text:
         raise DropboxError("write the note before saving")
     recipients = [_office_public_key(session, report.office_code)]
-    stored = seal_bytes(instance.store, report.id, message_document(text), recipients)
+    stored = seal_bytes(
+        instance.store,
+        report.id,
+        message_document(text),
+        recipients,
+        content_type=message_type(ItemKind.NOTE),
+    )
     item = add_item(session, report, stored, ItemKind.NOTE, officer_now(), officer.id)
     session.add(ItemRead(officer_id=officer.id, item_id=item.id))
     audit.record(session, _actor(officer), "report.note", report_id=report.id, detail=item.id)

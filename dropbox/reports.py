@@ -83,6 +83,30 @@ def item_context(report_id: str, item_id: str) -> bytes:
     return envelope.context("dropbox-item", report_id, item_id)
 
 
+def message_type(kind: ItemKind) -> str:
+    """The sealed content type of a message item: it names the kind, so the row cannot change it.
+
+    Items sealed before the kind was named carry MESSAGE_TYPE alone.
+    """
+    return f"{MESSAGE_TYPE}; kind={kind.value}"
+
+
+def _check_kind(contents: envelope.Contents, kind: str) -> None:
+    """Refuse an envelope whose sealed name and type do not fit the kind its row claims.
+
+    A file always has a name; every other item is a message document without one.
+    """
+    if kind == ItemKind.FILE:
+        fits = contents.name != ""
+    else:
+        fits = contents.name == "" and contents.content_type in (
+            MESSAGE_TYPE,
+            f"{MESSAGE_TYPE}; kind={kind}",
+        )
+    if not fits:
+        raise DecryptionError()
+
+
 def clean_file_name(name: str | None) -> str:
     """A safe display name: no path, no control characters, at most 255 bytes of UTF-8."""
     base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
@@ -353,10 +377,22 @@ def submit(
     session.add(report)
     session.flush()
     store = instance.store
-    message = seal_bytes(store, report.id, message_document(new.text, new.details), [office_key])
+    message = seal_bytes(
+        store,
+        report.id,
+        message_document(new.text, new.details),
+        [office_key],
+        content_type=message_type(ItemKind.MESSAGE),
+    )
     add_item(session, report, message, ItemKind.MESSAGE, day)
     if any(new.identity.values()):
-        identity = seal_bytes(store, report.id, message_document("", new.identity), [office_key])
+        identity = seal_bytes(
+            store,
+            report.id,
+            message_document("", new.identity),
+            [office_key],
+            content_type=message_type(ItemKind.IDENTITY),
+        )
         add_item(session, report, identity, ItemKind.IDENTITY, day)
     for uploaded in upload.complete_files():
         add_item(session, report, upload.reseal(uploaded, [office_key]), ItemKind.FILE, day)
@@ -365,6 +401,7 @@ def submit(
         report.id,
         message_document(new.acknowledgement),
         [office_key, new.source_public_key],
+        content_type=message_type(ItemKind.ACKNOWLEDGEMENT),
     )
     add_item(session, report, acknowledgement, ItemKind.ACKNOWLEDGEMENT, day)
     session.add(
@@ -384,7 +421,13 @@ def add_answer(
     day = source_day()
     items = []
     if text:
-        stored = seal_bytes(instance.store, report.id, message_document(text), [office_key])
+        stored = seal_bytes(
+            instance.store,
+            report.id,
+            message_document(text),
+            [office_key],
+            content_type=message_type(ItemKind.MESSAGE),
+        )
         items.append(add_item(session, report, stored, ItemKind.MESSAGE, day))
     for uploaded in upload.complete_files():
         stored = upload.reseal(uploaded, [office_key])
@@ -415,6 +458,8 @@ def thread_for_source(
     for item in session.execute(
         select(Item).where(Item.report_id == report.id).order_by(Item.seq)
     ).scalars():
+        if item.kind not in set(ItemKind):
+            continue  # a row whose kind was altered: nothing the source should see
         kind = ItemKind(item.kind)
         if kind == ItemKind.NOTE or item.deleted_by_source:
             continue
@@ -436,7 +481,8 @@ def open_item(
 ) -> tuple[envelope.EnvelopeReader, BinaryIO]:
     """Open an item's envelope: its reader, and the blob the caller must close.
 
-    A missing blob, an unreadable one or a bad envelope all raise DecryptionError.
+    A missing blob, an unreadable one, a bad envelope or one sealed as another
+    kind of item all raise DecryptionError.
     """
     try:
         body = instance.store.open(item.blob)
@@ -444,7 +490,9 @@ def open_item(
         raise DecryptionError() from exc
     try:
         context = item_context(item.report_id, item.id)
-        return envelope.EnvelopeReader(item.key_block, body, secret_key, context), body
+        reader = envelope.EnvelopeReader(item.key_block, body, secret_key, context)
+        _check_kind(reader.contents, item.kind)
+        return reader, body
     except (DecryptionError, OSError, ValueError) as exc:
         body.close()
         raise DecryptionError() from exc
@@ -466,11 +514,18 @@ def delete_for_source(session: Session, report: Report, item_id: str) -> None:
     The office keeps its own copy; a codename that leaks later no longer opens it.
     """
     item = session.get(Item, item_id) if is_id(item_id) else None
-    if item is None or item.report_id != report.id or ItemKind(item.kind) not in TO_SOURCE_KINDS:
+    if item is None or item.report_id != report.id or item.kind not in TO_SOURCE_KINDS:
         raise NotFound("that message does not exist")
     if item.deleted_by_source:
         return
-    item.key_block = envelope.remove_recipient(item.key_block, PublicKey(report.source_public_key))
+    try:
+        item.key_block = envelope.remove_recipient(
+            item.key_block, PublicKey(report.source_public_key)
+        )
+    except (DecryptionError, ValueError):
+        # A damaged key block, or one whose only entry left is the source's:
+        # nobody else can open it, so all of it goes, and the source's copy with it.
+        item.key_block = bytes(len(item.key_block))
     item.deleted_by_source = True
 
 
@@ -482,7 +537,13 @@ def post_reply(
     if office is None:
         raise NotFound("the office of this report has no key")
     recipients = [PublicKey(office.public_key), PublicKey(report.source_public_key)]
-    stored = seal_bytes(instance.store, report.id, message_document(text), recipients)
+    stored = seal_bytes(
+        instance.store,
+        report.id,
+        message_document(text),
+        recipients,
+        content_type=message_type(ItemKind.REPLY),
+    )
     now = officer_now()
     report.last_activity_at = now
     return add_item(session, report, stored, ItemKind.REPLY, now, author_id)

@@ -203,7 +203,7 @@ def _entry(entry: casework.ThreadEntry) -> dict[str, Any]:
     return {
         "id": entry.id,
         "seq": entry.seq,
-        "kind": entry.kind.value,
+        "kind": entry.kind,
         "from_source": entry.from_source,
         "created_at": _time(entry.created_at),
         "size": entry.size,

@@ -365,12 +365,16 @@ def register_views(app: Flask, config: Config) -> None:
         try:
             with _casework(report_id, handling_only=False) as (db, officer, found):
                 office_key = access.office_key(db, officer, g.officer_key, found)
-                identity = casework.reveal_identity(
-                    instance(), db, officer, office_key, found, request.form.get("reason", "")
-                )
+                try:
+                    identity = casework.reveal_identity(
+                        instance(), db, officer, office_key, found, request.form.get("reason", "")
+                    )
+                except DecryptionError:
+                    # Returned inside the block, so that the reveal attempt and the
+                    # "item.damaged" event are committed, not rolled back.
+                    damaged = DropboxError(_("The identity details are damaged."))
+                    return _done(report_id, damaged, "")
                 return _render_report(db, officer, found, identity=identity)
-        except DecryptionError:
-            return _done(report_id, DropboxError(_("The identity details are damaged.")), "")
         except DropboxError as error:
             return _done(report_id, error, "")
 
