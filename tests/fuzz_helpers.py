@@ -9,6 +9,7 @@ is not mistaken for a leak.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable
 from urllib.parse import quote_from_bytes
@@ -32,9 +33,13 @@ FUZZ = settings(
 )
 
 
+# DROPBOX_FUZZ_SCALE=20 runs twenty times as many examples: for a deeper search by hand.
+SCALE = int(os.environ.get("DROPBOX_FUZZ_SCALE", "1"))
+
+
 def fuzz(examples: int) -> settings:
-    """The fuzz settings with this many examples."""
-    return settings(FUZZ, max_examples=examples)
+    """The fuzz settings with this many examples (times DROPBOX_FUZZ_SCALE)."""
+    return settings(FUZZ, max_examples=examples * SCALE)
 
 
 def fuzz_each(
