@@ -10,6 +10,7 @@ request key is forgotten.
 from __future__ import annotations
 
 import calendar
+import functools
 import json
 import secrets
 import unicodedata
@@ -269,15 +270,22 @@ class NewReport:
     acknowledgement: str
 
 
-_adjectives: list[str] = []
-_nouns: list[str] = []
+@functools.cache
+def designation_words() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The adjectives and nouns designations are made of, read once per process.
+
+    Built whole before anyone sees them: filling shared lists in place let a
+    second thread see the adjectives but no nouns yet, and fail (IndexError)
+    on the first reports a new worker received at once (tests/test_load.py).
+    """
+    adjectives = tuple(WordList(get_wordlist_path("en_adjectives")))
+    nouns = tuple(w for w in WordList(get_wordlist_path("en_nouns")) if w.isalpha())
+    return adjectives, nouns
 
 
 def _designation() -> str:
-    if not _adjectives:
-        _adjectives.extend(WordList(get_wordlist_path("en_adjectives")))
-        _nouns.extend(w for w in WordList(get_wordlist_path("en_nouns")) if w.isalpha())
-    return f"{secrets.choice(_adjectives)} {secrets.choice(_nouns)}"
+    adjectives, nouns = designation_words()
+    return f"{secrets.choice(adjectives)} {secrets.choice(nouns)}"
 
 
 def new_designation(session: Session) -> str:

@@ -24,6 +24,7 @@ import hashlib
 import itertools
 import random
 import statistics
+import sys
 import threading
 import time
 from datetime import timedelta
@@ -33,7 +34,7 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
-from dropbox import audit, fsck
+from dropbox import audit, fsck, reports
 from dropbox.config import load
 from dropbox.instance import Instance
 from dropbox.models import AuditHead, Report
@@ -84,11 +85,15 @@ def test_32_sources_sending_500_reports_at_once_lose_none_and_duplicate_none(
                     posted = time.perf_counter()
                     reply = browser.request("POST", "/report", body=body, content_type=content_type)
                     submit_seconds.append(time.perf_counter() - posted)
-                    assert reply.status == 302, (reply.status, reply.body[:300])
+                    assert reply.status == 302, ("POST /report", reply.status, reply.body[:300])
                     assert reply.headers["Location"].endswith("/receipt"), reply.headers
                     sent.append(report)
                     receipt = browser.request("GET", "/receipt")
-                    assert receipt.status == 200, (receipt.status, receipt.body[:300])
+                    assert receipt.status == 200, (
+                        "GET /receipt",
+                        receipt.status,
+                        receipt.body[:300],
+                    )
                     assert "Your report was received" in receipt.body
                     report_seconds.append(time.perf_counter() - began)
                 except Exception as exc:
@@ -110,7 +115,8 @@ def test_32_sources_sending_500_reports_at_once_lose_none_and_duplicate_none(
         f"{statistics.median(submit_seconds) * 1000:.0f} ms, p95 {p95(submit_seconds) * 1000:.0f} "
         f"ms; whole report (codename, form, send, receipt) p95 {p95(report_seconds) * 1000:.0f} ms"
     )
-    assert failures == [], failures[:10]
+    errors = [line for line in log.splitlines() if "error" in line.lower()]
+    assert failures == [], (failures[:5], errors[:20])
     assert "Traceback" not in log and "unexpected error" not in log, log
     assert len(sent) == REPORTS
 
@@ -150,3 +156,42 @@ def test_a_reader_reads_while_a_writer_holds_the_lock_and_can_never_write(
             audit.record(writer, "test", "report.read")
     with instance.readers() as reader:
         assert audit.verify(reader).events == 3
+
+
+def draw_designation(
+    instance: Instance, barrier: threading.Barrier, drawn: list[str], errors: list[BaseException]
+) -> None:
+    """Wait for the others, then draw a designation as `reports.submit` does."""
+    with instance.readers() as db:
+        barrier.wait(timeout=10)
+        try:
+            drawn.append(reports.new_designation(db))
+        except BaseException as exc:
+            errors.append(exc)
+
+
+def test_designations_drawn_by_many_threads_of_a_new_worker_at_once_never_fail(
+    instance: Instance,
+) -> None:
+    """What the load test found: a worker's first reports, arriving together, got a 500."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, as a busy worker does
+    try:
+        for _ in range(30):
+            reports.designation_words.cache_clear()  # a new worker process
+            barrier = threading.Barrier(16)
+            drawn: list[str] = []
+            errors: list[BaseException] = []
+            threads = [
+                threading.Thread(target=draw_designation, args=(instance, barrier, drawn, errors))
+                for _ in range(16)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=30)
+            assert errors == [] and len(drawn) == 16, errors
+    finally:
+        sys.setswitchinterval(interval)
+    adjectives, nouns = reports.designation_words()
+    assert len(adjectives) > 1000 and len(nouns) > 1000
