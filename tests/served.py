@@ -44,6 +44,8 @@ from tests.conftest import CHEAP_COST, CHEAP_CRYPTO_TOML, free_port, new_databas
 from tests.source_helpers import CODENAME, csrf_token
 
 REPO = Path(__file__).resolve().parent.parent
+# States in /proc/net/tcp: a connection a worker may still accept is established.
+_ESTABLISHED, _SYN_RECEIVED = "01", "03"
 # How much of a request body goes to the socket at once.
 SEND_PIECE = 256 * 1024
 
@@ -75,7 +77,7 @@ def _holds(pid: int, target: str) -> bool:
 
 
 def children(parent: int) -> list[int]:
-    """The processes whose parent is `parent` (gunicorn's workers, for its master)."""
+    """The live processes whose parent is `parent` (gunicorn's workers, for its master)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -84,8 +86,10 @@ def children(parent: int) -> list[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        # The command name may hold spaces; the fields after ")" are fixed.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+        # The command name may hold spaces; the fields after ")" are fixed:
+        # the state (a dead worker stays a zombie until gunicorn reaps it), then the parent.
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == parent and state not in ("Z", "X"):
             found.append(int(entry))
     return sorted(found)
 
@@ -123,39 +127,39 @@ class Served:
             assert time.monotonic() < deadline, "the source interface did not come up"
             time.sleep(0.1)
 
-    def _server_side_inode(self, client_port: int) -> int | None:
-        """The inode of the connection's server-side socket: 0 until a worker accepts it."""
+    def _server_side(self, client_port: int) -> tuple[str, int] | None:
+        """The TCP state and inode of the connection's server side (inode 0 until accepted)."""
         local, remote = f":{self.port:04X}", f":{client_port:04X}"
         with open("/proc/net/tcp") as table:
             for line in table.readlines()[1:]:
                 fields = line.split()
                 if fields[1].endswith(local) and fields[2].endswith(remote):
-                    return int(fields[9])
+                    return fields[3], int(fields[9])
         return None
 
     def owner(self, connection: HTTPConnection, timeout: float = 30) -> int:
         """The worker process that accepted this connection (holds its server-side socket).
 
-        Raises ConnectionResetError if that worker died before it was found
-        (its socket is gone), as the connection itself would.
+        Raises ConnectionResetError if the server side is closed (a worker
+        accepted it and died), as using the connection would.
         """
         assert connection.sock is not None
         client_port = connection.sock.getsockname()[1]
-        deadline = time.monotonic() + timeout
-        accepted = False
-        while time.monotonic() < deadline:
-            inode = self._server_side_inode(client_port)
+        began = time.monotonic()
+        while time.monotonic() < began + timeout:
+            state, inode = self._server_side(client_port) or ("", 0)
+            # Not there yet, or the handshake still completing: a moment, at most.
+            settling = state in ("", _SYN_RECEIVED) and time.monotonic() < began + 1
+            if state != _ESTABLISHED and not settling:
+                raise ConnectionResetError("the server closed the connection (its worker died)")
             if inode:
-                accepted = True
                 target = f"socket:[{inode}]"
                 # The known workers first; a worker started since (one died) on the next round.
                 for pid in self.workers:
                     if _holds(pid, target):
                         return pid
                 self.refresh_workers()
-            elif accepted:
-                raise ConnectionResetError("the worker that accepted the connection died")
-            time.sleep(0.005)  # not accepted yet (all workers busy, or starting)
+            time.sleep(0.005)  # not accepted yet (every worker busy, or starting)
         raise AssertionError("no worker accepted the connection")
 
     def connect(
