@@ -17,13 +17,14 @@ What a crash, an interrupted upload or a damaged disk can leave behind:
   (`crypto.envelope.body_size`), so this is checked without any key.
 * Anything else under ``blobs/`` or ``tmp/``: reported, never touched.
 
-Servers may keep running. A blob is renamed into place (which sets its
-ctime) moments before its row commits, and a partial write grows while its
-request streams in, so a stray file counts as a leftover only once it is
-older than the grace period; younger ones are counted as in progress and
-left alone. With every server stopped, a grace period of zero settles
-everything. Each removal checks the database again first: a blob that an
-item refers to is never removed.
+Servers may keep running: the check reads in readers (`Instance.readers`),
+which on SQLite hold no lock that uploads would wait for. A blob is renamed
+into place (which sets its ctime) moments before its row commits, and a
+partial write grows while its request streams in, so a stray file counts as
+a leftover only once it is older than the grace period; younger ones are
+counted as in progress and left alone. With every server stopped, a grace
+period of zero settles everything. Each removal checks the database again
+first: a blob that an item refers to is never removed.
 
 Items without their blob are kept by `repair` unless asked otherwise: the
 row holds the item's only key block, so putting the blob back from a backup
@@ -281,7 +282,7 @@ def check(
     # young (the grace period covers it), and a row already committed is seen.
     blob_files, unexpected = scan_blob_files(store)
     partials, backups, unexpected_temporary = scan_temporary_files(store, grace, now)
-    with instance.sessions() as session:
+    with instance.readers() as session:
         referenced = referenced_blobs(session)
     findings.blobs, findings.items = len(blob_files), len(referenced)
     findings.partial_writes, findings.backup_leftovers = partials, backups
@@ -308,7 +309,7 @@ def check(
         # A report deleted since the rows were read has its blobs unlinked
         # only after its rows are gone: an item still there now had its blob
         # missing for another reason.
-        with instance.sessions() as session:
+        with instance.readers() as session:
             alive = still_referenced(session, (s.blob for s in suspects))
         findings.broken_items = [s for s in suspects if s.blob in alive]
     return findings
@@ -317,7 +318,7 @@ def check(
 def remove_orphan_blobs(instance: Instance, orphans: list[StrayFile], repairs: Repairs) -> None:
     """Unlink settled blobs without an item, unless an item has come to refer to one since."""
     names = [stray.path.name for stray in orphans if stray.settled]
-    with instance.sessions() as session:
+    with instance.readers() as session:
         referenced = still_referenced(session, names)
     for name in names:
         if name in referenced:
