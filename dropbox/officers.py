@@ -43,7 +43,7 @@ def password_hasher(cost: KdfCost) -> argon2.PasswordHasher:
 
 def check_username(username: str) -> str:
     """Return the username if it is acceptable; raise DropboxError saying why not."""
-    if not USERNAME.match(username):
+    if not USERNAME.fullmatch(username):
         raise DropboxError(
             "a username is 2 to 64 characters: lower-case letters, digits, '.', '_' or '-'"
         )

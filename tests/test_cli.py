@@ -257,6 +257,16 @@ def test_duplicate_officer_is_refused(setup: tuple[Path, dict[str, str]]) -> Non
     assert_one_line_error(second, "already exists")
 
 
+@pytest.mark.parametrize("username", ["sam\n", "Sam", "s", "sam smith", "sam\u0000"])
+def test_a_username_outside_the_allowed_form_is_refused(
+    setup: tuple[Path, dict[str, str]], username: str
+) -> None:
+    workdir, _ = setup
+    config = str(workdir / "config.toml")
+    added = invoke("--config", config, "officer", "add", username, input=f"{PASSPHRASE}\n" * 2)
+    assert_one_line_error(added, "a username is 2 to 64 characters")
+
+
 def test_configuration_problems_are_named(tmp_path: Path) -> None:
     missing = invoke("--config", str(tmp_path / "nope.toml"), "init")
     assert_one_line_error(missing, "configuration file not found")
