@@ -314,8 +314,12 @@ class ServerSessionInterface(SessionInterface):
         kind: Literal["source", "officer"],
         lifetime: timedelta,
         idle: timedelta | None = None,
+        cookieless_prefix: str | None = None,
     ) -> None:
         self.instance = instance
+        # Paths under this prefix (the bearer-token API) neither read nor set the
+        # cookie: a browser's session must not be loaded, kept alive or renewed by them.
+        self.cookieless_prefix = cookieless_prefix
         self.kind: Kind = kind
         self.store = session_store(instance)
         self.lifetime = lifetime
@@ -337,8 +341,15 @@ class ServerSessionInterface(SessionInterface):
             return None
         return raw[:32], raw[32:]
 
+    def _cookieless(self, request: Request) -> bool:
+        return self.cookieless_prefix is not None and request.path.startswith(
+            self.cookieless_prefix
+        )
+
     def open_session(self, app: Flask, request: Request) -> ServerSession:
         """Load and decrypt the session named by the cookie, if it is still valid."""
+        if self._cookieless(request):
+            return ServerSession()
         value = request.cookies.get(self.get_cookie_name(app))
         if not value:
             return ServerSession()
@@ -362,6 +373,8 @@ class ServerSessionInterface(SessionInterface):
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         """Encrypt and store the session; an emptied session is deleted with its cookie."""
         assert isinstance(session, ServerSession)  # noqa: S101 - open_session makes only these
+        if self._cookieless(current_request):
+            return
         name = self.get_cookie_name(app)
         cookie_options = {
             "path": self.get_cookie_path(app),

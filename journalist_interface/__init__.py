@@ -42,6 +42,7 @@ def create_app(config: Config, instance: Instance | None = None) -> Flask:
         "officer",
         lifetime=timedelta(hours=config.reviewer.absolute_hours),
         idle=timedelta(minutes=config.reviewer.idle_minutes),
+        cookieless_prefix="/api/",
     )
     app.before_request(refuse_nameless_form_fields)
     csrf = CSRFProtect(app)

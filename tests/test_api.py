@@ -19,7 +19,14 @@ from werkzeug.test import TestResponse
 from dropbox import casework, officers, sessions
 from dropbox.instance import Instance
 from dropbox.models import Item, Officer, OfficerSession, Report
-from tests.reviewer_helpers import World, audit_actions, chain_intact, fresh_code, source_report
+from tests.reviewer_helpers import (
+    World,
+    audit_actions,
+    chain_intact,
+    fresh_code,
+    signed_in_client,
+    source_report,
+)
 from tests.source_helpers import login
 
 MESSAGE = "My manager took my project away after I spoke to investigators in May."
@@ -194,6 +201,25 @@ def test_token_is_not_a_browser_session_cookie(reviewer: Flask, world: World) ->
     browser = reviewer.test_client()
     browser.set_cookie("dropbox_reviewer", token)
     assert browser.get("/").status_code == 302  # sent to sign in, not let in
+
+
+def test_api_requests_neither_read_nor_renew_the_browser_session(
+    reviewer: Flask, world: World
+) -> None:
+    browser = signed_in_client(reviewer, world, "oio")
+    token = token_for(reviewer.test_client(), world, "oio")
+
+    def seen() -> list[datetime | None]:
+        with world.instance.sessions() as db:
+            return [row.last_seen_at for row in db.execute(select(OfficerSession)).scalars()]
+
+    before = seen()
+    for headers in ({}, bearer(token)):
+        answer = browser.get(f"{API}/reports", headers=headers)
+        assert answer.status_code == (200 if headers else 401)
+        assert "Set-Cookie" not in answer.headers
+    assert seen() == before  # the idle timer of the browser session did not move
+    assert browser.get("/").status_code == 200  # and the browser is still signed in
 
 
 def test_deactivated_officers_token_stops_working(client: FlaskClient, world: World) -> None:
