@@ -16,7 +16,7 @@ from nacl.public import PrivateKey
 from sqlalchemy import func, select, update
 
 from crypto import envelope
-from dropbox import audit, casework, offices, operations
+from dropbox import audit, casework, officers, offices, operations
 from dropbox.config import Config
 from dropbox.instance import Instance
 from dropbox.models import AuditEvent, Item, ItemKind, Officer, Report, Status
@@ -269,6 +269,13 @@ def test_postgresql_backup_restores_into_a_new_database(
                 assert audit.verify(db).ok
                 audit.record(db, "test", "after.restore")  # ids continue past the restored ones
                 assert audit.verify(db).ok
+                # Rows the database numbers itself (officers here) continue past the
+                # restored ones too: the restore moved each sequence on.
+                newcomer, _ = officers.add(
+                    db, "newcomer", "a long test passphrase", CHEAP_COST, "t"
+                )
+                db.flush()
+                assert newcomer.id > max(person.id for person in world.people.values())
         finally:
             again.close()
 
