@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import ctypes
 import re
+import socket
 from collections.abc import Callable
 from typing import Any
 
 import gunicorn.config
 import gunicorn.http.wsgi
+import gunicorn.util
 from flask import Flask
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from dropbox.config import Config
+from dropbox.web import COMMON_HEADERS, LOCKED_POLICY
 
 _ADDRESS = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b|\[?[0-9a-fA-F:]{3,}:[0-9a-fA-F:]+\]?")
 _IP_FIELD = re.compile(r"ip=\S*")
@@ -57,6 +60,27 @@ class PrivateLogger(glogging.Logger):  # type: ignore[misc]
 class _NoServerHeaderResponse(gunicorn.http.wsgi.Response):  # type: ignore[misc]
     def default_headers(self) -> list[str]:
         return [h for h in super().default_headers() if not h.startswith("Server:")]
+
+
+def _write_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's answer to a request it cannot parse, with the headers every response gets.
+
+    gunicorn writes these itself, before any Flask code runs; its own version is
+    an HTML page without them that quotes the refused request back. This one is
+    plain text and quotes nothing.
+    """
+    body = f"{status_int} {reason}\n".encode("latin-1", "replace")
+    headers = {
+        "Connection": "close",
+        "Content-Type": "text/plain; charset=utf-8",
+        "Content-Length": str(len(body)),
+        "Content-Security-Policy": LOCKED_POLICY,
+        **COMMON_HEADERS,
+    }
+    head = f"HTTP/1.1 {status_int} {reason}\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in headers.items()
+    )
+    gunicorn.util.write_nonblock(sock, head.encode("latin-1", "replace") + b"\r\n" + body)
 
 
 class _Server(BaseApplication):  # type: ignore[misc]
@@ -132,4 +156,5 @@ def serve(config: Config, interface: str) -> None:
     """Run one interface until stopped."""
     _tune_malloc()
     gunicorn.http.wsgi.Response = _NoServerHeaderResponse
+    gunicorn.util.write_error = _write_error
     _Server(app_factory(config, interface), gunicorn_options(config, interface)).run()

@@ -4,6 +4,21 @@ from __future__ import annotations
 
 from flask import Flask, Response, abort, request
 
+# Every response carries these, besides its Content-Security-Policy.
+COMMON_HEADERS = {
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "interest-cohort=()",
+}
+
+# For a response that is plain text and allows nothing at all (the server's own errors).
+LOCKED_POLICY = "default-src 'none'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+
 
 def register_security_headers(
     app: Flask, onion_address: str = "", *, allow_images: bool = False
@@ -19,14 +34,7 @@ def register_security_headers(
     def _headers(response: Response) -> Response:
         headers = response.headers
         headers["Content-Security-Policy"] = policy
-        headers["Referrer-Policy"] = "no-referrer"
-        headers["X-Frame-Options"] = "DENY"
-        headers["X-Content-Type-Options"] = "nosniff"
-        headers["Cache-Control"] = "no-store"
-        headers["Pragma"] = "no-cache"
-        headers["Cross-Origin-Opener-Policy"] = "same-origin"
-        headers["Cross-Origin-Resource-Policy"] = "same-origin"
-        headers["Permissions-Policy"] = "interest-cohort=()"
+        headers.update(COMMON_HEADERS)
         if onion_address:
             path = request.full_path.rstrip("?")
             headers["Onion-Location"] = f"http://{onion_address}{path}"
