@@ -423,6 +423,7 @@ def _fsck_lines(findings: fsck.Findings) -> Iterator[str]:
     from dropbox.web import size_text
 
     def shown(path: Path) -> str:
+        """The path relative to the data directory, where it is inside."""
         return (
             str(path.relative_to(findings.data_dir))
             if path.is_relative_to(findings.data_dir)

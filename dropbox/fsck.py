@@ -100,7 +100,6 @@ class Findings:
     """What a check found in one data directory and its database."""
 
     data_dir: Path
-    grace: timedelta
     blobs: int = 0
     items: int = 0
     orphan_blobs: list[StrayFile] = field(default_factory=list)
@@ -110,6 +109,7 @@ class Findings:
     broken_items: list[BrokenItem] = field(default_factory=list)
 
     def _stray(self) -> Iterator[StrayFile]:
+        """Every stray file found, settled or not."""
         yield from self.orphan_blobs
         yield from self.partial_writes
         yield from self.backup_leftovers
@@ -224,6 +224,8 @@ def scan_temporary_files(
 
 @dataclass(frozen=True)
 class _ItemRow:
+    """What a check needs of an item row to name it in its findings."""
+
     item_id: str
     report_id: str
     designation: str
@@ -245,6 +247,7 @@ def referenced_blobs(session: Session) -> dict[str, _ItemRow]:
 
 
 def _batches(names: Iterable[str]) -> Iterator[list[str]]:
+    """The names in lists short enough for one IN (...)."""
     batch: list[str] = []
     for name in names:
         batch.append(name)
@@ -277,7 +280,7 @@ def check(
     """Compare the blobs on disk with the item rows; change nothing (`now`: seconds since epoch)."""
     store = instance.store
     now = time.time() if now is None else now
-    findings = Findings(instance.config.data_dir, grace)
+    findings = Findings(instance.config.data_dir)
     # Files first, rows second: a blob listed here whose row commits later is
     # young (the grace period covers it), and a row already committed is seen.
     blob_files, unexpected = scan_blob_files(store)
