@@ -70,15 +70,17 @@ def make_engine(url: str) -> Engine:
             # A write here could fail at once with "database is locked" under
             # load (a snapshot cannot wait for the write lock): refuse it always.
             connection.exec_driver_sql("PRAGMA query_only=ON")
+            connection.info[_READ_ONLY] = True  # kept with the pooled connection
             return
         # A deferred transaction that reads and then writes can fail with
         # "database is locked" instead of waiting; IMMEDIATE waits its turn.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     @event.listens_for(engine, "checkin")
-    def _checkin(dbapi_connection: Any, _record: Any) -> None:
+    def _checkin(dbapi_connection: Any, record: Any) -> None:
         # A reader's connection goes back to the pool, where a writer may take it next.
-        if dbapi_connection is not None:
+        read_only = record is not None and record.info.pop(_READ_ONLY, False)
+        if read_only and dbapi_connection is not None:
             with contextlib.suppress(sqlite3.Error):
                 dbapi_connection.execute("PRAGMA query_only=OFF")
 
