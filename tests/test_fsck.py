@@ -314,3 +314,14 @@ def test_a_check_alone_changes_nothing_even_when_everything_is_settled(setup: Se
     assert len(findings.leftovers) == 2
     after = sorted(p for p in setup.instance.config.data_dir.rglob("*") if p.is_file())
     assert before == after
+
+
+def test_fsck_of_a_folder_that_is_no_instance_is_a_one_line_error(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'data_dir = "nothing-here"\n{CHEAP_CRYPTO_TOML}')
+
+    done = invoke("--config", str(config), "fsck")
+
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("dropbox: ") and "dropbox init" in done.stderr
