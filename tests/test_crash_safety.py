@@ -184,7 +184,7 @@ def officer_views(instance: Instance, prepared: Prepared) -> dict[str, list[str]
     with instance.sessions.begin() as db:
         for code, key in prepared.office_keys.items():
             officer, _ = officers.add(
-                db, f"{code.lower()}-intake", "a long passphrase", CHEAP_COST, "t"
+                db, f"{code.lower()}-intake", "a long passphrase", CHEAP_COST, "test"
             )
             offices.grant(db, code, officer, key, "test")
     for code, key in prepared.office_keys.items():
