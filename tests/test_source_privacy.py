@@ -16,6 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from nacl.public import PrivateKey
 
+from crypto.codenames import normalise
 from dropbox.instance import Instance
 from source_interface import create_app
 from tests.conftest import database_files
@@ -106,7 +107,7 @@ def test_canary_reaches_no_disk_no_table_and_no_log(
     capfd: pytest.CaptureFixture[str],
     temporary_files_made: list[str],
 ) -> None:
-    """Everything a source sends carries a canary; afterwards it is nowhere in the clear."""
+    """Everything a source sends carries a canary; afterwards it, and the codename, are nowhere."""
     caplog.set_level(logging.DEBUG)
     canary = f"CANARY{uuid.uuid4().hex}"
     big = os.urandom(700_000) + canary.encode() + os.urandom(700_000) + canary.encode()
@@ -141,7 +142,14 @@ def test_canary_reaches_no_disk_no_table_and_no_log(
     assert temporary_files_made == []
     instance.engine.dispose()  # let SQLite check-point the WAL into the database file
 
-    unique = [canary.encode(), canary.encode("utf-16-le"), RUN.encode()]
+    # The codename too, as shown and as the server normalises it: it is never stored.
+    unique = [
+        canary.encode(),
+        canary.encode("utf-16-le"),
+        RUN.encode(),
+        codename.encode(),
+        normalise(codename).encode(),
+    ]
     # On PostgreSQL, the server's files too: its data directory, WAL and log.
     roots = [instance.config.data_dir, Path(tempfile.gettempdir()), *database_files()]
     assert places_containing(unique, roots) == []
@@ -151,3 +159,4 @@ def test_canary_reaches_no_disk_no_table_and_no_log(
     # The address and User-Agent in logs: tests/test_web_checks.py, for both interfaces.
     logged = caplog.text + "".join(capfd.readouterr())
     assert canary not in logged
+    assert codename not in logged and normalise(codename) not in logged
