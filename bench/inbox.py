@@ -95,6 +95,7 @@ from dropbox.reports import (  # noqa: E402
     add_item,
     add_months,
     message_document,
+    message_type,
     new_designation,
     new_id,
     seal_bytes,
@@ -382,7 +383,13 @@ def real_thread(instance: Instance, keys: dict[str, PrivateKey], author: Person)
                 kind, recipients, who = ItemKind.NOTE, [office_key], author.id
             else:
                 kind, recipients, who = ItemKind.MESSAGE, [office_key], None
-            stored = seal_bytes(instance.store, report.id, message_document(text), recipients)
+            stored = seal_bytes(
+                instance.store,
+                report.id,
+                message_document(text),
+                recipients,
+                content_type=message_type(kind),
+            )
             add_item(db, report, stored, kind, today if who is None else now, who)
         db.add(
             StatusChange(report_id=report.id, from_status=None, to_status=Status.RECEIVED, at=today)

@@ -85,10 +85,7 @@ def item_context(report_id: str, item_id: str) -> bytes:
 
 
 def message_type(kind: ItemKind) -> str:
-    """The sealed content type of a message item: it names the kind, so the row cannot change it.
-
-    Items sealed before the kind was named carry MESSAGE_TYPE alone.
-    """
+    """The sealed content type of a message item: it names the kind, so the row cannot change it."""
     return f"{MESSAGE_TYPE}; kind={kind.value}"
 
 
@@ -100,10 +97,7 @@ def _check_kind(contents: envelope.Contents, kind: str) -> None:
     if kind == ItemKind.FILE:
         fits = contents.name != ""
     else:
-        fits = contents.name == "" and contents.content_type in (
-            MESSAGE_TYPE,
-            f"{MESSAGE_TYPE}; kind={kind}",
-        )
+        fits = contents.name == "" and contents.content_type == f"{MESSAGE_TYPE}; kind={kind}"
     if not fits:
         raise DecryptionError()
 
@@ -220,7 +214,7 @@ def seal_bytes(
     data: bytes,
     recipients: Sequence[PublicKey],
     *,
-    content_type: str = MESSAGE_TYPE,
+    content_type: str,
     name: str = "",
 ) -> StoredEnvelope:
     """Encrypt a small item held in memory into a new blob (not yet committed)."""

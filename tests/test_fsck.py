@@ -98,7 +98,13 @@ def orphan_blob(setup: Setup) -> str:
     """A blob committed whose row never was: a crash between the two steps of `add_item`."""
     report = a_report(setup)
     office = PrivateKey.generate().public_key
-    stored = reports.seal_bytes(setup.instance.store, report.id, b"never recorded", [office])
+    stored = reports.seal_bytes(
+        setup.instance.store,
+        report.id,
+        b"never recorded",
+        [office],
+        content_type=reports.message_type(ItemKind.MESSAGE),
+    )
     stored.blob.commit()
     return stored.blob.name
 
@@ -169,7 +175,13 @@ def test_repair_keeps_a_blob_that_an_upload_committed_after_the_check(setup: Set
     """The race fsck must lose: the row arrives between the check and the removal."""
     report = a_report(setup)
     office = setup.office_keys[report.office_code].public_key
-    stored = reports.seal_bytes(setup.instance.store, report.id, b"an answer", [office])
+    stored = reports.seal_bytes(
+        setup.instance.store,
+        report.id,
+        b"an answer",
+        [office],
+        content_type=reports.message_type(ItemKind.MESSAGE),
+    )
     stored.blob.commit()
     findings = fsck.check(setup.instance, now=LATER)
     assert [s.path.name for s in findings.leftovers] == [stored.blob.name]

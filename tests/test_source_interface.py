@@ -19,7 +19,7 @@ from crypto.errors import DecryptionError
 from dropbox import reports
 from dropbox.config import Config, LimitSettings
 from dropbox.instance import Instance
-from dropbox.models import Item, Report, SourceSession
+from dropbox.models import Item, ItemKind, Report, SourceSession
 from source_interface import create_app
 from source_interface.uploads import PARSE_BLOCK, READ_BLOCK
 from tests.source_helpers import (
@@ -189,6 +189,44 @@ def test_files_arrive_intact_whatever_their_size_against_the_parser_blocks(
             contents, data = decrypt_item(instance, item, office_keys["OIO"])
             received[contents.name] = data
     assert received == sent
+
+
+@pytest.mark.parametrize(
+    ("content_type", "opens"),
+    [
+        (reports.message_type(ItemKind.MESSAGE), True),
+        (reports.MESSAGE_TYPE, False),  # names no kind: it could pass for any
+        (reports.message_type(ItemKind.NOTE), False),  # names another kind
+    ],
+)
+def test_a_message_opens_only_as_the_kind_sealed_inside_it(
+    client: FlaskClient,
+    instance: Instance,
+    office_keys: dict[str, PrivateKey],
+    content_type: str,
+    opens: bool,
+) -> None:
+    _, form = new_codename(client)
+    submit_report(client, form, {"category": "fraud", "message": MESSAGE})
+    report, _ = only_report(instance)
+    key = office_keys["OIO"]
+    stored = reports.seal_bytes(
+        instance.store,
+        report.id,
+        reports.message_document("An answer."),
+        [key.public_key],
+        content_type=content_type,
+    )
+    stored.blob.commit()
+    with instance.sessions.begin() as db:
+        item = reports.add_item(db, report, stored, ItemKind.MESSAGE, reports.source_day())
+    if opens:
+        assert reports.read_message_document(reports.open_item_bytes(instance, item, key))[0] == (
+            "An answer."
+        )
+    else:
+        with pytest.raises(DecryptionError):
+            reports.open_item_bytes(instance, item, key)
 
 
 def reports_source_key(instance: Instance, codename: str) -> PrivateKey:
