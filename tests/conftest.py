@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,36 @@ DATABASE = os.environ.get("DROPBOX_TEST_DATABASE", "sqlite")
 if DATABASE not in ("sqlite", "postgresql"):
     raise RuntimeError(f"DROPBOX_TEST_DATABASE must be sqlite or postgresql, not {DATABASE!r}")
 POSTGRES_URL_VARIABLE = "DROPBOX_TEST_POSTGRES_URL"
+
+
+class Figures:
+    """What the reliability and security tests measured, printed at the end of every run."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.counts: Counter[str] = Counter()
+
+    def add(self, line: str) -> None:
+        """One measured result, in words."""
+        self.lines.append(line)
+
+    def count(self, what: str, how_many: int = 1) -> None:
+        """Add to a running total (requests checked, log lines searched, cases run)."""
+        self.counts[what] += how_many
+
+
+FIGURES = Figures()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the figures, so that `make test` shows what was measured, not only that it passed."""
+    if not (FIGURES.lines or FIGURES.counts):
+        return
+    terminalreporter.section(f"figures measured in this run ({DATABASE})")
+    for what, total in sorted(FIGURES.counts.items()):
+        terminalreporter.write_line(f"{what}: {total}")
+    for line in FIGURES.lines:
+        terminalreporter.write_line(line)
 
 
 @dataclass

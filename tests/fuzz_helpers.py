@@ -18,6 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
+from tests.conftest import FIGURES
+
 # deadline=None: a request may take a while on a busy machine; derandomize and no
 # example database: every run sends the same requests and writes nothing to disk.
 FUZZ = settings(
@@ -164,4 +166,5 @@ def assert_handled(response: TestResponse, sent: str = "", what: str = "") -> st
     body = response.get_data(as_text=True)
     assert response.status_code < 500, f"{what}: {response.status_code}\n{body[-1500:]}"
     assert_no_trace(body, sent)
+    FIGURES.count("fuzzed requests answered below 500 and without a trace")
     return body

@@ -45,7 +45,7 @@ from dropbox import casework, fsck, inbox, officers, offices
 from dropbox.config import load
 from dropbox.instance import Instance
 from dropbox.models import Item, ItemKind, Officer, Report
-from tests.conftest import CHEAP_COST, DATABASE, invoke
+from tests.conftest import CHEAP_COST, DATABASE, FIGURES, invoke
 from tests.served import (
     Browser,
     Prepared,
@@ -302,8 +302,8 @@ def test_acknowledged_uploads_survive_workers_killed_at_random_moments(
 
     cut = [o for o in outcomes if not o.acknowledged]
     stored_anyway = [o for o in cut if stored[o.sent.codename] is not None]
-    print(
-        f"\ncrash safety ({DATABASE}, seed {seed}, {elapsed:.1f} s, {uploaded:.1f} s of uploads): "
+    FIGURES.add(
+        f"crash safety ({DATABASE}, seed {seed}, {elapsed:.1f} s, {uploaded:.1f} s of uploads): "
         f"{len(outcomes)} uploads "
         f"({sum(o.sent.file_size for o in outcomes) / MIB:.0f} MiB), {len(killer.killed)} "
         f"workers killed with SIGKILL (each replaced by gunicorn); {len(acknowledged)} "

@@ -38,7 +38,7 @@ from dropbox import audit, fsck, reports
 from dropbox.config import load
 from dropbox.instance import Instance
 from dropbox.models import AuditHead, Report
-from tests.conftest import DATABASE
+from tests.conftest import DATABASE, FIGURES
 from tests.served import Browser, Sent, arrived, prepare_instance, report_form, serving
 
 REPORTS = 500
@@ -110,8 +110,8 @@ def test_32_sources_sending_500_reports_at_once_lose_none_and_duplicate_none(
         assert not any(thread.is_alive() for thread in threads), "a source hung"
     log = served.log.read_text(errors="replace")
 
-    print(
-        f"\nload ({DATABASE}, {WORKERS} workers, {SOURCES} sources): {len(sent)} reports in "
+    FIGURES.add(
+        f"load ({DATABASE}, {WORKERS} workers, {SOURCES} sources): {len(sent)} reports in "
         f"{elapsed:.1f} s = {len(sent) / elapsed:.1f} reports/s; POST /report p50 "
         f"{statistics.median(submit_seconds) * 1000:.0f} ms, p95 {p95(submit_seconds) * 1000:.0f} "
         f"ms; whole report (codename, form, send, receipt) p95 {p95(report_seconds) * 1000:.0f} ms"

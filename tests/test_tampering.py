@@ -60,7 +60,7 @@ from dropbox.config import Config, CryptoSettings
 from dropbox.instance import Instance
 from dropbox.models import AuditEvent, Item, ItemKind, ItemRead, Office, Officer, Report
 from dropbox.web import size_text
-from tests.conftest import CHEAP_COST, PostgresServer
+from tests.conftest import CHEAP_COST, FIGURES, PostgresServer
 from tests.reviewer_helpers import World, chain_intact, fresh_code, make_world, signed_in_client
 from tests.source_helpers import csrf_token, login
 
@@ -727,6 +727,7 @@ def test_a_damaged_item_says_so_and_everything_else_still_works(
     tamper, found_on_the_page = ALL_TAMPERINGS[tampering]
     damage = tamper(scene, fresh, fresh.items[role])
     check_everything(scene.oio, scene, damage, found_on_the_page)
+    FIGURES.count("tampered items found damaged, recorded and contained")
 
 
 @pytest.mark.parametrize(
@@ -738,6 +739,7 @@ def test_an_item_relabelled_as_another_kind_is_damaged(scene: Scene, role: str, 
     damage = relabel(kind)(scene, fresh, fresh.items[role])
     check_everything(scene.oio, scene, damage, on_the_page=True)
     check_source_thread(scene, fresh, {item_id for _, item_id in damage.source})
+    FIGURES.count("tampered items found damaged, recorded and contained")
 
 
 def test_the_source_can_delete_a_reply_whose_office_entry_is_gone(scene: Scene) -> None:

@@ -58,7 +58,7 @@ from dropbox.models import Base, Item, ItemKind, Report
 from dropbox.sessions import Kind, session_id_hash, session_store
 from journalist_interface import create_app as create_reviewer
 from source_interface import create_app as create_source
-from tests.conftest import CHEAP_CRYPTO_TOML, free_port
+from tests.conftest import CHEAP_CRYPTO_TOML, FIGURES, free_port
 from tests.reviewer_helpers import World, fresh_code, signed_in_client, source_report
 from tests.source_helpers import CODENAME, csrf_token
 
@@ -260,6 +260,7 @@ def apps(site: Site) -> list[tuple[str, Flask, dict[str, str], Callable[[], Flas
 
 def assert_security_headers(headers: Headers, what: object) -> None:
     """The headers of DESIGN.md ("Sessions, limits and headers"), on one response."""
+    FIGURES.count("responses checked for the security headers")
     policy = headers.get("Content-Security-Policy", "")
     directives = {}
     for directive in filter(None, (d.strip() for d in policy.split(";"))):
@@ -791,6 +792,7 @@ def every_logger_at_debug() -> Iterator[Lines]:
 
 
 def assert_no_needle(lines: list[str], needles: list[str]) -> None:
+    FIGURES.count("log lines searched for addresses and User-Agents", len(lines))
     for line in lines:
         for needle in needles:
             assert needle not in line, f"{needle!r} logged: {line[:300]}"
