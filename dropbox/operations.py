@@ -60,6 +60,7 @@ from dropbox.database import current_revision, head_revision, make_engine, upgra
 from dropbox.errors import DropboxError
 from dropbox.instance import SECRETS_FILE, Instance
 from dropbox.models import Base, Item, Report, Status
+from dropbox.store import fsync_dir
 
 ARCHIVE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -303,7 +304,7 @@ def _write_archive(instance: Instance, archive: Path, staging: Path, snapshot: _
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
-    _fsync_dir(archive.parent)
+    fsync_dir(archive.parent)
     return archive.stat().st_size
 
 
@@ -345,7 +346,7 @@ def restore(config: Config, archive: Path) -> RestoreSummary:
         if data_dir.exists():
             data_dir.rmdir()
         os.rename(staging, data_dir)
-        _fsync_dir(data_dir.parent)
+        fsync_dir(data_dir.parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     instance = Instance.open(config)
@@ -438,7 +439,7 @@ def _restore_database(
             # The snapshot is the database: move it into place (the schema is upgraded on open).
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(member, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
             return
         target_url = f"sqlite:///{target}"
     if manifest["revision"] != head_revision():
@@ -570,11 +571,3 @@ def purge(instance: Instance, *, dry_run: bool, now: datetime | None = None) -> 
         casework.remove_blobs(instance, blobs)
         purged.append(entry)
     return purged
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -46,9 +46,9 @@ class BlobWriter:
         if not final.parent.is_dir():
             final.parent.mkdir(mode=0o700, exist_ok=True)
             # A new fan-out directory is itself an entry that must reach the disk.
-            _fsync_dir(final.parent.parent)
+            fsync_dir(final.parent.parent)
         os.replace(self._temporary, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         self.committed = True
 
     def discard(self) -> None:
@@ -116,7 +116,7 @@ class Store:
         path = self.path(name)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
     def names(self) -> Iterator[str]:
         """Every committed blob's name."""
@@ -148,7 +148,8 @@ def write_private_file(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.fsync(handle.fileno())
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new entry in `directory` survive a crash."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -369,6 +369,16 @@ def reviewer(world: World) -> Flask:
 
 
 @pytest.fixture
+def source_app(instance: Instance, office_keys: dict[str, PrivateKey]) -> Flask:
+    """The source interface alone: an instance whose offices have keys, and no officers."""
+    from source_interface import create_app
+
+    application = create_app(instance.config, instance)
+    application.config["TESTING"] = True
+    return application
+
+
+@pytest.fixture
 def source(world: World) -> Flask:
     """The source interface over the world's instance."""
     from source_interface import create_app

@@ -10,6 +10,7 @@ import pyotp
 from flask import Flask
 from flask.testing import FlaskClient
 from nacl.public import PrivateKey
+from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from dropbox import officers, offices
@@ -53,13 +54,23 @@ def make_world(instance: Instance, office_keys: dict[str, PrivateKey]) -> World:
     }
     with instance.sessions.begin() as db:
         for role, (username, is_admin, codes) in specs.items():
-            officer, secret = officers.add(
-                db, username, PASSPHRASE, CHEAP_COST, "test", is_admin=is_admin
-            )
-            for code in codes:
-                offices.grant(db, code, officer, office_keys[code], "test")
-            world.people[role] = Person(username, PASSPHRASE, secret, officer.id)
+            world.people[role] = _new_officer(db, world, username, codes, is_admin)
     return world
+
+
+def _new_officer(db: Session, world: World, username: str, codes: list[str], admin: bool) -> Person:
+    officer, secret = officers.add(db, username, PASSPHRASE, CHEAP_COST, "test", is_admin=admin)
+    for code in codes:
+        offices.grant(db, code, officer, world.office_keys[code], "test")
+    return Person(username, PASSPHRASE, secret, officer.id)
+
+
+def add_officer(world: World, username: str, codes: list[str], admin: bool = False) -> Person:
+    """One more officer, known to the world by username (e.g. one a test may lock out)."""
+    with world.instance.sessions.begin() as db:
+        person = _new_officer(db, world, username, codes, admin)
+    world.people[username] = person
+    return person
 
 
 def fresh_code(instance: Instance, person: Person) -> str:

@@ -27,9 +27,7 @@ from schemathesis.specs.openapi import checks as openapi_checks
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from dropbox import officers, offices
 from dropbox.models import Item, Report
-from tests.conftest import CHEAP_COST
 from tests.fuzz_helpers import (
     NASTY_BYTES,
     assert_handled,
@@ -41,9 +39,9 @@ from tests.fuzz_helpers import (
     percent,
 )
 from tests.reviewer_helpers import (
-    PASSPHRASE,
     Person,
     World,
+    add_officer,
     chain_intact,
     fresh_code,
     source_report,
@@ -71,17 +69,6 @@ class Target:
 def api_rules(app: Flask) -> list[str]:
     """Every route of the API, as written in the URL map."""
     return sorted({r.rule for r in app.url_map.iter_rules() if r.rule.startswith(API + "/")})
-
-
-def add_officer(world: World, username: str, codes: list[str]) -> Person:
-    """One more officer, so that lockouts caused by fuzzing touch nobody else's tests."""
-    with world.instance.sessions.begin() as db:
-        officer, secret = officers.add(db, username, PASSPHRASE, CHEAP_COST, "test")
-        for code in codes:
-            offices.grant(db, code, officer, world.office_keys[code], "test")
-        person = Person(username, PASSPHRASE, secret, officer.id)
-    world.people[username] = person
-    return person
 
 
 def token_for(client: FlaskClient, world: World, person: Person) -> str:

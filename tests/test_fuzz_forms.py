@@ -34,10 +34,9 @@ from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse, encode_multipart
 
-from dropbox import casework, officers, offices
+from dropbox import casework
 from dropbox.models import Item, Officer, Report
 from source_interface.views import DETAIL_FIELDS, IDENTITY_FIELDS
-from tests.conftest import CHEAP_COST
 from tests.fuzz_helpers import (
     assert_handled,
     encoded_piece,
@@ -50,8 +49,8 @@ from tests.fuzz_helpers import (
 )
 from tests.reviewer_helpers import (
     PASSPHRASE,
-    Person,
     World,
+    add_officer,
     chain_intact,
     post_form,
     sign_in,
@@ -661,16 +660,6 @@ class ReviewerWorld:
     victim_id: int  # the officer the deactivation form may deactivate
     realistic: dict[str, list[str]]
     enrolment_page: str  # the TOTP page that asks an enrolling officer for a first code
-
-
-def add_officer(world: World, username: str, codes: list[str], admin: bool = False) -> Person:
-    with world.instance.sessions.begin() as db:
-        officer, secret = officers.add(db, username, PASSPHRASE, CHEAP_COST, "test", is_admin=admin)
-        for code in codes:
-            offices.grant(db, code, officer, world.office_keys[code], "test")
-        person = Person(username, PASSPHRASE, secret, officer.id)
-    world.people[username] = person
-    return person
 
 
 def reviewer_world(reviewer: Flask, source: Flask, world: World) -> ReviewerWorld:

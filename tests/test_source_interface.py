@@ -43,15 +43,8 @@ RETALIATION = {
 
 
 @pytest.fixture
-def app(instance: Instance, office_keys: dict[str, PrivateKey]) -> Flask:
-    application = create_app(instance.config, instance)
-    application.config["TESTING"] = True
-    return application
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+def client(source_app: Flask) -> FlaskClient:
+    return source_app.test_client()
 
 
 def decrypt_item(

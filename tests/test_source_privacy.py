@@ -14,11 +14,9 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from nacl.public import PrivateKey
 
 from crypto.codenames import normalise
 from dropbox.instance import Instance
-from source_interface import create_app
 from tests.conftest import database_files
 from tests.source_helpers import (
     csrf_token,
@@ -37,16 +35,9 @@ REFERRER = f"http://referrer-{RUN}.invalid/where-i-came-from"
 SKIP_LARGER_THAN = 64 * 1024 * 1024
 
 
-@pytest.fixture
-def app(instance: Instance, office_keys: dict[str, PrivateKey]) -> Flask:
-    application = create_app(instance.config, instance)
-    application.config["TESTING"] = True
-    return application
-
-
-def browser(app: Flask) -> FlaskClient:
+def browser(source_app: Flask) -> FlaskClient:
     """A client that announces an address, a User-Agent and a referrer on every request."""
-    client = app.test_client()
+    client = source_app.test_client()
     client.environ_base.update(
         {"REMOTE_ADDR": ADDRESS, "HTTP_USER_AGENT": USER_AGENT, "HTTP_REFERER": REFERRER}
     )
@@ -101,7 +92,7 @@ def temporary_files_made(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_canary_reaches_no_disk_no_table_and_no_log(
-    app: Flask,
+    source_app: Flask,
     instance: Instance,
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
@@ -111,7 +102,7 @@ def test_canary_reaches_no_disk_no_table_and_no_log(
     caplog.set_level(logging.DEBUG)
     canary = f"CANARY{uuid.uuid4().hex}"
     big = os.urandom(700_000) + canary.encode() + os.urandom(700_000) + canary.encode()
-    client = browser(app)
+    client = browser(source_app)
 
     codename, form = new_codename(client)
     sent = submit_report(
