@@ -10,14 +10,20 @@ only read: on SQLite their transactions begin DEFERRED, reading a snapshot
 (WAL) without waiting for any writer, and refuse to write. Before readers
 existed, every request's session lookup queued for the write lock behind
 uploads fsyncing their blobs (tests/test_load.py).
+
+A commit that destroys key material (an item's key block, an office grant, an
+officer's wrapped keys) empties the SQLite WAL before it returns (`empty_wal`,
+at the end of this file), so that no old copy outlives the deletion there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import sqlite3
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +32,10 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.exc import UnboundExecutionError
+from sqlalchemy.orm import Mapper, ORMExecuteState, Session, object_session, sessionmaker
 
-from dropbox.models import AuditHead
+from dropbox.models import AuditHead, Item, OfficeGrant, Officer
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The revision that matches the schema `create_all` made before migrations existed.
@@ -38,6 +45,21 @@ _MIGRATION_LOCK = 0x64726F70
 
 
 _WAL_ATTEMPTS = 300
+# Emptying the WAL after key material was destroyed: each attempt waits this
+# long for readers and writers, and all attempts together no longer than that.
+_CHECKPOINT_WAIT_MS = 250
+_CHECKPOINT_SECONDS = 10.0
+_BUSY_TIMEOUT_MS = 30000
+# Columns holding sealed key material, by model: a row of these models deleted,
+# or one of these columns rewritten, destroys keys (crypto-shredding).
+_KEY_COLUMNS: dict[type[Any], tuple[str, ...]] = {
+    Item: ("key_block",),
+    OfficeGrant: ("sealed_office_key",),
+    Officer: ("wrapped_secret_key", "totp_secret_sealed"),
+}
+# The Session.info flag: this transaction destroyed key material.
+_SHREDDED = "dropbox_shredded"
+log = logging.getLogger(__name__)
 # The execution option that marks a reader's connections (`make_reader`).
 _READ_ONLY = "dropbox_read_only"
 
@@ -54,7 +76,7 @@ def make_engine(url: str) -> Engine:
         # that they can begin IMMEDIATE (below).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         _use_wal(cursor)
         # FULL: a committed submission survives power loss, not only a crash.
         cursor.execute("PRAGMA synchronous=FULL")
@@ -170,3 +192,105 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 def make_reader(engine: Engine) -> sessionmaker[Session]:
     """A session factory for transactions that only read (on SQLite: DEFERRED, no writes)."""
     return sessionmaker(engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False)
+
+
+# --- crypto-shredding reaches the disk ----------------------------------------------
+#
+# On SQLite, `secure_delete` zeroes what a transaction deletes or overwrites,
+# but only in the main database file: the write-ahead log still holds the
+# earlier page images, with the key blocks as they were, until a later
+# transaction happens to overwrite those frames. So a commit that destroyed key
+# material (an item's key block rewritten or deleted, an office grant or an
+# officer's wrapped keys replaced or deleted) is followed at once by a
+# checkpoint that copies every frame into the main file (where secure_delete's
+# zeroed pages replace the old ones) and truncates the WAL to nothing.
+
+_PENDING: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _mark(session: Session | None) -> None:
+    """Remember that this session's transaction destroys key material."""
+    if session is not None:
+        session.info[_SHREDDED] = True
+
+
+def _after_update(_mapper: Mapper[Any], _connection: Connection, target: Any) -> None:
+    """A flushed update that replaced a key column marks its session."""
+    state = inspect(target)
+    if any(state.attrs[name].history.has_changes() for name in _KEY_COLUMNS[type(target)]):
+        _mark(object_session(target))
+
+
+def _after_delete(_mapper: Mapper[Any], _connection: Connection, target: Any) -> None:
+    """A flushed delete of a row holding key material marks its session."""
+    _mark(object_session(target))
+
+
+def _do_orm_execute(state: ORMExecuteState) -> None:
+    """A bulk UPDATE or DELETE of a table holding key material marks its session."""
+    if (state.is_update or state.is_delete) and any(
+        mapper.class_ in _KEY_COLUMNS for mapper in state.all_mappers
+    ):
+        _mark(state.session)
+
+
+def _after_commit(session: Session) -> None:
+    """After a commit that destroyed key material, empty the WAL (SQLite)."""
+    shredded = session.info.pop(_SHREDDED, False)
+    try:
+        bind = session.get_bind()
+    except UnboundExecutionError:
+        return
+    engine = bind.engine if isinstance(bind, Engine | Connection) else None
+    if engine is None or not (shredded or engine in _PENDING):
+        return
+    if empty_wal(engine):
+        _PENDING.discard(engine)
+        return
+    # Retried after the next commit on this engine; say so without naming what was deleted.
+    _PENDING.add(engine)
+    log.warning("the write-ahead log could not be emptied after a deletion; retrying later")
+
+
+def _after_rollback(session: Session) -> None:
+    """Nothing was destroyed by a transaction that did not commit."""
+    session.info.pop(_SHREDDED, None)
+
+
+def empty_wal(engine: Engine) -> bool:
+    """Copy the whole WAL into the database file and truncate it to zero bytes (SQLite).
+
+    Readers still on an older snapshot hold the checkpoint up; each attempt
+    waits briefly for them (new writers wait meanwhile), then lets writers
+    through before the next. Returns False if the time bound ran out. Other
+    databases have no such file here: True.
+    """
+    if engine.dialect.name != "sqlite" or not engine.url.database:
+        return True
+    deadline = time.monotonic() + _CHECKPOINT_SECONDS
+    raw = engine.raw_connection()
+    try:
+        connection = raw.driver_connection
+        if connection is None:  # pragma: no cover - a pooled connection is open
+            return False
+        connection.execute(f"PRAGMA busy_timeout={_CHECKPOINT_WAIT_MS}")
+        try:
+            while True:
+                busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.02)
+        finally:
+            connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    finally:
+        raw.close()
+
+
+for _model in _KEY_COLUMNS:
+    event.listen(_model, "after_update", _after_update)
+    event.listen(_model, "after_delete", _after_delete)
+event.listen(Session, "do_orm_execute", _do_orm_execute)
+event.listen(Session, "after_commit", _after_commit)
+event.listen(Session, "after_rollback", _after_rollback)

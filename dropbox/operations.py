@@ -18,6 +18,12 @@ into a private folder (blobs never change once written), then the database
 snapshot is taken, then any blob the snapshot names that was written in
 between is linked too. A blob is written before its row and removed only
 after its row is gone, so everything the snapshot refers to is there.
+
+The database snapshot is made and kept in memory, never in a file under the
+data directory: a backup killed half-way leaves only links to blobs (keyless
+ciphertext), no copy of key blocks a later deletion destroys. Blobs are read
+without touching their access time, and the folder the backup staged in
+leaves the store's `tmp` folder with the day as its time.
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ from dropbox.database import current_revision, head_revision, make_engine, upgra
 from dropbox.errors import DropboxError
 from dropbox.instance import SECRETS_FILE, Instance
 from dropbox.models import Base, Item, Report, Status
-from dropbox.store import fsync_dir
+from dropbox.store import day_start, fsync_dir, open_quietly, stamp_dir
 
 ARCHIVE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -101,8 +107,8 @@ class BackupSummary:
 @dataclass
 class _Snapshot:
     member: str
-    path: Path
     revision: str
+    data: bytes = b""
     reports: int = 0
     items: int = 0
     blobs: set[str] = field(default_factory=set)
@@ -118,7 +124,7 @@ def backup(instance: Instance, archive: Path) -> BackupSummary:
     staging = Path(tempfile.mkdtemp(prefix="backup-", dir=instance.store.temp_dir))
     try:
         linked = {name for name in instance.store.names() if _link_blob(instance, name, staging)}
-        snapshot = _snapshot(instance, staging)
+        snapshot = _snapshot(instance)
         for name in sorted(snapshot.blobs - linked):
             if not _link_blob(instance, name, staging):
                 raise OperationError(
@@ -128,6 +134,7 @@ def backup(instance: Instance, archive: Path) -> BackupSummary:
         size = _write_archive(instance, archive, staging, snapshot)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        stamp_dir(instance.store.temp_dir, day_start())
     return BackupSummary(
         archive,
         "sqlite" if snapshot.member == SQLITE_MEMBER else "rows",
@@ -154,30 +161,30 @@ def _link_blob(instance: Instance, name: str, staging: Path) -> bool:
             raise
     # No hard links here: copy from an open handle, which stays valid if the blob is removed.
     try:
-        with open(source, "rb") as body, open(target, "xb") as copy:
+        with open_quietly(source) as body, open(target, "xb") as copy:
             shutil.copyfileobj(body, copy, _CHUNK)
     except FileNotFoundError:
         return False
     return True
 
 
-def _snapshot(instance: Instance, staging: Path) -> _Snapshot:
+def _snapshot(instance: Instance) -> _Snapshot:
+    """The database, consistent at one moment, held in memory (see the module doc)."""
     engine = instance.engine
     if engine.dialect.name == "sqlite":
-        return _sqlite_snapshot(engine, staging / SQLITE_MEMBER)
-    return _rows_snapshot(engine, staging / ROWS_MEMBER)
+        return _sqlite_snapshot(engine)
+    return _rows_snapshot(engine)
 
 
-def _sqlite_snapshot(engine: Engine, target: Path) -> _Snapshot:
+def _sqlite_snapshot(engine: Engine) -> _Snapshot:
     database = engine.url.database
     if not database:
         raise OperationError("an in-memory database cannot be backed up")
     source = sqlite3.connect(database, timeout=30)
-    copy = sqlite3.connect(target)
+    copy = sqlite3.connect(":memory:")
     try:
         # One step (pages=-1): a single read transaction, so the copy is one consistent state.
         source.backup(copy)
-        copy.execute("PRAGMA journal_mode=DELETE")
         copy.execute("PRAGMA secure_delete=ON")
         for table in SKIPPED_TABLES:
             with contextlib.suppress(sqlite3.OperationalError):
@@ -185,10 +192,11 @@ def _sqlite_snapshot(engine: Engine, target: Path) -> _Snapshot:
         copy.commit()
         copy.execute("VACUUM")
         revision = copy.execute("SELECT version_num FROM alembic_version").fetchone()[0]
-        snapshot = _Snapshot(SQLITE_MEMBER, target, str(revision))
+        snapshot = _Snapshot(SQLITE_MEMBER, str(revision))
         snapshot.reports = copy.execute("SELECT count(*) FROM reports").fetchone()[0]
         snapshot.blobs = {row[0] for row in copy.execute("SELECT blob FROM items")}
         snapshot.items = len(snapshot.blobs)
+        snapshot.data = copy.serialize()
     finally:
         copy.close()
         source.close()
@@ -221,14 +229,15 @@ def _decode(table: Table, values: dict[str, Any]) -> dict[str, Any]:
     return decoded
 
 
-def _rows_snapshot(engine: Engine, target: Path) -> _Snapshot:
-    with engine.connect() as opened, open(target, "x", encoding="utf-8") as out:
+def _rows_snapshot(engine: Engine) -> _Snapshot:
+    out = io.StringIO()
+    with engine.connect() as opened:
         connection = opened.execution_options(isolation_level="REPEATABLE READ")
         with connection.begin():
             revision = current_revision(connection)
             if revision is None:
                 raise OperationError("the database has no schema; run 'dropbox db upgrade'")
-            snapshot = _Snapshot(ROWS_MEMBER, target, revision)
+            snapshot = _Snapshot(ROWS_MEMBER, revision)
             for table in _tables():
                 rows = connection.execute(
                     select(table).order_by(*table.primary_key.columns),
@@ -242,6 +251,7 @@ def _rows_snapshot(engine: Engine, target: Path) -> _Snapshot:
                         snapshot.items += 1
                     elif table.name == Report.__tablename__:
                         snapshot.reports += 1
+    snapshot.data = out.getvalue().encode("utf-8")
     return snapshot
 
 
@@ -276,12 +286,11 @@ def _write_archive(instance: Instance, archive: Path, staging: Path, snapshot: _
             with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 secrets_data = (instance.config.data_dir / SECRETS_FILE).read_bytes()
                 tar.addfile(info(SECRETS_FILE, len(secrets_data)), io.BytesIO(secrets_data))
-                with open(snapshot.path, "rb") as database:
-                    size = os.fstat(database.fileno()).st_size
-                    tar.addfile(info(snapshot.member, size), database)
+                tar.addfile(info(snapshot.member, len(snapshot.data)), io.BytesIO(snapshot.data))
                 hashes = {}
                 for name in sorted(snapshot.blobs):
-                    with open(staging / name, "rb") as body:
+                    # A link to the blob itself: read it as the store does, atime untouched.
+                    with open_quietly(staging / name) as body:
                         reader = _HashingReader(body)
                         size = os.fstat(body.fileno()).st_size
                         tar.addfile(info(f"blobs/{name[:2]}/{name}", size), reader)

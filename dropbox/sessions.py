@@ -6,10 +6,15 @@ so a dump of the store alone reveals nothing (not even which report a
 signed-in source is looking at), while any worker process can serve the next
 request. Expiry is absolute: a session is never extended.
 
+The exact expiry is sealed inside the state and checked after opening it.
+For sources, what the store sees (the row's `expires_at`, the Redis key's
+expiry) is only a day boundary that covers it (`coarse_expiry`): a source's
+visit is not timed on disk more finely than the day.
+
 Where the sealed state lives is chosen in one place, `session_store`, from
 `limits.storage_uri`: the database tables (`memory://`, the default) or
 Redis (`redis://`, `rediss://`), where each session is one hash
-`dropbox:<kind>:<hex id hash>` that Redis itself drops at the absolute
+`dropbox:<kind>:<hex id hash>` that Redis itself drops at the stored
 expiry. API tokens live in the same store.
 """
 
@@ -19,6 +24,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import secrets
 import weakref
 from dataclasses import dataclass
@@ -90,6 +96,35 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def coarse_expiry(expires_at: datetime, lifetime: timedelta) -> datetime:
+    """A day boundary after `expires_at` that depends only on the day the session began.
+
+    A session that began on day D (any time of it) and lasts `lifetime` ends
+    before midnight of D + 1 + ceil(lifetime in days): that midnight is stored.
+    """
+    began = expires_at - lifetime
+    days = 1 + math.ceil(lifetime / timedelta(days=1))
+    return began.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=days)
+
+
+def _seal(key: bytes, state: dict[str, Any], expires_at: datetime) -> bytes:
+    """The session state and its exact expiry, encrypted under the cookie's key."""
+    document = {"session": state, "expires_at": expires_at.isoformat()}
+    return bytes(SecretBox(key).encrypt(json.dumps(document).encode("utf-8")))
+
+
+def _unseal(key: bytes, sealed: bytes) -> tuple[dict[str, Any], datetime] | None:
+    """The state and exact expiry sealed by `_seal`, or None if it does not open or parse."""
+    try:
+        document = json.loads(SecretBox(key).decrypt(sealed))
+        state, expires_at = document["session"], datetime.fromisoformat(document["expires_at"])
+    except (nacl.exceptions.CryptoError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(state, dict) or expires_at.tzinfo is not None:
+        return None
+    return state, expires_at
+
+
 # --- the stores ---------------------------------------------------------------------
 
 
@@ -117,7 +152,11 @@ class SessionStore(Protocol):
 
 
 class DatabaseStore:
-    """Sessions in the `source_sessions` and `officer_sessions` tables (tokens in the latter)."""
+    """Sessions in the `source_sessions` and `officer_sessions` tables (tokens in the latter).
+
+    The row's `expires_at` is the record's (for sources, a day boundary):
+    rows past it are swept when a new session is made.
+    """
 
     def __init__(self, sessions: sessionmaker[Session], readers: sessionmaker[Session]) -> None:
         self.sessions = sessions
@@ -170,11 +209,12 @@ def _from_ms(value: bytes) -> datetime:
 
 
 class RedisStore:
-    """Sessions in Redis: a hash per session that expires at the session's absolute expiry.
+    """Sessions in Redis: a hash per session that expires at the record's stored expiry.
 
     `dropbox:<kind>:<hex id hash>` holds `state` (sealed), `expires` (ms since
-    the epoch) and, for officers and tokens, `officer` and `seen` (for the
-    idle limit). `dropbox:officer-keys:<officer id>` is the set of an
+    the epoch; for sources a day boundary, the key's own expiry too) and, for
+    officers and tokens, `officer` and `seen` (for the idle limit).
+    `dropbox:officer-keys:<officer id>` is the set of an
     officer's session and token keys, so that they can all be ended; members
     whose session has expired are pruned when a new one is added, and the set
     itself expires with the last of them.
@@ -332,6 +372,12 @@ class ServerSessionInterface(SessionInterface):
             return record.last_seen_at + self.idle > now
         return True
 
+    def _stored_expiry(self, expires_at: datetime) -> datetime:
+        """What the store keeps: a source's session only to a day boundary (see module doc)."""
+        if self.kind == "source":
+            return coarse_expiry(expires_at, self.lifetime)
+        return expires_at
+
     def _parse_cookie(self, value: str) -> tuple[bytes, bytes] | None:
         try:
             raw = base64.urlsafe_b64decode(value.encode("ascii") + b"==")
@@ -361,14 +407,19 @@ class ServerSessionInterface(SessionInterface):
         record = self.store.load(self.kind, id_hash)
         if record is None:
             return ServerSession(expired=True)
-        if not self._valid(record, _now()):
+        now = _now()
+        if not self._valid(record, now):
             self.store.delete(self.kind, id_hash)
             return ServerSession(expired=True)
-        try:
-            state = json.loads(SecretBox(key).decrypt(record.state))
-        except (nacl.exceptions.CryptoError, ValueError):
+        opened = _unseal(key, record.state)
+        if opened is None:
             return ServerSession(expired=True)
-        return ServerSession(state, session_id, key, record.expires_at)
+        state, expires_at = opened
+        # The exact expiry: the store's may be later (a day boundary, for sources).
+        if expires_at <= now:
+            self.store.delete(self.kind, id_hash)
+            return ServerSession(expired=True)
+        return ServerSession(state, session_id, key, expires_at)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         """Encrypt and store the session; an emptied session is deleted with its cookie."""
@@ -401,11 +452,11 @@ class ServerSessionInterface(SessionInterface):
             session.replaced_id = None
         assert session.expires_at is not None  # noqa: S101 - set with the id
         now = _now()
-        state = SecretBox(session.key).encrypt(json.dumps(dict(session)).encode("utf-8"))
+        state = _seal(session.key, dict(session), session.expires_at)
         officer_id = session.get("officer_id") if self.kind == "officer" else None
         record = Record(
-            state=bytes(state),
-            expires_at=session.expires_at,
+            state=state,
+            expires_at=self._stored_expiry(session.expires_at),
             officer_id=officer_id if isinstance(officer_id, int) else None,
             last_seen_at=now if self.kind == "officer" else None,
         )

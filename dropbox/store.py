@@ -4,18 +4,29 @@ Only ciphertext is ever written here. A blob becomes visible under its final
 name only after it is complete and fsynced (write to a temporary name in the
 same directory, fsync, rename, fsync the directory), so a crash at any instant
 leaves either the whole blob or none.
+
+No time stamp here is finer than the day: a committed blob's modification
+and access times, and the modification times of the folders a blob enters or
+leaves, are set to midnight (UTC) of the day (`day_start`), and blobs are read
+without updating their access time. What the file system keeps regardless is
+each inode's change time (ctime), which no program can set (docs/security.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 _PART_SUFFIX = ".part"
+_DAY_SECONDS = 86400
+# Reading a blob must not record when it was read (Linux; elsewhere 0: no such flag).
+_NOATIME: int = getattr(os, "O_NOATIME", 0)
 
 
 class BlobNotFound(Exception):
@@ -31,6 +42,7 @@ class BlobWriter:
         self._final = store.path(name)
         self._temporary = store.temp_dir / f"{name}{_PART_SUFFIX}"
         self._file: BinaryIO = open(self._temporary, "xb")  # noqa: SIM115 - closed in commit/discard
+        stamp_dir(store.temp_dir, day_start())
         self.committed = False
 
     def write(self, data: bytes) -> int:
@@ -40,14 +52,20 @@ class BlobWriter:
     def commit(self) -> None:
         """Flush to stable storage and move the blob to its final name."""
         self._file.flush()
+        day = day_start()
+        # Before the rename, so that the blob never shows the second it was written.
+        os.utime(self._file.fileno(), (day, day))
         os.fsync(self._file.fileno())
         self._file.close()
         final = self._final
         if not final.parent.is_dir():
             final.parent.mkdir(mode=0o700, exist_ok=True)
             # A new fan-out directory is itself an entry that must reach the disk.
+            stamp_dir(final.parent.parent, day)
             fsync_dir(final.parent.parent)
         os.replace(self._temporary, final)
+        stamp_dir(self._temporary.parent, day)
+        stamp_dir(final.parent, day)
         fsync_dir(final.parent)
         self.committed = True
 
@@ -57,6 +75,7 @@ class BlobWriter:
             self._file.close()
         with contextlib.suppress(FileNotFoundError):
             self._temporary.unlink()
+            stamp_dir(self._temporary.parent, day_start())
 
 
 class Store:
@@ -98,9 +117,9 @@ class Store:
                 blob.discard()
 
     def open(self, name: str) -> BinaryIO:
-        """Open a blob for reading."""
+        """Open a blob for reading, leaving its access time alone where the system allows."""
         try:
-            return open(self.path(name), "rb")  # the caller closes it
+            return open_quietly(self.path(name))  # the caller closes it
         except FileNotFoundError:
             raise BlobNotFound(name) from None
 
@@ -116,6 +135,7 @@ class Store:
         path = self.path(name)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+            stamp_dir(path.parent, day_start())
             fsync_dir(path.parent)
 
     def names(self) -> Iterator[str]:
@@ -132,6 +152,8 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 entry.unlink()
                 count += 1
+        if count:
+            stamp_dir(self.temp_dir, day_start())
         return count
 
 
@@ -155,3 +177,25 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def day_start(now: float | None = None) -> int:
+    """Midnight (UTC) of today, in seconds since the epoch: the finest time the store shows."""
+    moment = int(time.time() if now is None else now)
+    return moment - moment % _DAY_SECONDS
+
+
+def stamp_dir(directory: Path, day: int) -> None:
+    """Set a folder's modification time (an entry came or went) back to the day."""
+    with contextlib.suppress(FileNotFoundError):
+        os.utime(directory, (day, day))
+
+
+def open_quietly(path: Path) -> io.BufferedReader:
+    """Open a file for reading without updating its access time, where the system allows."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOATIME)
+    except PermissionError:
+        # O_NOATIME is for the file's owner only: another user reads it plainly.
+        fd = os.open(path, os.O_RDONLY)
+    return os.fdopen(fd, "rb")
