@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
 
@@ -30,6 +30,7 @@ from dropbox import audit, fsck, officers, offices
 from dropbox.config import Config, ConfigError, load
 from dropbox.errors import DropboxError
 from dropbox.instance import Instance, InstanceError
+from dropbox.serve import UMASK
 from dropbox.store import write_private_file
 from dropbox.tor import tor_config
 
@@ -280,24 +281,110 @@ def officer_list(state: _State) -> None:
 
 @cli.group("audit")
 def audit_group() -> None:
-    """The hash-chained audit log."""
+    """The audit log: keyed hash chain, anchor file and signed checkpoints."""
+
+
+def _read_checkpoints(paths: tuple[Path, ...], keys: audit.AuditKeys) -> list[audit.Checkpoint]:
+    """Read and check the signature of each checkpoint file; refuse any that does not hold."""
+    checkpoints = []
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CommandError(f"cannot read the checkpoint {path}: {exc.strerror}") from None
+        try:
+            checkpoints.append(audit.load_checkpoint(data, str(path), keys))
+        except audit.CheckpointError as exc:
+            raise CommandError(str(exc)) from None
+    return checkpoints
 
 
 @audit_group.command("verify")
+@click.option(
+    "--checkpoint",
+    "checkpoint_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A checkpoint kept off the server; the log up to its event must be unchanged. Repeatable.",
+)
 @pass_state
-def audit_verify(state: _State) -> None:
-    """Check the audit log's hash chain; exit 1 and name the first broken event if it fails."""
-    with state.session() as (_, session):
+def audit_verify(state: _State, checkpoint_files: tuple[Path, ...]) -> None:
+    """Check the audit log; exit 1 and name the first broken event if it fails.
+
+    Exit 2 if a checkpoint file is refused (forged, altered, or not this instance's).
+    """
+    with state.session() as (instance, session):
+        checkpoints = _read_checkpoints(checkpoint_files, instance.audit_keys)
+        result = audit.verify(session, checkpoints)
+        anchor_path = instance.config.data_dir / audit.ANCHOR_FILE
+    if not result.ok:
+        click.echo(
+            f"Audit log BROKEN at event {result.first_broken}: {result.problem} "
+            f"({result.events} events verified before it).",
+            err=True,
+        )
+        sys.exit(1)
+    click.echo(f"Audit log intact: {result.events} events, chain verified.")
+    if result.legacy:
+        click.echo(
+            f"{_count(result.legacy, 'event was', 'events were')} made before this instance "
+            "had an audit key: checked by hash only, and fixed as they were when the key was made."
+        )
+    if result.anchored is None:
+        click.echo(
+            f"No anchor file ({anchor_path}): events cut from the end would not be seen; "
+            "the next event recorded writes it."
+        )
+    else:
+        click.echo(f"The anchor kept outside the database (event {result.anchored}) matches.")
+    for checkpoint in result.checkpoints:
+        click.echo(
+            f"Checkpoint {checkpoint.source} of {checkpoint.day.isoformat()} "
+            f"(event {checkpoint.event_id}) matches: the log up to it was not rewritten."
+        )
+
+
+@audit_group.command("checkpoint")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Where to write the signed checkpoint (a new file), or - for standard output.",
+)
+@pass_state
+def audit_checkpoint(state: _State, out: Path) -> None:
+    """Sign the log's newest event and its hash, for an officer or offline machine to keep."""
+    to_stdout = str(out) == "-"
+    if not to_stdout and out.exists():
+        raise CommandError(f"{out} already exists; choose another file name")
+    with state.session() as (instance, session):
         result = audit.verify(session)
-    if result.ok:
-        click.echo(f"Audit log intact: {result.events} events, chain verified.")
-        return
-    click.echo(
-        f"Audit log BROKEN at event {result.first_broken}: {result.problem} "
-        f"({result.events} events verified before it).",
-        err=True,
-    )
-    sys.exit(1)
+        if not result.ok:
+            click.echo(
+                f"Audit log BROKEN at event {result.first_broken}: {result.problem}; "
+                "no checkpoint was written.",
+                err=True,
+            )
+            sys.exit(1)
+        today = datetime.now(UTC).date()
+        checkpoint = audit.sign_checkpoint(
+            instance.audit_keys, result.events, result.last_hash, today
+        )
+        if to_stdout:
+            click.echo(checkpoint.to_bytes().decode(), nl=False)
+        else:
+            try:
+                write_private_file(out, checkpoint.to_bytes())
+            except OSError as exc:
+                raise CommandError(f"cannot write {out}: {exc.strerror}") from None
+        audit.record(session, ACTOR, "audit.checkpoint", detail=f"event {result.events}")
+    if not to_stdout:
+        click.echo(
+            f"Wrote {out}: event {checkpoint.event_id}, {today.isoformat()}. Keep it off this "
+            "server; 'dropbox audit verify --checkpoint FILE' then shows whether the log up to "
+            "that event was rewritten."
+        )
 
 
 # --- database, backups and retention -------------------------------------------
@@ -699,6 +786,9 @@ cli.add_command(tor_config)
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run the command line; turn every failure into one line and exit code 2."""
+    # Whatever umask the shell or service manager gave: what this program creates
+    # (the database and its journals, blobs, backups) is readable by its owner only.
+    os.umask(UMASK)
     try:
         result = cli.main(args=argv, prog_name="dropbox", standalone_mode=False)
     except click.exceptions.Abort:

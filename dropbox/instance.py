@@ -4,6 +4,8 @@ The instance salt (for codename derivation) and the codename KDF cost are
 fixed at `init` and live in `instance.json` in the data directory, not in the
 database: a database dump alone is not enough to test codename guesses, and
 changing the configured cost later cannot lock sources out of their threads.
+The audit log's keys (dropbox/audit.py) live there too, for the same reason:
+whoever can change the database must not be able to recompute the chain.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from crypto.kdf import SALT_BYTES, KdfCost
+from dropbox import audit
 from dropbox.config import Config
 from dropbox.database import create_schema, make_engine, make_reader, make_sessionmaker
+from dropbox.models import AuditHead
 from dropbox.store import Store, write_private_file
 
 SECRETS_FILE = "instance.json"
@@ -37,6 +41,8 @@ class InstanceSecrets:
     codename_cost: KdfCost
     # Signs CSRF tokens; sessions themselves are server-side.
     app_secret: bytes
+    # None only in an instance made before audit keys, until it is next opened.
+    audit_keys: audit.AuditKeys | None = None
 
 
 def create_secrets(data_dir: Path, codename_cost: KdfCost) -> InstanceSecrets:
@@ -73,6 +79,9 @@ def load_secrets(data_dir: Path) -> InstanceSecrets:
                 int(document["codename_kdf_memory_bytes"]),
             ),
             app_secret=base64.b64decode(document["app_secret"], validate=True),
+            audit_keys=audit.AuditKeys.from_document(document["audit"])
+            if "audit" in document
+            else None,
         )
     except FileNotFoundError:
         raise InstanceError(
@@ -80,6 +89,31 @@ def load_secrets(data_dir: Path) -> InstanceSecrets:
         ) from None
     except (ValueError, KeyError, TypeError) as exc:
         raise InstanceError(f"{path} is damaged: {exc}") from None
+
+
+def add_audit_keys(data_dir: Path, engine: Engine) -> InstanceSecrets:
+    """Give an instance its audit keys once, fixing the events it already has; return its secrets.
+
+    The events recorded before (none for a new instance) keep their plain hash:
+    their number and the last one's hash are written with the keys, so that
+    they cannot later be moved, cut or joined by forged ones. Processes
+    opening the instance together take turns (the data directory's lock);
+    the first writes the keys, the others read them.
+    """
+    with audit.data_dir_lock(data_dir):
+        current = load_secrets(data_dir)
+        if current.audit_keys is not None:
+            return current
+        with Session(engine) as session:
+            head = session.get(AuditHead, 1)
+            legacy = (head.last_event_id, head.last_hash) if head else (0, audit.GENESIS)
+        keys = audit.AuditKeys.generate(*legacy)
+        path = data_dir / SECRETS_FILE
+        document = json.loads(path.read_text())
+        document["audit"] = keys.to_document()
+        audit.replace_private_file(path, json.dumps(document, indent=2).encode("utf-8"))
+        audit.advance_anchor(data_dir, *legacy, locked=True)
+        return load_secrets(data_dir)
 
 
 class Instance:
@@ -93,6 +127,12 @@ class Instance:
         # For transactions that only read: on SQLite they wait for no writer.
         self.readers: sessionmaker[Session] = make_reader(engine)
         self.store = Store(config.data_dir)
+        if instance_secrets.audit_keys is None:
+            raise InstanceError(f"{config.data_dir / SECRETS_FILE} has no audit keys")
+        self.audit_keys: audit.AuditKeys = instance_secrets.audit_keys
+        context = audit.AuditContext(self.audit_keys, config.data_dir)
+        audit.bind(self.sessions, context)
+        audit.bind(self.readers, context)
 
     @classmethod
     def open(cls, config: Config) -> Instance:
@@ -100,15 +140,17 @@ class Instance:
         instance_secrets = load_secrets(config.data_dir)
         engine = make_engine(config.db_url)
         create_schema(engine)
+        if instance_secrets.audit_keys is None:
+            instance_secrets = add_audit_keys(config.data_dir, engine)
         return cls(config, instance_secrets, engine)
 
     @classmethod
     def initialise(cls, config: Config) -> Instance:
         """Create the data directory, the instance secrets and the schema (through Alembic)."""
-        instance_secrets = create_secrets(config.data_dir, config.crypto.kdf_cost)
+        create_secrets(config.data_dir, config.crypto.kdf_cost)
         engine = make_engine(config.db_url)
         create_schema(engine)
-        return cls(config, instance_secrets, engine)
+        return cls(config, add_audit_keys(config.data_dir, engine), engine)
 
     def close(self) -> None:
         """Release database connections."""
