@@ -7,6 +7,7 @@ stops start-up with one `ConfigError` whose message names the key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 import types
@@ -79,6 +80,18 @@ class Category:
         return dataclasses.replace(self, label=text.label, description=text.description)
 
 
+# How an interface is reached. "onion": through an onion service on this host, so
+# plain HTTP on a loopback address (Tor encrypts the way). "tls-proxy": behind a
+# reverse proxy that terminates TLS; only requests from the proxy that say https count.
+TRANSPORTS = ("onion", "tls-proxy")
+# The one header a TLS proxy may set that is believed: whether the client used https.
+PROTO_HEADER = "X-Forwarded-Proto"
+# Headers that carry a client's address: never trusted, never read (nothing uses an address).
+ADDRESS_HEADERS = frozenset(
+    {"x-forwarded-for", "x-real-ip", "forwarded", "true-client-ip", "cf-connecting-ip"}
+)
+
+
 @dataclass(frozen=True)
 class SourceSettings:
     """The source interface (public onion service)."""
@@ -91,6 +104,9 @@ class SourceSettings:
     max_upload_mib: int = 500
     min_message_chars: int = 20
     languages: tuple[str, ...] = ("en", "fr", "es")
+    transport: str = "onion"
+    trusted_proxies: tuple[str, ...] = ()
+    proxy_headers: tuple[str, ...] = (PROTO_HEADER,)
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,9 @@ class ReviewerSettings:
     idle_minutes: int = 30
     absolute_hours: int = 8
     onion_address: str = ""
+    transport: str = "onion"
+    trusted_proxies: tuple[str, ...] = ()
+    proxy_headers: tuple[str, ...] = (PROTO_HEADER,)
 
 
 @dataclass(frozen=True)
@@ -488,6 +507,7 @@ def _check(config: Config) -> None:
             f"{name}.onion_address",
             "must end in .onion (or be empty)",
         )
+        check_transport(name, settings)
     _require(
         config.source.port != config.reviewer.port, "reviewer.port", "must differ from source.port"
     )
@@ -572,6 +592,74 @@ def _check(config: Config) -> None:
         )
         _check_translations(key, category.translations, "label")
         seen.add(category.code)
+
+
+def is_loopback(host: str) -> bool:
+    """True if `host` is a loopback address (or "localhost"): reachable from this host only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport(name: str, settings: SourceSettings | ReviewerSettings) -> None:
+    """An interface is reached only through an onion service or TLS: never plain HTTP on a network.
+
+    Raises ConfigError naming the key (`name` is "source" or "reviewer").
+    """
+    _require(
+        settings.transport in TRANSPORTS,
+        f"{name}.transport",
+        f"must be {' or '.join(repr(t) for t in TRANSPORTS)}, not {settings.transport!r}",
+    )
+    for i, header in enumerate(settings.proxy_headers):
+        _require(
+            header.lower() not in ADDRESS_HEADERS,
+            f"{name}.proxy_headers[{i}]",
+            f"{header!r} carries a client's address, which is never trusted or used",
+        )
+        _require(
+            header.lower() == PROTO_HEADER.lower(),
+            f"{name}.proxy_headers[{i}]",
+            f"unknown header {header!r} (only {PROTO_HEADER} is read)",
+        )
+    if settings.transport == "onion":
+        # Served over plain HTTP: only tor on this host may reach it, or sessions
+        # would cross a network in clear text.
+        _require(
+            is_loopback(settings.host),
+            f"{name}.host",
+            f"{settings.host!r} is not a loopback address: behind an onion service the "
+            f"interface listens on 127.0.0.1 or ::1; on any other address it must be "
+            f'behind a TLS proxy ({name}.transport = "tls-proxy")',
+        )
+        _require(
+            not settings.trusted_proxies,
+            f"{name}.trusted_proxies",
+            f'only used with {name}.transport = "tls-proxy"; leave it empty',
+        )
+        return
+    _require(
+        bool(settings.trusted_proxies),
+        f"{name}.trusted_proxies",
+        f'name the TLS proxy\'s address (needed with {name}.transport = "tls-proxy")',
+    )
+    _require(
+        any(h.lower() == PROTO_HEADER.lower() for h in settings.proxy_headers),
+        f"{name}.proxy_headers",
+        f'must name {PROTO_HEADER} with {name}.transport = "tls-proxy"',
+    )
+    for i, entry in enumerate(settings.trusted_proxies):
+        key = f"{name}.trusted_proxies[{i}]"
+        try:
+            network = ipaddress.ip_network(entry)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{key}: not an IP address or network such as 10.0.0.2 or 10.0.0.0/24 ({exc})"
+            ) from None
+        _require(network.prefixlen > 0, key, f"{entry!r} would trust every address")
 
 
 def _check_translations(key: str, translations: dict[str, Any], required: str) -> None:

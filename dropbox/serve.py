@@ -8,6 +8,7 @@ something else one day: no address or User-Agent is ever logged.
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import socket
 from collections.abc import Callable
@@ -20,12 +21,15 @@ from flask import Flask
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
-from dropbox.config import Config
+from dropbox.config import Config, check_transport
 from dropbox.web import COMMON_HEADERS, LOCKED_POLICY
 
 _ADDRESS = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b|\[?[0-9a-fA-F:]{3,}:[0-9a-fA-F:]+\]?")
 _IP_FIELD = re.compile(r"ip=\S*")
 _GUNICORN_SETTINGS = frozenset(setting.name for setting in gunicorn.config.KNOWN_SETTINGS)
+# Every file and directory the program creates is its owner's alone (0600, 0700),
+# whatever umask the service manager or the shell gave it.
+UMASK = 0o077
 
 
 def _scrub(message: object) -> str:
@@ -112,8 +116,12 @@ def gunicorn_options(config: Config, interface: str) -> dict[str, Any]:
         "errorlog": "-",
         "loglevel": "warning",
         "logger_class": PrivateLogger,
+        # gunicorn believes no proxy header from anyone: whether a request came over
+        # TLS is decided in the app (dropbox.web.BehindTlsProxy), from the configuration.
         "forwarded_allow_ips": "",
+        "secure_scheme_headers": {},
         "proxy_allow_ips": "",
+        "umask": UMASK,
         "proc_name": f"dropbox-{interface}",
     }
     if "control_socket_disable" in _GUNICORN_SETTINGS:
@@ -154,6 +162,10 @@ def _tune_malloc() -> None:
 
 def serve(config: Config, interface: str) -> None:
     """Run one interface until stopped."""
+    # Checked again here, for a Config not built by dropbox.config.load.
+    check_transport(interface, config.source if interface == "source" else config.reviewer)
+    # Before anything is opened; the workers inherit it when gunicorn forks them.
+    os.umask(UMASK)
     _tune_malloc()
     gunicorn.http.wsgi.Response = _NoServerHeaderResponse
     gunicorn.util.write_error = _write_error

@@ -1,8 +1,18 @@
-"""What both Flask apps share: security headers on every response."""
+"""What both Flask apps share: security headers on every response, and how requests arrive."""
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from flask import Flask, Response, abort, request
+from werkzeug.wrappers import Response as WsgiResponse
+
+from dropbox.config import PROTO_HEADER, ReviewerSettings, SourceSettings
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 # Every response carries these, besides its Content-Security-Policy.
 COMMON_HEADERS = {
@@ -18,6 +28,11 @@ COMMON_HEADERS = {
 
 # For a response that is plain text and allows nothing at all (the server's own errors).
 LOCKED_POLICY = "default-src 'none'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+
+# On every response to a request that came over TLS: a browser that saw it once uses
+# only https for this host for a year. Never sent over plain HTTP (an onion service),
+# where browsers ignore it anyway. No includeSubDomains: other hosts are not ours to bind.
+HSTS = "max-age=31536000"
 
 
 def register_security_headers(
@@ -38,8 +53,55 @@ def register_security_headers(
         if onion_address:
             path = request.full_path.rstrip("?")
             headers["Onion-Location"] = f"http://{onion_address}{path}"
+        if request.is_secure:
+            headers["Strict-Transport-Security"] = HSTS
         headers.pop("Server", None)
         return response
+
+
+class BehindTlsProxy:
+    """WSGI middleware for an interface behind a TLS proxy: only the proxy's https requests pass.
+
+    A request counts as https only when it comes from a trusted proxy address
+    and that proxy's X-Forwarded-Proto (the last value: the one it set itself)
+    says https; then the request's scheme becomes https, so session cookies are
+    Secure and responses carry HSTS. Every other request is refused before the
+    app sees it, so no session is opened or set over plain HTTP. The peer's
+    address is compared with the trusted list and nothing else: it is never
+    stored or logged, and no header naming a client's address is ever read.
+    """
+
+    def __init__(self, app: WSGIApplication, trusted_proxies: Iterable[str]) -> None:
+        self.app = app
+        self.networks = [ipaddress.ip_network(entry) for entry in trusted_proxies]
+        self.environ_key = "HTTP_" + PROTO_HEADER.upper().replace("-", "_")
+
+    def _trusted(self, peer: str) -> bool:
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """Pass the request on as https, or refuse it."""
+        claimed = str(environ.pop(self.environ_key, "")).rsplit(",", 1)[-1].strip().lower()
+        if claimed == "https" and self._trusted(str(environ.get("REMOTE_ADDR", ""))):
+            environ["wsgi.url_scheme"] = "https"
+            return self.app(environ, start_response)
+        refusal = WsgiResponse(
+            "403 Forbidden: this interface answers only over HTTPS, through its TLS proxy.\n",
+            status=403,
+            content_type="text/plain; charset=utf-8",
+            headers={"Content-Security-Policy": LOCKED_POLICY, **COMMON_HEADERS},
+        )
+        return refusal(environ, start_response)
+
+
+def register_transport(app: Flask, settings: SourceSettings | ReviewerSettings) -> None:
+    """Apply how the interface is reached: behind a TLS proxy, only the proxy's https requests."""
+    if settings.transport == "tls-proxy":
+        app.wsgi_app = BehindTlsProxy(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]
 
 
 # The largest value of an INTEGER column (PostgreSQL's are 32 bits): no row id is larger.

@@ -17,7 +17,11 @@ from dropbox.instance import Instance
 from dropbox.limits import Busy, DerivationGate
 from dropbox.models import Outcome, Status
 from dropbox.sessions import ServerSessionInterface
-from dropbox.web import refuse_nameless_form_fields, register_security_headers
+from dropbox.web import (
+    refuse_nameless_form_fields,
+    register_security_headers,
+    register_transport,
+)
 from journalist_interface.api import register_api
 from journalist_interface.auth import load_officer
 from journalist_interface.views import ERROR_TEXT, register_views
@@ -58,6 +62,7 @@ def create_app(config: Config, instance: Instance | None = None) -> Flask:
     )
     app.before_request(load_officer)
     register_security_headers(app, config.reviewer.onion_address, allow_images=True)
+    register_transport(app, config.reviewer)
     register_views(app, config)
     register_api(app, config)
     register_error_handlers(app)

@@ -193,12 +193,25 @@ class Served:
         return self.log.read_text(errors="replace")
 
 
-def start_source(config: Path, port: int, data_dir: Path, workers: int) -> Served:
-    """Run `dropbox run source` for an initialised instance; return once every worker is up."""
+def with_umask(command: list[str], umask: int | None) -> list[str]:
+    """`command` started with this umask (through sh, which execs it: the pid stays the same)."""
+    if umask is None:
+        return command
+    return ["/bin/sh", "-c", f'umask {umask:03o} && exec "$0" "$@"', *command]
+
+
+def start_source(
+    config: Path, port: int, data_dir: Path, workers: int, umask: int | None = None
+) -> Served:
+    """Run `dropbox run source` for an initialised instance; return once every worker is up.
+
+    With `umask`, the command starts with that umask, as a shell or service manager may give it.
+    """
     log = config.parent / f"gunicorn-{port}.log"
+    command = [sys.executable, "-m", "dropbox", "--config", str(config), "run", "source"]
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dropbox", "--config", str(config), "run", "source"],
+            with_umask(command, umask),
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=log_file,
@@ -213,9 +226,11 @@ def start_source(config: Path, port: int, data_dir: Path, workers: int) -> Serve
 
 
 @contextmanager
-def serving(config: Path, port: int, data_dir: Path, workers: int) -> Iterator[Served]:
+def serving(
+    config: Path, port: int, data_dir: Path, workers: int, umask: int | None = None
+) -> Iterator[Served]:
     """The source interface for the length of the block, stopped even if the block fails."""
-    served = start_source(config, port, data_dir, workers)
+    served = start_source(config, port, data_dir, workers, umask)
     try:
         yield served
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import stat
@@ -27,6 +28,7 @@ from tests.conftest import (
     new_database_url,
     run_cli,
 )
+from tests.served import Browser, report_form, serving, with_umask
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -407,3 +409,61 @@ def test_demo_sets_up_serves_both_interfaces_and_stops_cleanly(tmp_path: Path) -
     reused = invoke("demo", "--no-serve", "--data-dir", str(data_dir))
     assert reused.returncode == 0, reused.stderr
     assert logins[0]["passphrase"] in reused.stdout
+
+
+# --- what the program creates is its owner's alone ----------------------------------------
+
+
+def _run_with_umask_022(*args: str, cwd: Path, input: str | None = None) -> None:
+    """Run the real `dropbox` in a child process started with umask 0022, as a shell gives it."""
+    command = [sys.executable, "-m", "dropbox", *args]
+    result = subprocess.run(
+        with_umask(command, 0o022),
+        input=input,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+    assert result.returncode == 0, (args, result.stderr)
+
+
+def _not_private(data_dir: Path) -> list[str]:
+    """Every file or directory under `data_dir` (itself too) that anyone but its owner may use."""
+    found = []
+    for path in [data_dir, *data_dir.rglob("*")]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if mode & 0o077:
+            found.append(f"{path.relative_to(data_dir.parent)} {mode:04o}")
+    return found
+
+
+def test_every_file_the_program_makes_is_private_even_under_umask_0022(tmp_path: Path) -> None:
+    """init, office create, officer add, a served upload and a backup, each started with umask
+    0022: every file under the data directory is 0600 and every directory 0700 (or stricter)."""
+    port = free_port()
+    config = write_config(tmp_path, f"[source]\nport = {port}\nworkers = 1\n")
+    data_dir = tmp_path / "data"
+    given = ("--config", str(config))
+    _run_with_umask_022(*given, "init", cwd=tmp_path)
+    for code in ("OIO", "ECO"):
+        recovery = str(tmp_path / f"{code}-recovery.json")
+        _run_with_umask_022(
+            *given, "office", "create", code, "--recovery-file", recovery, cwd=tmp_path
+        )
+    _run_with_umask_022(
+        *given, "officer", "add", "amina", input=f"{PASSPHRASE}\n{PASSPHRASE}\n", cwd=tmp_path
+    )
+    with serving(config, port, data_dir, 1, umask=0o022) as served:
+        browser = Browser(served)
+        _, page = browser.new_codename()
+        fields = {"category": "fraud", "message": "The ledger shows payments to a shell company."}
+        body, content_type = report_form(page, fields, [("ledger.csv", os.urandom(300_000))])
+        sent = browser.request("POST", "/report", None, body, content_type)
+        assert sent.status == 302, (sent.status, sent.body[:300])
+        assert any((data_dir / "blobs").rglob("*"))
+        # While it serves: the database's journals (SQLite's -wal and -shm) exist now.
+        assert _not_private(data_dir) == []
+    _run_with_umask_022(*given, "backup", str(tmp_path / "backup.tar"), cwd=tmp_path)
+    assert _not_private(data_dir) == []
+    assert stat.S_IMODE((tmp_path / "backup.tar").stat().st_mode) == 0o600

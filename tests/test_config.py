@@ -280,6 +280,86 @@ ERRORS = [
         id="missing-category-label",
     ),
     pytest.param('[[offices]]\ncode = "OIO"\n', "offices[0].name", "missing", id="missing-name"),
+    # Plain HTTP only on loopback (behind an onion service); any other address needs TLS.
+    pytest.param(
+        '[reviewer]\nhost = "10.0.0.5"\n', "reviewer.host", "tls-proxy", id="reviewer-on-network"
+    ),
+    pytest.param(
+        '[reviewer]\nhost = "reviewer.internal"\n',
+        "reviewer.host",
+        "not a loopback address",
+        id="reviewer-on-a-host-name",
+    ),
+    pytest.param(
+        '[reviewer]\nhost = "0.0.0.0"\n', "reviewer.host", "loopback", id="reviewer-on-all"
+    ),
+    pytest.param('[source]\nhost = "::"\n', "source.host", "loopback", id="source-on-all-ipv6"),
+    pytest.param(
+        '[source]\nhost = "192.0.2.7"\n', "source.host", "tls-proxy", id="source-on-network"
+    ),
+    pytest.param(
+        '[reviewer]\ntransport = "http"\n', "reviewer.transport", "tls-proxy", id="transport-http"
+    ),
+    pytest.param(
+        '[reviewer]\nhost = "10.0.0.5"\ntransport = "tls-proxy"\n',
+        "reviewer.trusted_proxies",
+        "TLS proxy",
+        id="tls-proxy-without-proxy",
+    ),
+    pytest.param(
+        '[reviewer]\ntransport = "tls-proxy"\ntrusted_proxies = ["proxy.internal"]\n',
+        "reviewer.trusted_proxies[0]",
+        "not an IP address",
+        id="proxy-by-name",
+    ),
+    pytest.param(
+        '[source]\ntransport = "tls-proxy"\ntrusted_proxies = ["10.0.0.5/24"]\n',
+        "source.trusted_proxies[0]",
+        "host bits",
+        id="proxy-network-with-host-bits",
+    ),
+    pytest.param(
+        '[reviewer]\ntransport = "tls-proxy"\ntrusted_proxies = ["10.0.0.2", "0.0.0.0/0"]\n',
+        "reviewer.trusted_proxies[1]",
+        "every address",
+        id="proxy-trusting-everyone",
+    ),
+    pytest.param(
+        '[reviewer]\ntransport = "tls-proxy"\ntrusted_proxies = ["::/0"]\n',
+        "reviewer.trusted_proxies[0]",
+        "every address",
+        id="proxy-trusting-every-ipv6-address",
+    ),
+    pytest.param(
+        '[reviewer]\ntrusted_proxies = ["127.0.0.1"]\n',
+        "reviewer.trusted_proxies",
+        "only used with",
+        id="proxies-without-tls-proxy",
+    ),
+    pytest.param(
+        '[reviewer]\nproxy_headers = ["X-Forwarded-Proto", "X-Forwarded-For"]\n',
+        "reviewer.proxy_headers[1]",
+        "client's address",
+        id="trusting-x-forwarded-for",
+    ),
+    pytest.param(
+        '[source]\nproxy_headers = ["X-Real-IP"]\n',
+        "source.proxy_headers[0]",
+        "never trusted",
+        id="trusting-x-real-ip",
+    ),
+    pytest.param(
+        '[source]\nproxy_headers = ["X-Forwarded-Host"]\n',
+        "source.proxy_headers[0]",
+        "unknown header",
+        id="unknown-proxy-header",
+    ),
+    pytest.param(
+        '[reviewer]\ntransport = "tls-proxy"\ntrusted_proxies = ["10.0.0.2"]\nproxy_headers = []\n',
+        "reviewer.proxy_headers",
+        "X-Forwarded-Proto",
+        id="tls-proxy-without-its-header",
+    ),
 ]
 
 

@@ -183,12 +183,13 @@ def test_an_existing_torrc_is_kept_unless_forced_and_keys_survive(tmp_path: Path
     assert auth.read_text() == f"descriptor:x25519:{encode_key(bytes(private.public_key))}\n"
 
 
-def test_the_default_tor_dir_is_in_the_data_dir_and_wildcard_hosts_become_loopback(
+def test_the_default_tor_dir_is_in_the_data_dir_and_localhost_becomes_loopback(
     tmp_path: Path,
 ) -> None:
+    # An onion interface listens on loopback only (dropbox.config refuses "0.0.0.0").
     config_path = write_config(tmp_path)
     config_path.write_text(
-        config_path.read_text().replace("port = 18080", 'port = 18080\nhost = "0.0.0.0"')
+        config_path.read_text().replace("port = 18080", 'port = 18080\nhost = "localhost"')
     )
     result = tor_config(config_path, "--output", str(tmp_path / "torrc"))
     assert result.returncode == 0, result.stderr
