@@ -1,34 +1,78 @@
 """Bounds on costly work: at most N memory-hard derivations at once in a process.
 
-Behind Tor every source comes from 127.0.0.1, so per-address limits mean
-nothing. Rate limits are per session (flask-limiter); this gate bounds the
-memory that a flood of codename attempts can make Argon2id use.
+Behind Tor every source comes from 127.0.0.1, and a fresh cookie costs
+nothing, so neither an address nor a session can tell an attacker from a
+source. What bounds the memory and CPU a flood of codename attempts can take
+is this gate: at most `slots` Argon2id derivations run at once. What keeps a
+flood from locking real sources out is the order it lets them in: first
+come, first served, with a bounded line. Every attempt, the attacker's and
+the source's alike, waits behind at most `slots + queue` others, so a source
+that joins the line signs in within about (queue / slots + 1) derivation
+times, however long the flood lasts; only when the line is full is an
+attempt turned away at once (Busy), and it costs nothing then.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+# How many attempts may wait for a slot, per slot. A waiting attempt holds a
+# thread and its small request, not Argon2id's memory, so the line can be
+# longer than the slots; its length bounds the wait of whoever joins it.
+QUEUE_PER_SLOT = 8
+
 
 class Busy(Exception):
-    """Too much costly work is already running; the client should retry shortly."""
+    """Too much costly work is already running or waiting; the client should retry shortly."""
 
 
 class DerivationGate:
-    """A counting gate around Argon2id derivations."""
+    """A first-come, first-served gate around Argon2id derivations, with a bounded line."""
 
-    def __init__(self, slots: int, wait_seconds: float = 10.0) -> None:
-        self._slots = threading.BoundedSemaphore(slots)
+    def __init__(self, slots: int, wait_seconds: float = 60.0, queue: int | None = None) -> None:
+        if slots < 1:
+            raise ValueError("a gate needs at least one slot")
+        self.slots = slots
+        self.queue = QUEUE_PER_SLOT * slots if queue is None else queue
         self._wait = wait_seconds
+        self._lock = threading.Lock()
+        self._free = slots
+        # One event per waiting attempt, oldest first: a freed slot is handed
+        # to the oldest directly, so a newcomer can never take it first.
+        self._line: deque[threading.Event] = deque()
+
+    def _acquire(self) -> None:
+        with self._lock:
+            if self._free and not self._line:
+                self._free -= 1
+                return
+            if len(self._line) >= self.queue:
+                raise Busy()
+            turn = threading.Event()
+            self._line.append(turn)
+        if turn.wait(self._wait):
+            return
+        with self._lock:
+            if turn.is_set():  # handed a slot just as the wait ran out: keep it
+                return
+            self._line.remove(turn)
+        raise Busy()
+
+    def _release(self) -> None:
+        with self._lock:
+            if self._line:
+                self._line.popleft().set()  # the slot passes on without being freed
+            else:
+                self._free += 1
 
     @contextmanager
     def slot(self) -> Iterator[None]:
-        """Hold one slot for the duration of a derivation, or raise Busy."""
-        if not self._slots.acquire(timeout=self._wait):
-            raise Busy()
+        """Hold one slot for the duration of a derivation, in turn; or raise Busy."""
+        self._acquire()
         try:
             yield
         finally:
-            self._slots.release()
+            self._release()

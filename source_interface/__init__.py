@@ -17,8 +17,17 @@ from dropbox.config import Category, Config, Office
 from dropbox.instance import Instance
 from dropbox.limits import Busy, DerivationGate
 from dropbox.sessions import ServerSessionInterface, session_key
-from dropbox.web import refuse_nameless_form_fields, register_security_headers
-from source_interface.uploads import StreamingRequest, discard_upload, prepare_upload
+from dropbox.web import (
+    refuse_nameless_form_fields,
+    register_security_headers,
+    register_transport,
+)
+from source_interface.uploads import (
+    StreamingRequest,
+    discard_upload,
+    prepare_upload,
+    refuse_upload_without_session,
+)
 from source_interface.views import LANGUAGE_NAMES, error_page, register_views
 
 
@@ -46,6 +55,7 @@ def create_app(config: Config, instance: Instance | None = None) -> Flask:
     )
     register_extensions(app, config)
     register_security_headers(app, config.source.onion_address)
+    register_transport(app, config.source)
     register_views(app, config)
     register_error_handlers(app)
     _quiet_logs(app)
@@ -55,7 +65,9 @@ def create_app(config: Config, instance: Instance | None = None) -> Flask:
 def register_extensions(app: Flask, config: Config) -> None:
     """Uploads, CSRF, translations and rate limits, in the order they must run."""
     # Before CSRF: checking the token reads the form, and with it the files,
-    # which must stream into an envelope, never into a temporary file.
+    # which must stream into an envelope, never into a temporary file; and
+    # before that, an upload from a session that may not send one is refused unread.
+    app.before_request(refuse_upload_without_session)
     app.before_request(prepare_upload)
     app.teardown_request(discard_upload)
     app.before_request(refuse_nameless_form_fields)

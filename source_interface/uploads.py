@@ -11,11 +11,14 @@ import secrets
 from typing import IO, Any, cast
 
 from flask import Request, current_app, g, request, session
+from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.formparser import FormDataParser, MultiPartParser
 
 from dropbox.instance import Instance
+from dropbox.models import Report
 from dropbox.reports import Upload
+from source_interface.views import error_page
 
 UPLOAD_ENDPOINTS = frozenset({"submit_report", "answer"})
 
@@ -109,6 +112,32 @@ class StreamingRequest(Request):
         if upload is None:
             return _Discard()  # type: ignore[return-value]
         return upload.open_file(filename, content_type)  # type: ignore[return-value]
+
+
+def refuse_upload_without_session() -> ResponseReturnValue | None:
+    """Before anything reads the body: an upload nobody may send is refused unread.
+
+    The CSRF check reads the form, and reading the form encrypts the files
+    into the store: so this runs first, and answers from the session alone.
+    A new report needs a confirmed codename (or a signed-in source, whom the
+    report page sends on to their thread); an answer needs a signed-in source
+    whose report still exists. The refusal is the page a form from an ended
+    session gets.
+    """
+    if request.method != "POST" or request.endpoint not in UPLOAD_ENDPOINTS:
+        return None
+    report_id = session.get("report_id")
+    if request.endpoint == "submit_report" and (report_id or session.get("pending_lookup_id")):
+        return None
+    if request.endpoint == "answer" and isinstance(report_id, str):
+        instance: Instance = current_app.extensions["dropbox"]
+        with instance.readers() as db:
+            if db.get(Report, report_id) is not None:
+                return None
+        refused = error_page("form_expired", 400)  # in the session's language, before it goes
+        session.clear()  # the report was deleted: nothing is left to sign in to
+        return refused
+    return error_page("form_expired", 400)
 
 
 def prepare_upload() -> None:

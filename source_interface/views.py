@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
+import hmac
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +25,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
 from nacl.public import PrivateKey
+from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
 from crypto import codenames
@@ -33,6 +38,11 @@ from dropbox.models import ItemKind, Report, Status
 from dropbox.web import size_text
 
 LANGUAGE_NAMES = {"en": "English", "fr": "Français", "es": "Español"}
+# Far more than seven words from the lists ever take: longer input is not a codename,
+# and is refused before even normalising it.
+MAX_CODENAME_CHARS = 500
+# Where the session keeps what it needs to recognise the codename it showed (not the codename).
+SHOWN_CODENAME = "shown_codename"
 MAX_MESSAGE_CHARS = 100_000
 MAX_DETAIL_CHARS = 5_000
 DETAIL_FIELDS = {
@@ -152,6 +162,45 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text.encode("ascii"))
 
 
+def well_formed(codename: str) -> bool:
+    """Seven words from the lists: the free check that decides whether an attempt may cost."""
+    return len(codename) <= MAX_CODENAME_CHARS and codenames.looks_like_codename(codename)
+
+
+def _shown_digest(codename: str, key: bytes) -> bytes:
+    return hashlib.blake2b(
+        codenames.normalise(codename).encode("utf-8"),
+        key=key,
+        digest_size=32,
+        person=b"dropbox-shown",
+    ).digest()
+
+
+def remember_shown_codename(codename: str) -> None:
+    """Keep in the session a keyed digest of the codename shown, never the codename itself.
+
+    The key is random and lives beside the digest: the digest only has to
+    recognise that one codename when it comes back, and without the key the
+    digest cannot be tested against guesses.
+    """
+    key = secrets.token_bytes(32)
+    session[SHOWN_CODENAME] = _b64(key + _shown_digest(codename, key))
+
+
+def is_shown_codename(codename: str) -> bool:
+    """True only for the codename this session was last shown (in constant time)."""
+    stored = session.get(SHOWN_CODENAME)
+    if not isinstance(stored, str) or len(codename) > MAX_CODENAME_CHARS:
+        return False
+    try:
+        raw = _unb64(stored)
+    except (binascii.Error, ValueError):
+        return False
+    if len(raw) != 64:
+        return False
+    return hmac.compare_digest(raw[32:], _shown_digest(codename, raw[:32]))
+
+
 def _signed_in_report(db: Any) -> tuple[Report, PrivateKey] | None:
     report_id = session.get("report_id")
     if not report_id:
@@ -171,18 +220,34 @@ def register_views(app: Flask, config: Config) -> None:
     """Attach every page of the source interface."""
     limiter = app.extensions["dropbox.limiter"]
     per_session_attempts = f"{config.limits.codename_attempts_per_minute}/minute"
-    global_attempts = f"{config.limits.concurrent_derivations * 60}/minute"
     per_session_submissions = f"{config.limits.submissions_per_hour}/hour"
 
-    def limited(*limits: tuple[str, Callable[[], str] | None]) -> Callable[[Any], Any]:
-        def wrap(view: Any) -> Any:
-            for value, key in limits:
-                view = limiter.limit(value, key_func=key, methods=["POST"])(view)
-            return view
+    def limited(value: str) -> Callable[[Any], Any]:
+        return limiter.limit(value, methods=["POST"])  # type: ignore[no-any-return]
 
-        return wrap
+    def costly_attempts(costs: Callable[[str], bool]) -> Callable[[Any], Any]:
+        # Per session, and only for an attempt that will cost a derivation: one that
+        # fails the free checks costs nothing, so it counts against nothing. There is
+        # no limit shared by every visitor: fresh cookies cost nothing, so such a
+        # limit would be a budget that anyone can spend for everyone. What bounds the
+        # work a flood makes is the derivation gate (dropbox/limits.py), in turn.
+        return limiter.limit(  # type: ignore[no-any-return]
+            per_session_attempts,
+            methods=["POST"],
+            exempt_when=lambda: not costs(request.form.get("codename", "")),
+        )
 
-    everyone = ("global", lambda: "everyone")
+    def not_shown() -> Response:
+        # The one answer to any codename other than the one shown to this session,
+        # whether made up, mistyped, from an older page or already used.
+        flash(
+            _(
+                "The codename on that page can no longer be used. "
+                "Here is a new one: please write it down."
+            ),
+            "error",
+        )
+        return redirect(url_for("generate"))
 
     @app.get("/")
     def index() -> str:
@@ -204,6 +269,7 @@ def register_views(app: Flask, config: Config) -> None:
         """Show a new codename, once. Nothing is stored until the first report."""
         language = current_app.extensions["dropbox.locale"]()
         codename = codenames.generate(language)
+        remember_shown_codename(codename)
         return render_template(
             "generate.html",
             codename=codename,
@@ -213,12 +279,12 @@ def register_views(app: Flask, config: Config) -> None:
         )
 
     @app.post("/codename")
-    @limited((per_session_attempts, None), (global_attempts, everyone[1]))
+    @costly_attempts(is_shown_codename)
     def confirm_codename() -> Response | tuple[str, int]:
         """The source has written the codename down: derive its keys, go on to the report."""
         codename = request.form.get("codename", "")
-        if not codenames.looks_like_codename(codename):
-            return redirect(url_for("generate"))
+        if not is_shown_codename(codename):
+            return not_shown()
         if request.form.get("written_down") != "yes":
             language = current_app.extensions["dropbox.locale"]()
             return render_template(
@@ -229,6 +295,11 @@ def register_views(app: Flask, config: Config) -> None:
                 error=_("Please write your codename down, then tick the box to confirm."),
             ), 400
         derived = _derive(codename)
+        with _instance().readers() as db:
+            if reports.find(db, derived.lookup_id) is not None:
+                # Only if this session already sent a report with it (the page was
+                # kept open, or came back): one codename, one report.
+                return not_shown()
         session.regenerate()  # type: ignore[attr-defined]
         for key in ("report_id", "pending_lookup_id"):
             session.pop(key, None)
@@ -289,7 +360,7 @@ def register_views(app: Flask, config: Config) -> None:
         return values, errors
 
     @app.post("/report")
-    @limited((per_session_submissions, None))
+    @limited(per_session_submissions)
     def submit_report() -> Response | tuple[str, int]:
         """Receive a first report: text, details, identity and files, encrypted on arrival."""
         if session.get("report_id"):
@@ -306,8 +377,9 @@ def register_views(app: Flask, config: Config) -> None:
         if urgent:
             details[_("Safety")] = _("The source says their safety is at immediate risk.")
         office = config.office(category.office)
+        lookup_id = _unb64(session["pending_lookup_id"])
         new = reports.NewReport(
-            lookup_id=_unb64(session["pending_lookup_id"]),
+            lookup_id=lookup_id,
             source_public_key=PrivateKey(_unb64(session["secret_key"])).public_key,
             category=category.code,
             text=values["message"],
@@ -322,14 +394,31 @@ def register_views(app: Flask, config: Config) -> None:
                 days=reports.ACKNOWLEDGE_DAYS,
             ),
         )
-        try:
-            with _instance().sessions.begin() as db:
-                report = reports.submit(_instance(), db, session["new_report_id"], new, upload)
-        except DropboxError:
-            return error_page("server_error", 500)
-        session.pop("pending_lookup_id", None)
-        session.pop("new_report_id", None)
-        session["report_id"] = report.id
+        with _instance().readers() as db:
+            sent = reports.find(db, lookup_id)
+        if sent is None:
+            try:
+                with _instance().sessions.begin() as db:
+                    report_id = reports.submit(
+                        _instance(), db, session["new_report_id"], new, upload
+                    ).id
+            except IntegrityError:
+                # The same form sent twice at once: the other request stored it first.
+                with _instance().readers() as db:
+                    sent = reports.find(db, lookup_id)
+                if sent is None:
+                    return error_page("server_error", 500)
+            except DropboxError:
+                return error_page("server_error", 500)
+        if sent is not None:
+            if sent.id != session["new_report_id"]:
+                for key in ("pending_lookup_id", "new_report_id", "secret_key", SHOWN_CODENAME):
+                    session.pop(key, None)
+                return not_shown()
+            report_id = sent.id  # this session's own report, sent a moment ago
+        for key in ("pending_lookup_id", "new_report_id", SHOWN_CODENAME):
+            session.pop(key, None)
+        session["report_id"] = report_id
         session["urgent"] = urgent
         return redirect(url_for("receipt"))
 
@@ -350,13 +439,13 @@ def register_views(app: Flask, config: Config) -> None:
             )
 
     @app.route("/login", methods=["GET", "POST"])
-    @limited((per_session_attempts, None), (global_attempts, everyone[1]))
+    @costly_attempts(well_formed)
     def login() -> Response | tuple[str, int] | str:
         """Sign in with a codename."""
         if request.method == "GET":
             return render_template("login.html", error=None, value="")
         codename = request.form.get("codename", "")
-        if not codenames.looks_like_codename(codename):
+        if not well_formed(codename):
             error = _(
                 "That is not a codename. A codename is seven words from the list this site "
                 "gave you. Check each word and try again."
@@ -410,7 +499,7 @@ def register_views(app: Flask, config: Config) -> None:
             )
 
     @app.post("/thread/answer")
-    @limited((per_session_submissions, None))
+    @limited(per_session_submissions)
     def answer() -> Response | tuple[str, int]:
         """A returning source answers: text, files, or both."""
         text = request.form.get("message", "").strip()

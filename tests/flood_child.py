@@ -1,7 +1,9 @@
 """The child process of tests/test_login_flood.py: a flood of wrong codenames, measured.
 
 Run as ``python -m tests.flood_child WORK_DIR SLOTS [MEMORY_MIB [PASSES [DATABASE_URL]]]``
-from the repository root. It builds a real source interface (no mocks) over a
+from the repository root (or ``python -m tests.flood_child fair WORK_DIR SLOTS MEMORY_MIB
+PASSES ATTACKERS [DATABASE_URL]`` for `fair`, below: a real source signing in through a
+flood). It builds a real source interface (no mocks) over a
 new instance in WORK_DIR whose codename derivation is Argon2id with
 MEMORY_MIB of memory (default 32) and PASSES passes over it (default 1), with
 at most SLOTS derivations at once. After one warm-up login
@@ -37,7 +39,7 @@ from dropbox import offices
 from dropbox.config import Config, CryptoSettings, LimitSettings
 from dropbox.instance import Instance
 from source_interface import create_app
-from tests.source_helpers import csrf_token
+from tests.source_helpers import csrf_token, new_codename, submit_report
 
 FLOOD = 24
 CHEAP_COST = KdfCost(iterations=1, memory_bytes=8 * 1024)  # office recovery files only
@@ -121,7 +123,108 @@ def main(
     return result
 
 
+def fair(
+    work: Path, slots: int, memory_mib: int, passes: int, attackers: int, database_url: str = ""
+) -> dict[str, object]:
+    """A flood of well-formed wrong codenames, and a real source signing in through it.
+
+    `attackers` threads each send wrong but well-formed codenames, one after
+    the other, every one from a fresh cookie (a new client: GET /login for a
+    token, then POST), until told to stop. Once they have made more attempts
+    than the old shared limit allowed a minute (60 per slot), a real source
+    signs in with its real codename three times, one after the other, each
+    from a fresh cookie too, and each wait (the POST) is timed. The figures:
+    how long a derivation takes alone, the flood's throughput, each wait, and
+    every status the attackers and the source got.
+    """
+    config = Config(
+        data_dir=work / "data",
+        database_url=database_url,
+        crypto=CryptoSettings(kdf_iterations=passes, kdf_memory_kib=memory_mib * 1024),
+        limits=LimitSettings(concurrent_derivations=slots),
+    )
+    instance = Instance.initialise(config)
+    with instance.sessions.begin() as session:
+        for office in config.offices:
+            offices.create(session, config, office.code, CHEAP_COST, "test")
+    app = create_app(config, instance)
+    app.config["TESTING"] = True
+
+    source = app.test_client()
+    codename, form = new_codename(source)
+    message = "The stock counts were changed after every audit this spring."
+    sent = submit_report(source, form, {"category": "fraud", "message": message})
+    if sent.status_code != 302:
+        raise SystemExit(f"the real source's report answered {sent.status_code}")
+
+    def attempt(words: str) -> tuple[int, float]:
+        client = app.test_client()
+        token = csrf_token(client.get("/login").get_data(as_text=True))
+        began = time.monotonic()
+        response = client.post("/login", data={"csrf_token": token, "codename": words})
+        return response.status_code, time.monotonic() - began
+
+    alone = sorted(attempt(codenames.generate("en"))[1] for _ in range(5))[2]
+    stop = threading.Event()
+    lock = threading.Lock()
+    done: list[tuple[float, int]] = []  # (when, status) of each attacker's attempt
+
+    def attack() -> None:
+        while not stop.is_set():
+            status, _ = attempt(codenames.generate("en"))
+            with lock:
+                done.append((time.monotonic(), status))
+
+    threads = [threading.Thread(target=attack, daemon=True) for _ in range(attackers)]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    # More attempts than the old limit shared by everyone let through in a minute.
+    deadline = began + 60
+    while len(done) <= 60 * slots + 30 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    flood_before = (len(done), time.monotonic() - began)
+    waits: list[float] = []
+    statuses: list[int] = []
+    for _ in range(3):
+        status, waited = attempt(codename)
+        statuses.append(status)
+        waits.append(waited)
+    window_start = time.monotonic()
+    time.sleep(1.0)
+    with lock:
+        recent = sum(1 for when, _ in done if when >= window_start)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    flood_seconds = time.monotonic() - began
+    attacker_statuses = sorted({status for _, status in done})
+    per_second = len(done) / flood_seconds
+    instance.close()
+    return {
+        "slots": slots,
+        "queue": getattr(app.extensions["dropbox.gate"], "queue", None),  # None before the line
+        "attackers": attackers,
+        "derivation_alone_s": alone,
+        "attempts_before_source": flood_before[0],
+        "seconds_before_source": flood_before[1],
+        "attempts": len(done),
+        "attempts_per_second": per_second,
+        "attempts_in_last_second": recent,
+        "source_statuses": statuses,
+        "source_waits_s": waits,
+        "attacker_statuses": attacker_statuses,
+        "busy": sum(1 for _, status in done if status == 503),
+        "limited": sum(1 for _, status in done if status == 429),
+    }
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "fair":
+        arguments = [int(value) for value in sys.argv[3:7]]
+        url = sys.argv[7] if len(sys.argv) > 7 else ""
+        print(json.dumps(fair(Path(sys.argv[2]), *arguments, database_url=url)))
+        sys.exit(0)
     memory = int(sys.argv[3]) if len(sys.argv) > 3 else 32
     passes = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     database_url = sys.argv[5] if len(sys.argv) > 5 else ""

@@ -53,13 +53,14 @@ from sqlalchemy import func, select
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import encode_multipart
 
+from crypto import codenames
 from dropbox import offices, sessions
 from dropbox.config import Config, CryptoSettings, LimitSettings
 from dropbox.instance import Instance
 from dropbox.models import OfficerSession
 from journalist_interface import create_app as create_reviewer_app
 from tests.conftest import CHEAP_COST, CHEAP_CRYPTO_TOML, free_port, invoke
-from tests.reviewer_helpers import make_world, post_form, signed_in_client
+from tests.reviewer_helpers import fresh_code, make_world, post_form, signed_in_client
 from tests.served import Browser, Served, start_source
 from tests.source_helpers import CODENAME, csrf_token
 
@@ -192,7 +193,10 @@ def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[
 
 
 def _wrong_sign_ins(served: Served) -> list[tuple[int, int]]:
-    """Five wrong-format codenames from one session, each to the next worker in turn."""
+    """Five wrong codenames from one session, each to the next worker in turn.
+
+    Well-formed ones: only an attempt that costs a derivation counts against the limit.
+    """
     browser = Browser(served)
     page = browser.request("GET", "/login", served.workers[0])
     assert page.status == 200 and browser.cookie
@@ -200,7 +204,8 @@ def _wrong_sign_ins(served: Served) -> list[tuple[int, int]]:
     answers = []
     for attempt in range(5):
         worker = served.workers[(attempt + 1) % WORKERS]
-        reply = browser.form("/login", {"csrf_token": token, "codename": "not a codename"}, worker)
+        wrong = codenames.generate("en")
+        reply = browser.form("/login", {"csrf_token": token, "codename": wrong}, worker)
         answers.append((reply.status, reply.worker))
     return answers
 
@@ -322,8 +327,9 @@ def test_deactivating_an_officer_ends_their_sessions_and_tokens_in_redis(
         with instance.sessions() as db:
             assert db.execute(select(func.count()).select_from(OfficerSession)).scalar_one() == 0
 
+        confirm = {"code": fresh_code(instance, world.people["admin"])}  # the admin's own
         deactivated = post_form(
-            admin, "/admin/officers", f"/admin/officers/{officer.id}/deactivate", {}
+            admin, "/admin/officers", f"/admin/officers/{officer.id}/deactivate", confirm
         )
         assert deactivated.status_code == 302
 
