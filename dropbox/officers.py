@@ -15,7 +15,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from crypto.errors import DecryptionError
-from crypto.kdf import KdfCost
+from crypto.kdf import SALT_BYTES, KdfCost, derive_key
 from crypto.keys import generate_keypair, unwrap_secret_key, wrap_secret_key
 from dropbox import audit
 from dropbox.errors import DropboxError, NotFound
@@ -113,11 +113,16 @@ def add(
 
 def set_credentials(officer: Officer, passphrase: str, cost: KdfCost) -> str:
     """Give an officer a new key pair, passphrase and TOTP secret; return the TOTP secret."""
+    return _new_credentials(officer, passphrase, cost)[1]
+
+
+def _new_credentials(officer: Officer, passphrase: str, cost: KdfCost) -> tuple[PrivateKey, str]:
+    """Set a new key pair, passphrase and TOTP secret; return the secret key and TOTP secret."""
     secret_key = generate_keypair()
     officer.public_key = bytes(secret_key.public_key)
     officer.password_hash = password_hasher(cost).hash(passphrase)
     officer.wrapped_secret_key = wrap_secret_key(secret_key, passphrase, cost)
-    return enrol_totp(officer)
+    return secret_key, enrol_totp(officer)
 
 
 def enrol_totp(officer: Officer) -> str:
@@ -154,25 +159,40 @@ def provisioning_uri(officer: Officer, secret: str, issuer: str = "Dropbox revie
 
 
 def unlock(officer: Officer, passphrase: str, cost: KdfCost) -> PrivateKey | None:
-    """Check the passphrase and unwrap the officer's secret key; None if it is wrong.
+    """Unwrap the officer's secret key with the passphrase; None if it is wrong.
 
-    Rehashes the password hash when the configured cost has risen.
+    One Argon2id derivation, whatever the outcome: the authenticated
+    unwrapping is the passphrase check (the stored hash is not verified too,
+    which would make a right passphrase cost twice a wrong one). An officer
+    without credentials costs a derivation at `cost` all the same.
     """
-    if officer.password_hash is None or officer.wrapped_secret_key is None:
+    if officer.wrapped_secret_key is None or officer.password_hash is None:
+        _dummy_derivation(passphrase, cost)
         return None
-    hasher = password_hasher(cost)
-    try:
-        hasher.verify(officer.password_hash, passphrase)
-    except argon2.exceptions.VerificationError:
-        return None
-    except argon2.exceptions.InvalidHashError:
-        return None
-    if hasher.check_needs_rehash(officer.password_hash):
-        officer.password_hash = hasher.hash(passphrase)
     try:
         return unwrap_secret_key(officer.wrapped_secret_key, passphrase)
     except DecryptionError:
         return None
+
+
+def _dummy_derivation(passphrase: str, cost: KdfCost) -> None:
+    """The memory-hard work of an unwrapping, where there is nothing to unwrap."""
+    derive_key(passphrase.encode("utf-8", "surrogatepass"), secrets.token_bytes(SALT_BYTES), cost)
+
+
+def _rehash_if_cost_rose(
+    officer: Officer, passphrase: str, secret_key: PrivateKey, cost: KdfCost
+) -> None:
+    """After a full sign-in: re-hash and re-wrap at the configured cost if it changed."""
+    assert officer.password_hash is not None  # noqa: S101 - the caller unwrapped with it set
+    hasher = password_hasher(cost)
+    try:
+        stale = hasher.check_needs_rehash(officer.password_hash)
+    except argon2.exceptions.InvalidHashError:
+        stale = True
+    if stale:
+        officer.password_hash = hasher.hash(passphrase)
+        officer.wrapped_secret_key = wrap_secret_key(secret_key, passphrase, cost)
 
 
 def change_passphrase(
@@ -191,19 +211,19 @@ def list_all(session: Session) -> list[Officer]:
 
 # --- signing in ----------------------------------------------------------------
 
-LOCK_AFTER_FAILURES = 5
-LOCK_WINDOW = timedelta(minutes=1)
 TOTP_STEP = 30
 ENROLMENT_VALID = timedelta(hours=72)
+# The audit actor of a failed sign-in with a username no officer has: never the typed
+# text (it may be a passphrase typed into the wrong field), and no username can be it.
+UNKNOWN_ACTOR = "(unknown)"
 
 
 @dataclass(frozen=True)
 class SignInResult:
-    """The outcome of a sign-in: the officer and key, or why not (failures are recorded)."""
+    """The outcome of a sign-in: the officer and key, or neither (the failure is recorded)."""
 
     officer: Officer | None = None
     secret_key: PrivateKey | None = None
-    locked_until: datetime | None = None
 
     @property
     def ok(self) -> bool:
@@ -224,19 +244,21 @@ def _totp_counter(secret: str, code: str, now: datetime) -> int | None:
     return None
 
 
-def _locked_until(officer: Officer, now: datetime) -> datetime | None:
-    start = officer.failed_window_start
-    if start is None or now >= start + LOCK_WINDOW:
+def _locked_officer(session: Session, username: str) -> Officer | None:
+    """The officer called `username`, row-locked for this transaction; None if there is none.
+
+    Locked (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises), so that
+    concurrent uses of one account's codes are checked one after the other and
+    one code cannot be used twice.
+    """
+    if not USERNAME.fullmatch(username):  # no other text names an officer (or reaches the database)
         return None
-    return start + LOCK_WINDOW if officer.failed_logins >= LOCK_AFTER_FAILURES else None
-
-
-def _record_failure(session: Session, officer: Officer, now: datetime) -> None:
-    start = officer.failed_window_start
-    if start is None or now >= start + LOCK_WINDOW:
-        officer.failed_window_start, officer.failed_logins = now, 0
-    officer.failed_logins += 1
-    audit.record(session, officer.username, "officer.sign_in_failed")
+    return session.execute(
+        select(Officer)
+        .where(Officer.username == username)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
 
 
 def sign_in(
@@ -249,38 +271,53 @@ def sign_in(
 ) -> SignInResult:
     """Check passphrase and TOTP code; a code already used (or older) is refused.
 
-    Failures are counted per account; after five in a minute the account is
-    locked until the minute is over, and the result says until when.
+    Every attempt costs exactly one Argon2id derivation and writes one audit
+    event, whether the username exists, the account is active, the
+    passphrase is right or only the code is wrong, so that neither the answer
+    nor its timing tells these apart. (Limiting attempts is the caller's:
+    journalist_interface.auth.SignInGuard, which treats every username alike.)
     """
     now = now or _now()
-    # Locked (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises), so that
-    # concurrent attempts on one account are counted one after the other and
-    # cannot both use the same TOTP code.
-    officer = None
-    if USERNAME.fullmatch(username):  # no other text names an officer (or reaches the database)
-        officer = session.execute(
-            select(Officer)
-            .where(Officer.username == username)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        ).scalar_one_or_none()
-    if officer is None or not officer.active or officer.password_hash is None:
-        password_hasher(cost).hash(passphrase)  # the same work, so timing says nothing
-        return SignInResult()
-    locked = _locked_until(officer, now)
-    if locked is not None:
-        return SignInResult(locked_until=locked)
-    secret_key = unlock(officer, passphrase, cost)
+    officer = _locked_officer(session, username)
+    usable = officer is not None and officer.active and officer.totp_secret_sealed is not None
+    if officer is not None and usable:
+        secret_key = unlock(officer, passphrase, cost)
+    else:
+        _dummy_derivation(passphrase, cost)
+        secret_key = None
     counter = None
-    if secret_key is not None:
+    if officer is not None and secret_key is not None:
         counter = _totp_counter(totp_secret(officer, secret_key), code, now)
-    if secret_key is None or counter is None or counter <= officer.totp_last_counter:
-        _record_failure(session, officer, now)
-        return SignInResult(locked_until=_locked_until(officer, now))
+    if officer is None or secret_key is None or counter is None:
+        return _failed(session, officer)
+    if counter <= officer.totp_last_counter:
+        return _failed(session, officer)
     officer.totp_last_counter = counter
-    officer.failed_logins, officer.failed_window_start = 0, None
+    # Only now, with the code checked too: the extra work of a re-hash says nothing
+    # an attacker did not already know.
+    _rehash_if_cost_rose(officer, passphrase, secret_key, cost)
     audit.record(session, officer.username, "officer.sign_in")
     return SignInResult(officer=officer, secret_key=secret_key)
+
+
+def _failed(session: Session, officer: Officer | None) -> SignInResult:
+    """Record a failed sign-in, for a known username or not (the same write either way)."""
+    actor = officer.username if officer is not None else UNKNOWN_ACTOR
+    audit.record(session, actor, "officer.sign_in_failed")
+    return SignInResult()
+
+
+def confirm_action(session: Session, officer: Officer, secret_key: PrivateKey, code: str) -> bool:
+    """An administrator's confirmation: a fresh code of their own, burned as at sign-in.
+
+    The officer's row is locked first, so that one code cannot confirm two
+    actions at once; a code already used (to sign in, or for an earlier
+    action) or older is refused.
+    """
+    locked = _locked_officer(session, officer.username)
+    if locked is None or not locked.active or locked.id != officer.id:
+        return False
+    return confirm_totp(locked, secret_key, code)
 
 
 def replace_totp(session: Session, officer: Officer, new_secret: str, code: str) -> bool:
@@ -345,24 +382,30 @@ def complete_enrolment(
     """Turn an enrolment code into credentials; return the officer, key and TOTP secret."""
     check_passphrase(passphrase)
     refused = DropboxError("that username and enrolment code do not match, or the code expired")
-    if not USERNAME.fullmatch(username):  # no other text names an officer (or reaches the database)
-        raise refused
-    officer = session.execute(
-        select(Officer).where(Officer.username == username)
-    ).scalar_one_or_none()
-    if officer is None or officer.enrolment_code_hash is None or not officer.active:
-        raise refused
-    if officer.enrolment_expires_at is None or officer.enrolment_expires_at < _now():
+    officer = None
+    if USERNAME.fullmatch(username):  # no other text names an officer (or reaches the database)
+        officer = session.execute(
+            select(Officer).where(Officer.username == username)
+        ).scalar_one_or_none()
+    pending = (
+        officer is not None
+        and officer.active
+        and officer.enrolment_code_hash is not None
+        and officer.enrolment_expires_at is not None
+        and officer.enrolment_expires_at >= _now()
+    )
+    if officer is None or officer.enrolment_code_hash is None or not pending:
+        # The work of a check all the same: timing does not tell which usernames
+        # have an enrolment waiting.
+        _dummy_derivation(code.strip().lower(), cost)
         raise refused
     try:
         password_hasher(cost).verify(officer.enrolment_code_hash, code.strip().lower())
-    except argon2.exceptions.VerificationError:
+    except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
         raise refused from None
-    secret = set_credentials(officer, passphrase, cost)
+    key, secret = _new_credentials(officer, passphrase, cost)
     officer.enrolment_code_hash = None
     officer.enrolment_expires_at = None
-    key = unlock(officer, passphrase, cost)
-    assert key is not None  # noqa: S101 - just set
     audit.record(session, officer.username, "officer.enrol")
     return officer, key, secret
 

@@ -34,7 +34,7 @@ from dropbox import access, audit, casework, inbox, officers, sessions
 from dropbox.config import Config
 from dropbox.errors import AccessDenied, DropboxError, NotFound
 from dropbox.models import Officer, Outcome, Report, Status, StatusChange
-from journalist_interface.auth import instance
+from journalist_interface.auth import instance, normalise_username, signin_guard
 
 PREFIX = "/api/v1"
 TOKEN_LIFETIME = timedelta(minutes=15)
@@ -213,6 +213,7 @@ def _entry(entry: casework.ThreadEntry) -> dict[str, Any]:
         "file_name": entry.file_name,
         "content_type": entry.content_type,
         "damaged": entry.damaged,
+        "not_shared": entry.not_shared,
         "deleted_by_source": entry.deleted_by_source,
         "unread": entry.unread,
     }
@@ -294,28 +295,55 @@ def register_api(app: Flask, config: Config) -> None:
         """This API described in OpenAPI 3.0.3 (no token needed)."""
         return jsonify(document)
 
+    def _signin_budget() -> str:
+        """Each known device has its own budget of attempts; every other client shares one."""
+        try:
+            data = request.get_json(silent=True)
+        except RecursionError:
+            data = None
+        if not isinstance(data, dict):
+            return "everyone"
+        username, device = data.get("username"), data.get("device")
+        if not isinstance(username, str) or not isinstance(device, str):
+            return "everyone"
+        return signin_guard().budget_key(normalise_username(username), device)
+
     @api.post("/token")
-    @limiter.limit("60/minute")
+    @limiter.limit("60/minute", key_func=_signin_budget)
     def token() -> ResponseReturnValue:
-        """A 15-minute bearer token for a username, passphrase and a fresh TOTP code."""
+        """A 15-minute bearer token for a username, passphrase and a fresh TOTP code.
+
+        The same guard as the sign-in page: failures count against the
+        username, alike whether it exists, unless the body brings the device
+        token that an earlier success on this client returned ("device").
+        """
         data = _json_body()
-        username = _text(data, "username").strip().lower()
+        username = normalise_username(_text(data, "username"))
         passphrase, code = _text(data, "passphrase"), _text(data, "code")
-        officer_id, secret_key = None, None
-        with current_app.extensions["dropbox.gate"].slot(), instance().sessions.begin() as db:
-            result = officers.sign_in(db, username, passphrase, code, cost)
-            if result.ok:
-                assert result.officer is not None and result.secret_key is not None  # noqa: S101
-                officer_id, secret_key = result.officer.id, result.secret_key
-                # Recorded with the sign-in it follows: never a token without its event.
-                audit.record(db, result.officer.username, "api.token")
+        device = _text(data, "device", required=False)
+        guard = signin_guard()
+        attempt = guard.attempt(username, device)
+        officer_id, secret_key, device_token = None, None, ""
+        locked_until = guard.enter(attempt)
+        if locked_until is None:
+            with current_app.extensions["dropbox.gate"].slot(), instance().sessions.begin() as db:
+                result = officers.sign_in(db, username, passphrase, code, cost)
+                if result.ok:
+                    assert result.officer is not None and result.secret_key is not None  # noqa: S101
+                    officer_id, secret_key = result.officer.id, result.secret_key
+                    # Recorded with the sign-in it follows: never a token without its event.
+                    audit.record(db, result.officer.username, "api.token")
+            if officer_id is not None:
+                device_token = guard.succeeded(attempt, username)
+            else:
+                locked_until = guard.locked_until(attempt)
         if officer_id is None or secret_key is None:
-            if result.locked_until is not None:
-                until = result.locked_until.replace(tzinfo=UTC)
+            if locked_until is not None:
+                until = locked_until.replace(tzinfo=UTC)
                 wait = max(1, math.ceil((until - datetime.now(UTC)).total_seconds()))
                 raise ApiError(
                     429,
-                    "too many failed attempts for this account; try again after retry_after",
+                    "too many failed attempts with this username; try again after retry_after",
                     {"Retry-After": str(wait)},
                     retry_after=until.isoformat(),
                 )
@@ -332,6 +360,7 @@ def register_api(app: Flask, config: Config) -> None:
             "token": issued,
             "token_type": BEARER,
             "expires_in": int(TOKEN_LIFETIME.total_seconds()),
+            "device": device_token,
         }
 
     @api.get("/reports")
@@ -480,7 +509,10 @@ def openapi_document(config: Config) -> dict[str, Any]:
         "LockedOut": _object(
             {
                 "error": string,
-                "retry_after": {**time, "description": "When the account may sign in again"},
+                "retry_after": {
+                    **time,
+                    "description": "When this username may be tried again without a device token",
+                },
             }
         ),
         "TokenRequest": _object(
@@ -488,13 +520,23 @@ def openapi_document(config: Config) -> dict[str, Any]:
                 "username": string,
                 "passphrase": {**string, "format": "password"},
                 "code": {**string, "description": "The current TOTP code (6 digits)"},
-            }
+                "device": {
+                    **string,
+                    "description": "The device token an earlier token response gave this client:"
+                    " failures from a flood against the username do not lock it out",
+                },
+            },
+            required=["username", "passphrase", "code"],
         ),
         "Token": _object(
             {
                 "token": {**string, "description": "Send as 'Authorization: Bearer <token>'"},
                 "token_type": {**string, "enum": [BEARER]},
                 "expires_in": {**integer, "description": "Seconds until the token expires"},
+                "device": {
+                    **string,
+                    "description": "Keep it, and send it as 'device' with the next token request",
+                },
             }
         ),
         "InboxRow": _object(
@@ -531,13 +573,24 @@ def openapi_document(config: Config) -> dict[str, Any]:
                 "seq": integer,
                 "kind": {
                     **string,
-                    "enum": ["message", "file", "identity", "acknowledgement", "reply", "note"],
+                    "enum": [
+                        "message",
+                        "file",
+                        "identity",
+                        "acknowledgement",
+                        "reply",
+                        "note",
+                        "reveal",
+                    ],
                 },
                 "from_source": boolean,
                 "created_at": time,
                 "size": {**integer, "description": "Size of the content in bytes"},
                 "author": _nullable("string", description="The officer who wrote it"),
-                "text": _nullable("string", description="Messages, replies, notes"),
+                "text": _nullable(
+                    "string",
+                    description="Messages, replies, notes, reasons for revealing the identity",
+                ),
                 "details": _nullable(
                     "object",
                     additionalProperties={"type": "string"},
@@ -546,6 +599,11 @@ def openapi_document(config: Config) -> dict[str, Any]:
                 "file_name": _nullable("string"),
                 "content_type": _nullable("string"),
                 "damaged": {**boolean, "description": "The item cannot be decrypted"},
+                "not_shared": {
+                    **boolean,
+                    "description": "Added after your office referred the report keeping a copy:"
+                    " sealed to the offices handling it since, not to yours (not damage)",
+                },
                 "deleted_by_source": boolean,
                 "unread": boolean,
             }
@@ -648,7 +706,8 @@ def openapi_document(config: Config) -> dict[str, Any]:
                     "401": _answer("Wrong username, passphrase or code (or a used code)", "Error"),
                     "413": _common("TooLarge"),
                     "429": {
-                        "description": "The account is locked for a minute, or too many requests",
+                        "description": "Too many failed attempts with this username (a"
+                        " minute's lock, except for its known devices), or too many requests",
                         "headers": {"Retry-After": {"schema": integer}},
                         "content": _json(
                             {"oneOf": [_ref("LockedOut"), _ref("Error")]},

@@ -42,7 +42,17 @@ from dropbox.errors import DropboxError, NotFound
 from dropbox.models import AuditEvent, OfficeGrant, Officer, Outcome, Report, Status, StatusChange
 from dropbox.sessions import session_id_hash
 from dropbox.web import MAX_ROW_ID, form_row_id, size_text
-from journalist_interface.auth import administrators, instance, signed_in, start_session
+from journalist_interface.auth import (
+    DEVICE_COOKIE,
+    administrators,
+    instance,
+    normalise_username,
+    safe_next,
+    set_device_cookie,
+    signed_in,
+    signin_guard,
+    start_session,
+)
 
 ERROR_TEXT: dict[str, tuple[Any, Any]] = {
     "bad_request": (_l("Bad request"), _l("The request could not be understood.")),
@@ -58,6 +68,13 @@ ERROR_TEXT: dict[str, tuple[Any, Any]] = {
         _l("The request failed. Nothing was changed. Try again in a minute."),
     ),
 }
+
+
+# Refused administrator actions: granting administrator rights or an office, deactivating.
+CONFIRM_REFUSED = _l(
+    "Nothing was changed: confirm with a new code from your authenticator app. "
+    "Each code works only once, so if you just used one, wait for the next."
+)
 
 
 def qr_svg(uri: str) -> Markup:
@@ -92,32 +109,44 @@ def register_views(app: Flask, config: Config) -> None:
 
     # --- signing in -------------------------------------------------------------
 
+    def _signin_budget() -> str:
+        """Each known device has its own budget of attempts; every other client shares one."""
+        username = normalise_username(request.form.get("username", ""))
+        return signin_guard().budget_key(username, request.cookies.get(DEVICE_COOKIE))
+
     @app.route("/login", methods=["GET", "POST"])
-    @limiter.limit("60/minute", methods=["POST"])
+    @limiter.limit("60/minute", methods=["POST"], key_func=_signin_budget)
     def login() -> Any:
         """Sign in with username, passphrase and a TOTP code."""
         if request.method == "GET":
             return render_template("login.html", error=None, locked_until=None, username="")
-        username = request.form.get("username", "").strip().lower()
-        with app.extensions["dropbox.gate"].slot(), instance().sessions.begin() as db:
-            result = officers.sign_in(
-                db,
-                username,
-                request.form.get("passphrase", ""),
-                request.form.get("code", ""),
-                cost,
-            )
+        username = normalise_username(request.form.get("username", ""))
+        guard = signin_guard()
+        attempt = guard.attempt(username, request.cookies.get(DEVICE_COOKIE))
+        # Counted before any work, alike for every username: a spent budget is
+        # refused at once, whether or not an officer has that username.
+        locked_until = guard.enter(attempt)
+        if locked_until is None:
+            with app.extensions["dropbox.gate"].slot(), instance().sessions.begin() as db:
+                result = officers.sign_in(
+                    db,
+                    username,
+                    request.form.get("passphrase", ""),
+                    request.form.get("code", ""),
+                    cost,
+                )
+                if result.ok:
+                    assert result.officer is not None and result.secret_key is not None  # noqa: S101
+                    start_session(result.officer, result.secret_key)
             if result.ok:
-                assert result.officer is not None and result.secret_key is not None  # noqa: S101
-                start_session(result.officer, result.secret_key)
-        if result.ok:
-            target = request.args.get("next", "")
-            if not target.startswith("/") or target.startswith("//"):
-                target = url_for("inbox")
-            return redirect(target)
-        locked = result.locked_until.strftime("%H:%M:%S UTC") if result.locked_until else None
+                target = safe_next(app, request.args.get("next", "")) or url_for("inbox")
+                response = redirect(target)
+                set_device_cookie(response, guard.succeeded(attempt, username))
+                return response
+            locked_until = guard.locked_until(attempt)
+        locked = locked_until.strftime("%H:%M:%S UTC") if locked_until else None
         error = (
-            _("Too many failed attempts for this account. Try again after %(t)s.", t=locked)
+            _("Too many failed attempts with this username. Try again after %(t)s.", t=locked)
             if locked
             else _("The username, passphrase or code is not right. A code works only once.")
         )
@@ -238,6 +267,16 @@ def register_views(app: Flask, config: Config) -> None:
                 opened = casework.open_file(instance(), db, officer, office_key, found, item_id)
             except NotFound:
                 abort(404)
+            except casework.NotShared:
+                return render_template(
+                    "error.html",
+                    title=_("File not shared with your office"),
+                    message=_(
+                        "This file was added after your office referred the report,"
+                        " and is not shared with your office."
+                    ),
+                    status=403,
+                ), 403
             except DecryptionError:
                 # Leaving the block commits the "damaged" audit event.
                 return render_template(
@@ -538,6 +577,16 @@ def register_views(app: Flask, config: Config) -> None:
             )
         return rows
 
+    def _confirmed(db: Session) -> bool:
+        """The acting administrator confirmed with a fresh code of their own (now used up).
+
+        A stolen session alone cannot mint administrators, deactivate officers
+        or open an office to someone: each needs the administrator's device too.
+        """
+        return officers.confirm_action(
+            db, _officer(db), g.officer_key, request.form.get("code", "")
+        )
+
     @app.route("/admin/officers", methods=["GET", "POST"], endpoint="officers")
     @administrators
     def officers_page() -> Any:
@@ -545,13 +594,16 @@ def register_views(app: Flask, config: Config) -> None:
         new_code = new_username = error = None
         status_code = 200
         if request.method == "POST":
+            is_admin = request.form.get("is_admin") == "yes"
             try:
                 with instance().sessions.begin() as db:
+                    if is_admin and not _confirmed(db):
+                        raise DropboxError(str(CONFIRM_REFUSED))
                     created, new_code = officers.create_enrolment(
                         db,
                         request.form.get("username", "").strip().lower(),
                         request.form.get("display_name", ""),
-                        request.form.get("is_admin") == "yes",
+                        is_admin,
                         cost,
                         g.officer.username,
                     )
@@ -580,6 +632,9 @@ def register_views(app: Flask, config: Config) -> None:
             target = db.get(Officer, officer_id)
             if target is None:
                 abort(404)
+            if not _confirmed(db):
+                flash(str(CONFIRM_REFUSED), "error")
+                return redirect(url_for("officers"))
             officers.deactivate(db, target, g.officer.username)
         flash(_("The officer was deactivated."), "info")
         return redirect(url_for("officers"))
@@ -599,6 +654,8 @@ def register_views(app: Flask, config: Config) -> None:
             if target is None:
                 abort(404)
             try:
+                if not _confirmed(db):
+                    raise DropboxError(str(CONFIRM_REFUSED))
                 office_key = offices.office_key(db, me, g.officer_key, code)
                 offices.grant(db, code, target, office_key, me.username, granted_by=me)
             except DropboxError as exc:

@@ -82,18 +82,39 @@ def fresh_code(instance: Instance, person: Person) -> str:
     return pyotp.TOTP(person.totp_secret).now()
 
 
-def sign_in(client: FlaskClient, instance: Instance, person: Person) -> TestResponse:
-    """Sign in through the form."""
+def next_code(person: Person) -> str:
+    """The code of the next time step: fresh even if the current one was just used."""
+    return pyotp.TOTP(person.totp_secret).at(datetime.now(UTC).timestamp() + 30)
+
+
+def wrong_code(person: Person) -> str:
+    """A well-formed code that is not valid now (none of the accepted time steps gives it)."""
+    totp = pyotp.TOTP(person.totp_secret)
+    now = datetime.now(UTC).timestamp()
+    valid = {totp.at(now + step) for step in (-60, -30, 0, 30, 60)}
+    return next(code for code in ("000000", "111111", "222222", "333333") if code not in valid)
+
+
+def login_form(
+    client: FlaskClient, username: str, passphrase: str, code: str, next_page: str = ""
+) -> TestResponse:
+    """Post the sign-in form with these values (and `?next=`, already encoded, if given)."""
     page = client.get("/login").get_data(as_text=True)
     return client.post(
-        "/login",
+        f"/login?next={next_page}" if next_page else "/login",
         data={
             "csrf_token": csrf_token(page),
-            "username": person.username,
-            "passphrase": person.passphrase,
-            "code": fresh_code(instance, person),
+            "username": username,
+            "passphrase": passphrase,
+            "code": code,
         },
     )
+
+
+def sign_in(client: FlaskClient, instance: Instance, person: Person) -> TestResponse:
+    """Sign in through the form."""
+    code = fresh_code(instance, person)
+    return login_form(client, person.username, person.passphrase, code)
 
 
 def signed_in_client(app: Flask, world: World, role: str) -> FlaskClient:

@@ -95,9 +95,9 @@ REVIEWER_FORMS: dict[str, tuple[str, ...]] = {
     "confirm_totp": ("code",),
     "enrol": ("username", "code", "passphrase", "confirm_passphrase"),
     "enrol_confirm": ("code",),
-    "officers": ("username", "display_name", "is_admin"),
-    "deactivate": (),
-    "grant": ("office", "officer_id"),
+    "officers": ("username", "display_name", "is_admin", "code"),
+    "deactivate": ("code",),
+    "grant": ("office", "officer_id", "code"),
 }
 
 UPLOAD_ROUTES = ("submit_report", "answer")

@@ -365,9 +365,11 @@ def test_enrolment_grant_and_deactivation(reviewer: Flask, source: Flask, world:
 
     with world.instance.sessions() as db:
         newbie_id = db.execute(select(Officer.id).where(Officer.username == "newbie")).scalar_one()
-    post_form(
-        admin, "/admin/officers", "/admin/grants", {"officer_id": str(newbie_id), "office": "ECO"}
-    )
+    # Granting and deactivating each need a fresh code of the administrator's own.
+    admin_person = world.people["eco_admin"]
+    granted = {"officer_id": str(newbie_id), "office": "ECO"}
+    granted["code"] = fresh_code(world.instance, admin_person)
+    post_form(admin, "/admin/officers", "/admin/grants", granted)
 
     from tests.reviewer_helpers import Person
 
@@ -377,7 +379,8 @@ def test_enrolment_grant_and_deactivation(reviewer: Flask, source: Flask, world:
     rid = report_id(world.instance)
     assert client.get(f"/reports/{rid}").status_code == 200
 
-    post_form(admin, "/admin/officers", f"/admin/officers/{newbie_id}/deactivate", {})
+    confirm = {"code": fresh_code(world.instance, admin_person)}
+    post_form(admin, "/admin/officers", f"/admin/officers/{newbie_id}/deactivate", confirm)
     assert client.get("/").status_code == 302  # the session ended
     assert sign_in(reviewer.test_client(), world.instance, person).status_code == 400
 
