@@ -7,6 +7,7 @@ the memory of the request that asked for it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -21,6 +22,7 @@ from dropbox import audit
 from dropbox.errors import AccessDenied, DropboxError, NotFound
 from dropbox.instance import Instance
 from dropbox.models import (
+    AuditEvent,
     Item,
     ItemKind,
     ItemRead,
@@ -44,6 +46,11 @@ from dropbox.reports import (
     read_message_document,
     seal_bytes,
 )
+
+
+class NotShared(AccessDenied):
+    """The item was added after the reader's office referred the report, and is not sealed to it."""
+
 
 # Which status may follow which. Referral has its own action (`refer`).
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -73,12 +80,67 @@ class ThreadEntry:
     file_name: str | None = None
     content_type: str | None = None
     damaged: bool = False
+    # Added after the reader's office referred the report and kept a copy:
+    # sealed to the offices handling it since, not to the reader's.
+    not_shared: bool = False
     deleted_by_source: bool = False
     unread: bool = False
 
 
 def _actor(officer: Officer) -> str:
     return officer.username
+
+
+# How `refer` records, in its audit event, the last item a kept copy shares.
+_KEPT_COPY = " (copy kept of items up to no. {last})"
+_KEPT_COPY_PATTERN = re.compile(r" \(copy kept of items up to no\. (\d+)\)$")
+
+
+@dataclass(frozen=True)
+class _Sharing:
+    """Which items an office reading through a kept copy was never given.
+
+    An office that referred a report and kept a copy was given every item
+    up to the referral (its `refer` event says up to which one); what the
+    report's office adds later is sealed to that office alone. Such an item
+    has no entry for the copy's office in its key block: it is "not
+    shared", not damaged. An entry that is there and fails to open, an item
+    from before the referral without one, or any failure for the handling
+    office itself is damage.
+    """
+
+    reader: bytes | None = None  # the copy's recipient id; None for the handling office
+    shared_up_to: int | None = None  # None: the referral predates the record of it
+
+    def withheld(self, item: Item) -> bool:
+        """True if the item was added after the referral and not sealed to the reader."""
+        if self.reader is None:
+            return False
+        if self.shared_up_to is not None and item.seq <= self.shared_up_to:
+            return False
+        try:
+            return self.reader not in envelope.recipient_ids(item.key_block)
+        except DecryptionError:
+            return False  # a key block that does not parse is damaged, whoever reads it
+
+
+def _sharing(session: Session, report: Report, office_key: PrivateKey) -> _Sharing:
+    """How the office whose key this is reads the report: handling it, or through a copy."""
+    public = bytes(office_key.public_key)
+    handling = session.get(Office, report.office_code)
+    if handling is None or handling.public_key == public:
+        return _Sharing()
+    code = session.execute(select(Office.code).where(Office.public_key == public)).scalar()
+    referrals = session.execute(
+        select(AuditEvent.detail)
+        .where(AuditEvent.report_id == report.id, AuditEvent.action == "report.refer")
+        .order_by(AuditEvent.id.desc())
+    ).scalars()
+    last = next((d for d in referrals if code and d.startswith(f"{code} -> ")), "")
+    kept = _KEPT_COPY_PATTERN.search(last)
+    return _Sharing(
+        envelope.recipient_id(office_key.public_key), int(kept.group(1)) if kept else None
+    )
 
 
 def thread(
@@ -92,8 +154,11 @@ def thread(
 
     Identity details are not decrypted here: see `reveal_identity`. An item
     that cannot be decrypted is shown as damaged and recorded; the rest of
-    the thread still works. Sizes are the sealed ones, not the row's.
+    the thread still works. Sizes are the sealed ones, not the row's. An item
+    added after the reader's office referred the report (keeping a copy) is
+    shown as not shared with it, and is no damage (see `_Sharing`).
     """
+    sharing = _sharing(session, report, office_key)
     items = list(
         session.execute(
             select(Item).where(Item.report_id == report.id).order_by(Item.seq)
@@ -148,10 +213,13 @@ def thread(
                 text, details = read_message_document(data)
                 entries.append(replace(base, size=len(data), text=text, details=details))
         except DecryptionError:
-            entries.append(replace(base, damaged=True))
-            audit.record(
-                session, _actor(officer), "item.damaged", report_id=report.id, detail=item.id
-            )
+            if sharing.withheld(item):
+                entries.append(replace(base, not_shared=True))
+            else:
+                entries.append(replace(base, damaged=True))
+                audit.record(
+                    session, _actor(officer), "item.damaged", report_id=report.id, detail=item.id
+                )
         if item.id not in read:
             session.add(ItemRead(officer_id=officer.id, item_id=item.id))
     audit.record(session, _actor(officer), "report.read", report_id=report.id)
@@ -192,7 +260,12 @@ def open_file(
     report: Report,
     item_id: str,
 ) -> FileDownload:
-    """Open a file item for a streamed download, and record the download."""
+    """Open a file item for a streamed download, and record the download.
+
+    DecryptionError (recorded) if it is damaged; NotShared (not recorded:
+    nothing is wrong with it) if it was added after the reader's office
+    referred the report and is not shared with that office.
+    """
     item = session.get(Item, item_id) if is_id(item_id) else None
     if item is None or item.report_id != report.id or item.kind != ItemKind.FILE:
         raise NotFound("there is no such file")
@@ -203,6 +276,11 @@ def open_file(
         _authenticate(instance, item, office_key)
         reader, body = open_item(instance, item, office_key)
     except DecryptionError:
+        if _sharing(session, report, office_key).withheld(item):
+            raise NotShared(
+                "this file was added after your office referred the report,"
+                " and is not shared with your office"
+            ) from None
         audit.record(session, _actor(officer), "item.damaged", report_id=report.id, detail=item.id)
         raise
 
@@ -222,11 +300,16 @@ def reveal_identity(
     report: Report,
     reason: str,
 ) -> dict[str, str]:
-    """Decrypt the source's identity details, recording who asked and why.
+    """Decrypt the source's identity details, recording who asked, and why in the thread.
 
-    A damaged identity item is recorded as such; DecryptionError if none
-    could be opened, and then the caller must commit before showing the error.
-    (A source gives one; more than one means rows were moved between reports.)
+    The reason is case content: it becomes a `reveal` item sealed to the
+    handling office (and to the revealing officer's office, if that is a
+    kept copy), shown to officers in the thread and never to the source.
+    The audit event says only who revealed, when, in which report, and
+    names that item. A damaged identity item is recorded as such;
+    DecryptionError if none could be opened, and then the caller must commit
+    before showing the error. (A source gives one; more than one means rows
+    were moved between reports.)
     """
     reason = reason.strip()
     if len(reason) < 10:
@@ -240,9 +323,20 @@ def reveal_identity(
     )
     if not items:
         raise NotFound("the source gave no identity details")
-    audit.record(
-        session, _actor(officer), "identity.reveal", report_id=report.id, detail=reason[:500]
+    recipients = [_office_public_key(session, report.office_code), office_key.public_key]
+    stored = seal_bytes(
+        instance.store,
+        report.id,
+        message_document(reason),
+        recipients,
+        content_type=message_type(ItemKind.REVEAL),
     )
+    recorded = add_item(session, report, stored, ItemKind.REVEAL, officer_now(), officer.id)
+    session.add(ItemRead(officer_id=officer.id, item_id=recorded.id))
+    audit.record(
+        session, _actor(officer), "identity.reveal", report_id=report.id, detail=recorded.id
+    )
+    sharing = _sharing(session, report, office_key)
     details: dict[str, str] = {}
     opened = False
     for item in items:
@@ -250,9 +344,10 @@ def reveal_identity(
             details.update(read_message_document(open_item_bytes(instance, item, office_key))[1])
             opened = True
         except DecryptionError:
-            audit.record(
-                session, _actor(officer), "item.damaged", report_id=report.id, detail=item.id
-            )
+            if not sharing.withheld(item):
+                audit.record(
+                    session, _actor(officer), "item.damaged", report_id=report.id, detail=item.id
+                )
     if not opened:
         raise DecryptionError()
     return details
@@ -378,7 +473,9 @@ def refer(
 
     The body of each item is untouched. Unless the referring office keeps a
     copy, its entries are removed from every key block, so it can no longer
-    decrypt the report even with its own key.
+    decrypt the report even with its own key. If it keeps one, the audit
+    event names the last item the copy holds: an item after it that the copy
+    cannot open was not shared with it; one up to it was damaged (`_Sharing`).
     """
     if to_office == report.office_code:
         raise DropboxError("the report is already with that office")
@@ -386,7 +483,8 @@ def refer(
         raise AccessDenied("only the office handling a report can refer it")
     to_key = _office_public_key(session, to_office)
     from_key = office_key.public_key
-    for item in session.execute(select(Item).where(Item.report_id == report.id)).scalars():
+    items = list(session.execute(select(Item).where(Item.report_id == report.id)).scalars())
+    for item in items:
         try:
             key_block = envelope.add_recipient(item.key_block, office_key, to_key)
         except DecryptionError:
@@ -424,7 +522,8 @@ def refer(
         _actor(officer),
         "report.refer",
         report_id=report.id,
-        detail=f"{from_office} -> {to_office}" + (" (copy kept)" if keep_copy else ""),
+        detail=f"{from_office} -> {to_office}"
+        + (_KEPT_COPY.format(last=max((i.seq for i in items), default=0)) if keep_copy else ""),
     )
 
 

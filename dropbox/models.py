@@ -59,6 +59,9 @@ class ItemKind(enum.StrEnum):
     ACKNOWLEDGEMENT = "acknowledgement"  # the automatic receipt posted to the source
     REPLY = "reply"  # a message from the office to the source
     NOTE = "note"  # an internal note, never shown to the source
+    # The reason an officer gave for revealing the identity: case content, so
+    # sealed to the offices like a note, never shown to the source.
+    REVEAL = "reveal"
 
 
 SOURCE_KINDS = frozenset({ItemKind.MESSAGE, ItemKind.FILE, ItemKind.IDENTITY})

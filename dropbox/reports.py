@@ -30,6 +30,7 @@ from crypto.errors import DecryptionError
 from dropbox.errors import DropboxError, NotFound
 from dropbox.instance import Instance
 from dropbox.models import (
+    SOURCE_KINDS,
     TO_SOURCE_KINDS,
     Item,
     ItemKind,
@@ -463,7 +464,9 @@ def thread_for_source(
         if item.kind not in set(ItemKind):
             continue  # a row whose kind was altered: nothing the source should see
         kind = ItemKind(item.kind)
-        if kind == ItemKind.NOTE or item.deleted_by_source:
+        # Only what the source sent and what was sent to them: never the
+        # offices' own items (notes, the reasons for revealing the identity).
+        if kind not in SOURCE_KINDS | TO_SOURCE_KINDS or item.deleted_by_source:
             continue
         if kind not in TO_SOURCE_KINDS:
             entries.append(SourceEntry(item.id, kind, True, item.created_at, item.size))

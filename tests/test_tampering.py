@@ -71,6 +71,7 @@ ACKNOWLEDGEMENT = "Thank you. The Office of Internal Oversight has received your
 REPLY = "Which depot do you mean, and since when?"
 NOTE = "Check the depot fuel logs for the last three months."
 ANSWER = "The north depot, since last winter."
+REASON = "To arrange protection for the source."  # every reveal in this module gives it
 EVIDENCE = os.urandom(2 * envelope.CHUNK_SIZE + 20_000)  # three chunks, the last one short
 FUEL_LOG = b"Fuel log, week 12: 4,000 litres missing.\n" * 4
 
@@ -89,10 +90,11 @@ ROLES = (
     "note",  # an internal note, sealed to the office only
     "answer",  # the returning source's message
     "answer file",  # the returning source's file, in one chunk
+    "reveal",  # an officer's reason for revealing the identity, sealed to the office only
 )
 # One role for each kind of item. Answers are stored as the first message and
 # file are (the same kinds, the same code): they get a few of the cases.
-EACH_KIND = ROLES[:6]
+EACH_KIND = (*ROLES[:6], "reveal")
 ANSWERS = ("answer", "answer file")
 # One role for each way an item is opened: a message read on the page, the
 # identity checked but not read, a file checked but not read, an office message
@@ -108,6 +110,7 @@ SHOWN = {  # what the page shows of each item when it is sound
     "note": NOTE,
     "answer": ANSWER,
     "answer file": "fuel-log.txt",
+    "reveal": REASON,
 }
 READ_BY_SOURCE = {"acknowledgement": ACKNOWLEDGEMENT, "reply": REPLY}
 READ_LATER = {ItemKind.IDENTITY, ItemKind.FILE}  # their content is read on reveal or download
@@ -120,6 +123,7 @@ PARTNER = {  # for swaps inside one report: the item swapped with
     "note": "identity",
     "acknowledgement": "reply",
     "reply": "acknowledgement",
+    "reveal": "note",
 }
 
 # A body: version byte, stream header, sealed name and type, then the chunks.
@@ -273,6 +277,9 @@ def fresh_report(scene: Scene) -> Fresh:
         casework.reply(instance, db, officer, report, REPLY)
         casework.add_note(instance, db, officer, report, NOTE)
         reports.add_answer(instance, db, report, ANSWER, upload("answer file"))
+        casework.reveal_identity(
+            instance, db, officer, scene.world.office_keys["OIO"], report, REASON
+        )
         ids = db.execute(select(Item.id).where(Item.report_id == report_id).order_by(Item.seq))
         fresh = Fresh(report_id, codename, dict(zip(ROLES, ids.scalars(), strict=True)))
     scene.roles.update({item_id: role for role, item_id in fresh.items.items()})
@@ -528,6 +535,8 @@ RELABELLINGS = [  # (role, the kind its row is given)
     ("reply", ItemKind.NOTE),  # a question to the source passed off as a note
     ("acknowledgement", ItemKind.REPLY),  # the automatic receipt passed off as an officer's
     ("answer file", ItemKind.IDENTITY),
+    ("reveal", ItemKind.NOTE),  # the reason for a reveal passed off as a note
+    ("note", ItemKind.REVEAL),  # a note passed off as the reason for a reveal
     ("note", "minutes"),  # no kind the application knows
 ]
 
@@ -637,9 +646,14 @@ def check_reveal(desk: Desk, scene: Scene, report_id: str, damaged: set[str]) ->
     """Revealing works if a sound identity item is left; if not, it says they are damaged."""
     identities = {i for i, (_, kind) in items_of(scene, report_id).items() if kind == "identity"}
     response = desk.client.post(
-        f"/reports/{report_id}/identity",
-        data={"csrf_token": desk.csrf, "reason": "To arrange protection for the source."},
+        f"/reports/{report_id}/identity", data={"csrf_token": desk.csrf, "reason": REASON}
     )
+    # The reveal, damaged identity or not, adds the sealed reason to the thread.
+    with scene.instance.sessions() as db:
+        reveals = db.execute(
+            select(Item.id).where(Item.report_id == report_id, Item.kind == ItemKind.REVEAL)
+        ).scalars()
+        scene.roles.update({i: "reveal" for i in reveals if i not in scene.roles})
     if identities - damaged:
         assert response.status_code == 200 and IDENTITY in clean(response)
     else:
@@ -665,8 +679,9 @@ def check_source_thread(scene: Scene, fresh: Fresh, damaged: set[str]) -> None:
             ).scalars()
         )
     held = {i: role_kind for i, role_kind in items_of(scene, fresh.id).items() if i not in gone}
-    known = set(ItemKind) - {ItemKind.NOTE}
+    known = set(ItemKind) - {ItemKind.NOTE, ItemKind.REVEAL}  # the offices' own items
     assert set(entries) == {i for i, (_, kind) in held.items() if kind in known}
+    assert NOTE not in page and REASON not in page
     for item_id, (role, kind) in held.items():
         if kind not in READ_BY_SOURCE:
             continue
