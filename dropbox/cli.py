@@ -451,7 +451,7 @@ def backup_command(state: _State, archive: Path) -> None:
     )
     click.echo(
         "It holds no plaintext and no key that opens a report, but it holds the instance "
-        "secrets (codename salt): keep it where only operators can read it."
+        "secrets (codename salt, audit keys): keep it where only operators can read it."
     )
 
 

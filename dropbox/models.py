@@ -98,7 +98,8 @@ class Officer(Base):
     # alone does not reveal it, and re-enrolment needs no passphrase.
     totp_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     totp_last_counter: Mapped[int] = mapped_column(Integer, default=0)
-    # Failed sign-ins in the current minute: more than a few lock the account briefly.
+    # No longer used: failed sign-ins are counted per typed username in the limiter's
+    # storage (journalist_interface/auth.py), so that unknown names lock alike.
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     failed_window_start: Mapped[datetime | None] = mapped_column(DateTime)
     enrolment_code_hash: Mapped[str | None] = mapped_column(String(255))

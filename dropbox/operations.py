@@ -2,7 +2,7 @@
 
 A backup is one tar archive, written to a temporary name, fsynced and renamed:
 
-    instance.json       the instance secrets (codename salt, app secret)
+    instance.json       the instance secrets (codename salt, app secret, audit keys)
     database.sqlite3    a snapshot made with SQLite's online backup API, or
     database.jsonl      every row, read in one REPEATABLE READ transaction (PostgreSQL)
     blobs/ab/ab...      exactly the blobs the snapshot's items refer to, still encrypted

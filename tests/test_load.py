@@ -13,9 +13,8 @@ on SQLite a DEFERRED transaction that reads a snapshot without queueing for
 the write lock, which uploads hold while they fsync their blobs. The last
 test shows what a reader may and may not do.
 
-`limits.concurrent_derivations` is raised to 16: it also sets the global cap
-on codename confirmations (60 a minute per slot and worker), sized for a
-real onion service, which 500 new sources in a few seconds would exceed.
+`limits.concurrent_derivations` is raised to 16 so that 32 sources at once
+are not told the site is busy: each derivation waits its turn at the gate.
 """
 
 from __future__ import annotations
