@@ -36,13 +36,16 @@ from dropbox.models import (
     StatusChange,
 )
 from dropbox.reports import (
+    SourceKeyCheck,
     add_item,
+    check_source_key,
     is_id,
     message_document,
     message_type,
     officer_now,
     open_item,
     open_item_bytes,
+    post_reply,
     read_message_document,
     seal_bytes,
 )
@@ -50,6 +53,28 @@ from dropbox.reports import (
 
 class NotShared(AccessDenied):
     """The item was added after the reader's office referred the report, and is not sealed to it."""
+
+
+class SourceKeyMismatch(DropboxError):
+    """The source's key in the report row cannot be trusted: nothing was sealed to it."""
+
+
+# What an officer reads when a reply is refused, by what the first item said.
+KEY_REFUSALS = {
+    SourceKeyCheck.DIFFERS: (
+        "The reply was not sent: the source's key on the server does not match the one"
+        " the source sent with the report. An administrator should check the server."
+    ),
+    SourceKeyCheck.UNREADABLE: (
+        "The reply was not sent: the source's key cannot be checked, because the report's"
+        " first message is missing or damaged. An administrator should check the server."
+    ),
+}
+# The audit event's detail: which key, and why; never any content.
+KEY_EVENTS = {
+    SourceKeyCheck.DIFFERS: "source key: differs from the copy sealed in the source's messages",
+    SourceKeyCheck.UNREADABLE: "source key: the report's first item is missing or damaged",
+}
 
 
 # Which status may follow which. Referral has its own action (`refer`).
@@ -360,19 +385,49 @@ def _office_public_key(session: Session, code: str) -> PublicKey:
     return PublicKey(office.public_key)
 
 
-def reply(
-    instance: Instance, session: Session, officer: Officer, report: Report, text: str
-) -> Item:
-    """Send a message to the source (sealed to the source and the handling office)."""
-    from dropbox.reports import post_reply
+@dataclass(frozen=True)
+class SentReply:
+    """A reply sealed to the source, and whether the source's key could be checked first."""
 
+    item: Item
+    # False for a report made before its first item bound the source's key.
+    source_key_checked: bool
+
+
+def reply(
+    instance: Instance,
+    session: Session,
+    officer: Officer,
+    office_key: PrivateKey,
+    report: Report,
+    text: str,
+) -> SentReply:
+    """Send a message to the source (sealed to the source and the handling office).
+
+    The source's key in the report row is first checked against the copy
+    bound in the report's first item (`check_source_key`): someone who can
+    write the database could otherwise swap in their own key and read every
+    later reply. If it differs or cannot be read, nothing is sealed; a
+    `key.mismatch` event is recorded, which the caller must commit although
+    the reply fails, and SourceKeyMismatch is raised.
+    """
     text = text.strip()
     if not text:
         raise DropboxError("write a message before sending")
+    checked = check_source_key(instance, session, report, office_key)
+    if checked in KEY_REFUSALS:
+        audit.record(
+            session,
+            _actor(officer),
+            "key.mismatch",
+            report_id=report.id,
+            detail=KEY_EVENTS[checked],
+        )
+        raise SourceKeyMismatch(KEY_REFUSALS[checked])
     item = post_reply(instance, session, report, text, officer.id)
     session.add(ItemRead(officer_id=officer.id, item_id=item.id))
     audit.record(session, _actor(officer), "report.reply", report_id=report.id, detail=item.id)
-    return item
+    return SentReply(item, checked == SourceKeyCheck.MATCHES)
 
 
 def add_note(

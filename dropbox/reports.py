@@ -9,8 +9,12 @@ request key is forgotten.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import calendar
+import enum
 import functools
+import hmac
 import json
 import secrets
 import unicodedata
@@ -233,10 +237,22 @@ def seal_bytes(
     return StoredEnvelope(item_id, blob, key_block, len(data))
 
 
-def message_document(text: str, details: dict[str, str] | None = None) -> bytes:
-    """The plaintext of a message item: the text and any labelled details."""
+def message_document(
+    text: str, details: dict[str, str] | None = None, *, source_key: PublicKey | None = None
+) -> bytes:
+    """The plaintext of a message item: the text, any labelled details, and a bound source key.
+
+    The source's messages (the report's first item, and each later answer)
+    bind the source's public key (`source_key`), as the source interface
+    derived it from the codename: sealed to the office, a copy of the key
+    that a database writer cannot change, to check the report row's key
+    against (`check_source_key`).
+    """
     fields = {k: v for k, v in (details or {}).items() if v}
-    return json.dumps({"text": text, "details": fields}, ensure_ascii=False).encode("utf-8")
+    document: dict[str, object] = {"text": text, "details": fields}
+    if source_key is not None:
+        document["source_key"] = base64.b64encode(bytes(source_key)).decode("ascii")
+    return json.dumps(document, ensure_ascii=False).encode("utf-8")
 
 
 def read_message_document(data: bytes) -> tuple[str, dict[str, str]]:
@@ -249,6 +265,86 @@ def read_message_document(data: bytes) -> tuple[str, dict[str, str]]:
     if not isinstance(text, str) or not isinstance(details, dict):
         raise DecryptionError()
     return text, {str(k): str(v) for k, v in details.items()}
+
+
+def read_bound_source_key(data: bytes) -> bytes | None:
+    """The source's public key bound in a message document; None if it binds none.
+
+    Items made before keys were bound, and every item but a report's first,
+    have none. A field that is there but is not a public key is damage.
+    """
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except ValueError as exc:
+        raise DecryptionError() from exc
+    value = document.get("source_key") if isinstance(document, dict) else None
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise DecryptionError()
+    try:
+        key = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise DecryptionError() from exc
+    if len(key) != PublicKey.SIZE:
+        raise DecryptionError()
+    return key
+
+
+class SourceKeyCheck(enum.StrEnum):
+    """What the report's first item says about the source's public key in the report row."""
+
+    MATCHES = "matches"  # the row holds the key the source sent with the report
+    NOT_BOUND = "not bound"  # the first item predates binding: nothing to check against
+    DIFFERS = "differs"  # the row's key was changed after the report was made
+    # The first item is gone, moved, damaged or not the source's message:
+    # nothing shows which key the source sent.
+    UNREADABLE = "unreadable"
+
+
+def check_source_key(
+    instance: Instance, session: Session, report: Report, office_key: PrivateKey
+) -> SourceKeyCheck:
+    """Compare the row's source key with the copies bound in the source's messages.
+
+    The report's first item (the lowest number) must be the source's
+    message, opened with the office's key: rows deleted or renumbered, or a
+    damaged item there, leave nothing that vouches for the key. Every later
+    message from the source that opens binds a copy too, so that moving
+    the first message behind an answer, or deleting its row, does not pass
+    a newer report off as one made before keys were bound.
+    """
+    first_seq = session.execute(
+        select(Item.seq).where(Item.report_id == report.id).order_by(Item.seq).limit(1)
+    ).scalar()
+    items = (
+        session.execute(
+            select(Item)
+            .where(Item.report_id == report.id, Item.kind == ItemKind.MESSAGE)
+            .order_by(Item.seq)
+        )
+        .scalars()
+        .all()
+    )
+    bound: list[bytes] = []
+    first_opened = False  # stays False if the first item is not the source's message
+    for item in items:
+        try:
+            key = read_bound_source_key(open_item_bytes(instance, item, office_key))
+        except DecryptionError:
+            if item.seq == first_seq:
+                return SourceKeyCheck.UNREADABLE
+            continue  # a damaged answer vouches for nothing; reading the thread records it
+        first_opened = first_opened or item.seq == first_seq
+        if key is not None:
+            bound.append(key)
+    if not first_opened:
+        return SourceKeyCheck.UNREADABLE
+    row_key = bytes(report.source_public_key)
+    # Constant time: the row's key is not secret, but nothing should hint how much of it matched.
+    if not all([hmac.compare_digest(key, row_key) for key in bound]):
+        return SourceKeyCheck.DIFFERS
+    return SourceKeyCheck.MATCHES if bound else SourceKeyCheck.NOT_BOUND
 
 
 @dataclass(frozen=True)
@@ -383,7 +479,7 @@ def submit(
     message = seal_bytes(
         store,
         report.id,
-        message_document(new.text, new.details),
+        message_document(new.text, new.details, source_key=new.source_public_key),
         [office_key],
         content_type=message_type(ItemKind.MESSAGE),
     )
@@ -414,9 +510,18 @@ def submit(
 
 
 def add_answer(
-    instance: Instance, session: Session, report: Report, text: str, upload: Upload
+    instance: Instance,
+    session: Session,
+    report: Report,
+    text: str,
+    upload: Upload,
+    source_key: PublicKey | None = None,
 ) -> list[Item]:
-    """Record a returning source's answer: text (if any) and files, sealed to the office only."""
+    """Record a returning source's answer: text (if any) and files, sealed to the office only.
+
+    `source_key` is the key the source interface derived from the codename
+    (never the report row's): the text binds it, like the first item.
+    """
     office = session.get(Office, report.office_code)
     if office is None:
         raise NotFound("the office of this report has no key")
@@ -427,7 +532,7 @@ def add_answer(
         stored = seal_bytes(
             instance.store,
             report.id,
-            message_document(text),
+            message_document(text, source_key=source_key),
             [office_key],
             content_type=message_type(ItemKind.MESSAGE),
         )
@@ -513,10 +618,14 @@ def open_item_bytes(instance: Instance, item: Item, secret_key: PrivateKey) -> b
             raise DecryptionError() from exc
 
 
-def delete_for_source(session: Session, report: Report, item_id: str) -> None:
+def delete_for_source(
+    session: Session, report: Report, item_id: str, source_key: PublicKey | None = None
+) -> None:
     """Remove an office message from the source's view and destroy the source's copy of its key.
 
     The office keeps its own copy; a codename that leaks later no longer opens it.
+    `source_key` is the key the source interface derived from the codename:
+    the entry removed is that key's, even if the report row's key was swapped.
     """
     item = session.get(Item, item_id) if is_id(item_id) else None
     if item is None or item.report_id != report.id or item.kind not in TO_SOURCE_KINDS:
@@ -525,7 +634,7 @@ def delete_for_source(session: Session, report: Report, item_id: str) -> None:
         return
     try:
         item.key_block = envelope.remove_recipient(
-            item.key_block, PublicKey(report.source_public_key)
+            item.key_block, source_key or PublicKey(report.source_public_key)
         )
     except (DecryptionError, ValueError):
         # A damaged key block, or one whose only entry left is the source's:
@@ -537,7 +646,11 @@ def delete_for_source(session: Session, report: Report, item_id: str) -> None:
 def post_reply(
     instance: Instance, session: Session, report: Report, text: str, author_id: int | None
 ) -> Item:
-    """Post a message from the office to the source, sealed to both of them."""
+    """Post a message from the office to the source, sealed to both of them.
+
+    It seals to the key in the report row as it is: an office checks that key
+    first (`check_source_key`, done by `casework.reply`).
+    """
     office = session.get(Office, report.office_code)
     if office is None:
         raise NotFound("the office of this report has no key")

@@ -424,15 +424,20 @@ def register_api(app: Flask, config: Config) -> None:
     @api.post("/reports/<report_id>/replies")
     def reply(report_id: str) -> ResponseReturnValue:
         """Send a message to the source."""
-        officer_id, _ = _caller()
+        officer_id, officer_key = _caller()
         message = _text(_json_body(), "message")
         with instance().sessions.begin() as db:
             officer = _officer(db, officer_id)
             found = access.report_for(db, officer, report_id)
             _handling(db, officer, found)
-            item = casework.reply(instance(), db, officer, found, message)
-            item_id = item.id
-        return {"id": item_id}, 201
+            office_key = access.office_key(db, officer, officer_key, found)
+            try:
+                sent = casework.reply(instance(), db, officer, office_key, found, message)
+            except casework.SourceKeyMismatch as mismatch:
+                # Answered inside the block: the "key.mismatch" event commits.
+                return {"error": str(mismatch)}, 409
+            item_id, checked = sent.item.id, sent.source_key_checked
+        return {"id": item_id, "source_key_checked": checked}, 201
 
     @api.post("/reports/<report_id>/status")
     def status(report_id: str) -> ResponseReturnValue:
@@ -644,7 +649,18 @@ def openapi_document(config: Config) -> dict[str, Any]:
             }
         ),
         "ReplyRequest": _object({"message": {**string, "minLength": 1}}),
-        "ReplyCreated": _object({"id": {**an_id, "description": "The new item's id"}}),
+        "ReplyCreated": _object(
+            {
+                "id": {**an_id, "description": "The new item's id"},
+                "source_key_checked": {
+                    **boolean,
+                    "description": (
+                        "False if the report was made before its first item carried a sealed"
+                        " copy of the source's key, so the key replies go to was not checked"
+                    ),
+                },
+            }
+        ),
         "StatusRequest": _object(
             {
                 "status": {**string, "enum": statuses},
@@ -803,7 +819,16 @@ def openapi_document(config: Config) -> dict[str, Any]:
                 "operationId": "replyToSource",
                 "summary": "Send a message to the source",
                 "requestBody": {"required": True, "content": _json(_ref("ReplyRequest"))},
-                "responses": {"201": _answer("The reply was sent", "ReplyCreated"), **write_errors},
+                "responses": {
+                    "201": _answer("The reply was sent", "ReplyCreated"),
+                    **write_errors,
+                    "409": _answer(
+                        "Not sent: the source's key on the server does not match the copy in"
+                        " the report's first item, or that copy cannot be read"
+                        " (recorded in the audit log)",
+                        "Error",
+                    ),
+                },
             },
         },
         f"{PREFIX}/reports/{{report_id}}/status": {

@@ -40,6 +40,7 @@ from dropbox import access, audit, casework, inbox, officers, offices
 from dropbox.config import Config
 from dropbox.errors import DropboxError, NotFound
 from dropbox.models import AuditEvent, OfficeGrant, Officer, Outcome, Report, Status, StatusChange
+from dropbox.reports import check_source_key
 from dropbox.sessions import session_id_hash
 from dropbox.web import MAX_ROW_ID, form_row_id, size_text
 from journalist_interface.auth import (
@@ -74,6 +75,13 @@ ERROR_TEXT: dict[str, tuple[Any, Any]] = {
 CONFIRM_REFUSED = _l(
     "Nothing was changed: confirm with a new code from your authenticator app. "
     "Each code works only once, so if you just used one, wait for the next."
+)
+
+
+# A reply to a report whose first item binds no copy of the source's key.
+UNCHECKED_SENT = _l(
+    "Your message was sent to the source. The source's key could not be checked:"
+    " this report was made before reports carried a sealed copy of it."
 )
 
 
@@ -204,6 +212,7 @@ def register_views(app: Flask, config: Config) -> None:
     def _render_report(db: Session, officer: Officer, report: Report, **extra: Any) -> str:
         office_key = access.office_key(db, officer, g.officer_key, report)
         entries = casework.thread(instance(), db, officer, office_key, report)
+        handling = access.handles(db, officer, report)
         changes = list(
             db.execute(
                 select(StatusChange, Officer.display_name)
@@ -242,7 +251,8 @@ def register_views(app: Flask, config: Config) -> None:
             outcomes=[(o.value, o.value.capitalize()) for o in Outcome],
             has_identity=any(e.kind == "identity" for e in entries),
             identity=extra.get("identity"),
-            is_handling=access.handles(db, officer, report),
+            is_handling=handling,
+            source_key=check_source_key(instance(), db, report, office_key) if handling else None,
             format_size=size_text,
             today=datetime.now(UTC).date(),
         )
@@ -328,9 +338,19 @@ def register_views(app: Flask, config: Config) -> None:
         """Send a message to the source."""
         try:
             with _casework(report_id) as (db, officer, found):
-                casework.reply(instance(), db, officer, found, request.form.get("message", ""))
+                office_key = access.office_key(db, officer, g.officer_key, found)
+                try:
+                    sent = casework.reply(
+                        instance(), db, officer, office_key, found, request.form.get("message", "")
+                    )
+                except casework.SourceKeyMismatch as mismatch:
+                    # Returned inside the block, so that the "key.mismatch" event
+                    # is committed, not rolled back with the refused reply.
+                    return _done(report_id, mismatch, "")
         except DropboxError as error:
             return _done(report_id, error, "")
+        if not sent.source_key_checked:
+            return _done(report_id, None, str(UNCHECKED_SENT))
         return _done(report_id, None, _("Your message was sent to the source."))
 
     @app.post("/reports/<report_id>/notes")

@@ -511,7 +511,11 @@ def register_views(app: Flask, config: Config) -> None:
             if len(text) > MAX_MESSAGE_CHARS:
                 flash(_("Your answer is too long. Put the rest in a file."), "error")
                 return redirect(url_for("thread"))
-            items = reports.add_answer(_instance(), db, found[0], text, upload)
+            report, secret_key = found
+            # The key derived from the codename, never the row's, is what the answer binds.
+            items = reports.add_answer(
+                _instance(), db, report, text, upload, source_key=secret_key.public_key
+            )
         if not items:
             flash(_("Write an answer or choose a file before sending."), "error")
         else:
@@ -541,7 +545,7 @@ def register_views(app: Flask, config: Config) -> None:
             if found is None:
                 return _session_ended()
             try:
-                reports.delete_for_source(db, found[0], item_id)
+                reports.delete_for_source(db, found[0], item_id, found[1].public_key)
             except NotFound:
                 return error_page("not_found", 404)
         flash(_("The message was deleted. You can no longer read it here."), "info")

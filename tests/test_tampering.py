@@ -274,7 +274,7 @@ def fresh_report(scene: Scene) -> Fresh:
         report = reports.submit(instance, db, report_id, new, upload("file"))
         officer = db.get(Officer, scene.world.people["oio"].id)
         assert officer is not None
-        casework.reply(instance, db, officer, report, REPLY)
+        casework.reply(instance, db, officer, scene.world.office_keys["OIO"], report, REPLY)
         casework.add_note(instance, db, officer, report, NOTE)
         reports.add_answer(instance, db, report, ANSWER, upload("answer file"))
         casework.reveal_identity(

@@ -1,0 +1,440 @@
+"""The source's key is bound inside the report: an office seals nothing to a swapped key.
+
+Replies go to `reports.source_public_key`, a database column. Someone who can
+write the database could put their own public key there and read every later
+reply. The source's messages carry the key the source interface derived from
+the codename, sealed to the office; before a reply is sealed, the office
+compares the column with that copy and refuses on any difference.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from nacl.public import PrivateKey, PublicKey
+from sqlalchemy import delete, select, update
+from werkzeug.test import TestResponse
+
+from crypto import codenames, envelope
+from dropbox import reports
+from dropbox.instance import Instance
+from dropbox.models import AuditEvent, Item, ItemKind, ItemRead, Report
+from tests.reviewer_helpers import (
+    World,
+    chain_intact,
+    fresh_code,
+    post_form,
+    signed_in_client,
+    source_report,
+)
+from tests.source_helpers import csrf_token, login
+
+MESSAGE = "The depot manager sells the fuel stock every Friday night, with the gate logs changed."
+EARLIER = "Which depot is it, and since when?"
+LATER = "Can you send the gate logs?"
+API = "/api/v1"
+DIFFERS = (
+    "The reply was not sent: the source's key on the server does not match the one"
+    " the source sent with the report. An administrator should check the server."
+)
+UNREADABLE = (
+    "The reply was not sent: the source's key cannot be checked, because the report's"
+    " first message is missing or damaged. An administrator should check the server."
+)
+NOT_CHECKED = "this report was made before reports carried a sealed copy of it."
+
+
+@pytest.fixture(autouse=True)
+def audit_chain_verifies_after_every_flow(world: World) -> Iterator[None]:
+    """Whatever a test did, including refused replies, the audit chain must still verify."""
+    yield
+    assert chain_intact(world.instance)
+
+
+@pytest.fixture
+def made(source: Flask, world: World) -> Made:
+    """A fraud report (handled by OIO), sent through the source interface."""
+    codename, client = source_report(
+        source, "fraud", MESSAGE, extra={"identity_name": "Sam Example"}
+    )
+    with world.instance.sessions() as db:
+        rid = db.execute(select(Report.id)).scalar_one()
+    return Made(codename, client, rid)
+
+
+class Made:
+    """A report as a test sees it: the codename, the source's signed-in client, the id."""
+
+    def __init__(self, codename: str, client: FlaskClient, rid: str) -> None:
+        self.codename, self.client, self.rid = codename, client, rid
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def derived_public_key(instance: Instance, codename: str) -> bytes:
+    """The source's public key, derived from the codename as the source interface does."""
+    secrets = instance.secrets
+    derived = codenames.derive(codename, secrets.codename_salt, secrets.codename_cost)
+    return bytes(derived.secret_key.public_key)
+
+
+def items(instance: Instance, rid: str) -> list[Item]:
+    """The report's items in thread order."""
+    with instance.sessions() as db:
+        return list(
+            db.execute(select(Item).where(Item.report_id == rid).order_by(Item.seq)).scalars()
+        )
+
+
+def document(instance: Instance, item: Item, office_key: PrivateKey) -> dict[str, Any]:
+    """An item's sealed message document, opened with the office's key, as JSON."""
+    data = reports.open_item_bytes(instance, item, office_key)
+    parsed: dict[str, Any] = json.loads(data.decode("utf-8"))
+    return parsed
+
+
+def swap_source_key(instance: Instance, rid: str) -> PrivateKey:
+    """Do what a database writer would: put their own public key in the report row."""
+    intruder = PrivateKey.generate()
+    with instance.sessions.begin() as db:
+        db.execute(
+            update(Report)
+            .where(Report.id == rid)
+            .values(source_public_key=bytes(intruder.public_key))
+        )
+    return intruder
+
+
+def key_events(instance: Instance) -> list[tuple[str, str, str | None]]:
+    """Every `key.mismatch` event: (actor, detail, report id)."""
+    with instance.sessions() as db:
+        rows = db.execute(
+            select(AuditEvent.actor, AuditEvent.detail, AuditEvent.report_id)
+            .where(AuditEvent.action == "key.mismatch")
+            .order_by(AuditEvent.id)
+        ).all()
+    return [(actor, detail, report_id) for actor, detail, report_id in rows]
+
+
+def reply_page(client: FlaskClient, rid: str, message: str) -> TestResponse:
+    """Post the reply form of the report page, and follow to the page it lands on."""
+    path = f"/reports/{rid}"
+    page = client.get(path).get_data(as_text=True)
+    return client.post(
+        f"{path}/reply",
+        data={"csrf_token": csrf_token(page), "message": message},
+        follow_redirects=True,
+    )
+
+
+def text_of(response: TestResponse) -> str:
+    """A page's text with HTML entities (apostrophes) unescaped."""
+    return html.unescape(response.get_data(as_text=True))
+
+
+def api_headers(reviewer: Flask, world: World, role: str) -> dict[str, str]:
+    """A bearer token header for the officer of `role`."""
+    person = world.people[role]
+    response = reviewer.test_client().post(
+        f"{API}/token",
+        json={
+            "username": person.username,
+            "passphrase": person.passphrase,
+            "code": fresh_code(world.instance, person),
+        },
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.json is not None
+    return {"Authorization": f"Bearer {response.json['token']}"}
+
+
+def source_thread(source: Flask, codename: str) -> str:
+    """The thread page a returning source reads, signed in with the codename."""
+    client = source.test_client()
+    assert login(client, codename).status_code == 302
+    return html.unescape(client.get("/thread").get_data(as_text=True))
+
+
+def answer(made: Made, text: str) -> None:
+    """The source answers with text through the thread page."""
+    answered = post_form(made.client, "/thread", "/thread/answer", {"message": text})
+    assert answered.status_code == 302, answered.get_data(as_text=True)
+
+
+def reseal_first_item_the_old_way(instance: Instance, rid: str, office_key: PrivateKey) -> None:
+    """Make the report's first item what the code before key binding wrote: no `source_key`.
+
+    The same item (id, kind, text, details), sealed again to the office with
+    the message document the earlier code made.
+    """
+    first = items(instance, rid)[0]
+    old = document(instance, first, office_key)
+    assert "source_key" in old
+    data = reports.message_document(old["text"], old["details"])
+    assert b"source_key" not in data
+    with instance.store.writer() as blob:
+        writer = envelope.EnvelopeWriter(
+            blob,
+            [office_key.public_key],
+            reports.item_context(rid, first.id),
+            content_type=reports.message_type(ItemKind.MESSAGE),
+        )
+        writer.write(data)
+        key_block = writer.close()
+        blob.commit()
+    with instance.sessions.begin() as db:
+        db.execute(
+            update(Item)
+            .where(Item.id == first.id)
+            .values(blob=blob.name, key_block=key_block, size=len(data))
+        )
+
+
+def assert_refused_and_recorded(
+    instance: Instance, rid: str, before: list[Item], blobs: set[str], detail: str
+) -> None:
+    """Nothing was added (no row, no blob), and one `key.mismatch` event names the source key."""
+    assert [i.id for i in items(instance, rid)] == [i.id for i in before]
+    assert set(instance.store.names()) == blobs
+    assert key_events(instance) == [("oio-officer", detail, rid)]
+
+
+SWAPPED = "source key: differs from the copy sealed in the source's messages"
+MISSING = "source key: the report's first item is missing or damaged"
+
+
+# --- the binding --------------------------------------------------------------------
+
+
+def test_the_first_item_binds_the_source_key_derived_from_the_codename(
+    made: Made, world: World
+) -> None:
+    instance, office_key = world.instance, world.office_keys["OIO"]
+    expected = base64.b64encode(derived_public_key(instance, made.codename)).decode()
+    first, *rest = items(instance, made.rid)
+    opened = document(instance, first, office_key)
+    assert first.seq == 1 and first.kind == ItemKind.MESSAGE
+    assert opened["text"] == MESSAGE
+    assert opened["source_key"] == expected
+    # The identity details and the acknowledgement carry no copy; a later answer does.
+    assert [i.kind for i in rest] == [ItemKind.IDENTITY, ItemKind.ACKNOWLEDGEMENT]
+    assert all("source_key" not in document(instance, i, office_key) for i in rest)
+    answer(made, "It started in March, when the new manager came.")
+    answered = items(instance, made.rid)[-1]
+    assert answered.kind == ItemKind.MESSAGE
+    assert document(instance, answered, office_key)["source_key"] == expected
+    with instance.sessions() as db:
+        report = db.get(Report, made.rid)
+        assert report is not None
+        assert reports.check_source_key(instance, db, report, office_key) == "matches"
+
+
+# --- a swapped key ------------------------------------------------------------------
+
+
+def test_a_swapped_source_key_stops_the_reply_page_with_a_warning_and_an_audit_event(
+    made: Made, reviewer: Flask, source: Flask, world: World
+) -> None:
+    instance = world.instance
+    officer = signed_in_client(reviewer, world, "oio")
+    sent = reply_page(officer, made.rid, EARLIER)
+    assert "Your message was sent to the source." in text_of(sent)
+    assert "source's key" not in text_of(officer.get(f"/reports/{made.rid}"))
+
+    swap_source_key(instance, made.rid)
+    before, blobs = items(instance, made.rid), set(instance.store.names())
+    shown = text_of(officer.get(f"/reports/{made.rid}"))
+    assert "Replies cannot be sent." in shown
+    assert "does not match the one the source sent with the report" in shown
+    assert key_events(instance) == []  # reading the page is no action
+
+    refused = reply_page(officer, made.rid, LATER)
+    assert refused.status_code == 200
+    assert DIFFERS in text_of(refused)
+    assert "Your message was sent" not in text_of(refused)
+    assert_refused_and_recorded(instance, made.rid, before, blobs, SWAPPED)
+
+    # The real source still reads what was sent before the swap, and nothing after it.
+    thread = source_thread(source, made.codename)
+    assert EARLIER in thread and LATER not in thread
+
+
+def test_a_swapped_source_key_stops_a_reply_through_the_api(
+    made: Made, reviewer: Flask, world: World
+) -> None:
+    instance = world.instance
+    client, headers = reviewer.test_client(), api_headers(reviewer, world, "oio")
+    path = f"{API}/reports/{made.rid}/replies"
+    sent = client.post(path, json={"message": EARLIER}, headers=headers)
+    assert sent.status_code == 201, sent.get_data(as_text=True)
+
+    swap_source_key(instance, made.rid)
+    before, blobs = items(instance, made.rid), set(instance.store.names())
+    refused = client.post(path, json={"message": LATER}, headers=headers)
+    assert refused.status_code == 409
+    assert refused.json == {"error": DIFFERS}
+    assert_refused_and_recorded(instance, made.rid, before, blobs, SWAPPED)
+    # The reply before the swap said its key was checked.
+    assert sent.json is not None and sent.json["source_key_checked"] is True
+
+
+def test_moving_or_deleting_the_first_message_does_not_hide_a_swapped_key(
+    made: Made, reviewer: Flask, world: World
+) -> None:
+    """An answer binds the key too: the first message cannot be moved out of the way."""
+    instance = world.instance
+    answer(made, "The logs are kept in the office next to the gate.")
+    first, *_, answered = items(instance, made.rid)
+    swap_source_key(instance, made.rid)
+    with instance.sessions.begin() as db:
+        # The answer takes the first message's place; the first message's row goes.
+        db.execute(delete(ItemRead).where(ItemRead.item_id == first.id))
+        db.execute(delete(Item).where(Item.id == first.id))
+        db.execute(update(Item).where(Item.id == answered.id).values(seq=first.seq))
+    before, blobs = items(instance, made.rid), set(instance.store.names())
+    assert before[0].id == answered.id
+    refused = reply_page(signed_in_client(reviewer, world, "oio"), made.rid, LATER)
+    assert DIFFERS in text_of(refused)
+    assert_refused_and_recorded(instance, made.rid, before, blobs, SWAPPED)
+
+
+def _renumber_first_last(instance: Instance, rid: str) -> None:
+    first, *_, last = items(instance, rid)
+    with instance.sessions.begin() as db:
+        db.execute(update(Item).where(Item.id == first.id).values(seq=last.seq + 1))
+
+
+def _destroy_first_key_block(instance: Instance, rid: str) -> None:
+    first = items(instance, rid)[0]
+    with instance.sessions.begin() as db:
+        db.execute(
+            update(Item).where(Item.id == first.id).values(key_block=bytes(len(first.key_block)))
+        )
+
+
+def _first_passed_off_as_note(instance: Instance, rid: str) -> None:
+    first = items(instance, rid)[0]
+    with instance.sessions.begin() as db:
+        db.execute(update(Item).where(Item.id == first.id).values(kind=ItemKind.NOTE))
+
+
+@pytest.mark.parametrize(
+    "substitution",
+    [_renumber_first_last, _destroy_first_key_block, _first_passed_off_as_note],
+    ids=["moved behind the others", "key block destroyed", "passed off as a note"],
+)
+def test_a_first_item_that_cannot_vouch_for_the_key_stops_the_reply(
+    made: Made, reviewer: Flask, world: World, substitution: Any
+) -> None:
+    """Even with the row's key untouched: nothing then shows which key the source sent."""
+    instance = world.instance
+    substitution(instance, made.rid)
+    before, blobs = items(instance, made.rid), set(instance.store.names())
+    officer = signed_in_client(reviewer, world, "oio")
+    assert "first message is missing or damaged" in text_of(officer.get(f"/reports/{made.rid}"))
+    refused = reply_page(officer, made.rid, LATER)
+    assert UNREADABLE in text_of(refused)
+    assert_refused_and_recorded(instance, made.rid, before, blobs, MISSING)
+
+    headers = api_headers(reviewer, world, "oio")
+    api = reviewer.test_client().post(
+        f"{API}/reports/{made.rid}/replies", json={"message": LATER}, headers=headers
+    )
+    assert api.status_code == 409 and api.json == {"error": UNREADABLE}
+    assert [detail for _, detail, _ in key_events(instance)] == [MISSING, MISSING]
+
+
+# --- a report made before keys were bound -------------------------------------------
+
+
+def test_a_report_made_before_keys_were_bound_can_still_be_replied_to_with_a_warning(
+    made: Made, reviewer: Flask, source: Flask, world: World
+) -> None:
+    instance = world.instance
+    reseal_first_item_the_old_way(instance, made.rid, world.office_keys["OIO"])
+    officer = signed_in_client(reviewer, world, "oio")
+    page = text_of(officer.get(f"/reports/{made.rid}"))
+    assert MESSAGE in page  # the resealed first item reads as before
+    assert f"The source's key cannot be checked: {NOT_CHECKED}" in page
+
+    sent = text_of(reply_page(officer, made.rid, EARLIER))
+    assert (
+        f"Your message was sent to the source. The source's key could not be checked: {NOT_CHECKED}"
+        in sent
+    )
+    api = reviewer.test_client().post(
+        f"{API}/reports/{made.rid}/replies",
+        json={"message": LATER},
+        headers=api_headers(reviewer, world, "oio"),
+    )
+    assert api.status_code == 201 and api.json is not None
+    assert api.json["source_key_checked"] is False
+    assert key_events(instance) == []
+    thread = source_thread(source, made.codename)
+    assert EARLIER in thread and LATER in thread
+
+    # Once the source answers, the answer's copy is checked.
+    answer(made, "It is the north depot, since last spring.")
+    assert "cannot be checked" not in text_of(officer.get(f"/reports/{made.rid}"))
+    swap_source_key(instance, made.rid)
+    assert DIFFERS in text_of(reply_page(officer, made.rid, "Thank you."))
+
+
+# --- what else seals to the source, or changes its entries ---------------------------
+
+
+def test_a_referred_report_is_checked_with_the_new_offices_key(
+    made: Made, reviewer: Flask, source: Flask, world: World
+) -> None:
+    """Referral re-seals the office entries only: the source's key and entries stay."""
+    instance = world.instance
+    oio = signed_in_client(reviewer, world, "oio")
+    assert "Your message was sent" in text_of(reply_page(oio, made.rid, EARLIER))
+    referred = post_form(
+        oio, f"/reports/{made.rid}", f"/reports/{made.rid}/refer", {"office": "ECO"}
+    )
+    assert referred.status_code == 302
+    eco = signed_in_client(reviewer, world, "eco")
+    assert "Your message was sent to the source." in text_of(reply_page(eco, made.rid, LATER))
+    thread = source_thread(source, made.codename)
+    assert EARLIER in thread and LATER in thread
+
+    swap_source_key(instance, made.rid)
+    assert DIFFERS in text_of(reply_page(eco, made.rid, "One more question."))
+    assert [detail for _, detail, _ in key_events(instance)] == [SWAPPED]
+
+
+def test_the_source_reads_answers_and_deletes_with_its_own_key_even_after_a_swap(
+    made: Made, reviewer: Flask, source: Flask, world: World
+) -> None:
+    """The source interface needs no check: it uses the key it derives from the codename."""
+    instance = world.instance
+    officer = signed_in_client(reviewer, world, "oio")
+    reply_page(officer, made.rid, EARLIER)
+    reply_id = items(instance, made.rid)[-1].id
+    real = PublicKey(derived_public_key(instance, made.codename))
+    swap_source_key(instance, made.rid)
+
+    client = source.test_client()
+    assert login(client, made.codename).status_code == 302
+    assert EARLIER in html.unescape(client.get("/thread").get_data(as_text=True))
+    answered = post_form(client, "/thread", "/thread/answer", {"message": "Yes, since March."})
+    assert answered.status_code == 302
+    deleted = post_form(client, "/thread", f"/thread/messages/{reply_id}/delete", {})
+    assert deleted.status_code == 302
+    assert EARLIER not in html.unescape(client.get("/thread").get_data(as_text=True))
+    with instance.sessions() as db:
+        item = db.get(Item, reply_id)
+        assert item is not None and item.deleted_by_source
+        # The entry removed is the real source's, not the swapped-in key's: a
+        # codename that leaks later no longer opens the reply; the office still does.
+        assert envelope.recipient_id(real) not in envelope.recipient_ids(item.key_block)
+        assert reports.open_item_bytes(instance, item, world.office_keys["OIO"])
