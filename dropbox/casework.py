@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from crypto import envelope
 from crypto.errors import DecryptionError
-from dropbox import audit
+from dropbox import access, audit, offices
 from dropbox.errors import AccessDenied, DropboxError, NotFound
 from dropbox.instance import Instance
 from dropbox.models import (
@@ -55,7 +55,7 @@ class NotShared(AccessDenied):
     """The item was added after the reader's office referred the report, and is not sealed to it."""
 
 
-class SourceKeyMismatch(DropboxError):
+class SourceKeyMismatch(offices.KeyMismatch):
     """The source's key in the report row cannot be trusted: nothing was sealed to it."""
 
 
@@ -114,6 +114,29 @@ class ThreadEntry:
 
 def _actor(officer: Officer) -> str:
     return officer.username
+
+
+def _sealing_key(
+    instance: Instance,
+    session: Session,
+    officer: Officer,
+    report: Report,
+    code: str,
+    holding: PrivateKey | None = None,
+) -> PublicKey:
+    """An office's key to seal to, checked by `offices.trusted_public_key`.
+
+    On a mismatch nothing has been sealed or changed yet: a `key.mismatch`
+    event is recorded, which the caller must commit although the action
+    fails (as for `SourceKeyMismatch`), and KeyMismatch is raised.
+    """
+    try:
+        return offices.trusted_public_key(session, instance.config, code, holding=holding)
+    except offices.KeyMismatch as mismatch:
+        audit.record(
+            session, _actor(officer), "key.mismatch", report_id=report.id, detail=mismatch.detail
+        )
+        raise
 
 
 # How `refer` records, in its audit event, the last item a kept copy shares.
@@ -348,7 +371,21 @@ def reveal_identity(
     )
     if not items:
         raise NotFound("the source gave no identity details")
-    recipients = [_office_public_key(session, report.office_code), office_key.public_key]
+    # Both keys checked before anything is sealed: the handling office's against
+    # its pin (and the held key, if the reader is of that office), and a kept
+    # copy's own office key against the key the reader holds and its pin.
+    reading = access.reading_office(session, officer, report)
+    handling = report.office_code
+    own = reading == handling
+    handling_key = _sealing_key(
+        instance, session, officer, report, handling, office_key if own else None
+    )
+    reading_key = (
+        handling_key
+        if own
+        else _sealing_key(instance, session, officer, report, reading, office_key)
+    )
+    recipients = [handling_key, reading_key]
     stored = seal_bytes(
         instance.store,
         report.id,
@@ -378,13 +415,6 @@ def reveal_identity(
     return details
 
 
-def _office_public_key(session: Session, code: str) -> PublicKey:
-    office = session.get(Office, code)
-    if office is None:
-        raise NotFound(f"office {code} has no key")
-    return PublicKey(office.public_key)
-
-
 @dataclass(frozen=True)
 class SentReply:
     """A reply sealed to the source, and whether the source's key could be checked first."""
@@ -409,7 +439,8 @@ def reply(
     write the database could otherwise swap in their own key and read every
     later reply. If it differs or cannot be read, nothing is sealed; a
     `key.mismatch` event is recorded, which the caller must commit although
-    the reply fails, and SourceKeyMismatch is raised.
+    the reply fails, and SourceKeyMismatch is raised. The office's key is
+    checked the same way (`_sealing_key`), against the key the officer holds.
     """
     text = text.strip()
     if not text:
@@ -423,21 +454,32 @@ def reply(
             report_id=report.id,
             detail=KEY_EVENTS[checked],
         )
-        raise SourceKeyMismatch(KEY_REFUSALS[checked])
-    item = post_reply(instance, session, report, text, officer.id)
+        raise SourceKeyMismatch(KEY_REFUSALS[checked], KEY_EVENTS[checked])
+    office_public = _sealing_key(instance, session, officer, report, report.office_code, office_key)
+    item = post_reply(instance, session, report, text, officer.id, office_key=office_public)
     session.add(ItemRead(officer_id=officer.id, item_id=item.id))
     audit.record(session, _actor(officer), "report.reply", report_id=report.id, detail=item.id)
     return SentReply(item, checked == SourceKeyCheck.MATCHES)
 
 
 def add_note(
-    instance: Instance, session: Session, officer: Officer, report: Report, text: str
+    instance: Instance,
+    session: Session,
+    officer: Officer,
+    report: Report,
+    text: str,
+    *,
+    office_key: PrivateKey | None = None,
 ) -> Item:
-    """Add an internal note, sealed to the handling office only; the source never sees it."""
+    """Add an internal note, sealed to the handling office only; the source never sees it.
+
+    The office's key is checked first (`_sealing_key`): against `office_key`,
+    the handling office's secret key, if the caller holds it, and its pin.
+    """
     text = text.strip()
     if not text:
         raise DropboxError("write the note before saving")
-    recipients = [_office_public_key(session, report.office_code)]
+    recipients = [_sealing_key(instance, session, officer, report, report.office_code, office_key)]
     stored = seal_bytes(
         instance.store,
         report.id,
@@ -476,8 +518,13 @@ def change_status(
     to_status: str,
     outcome: str | None = None,
     reason: str = "",
+    *,
+    office_key: PrivateKey | None = None,
 ) -> None:
-    """Move the report along its lifecycle; closing needs an outcome and a reason."""
+    """Move the report along its lifecycle; closing needs an outcome and a reason.
+
+    Closing writes a note (see `add_note`, which `office_key` is passed to).
+    """
     if to_status not in TRANSITIONS.get(report.status, frozenset()):
         raise DropboxError(f"a report that is {report.status} cannot become {to_status}")
     now = officer_now()
@@ -486,7 +533,14 @@ def change_status(
             raise DropboxError("choose the outcome before closing the report")
         if not reason.strip():
             raise DropboxError("write the reason for closing the report")
-        add_note(instance, session, officer, report, f"Closed ({outcome}): {reason.strip()}")
+        add_note(
+            instance,
+            session,
+            officer,
+            report,
+            f"Closed ({outcome}): {reason.strip()}",
+            office_key=office_key,
+        )
         report.outcome = outcome
         report.closed_at = now
     else:
@@ -517,6 +571,7 @@ def change_status(
 
 
 def refer(
+    instance: Instance,
     session: Session,
     officer: Officer,
     office_key: PrivateKey,
@@ -531,13 +586,16 @@ def refer(
     decrypt the report even with its own key. If it keeps one, the audit
     event names the last item the copy holds: an item after it that the copy
     cannot open was not shared with it; one up to it was damaged (`_Sharing`).
+    Before anything is re-sealed, the referring office's key is checked
+    against `office_key` and its pin, and the other office's against its pin
+    (`_sealing_key`).
     """
     if to_office == report.office_code:
         raise DropboxError("the report is already with that office")
-    if bytes(office_key.public_key) != _office_public_key(session, report.office_code).encode():
+    if access.reading_office(session, officer, report) != report.office_code:
         raise AccessDenied("only the office handling a report can refer it")
-    to_key = _office_public_key(session, to_office)
-    from_key = office_key.public_key
+    from_key = _sealing_key(instance, session, officer, report, report.office_code, office_key)
+    to_key = _sealing_key(instance, session, officer, report, to_office)
     items = list(session.execute(select(Item).where(Item.report_id == report.id)).scalars())
     for item in items:
         try:

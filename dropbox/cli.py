@@ -152,7 +152,35 @@ def office_create(state: _State, code: str, recovery_file: Path | None) -> None:
         _write_private_file(path, data)
         click.echo(f"Created the key of {created.name} ({code}).")
         click.echo(f"Fingerprint: {fingerprint(PublicKey(created.public_key))}")
+        click.echo(
+            f"Pin it: add this line to the [[offices]] table of {code} in the configuration"
+            " (nothing is then sealed to another key put in the database), and restart:"
+        )
+        click.echo(f"  {offices.config_line(PublicKey(created.public_key))}")
         _show_recovery(code, path, passphrase)
+
+
+@office.command("list")
+@pass_state
+def office_list(state: _State) -> None:
+    """List the offices, their key fingerprints, and whether the configuration pins them."""
+    with state.session() as (instance, session):
+        found = offices.pin_status(session, instance.config)
+    for status in found:
+        click.echo(f"{status.code:<12} {status.fingerprint or '-':<40} {status.state}")
+    for status in found:
+        if status.state == "not pinned":
+            click.echo(
+                f"Office {status.code}'s key is not pinned: add the line 'dropbox office create'"
+                f' printed (fingerprint = "...", its fingerprint above) to its [[offices]] table.'
+            )
+        elif status.state == "differs":
+            click.echo(
+                f"Office {status.code}'s key in the database does not match the fingerprint"
+                " pinned in the configuration: nothing is sealed to it. Check the server."
+            )
+    if any(s.state == "differs" for s in found):
+        sys.exit(1)
 
 
 @office.command("recover")
@@ -653,12 +681,32 @@ def _demo_config_text(source_port: int, reviewer_port: int) -> str:
     )
 
 
+def _demo_offices_text(config: Config, pins: dict[str, str]) -> str:
+    """The configuration's [[offices]] tables, each pinned to its new key's fingerprint."""
+    lines = []
+    for settings in config.offices:
+        # A JSON string is a TOML basic string (the same escapes).
+        lines += [
+            "",
+            "[[offices]]",
+            f"code = {json.dumps(settings.code)}",
+            f"name = {json.dumps(settings.name)}",
+            f"description = {json.dumps(settings.description)}",
+            f"fingerprint = {json.dumps(pins[settings.code])}",
+        ]
+        for language, text in settings.translations.items():
+            lines.append(f"translations.{language}.name = {json.dumps(text.name)}")
+            lines.append(f"translations.{language}.description = {json.dumps(text.description)}")
+    return "\n".join(lines) + "\n"
+
+
 def _create_demo(data_dir: Path, source_port: int, reviewer_port: int) -> None:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     (data_dir / "config.toml").write_text(_demo_config_text(source_port, reviewer_port))
     config = load(data_dir / "config.toml")
     instance = Instance.initialise(config)
     logins = []
+    pins = {}
     try:
         with instance.sessions.begin() as session:
             recovery_dir = data_dir / "recovery"
@@ -667,6 +715,7 @@ def _create_demo(data_dir: Path, source_port: int, reviewer_port: int) -> None:
                 _, secret_key, data, passphrase = offices.create(
                     session, config, settings.code, config.crypto.kdf_cost, ACTOR
                 )
+                pins[settings.code] = fingerprint(secret_key.public_key)
                 _write_private_file(recovery_dir / f"{settings.code}-recovery.json", data)
                 (recovery_dir / f"{settings.code}-passphrase.txt").write_text(passphrase + "\n")
                 username = f"{settings.code.lower()}-officer"
@@ -691,6 +740,9 @@ def _create_demo(data_dir: Path, source_port: int, reviewer_port: int) -> None:
                 )
     finally:
         instance.close()
+    # The demo runs pinned, as a real instance should: its offices' keys exist only now.
+    with (data_dir / "config.toml").open("a") as handle:
+        handle.write(_demo_offices_text(config, pins))
     _write_private_file(data_dir / DEMO_LOGINS, json.dumps(logins, indent=2).encode())
 
 

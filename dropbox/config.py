@@ -6,6 +6,7 @@ stops start-up with one `ConfigError` whose message names the key.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import ipaddress
 import re
@@ -22,6 +23,21 @@ from crypto.kdf import PRODUCTION_COST, KdfCost
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the key and the fault."""
+
+
+# A key fingerprint (`crypto.keys.fingerprint`) without its spaces: 20 bytes in base32.
+_FINGERPRINT = re.compile(r"^[A-Z2-7]{32}$")
+
+
+def fingerprint_digest(text: str) -> bytes | None:
+    """The 20 bytes a fingerprint's text stands for, or None if it is not one.
+
+    Letter case and spacing are forgiven: people copy fingerprints by hand.
+    """
+    compact = "".join(text.split()).upper()
+    if not _FINGERPRINT.fullmatch(compact):
+        return None
+    return base64.b32decode(compact)
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,9 @@ class Office:
     description: str = ""
     # Language code -> the texts in that language; other languages get name and description.
     translations: dict[str, OfficeText] = field(default_factory=dict, hash=False)
+    # The fingerprint of the office's public key as `dropbox office create` printed it:
+    # nothing is sealed to a key in the database that does not match it. "" pins nothing.
+    fingerprint: str = ""
 
     def localized(self, language: str) -> Office:
         """This office as a source reading `language` sees it (a missing description is kept)."""
@@ -577,6 +596,12 @@ def _check(config: Config) -> None:
         _require(office.code not in codes, f"offices[{i}].code", f"{office.code!r} appears twice")
         _require(bool(office.name.strip()), f"offices[{i}].name", "must not be empty")
         _check_translations(f"offices[{i}]", office.translations, "name")
+        _require(
+            not office.fingerprint or fingerprint_digest(office.fingerprint) is not None,
+            f"offices[{i}].fingerprint",
+            "expected the fingerprint 'dropbox office create' printed"
+            ' (8 groups of 4 letters and digits, e.g. "ABCD EFGH ...")',
+        )
         codes.add(office.code)
     _require(bool(config.categories), "categories", "at least one category is needed")
     seen: set[str] = set()

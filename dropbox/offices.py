@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from nacl.public import PrivateKey, PublicKey
@@ -13,13 +16,109 @@ from crypto.errors import DecryptionError
 from crypto.kdf import KdfCost
 from crypto.keys import fingerprint, generate_keypair, open_sealed_secret_key, seal_secret_key
 from dropbox import audit
-from dropbox.config import Config
+from dropbox.config import Config, fingerprint_digest
 from dropbox.errors import AccessDenied, DropboxError, NotFound
 from dropbox.models import Office, OfficeGrant, Officer
 
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+class KeyMismatch(DropboxError):
+    """A public key on the server is not the one the caller can vouch for: nothing was sealed to it.
+
+    The message is for the officer; `detail` is for the `key.mismatch` audit
+    event (which key, against what; never any content).
+    """
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+def _office_mismatch(code: str, against: str) -> KeyMismatch:
+    return KeyMismatch(
+        f"Nothing was sent: the key of office {code} on the server does not match {against}."
+        " An administrator should check the server.",
+        f"office key: {code} differs from {against}",
+    )
+
+
+def _digest(public_key: bytes) -> bytes:
+    """The 20 bytes behind an office key's fingerprint."""
+    return base64.b32decode(fingerprint(PublicKey(public_key)).replace(" ", ""))
+
+
+def pinned_digest(config: Config, code: str) -> bytes | None:
+    """The fingerprint the configuration pins for an office's key, or None if it pins none."""
+    try:
+        text = config.office(code).fingerprint
+    except KeyError:
+        return None
+    return fingerprint_digest(text) if text else None
+
+
+def trusted_public_key(
+    session: Session, config: Config, code: str, *, holding: PrivateKey | None = None
+) -> PublicKey:
+    """An office's public key from the database, once it is checked: the only key to seal to.
+
+    Whoever can write the database alone could otherwise put in a key of
+    their own and read everything sealed afterwards. The key must equal the
+    public half of `holding` (the office's secret key, if the caller holds
+    it) and must match the fingerprint the configuration pins for the
+    office. Both are checked when both are there: a held key comes from a
+    grant in the same database, and a grant can be replaced by one sealing
+    another key to the officer. KeyMismatch if either differs; NotFound if
+    the office has no key. With neither (no pin, no held key) the key is
+    taken as it is: `pin_status` reports such an office as not pinned.
+    """
+    stored = get(session, code).public_key
+    if len(stored) != 32:
+        raise _office_mismatch(code, "any key (it is damaged)")
+    if holding is not None and not hmac.compare_digest(bytes(holding.public_key), stored):
+        raise _office_mismatch(code, "the office key you hold")
+    pinned = pinned_digest(config, code)
+    if pinned is not None and not hmac.compare_digest(_digest(stored), pinned):
+        raise _office_mismatch(code, "the fingerprint pinned in the configuration")
+    return PublicKey(stored)
+
+
+@dataclass(frozen=True)
+class PinStatus:
+    """How an office's key in the database stands against the configuration's pin."""
+
+    code: str
+    fingerprint: str | None  # of the key in the database; None if the office has no key yet
+    state: str  # "pinned" (matches), "differs", "not pinned" or "no key"
+
+
+def pin_status(session: Session, config: Config) -> list[PinStatus]:
+    """Each configured office's key checked against its pin (for `dropbox office list`)."""
+    found = []
+    for settings in config.offices:
+        office = session.get(Office, settings.code)
+        if office is None:
+            found.append(PinStatus(settings.code, None, "no key"))
+            continue
+        shown = fingerprint(PublicKey(office.public_key)) if len(office.public_key) == 32 else ""
+        pinned = pinned_digest(config, settings.code)
+        if pinned is None:
+            state = "not pinned"
+        elif len(office.public_key) == 32 and hmac.compare_digest(
+            _digest(office.public_key), pinned
+        ):
+            state = "pinned"
+        else:
+            state = "differs"
+        found.append(PinStatus(settings.code, shown, state))
+    return found
+
+
+def config_line(public_key: PublicKey) -> str:
+    """The line to add to an office's [[offices]] table to pin its key."""
+    return f'fingerprint = "{fingerprint(public_key)}"'
 
 
 def get(session: Session, code: str) -> Office:

@@ -31,6 +31,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from crypto import envelope
 from crypto.errors import DecryptionError
+from dropbox import offices
 from dropbox.errors import DropboxError, NotFound
 from dropbox.instance import Instance
 from dropbox.models import (
@@ -456,7 +457,8 @@ def submit(
         raise DropboxError(f"office {office_code} cannot receive reports yet (no keys)")
     if find(session, new.lookup_id) is not None:
         raise DropboxError("a report already exists for this codename")
-    office_key = PublicKey(office.public_key)
+    # Checked against the configuration's pin before anything is stored or sealed.
+    office_key = offices.trusted_public_key(session, config, office_code)
     day = source_day()
     report = Report(
         id=report_id,
@@ -520,12 +522,12 @@ def add_answer(
     """Record a returning source's answer: text (if any) and files, sealed to the office only.
 
     `source_key` is the key the source interface derived from the codename
-    (never the report row's): the text binds it, like the first item.
+    (never the report row's): the text binds it, like the first item. The
+    office's key is checked against its pin first (KeyMismatch: nothing sealed).
     """
-    office = session.get(Office, report.office_code)
-    if office is None:
+    if session.get(Office, report.office_code) is None:
         raise NotFound("the office of this report has no key")
-    office_key = PublicKey(office.public_key)
+    office_key = offices.trusted_public_key(session, instance.config, report.office_code)
     day = source_day()
     items = []
     if text:
@@ -644,17 +646,26 @@ def delete_for_source(
 
 
 def post_reply(
-    instance: Instance, session: Session, report: Report, text: str, author_id: int | None
+    instance: Instance,
+    session: Session,
+    report: Report,
+    text: str,
+    author_id: int | None,
+    *,
+    office_key: PublicKey | None = None,
 ) -> Item:
     """Post a message from the office to the source, sealed to both of them.
 
     It seals to the key in the report row as it is: an office checks that key
-    first (`check_source_key`, done by `casework.reply`).
+    first (`check_source_key`, done by `casework.reply`). The office's key is
+    `office_key`, already checked by the caller, or else the database's
+    checked here against its pin (`offices.trusted_public_key`).
     """
-    office = session.get(Office, report.office_code)
-    if office is None:
+    if session.get(Office, report.office_code) is None:
         raise NotFound("the office of this report has no key")
-    recipients = [PublicKey(office.public_key), PublicKey(report.source_public_key)]
+    if office_key is None:
+        office_key = offices.trusted_public_key(session, instance.config, report.office_code)
+    recipients = [office_key, PublicKey(report.source_public_key)]
     stored = seal_bytes(
         instance.store,
         report.id,

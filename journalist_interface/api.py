@@ -30,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crypto.errors import DecryptionError
-from dropbox import access, audit, casework, inbox, officers, sessions
+from dropbox import access, audit, casework, inbox, officers, offices, sessions
 from dropbox.config import Config
 from dropbox.errors import AccessDenied, DropboxError, NotFound
 from dropbox.models import Officer, Outcome, Report, Status, StatusChange
@@ -433,7 +433,7 @@ def register_api(app: Flask, config: Config) -> None:
             office_key = access.office_key(db, officer, officer_key, found)
             try:
                 sent = casework.reply(instance(), db, officer, office_key, found, message)
-            except casework.SourceKeyMismatch as mismatch:
+            except offices.KeyMismatch as mismatch:
                 # Answered inside the block: the "key.mismatch" event commits.
                 return {"error": str(mismatch)}, 409
             item_id, checked = sent.item.id, sent.source_key_checked
@@ -442,7 +442,7 @@ def register_api(app: Flask, config: Config) -> None:
     @api.post("/reports/<report_id>/status")
     def status(report_id: str) -> ResponseReturnValue:
         """Move the report along its lifecycle; closing needs an outcome and a reason."""
-        officer_id, _ = _caller()
+        officer_id, officer_key = _caller()
         data = _json_body()
         to_status = _text(data, "status")
         outcome = _text(data, "outcome", required=False) or None
@@ -451,7 +451,21 @@ def register_api(app: Flask, config: Config) -> None:
             officer = _officer(db, officer_id)
             found = access.report_for(db, officer, report_id)
             _handling(db, officer, found)
-            casework.change_status(instance(), db, officer, found, to_status, outcome, reason)
+            office_key = access.office_key(db, officer, officer_key, found)
+            try:
+                casework.change_status(
+                    instance(),
+                    db,
+                    officer,
+                    found,
+                    to_status,
+                    outcome,
+                    reason,
+                    office_key=office_key,
+                )
+            except offices.KeyMismatch as mismatch:
+                # Closing writes a note: a refused office key commits its event, as above.
+                return {"error": str(mismatch)}, 409
             now_status, now_outcome = found.status, found.outcome
         return {"status": now_status, "outcome": now_outcome}
 
@@ -824,8 +838,9 @@ def openapi_document(config: Config) -> dict[str, Any]:
                     **write_errors,
                     "409": _answer(
                         "Not sent: the source's key on the server does not match the copy in"
-                        " the report's first item, or that copy cannot be read"
-                        " (recorded in the audit log)",
+                        " the report's first item, or that copy cannot be read, or the"
+                        " office's key does not match the key the officer holds or the"
+                        " fingerprint pinned in the configuration (recorded in the audit log)",
                         "Error",
                     ),
                 },
@@ -840,6 +855,12 @@ def openapi_document(config: Config) -> dict[str, Any]:
                 "responses": {
                     "200": _answer("The new status", "StatusChanged"),
                     **write_errors,
+                    "409": _answer(
+                        "Not closed: closing writes a note, and the office's key on the server"
+                        " does not match the key the officer holds or the fingerprint pinned"
+                        " in the configuration (recorded in the audit log)",
+                        "Error",
+                    ),
                 },
             },
         },

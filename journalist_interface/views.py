@@ -319,14 +319,22 @@ def register_views(app: Flask, config: Config) -> None:
         """One transaction for one action on a report the officer may act on.
 
         Any exception (a refusal, a 404) rolls it back and releases the
-        database at once.
+        database at once, except a refused key (KeyMismatch, the source's or
+        an office's): it is raised before anything was sealed or changed, and
+        its "key.mismatch" event is committed before it is raised on.
         """
+        refused: offices.KeyMismatch | None = None
         with instance().sessions.begin() as db:
             officer = _officer(db)
             found = _report(db, officer, report_id)
             if handling_only and not access.handles(db, officer, found):
                 abort(403)
-            yield db, officer, found
+            try:
+                yield db, officer, found
+            except offices.KeyMismatch as mismatch:
+                refused = mismatch
+        if refused is not None:
+            raise refused
 
     def _done(report_id: str, error: DropboxError | None, message: str) -> WerkzeugResponse:
         flash(str(error) if error else message, "error" if error else "info")
@@ -339,14 +347,10 @@ def register_views(app: Flask, config: Config) -> None:
         try:
             with _casework(report_id) as (db, officer, found):
                 office_key = access.office_key(db, officer, g.officer_key, found)
-                try:
-                    sent = casework.reply(
-                        instance(), db, officer, office_key, found, request.form.get("message", "")
-                    )
-                except casework.SourceKeyMismatch as mismatch:
-                    # Returned inside the block, so that the "key.mismatch" event
-                    # is committed, not rolled back with the refused reply.
-                    return _done(report_id, mismatch, "")
+                # A refused key (SourceKeyMismatch) commits its event (`_casework`).
+                sent = casework.reply(
+                    instance(), db, officer, office_key, found, request.form.get("message", "")
+                )
         except DropboxError as error:
             return _done(report_id, error, "")
         if not sent.source_key_checked:
@@ -359,7 +363,15 @@ def register_views(app: Flask, config: Config) -> None:
         """Add an internal note."""
         try:
             with _casework(report_id) as (db, officer, found):
-                casework.add_note(instance(), db, officer, found, request.form.get("text", ""))
+                office_key = access.office_key(db, officer, g.officer_key, found)
+                casework.add_note(
+                    instance(),
+                    db,
+                    officer,
+                    found,
+                    request.form.get("text", ""),
+                    office_key=office_key,
+                )
         except DropboxError as error:
             return _done(report_id, error, "")
         return _done(report_id, None, _("The note was saved."))
@@ -393,6 +405,7 @@ def register_views(app: Flask, config: Config) -> None:
                     form.get("status", ""),
                     form.get("outcome") or None,
                     form.get("reason", ""),
+                    office_key=access.office_key(db, officer, g.officer_key, found),
                 )
         except DropboxError as error:
             return _done(report_id, error, "")
@@ -409,7 +422,7 @@ def register_views(app: Flask, config: Config) -> None:
                 if to_office not in {o.code for o in config.offices}:
                     raise DropboxError(_("Choose an office to refer to."))
                 office_key = access.office_key(db, officer, g.officer_key, found)
-                casework.refer(db, officer, office_key, found, to_office, keep_copy)
+                casework.refer(instance(), db, officer, office_key, found, to_office, keep_copy)
         except DropboxError as error:
             return _done(report_id, error, "")
         flash(_("The report was referred to %(office)s.", office=config.office(to_office).name))

@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
 from crypto import codenames
-from dropbox import reports
+from dropbox import offices, reports
 from dropbox.config import Config
 from dropbox.errors import DropboxError, NotFound
 from dropbox.instance import Instance
@@ -95,6 +95,13 @@ ERRORS: dict[str, tuple[Any, Any]] = {
             "Sign in again with your codename to continue."
         ),
     ),
+    "unavailable": (
+        _l("The site cannot take reports right now"),
+        _l(
+            "Nothing was sent, and nothing you wrote was kept. The site's administrators "
+            "need to check it first. Please try again later."
+        ),
+    ),
     "server_error": (
         _l("Something went wrong on our side"),
         _l(
@@ -140,6 +147,12 @@ def error_page(kind: str, status: int) -> tuple[str, int]:
     return render_template(
         "error.html", title=title, message=text, status=status, actions=actions
     ), status
+
+
+def _refused_key(mismatch: offices.KeyMismatch) -> tuple[str, int]:
+    """The page for an office key that failed its check: nothing was sealed; logged for admins."""
+    current_app.logger.error("refused to seal in %s: %s", request.endpoint, mismatch.detail)
+    return error_page("unavailable", 503)
 
 
 def _instance() -> Instance:
@@ -408,6 +421,8 @@ def register_views(app: Flask, config: Config) -> None:
                     sent = reports.find(db, lookup_id)
                 if sent is None:
                     return error_page("server_error", 500)
+            except offices.KeyMismatch as mismatch:
+                return _refused_key(mismatch)
             except DropboxError:
                 return error_page("server_error", 500)
         if sent is not None:
@@ -513,9 +528,13 @@ def register_views(app: Flask, config: Config) -> None:
                 return redirect(url_for("thread"))
             report, secret_key = found
             # The key derived from the codename, never the row's, is what the answer binds.
-            items = reports.add_answer(
-                _instance(), db, report, text, upload, source_key=secret_key.public_key
-            )
+            try:
+                items = reports.add_answer(
+                    _instance(), db, report, text, upload, source_key=secret_key.public_key
+                )
+            except offices.KeyMismatch as mismatch:
+                db.rollback()
+                return _refused_key(mismatch)
         if not items:
             flash(_("Write an answer or choose a file before sending."), "error")
         else:

@@ -344,7 +344,24 @@ def office_keys(instance: Instance) -> dict[str, PrivateKey]:
                 session, instance.config, office.code, CHEAP_COST, "test"
             )
             keys[office.code] = secret_key
+    # The configuration pins the new keys, as an operator does after 'office create'.
+    instance.config = pinned_config(instance.config, keys)
     return keys
+
+
+def pinned_config(config: Config, keys: dict[str, PrivateKey]) -> Config:
+    """The configuration with each office's fingerprint pinned to its key in `keys`."""
+    from dataclasses import replace
+
+    from crypto.keys import fingerprint
+
+    return replace(
+        config,
+        offices=tuple(
+            replace(o, fingerprint=fingerprint(keys[o.code].public_key)) if o.code in keys else o
+            for o in config.offices
+        ),
+    )
 
 
 # --- a world of officers and both apps, for reviewer-side tests ----------------------

@@ -472,7 +472,8 @@ def test_kept_copy_is_read_only(client: FlaskClient, source: Flask, world: World
         officer = db.get(Officer, world.people["oio"].id)
         report = db.get(Report, rid)
         assert officer is not None and report is not None
-        casework.refer(db, officer, world.office_keys["OIO"], report, "ECO", keep_copy=True)
+        key = world.office_keys["OIO"]
+        casework.refer(world.instance, db, officer, key, report, "ECO", keep_copy=True)
     oio = bearer(token_for(client, world, "oio"))
     copy = client.get(f"{API}/reports/{rid}", headers=oio)
     assert copy.status_code == 200 and copy.json is not None

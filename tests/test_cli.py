@@ -397,6 +397,9 @@ def test_demo_sets_up_serves_both_interfaces_and_stops_cleanly(tmp_path: Path) -
                     office_key.public_key
                 )
                 assert officers.totp_secret(officer, key) == login["totp_secret"]
+            # The demo runs pinned: its configuration holds each office key's fingerprint.
+            states = [s.state for s in offices.pin_status(session, instance.config)]
+            assert states == ["pinned", "pinned"]
     finally:
         instance.close()
 
