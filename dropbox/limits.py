@@ -14,10 +14,15 @@ attempt turned away at once (Busy), and it costs nothing then.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
+
+from limits.storage import MemoryStorage
 
 # How many attempts may wait for a slot, per slot. A waiting attempt holds a
 # thread and its small request, not Argon2id's memory, so the line can be
@@ -76,3 +81,49 @@ class DerivationGate:
             yield
         finally:
             self._release()
+
+
+# --- rate-limit counters kept in the process -----------------------------------------
+
+
+class LockedMemoryStorage(MemoryStorage):
+    """limits' in-process storage, with every operation and its expiry sweep under one lock.
+
+    limits 5.8's MemoryStorage starts a new expiry timer whenever the last one
+    has finished, without a lock: two request threads can both replace the
+    timer and start the same one twice (RuntimeError, a 500 for about one
+    codename confirmation in 2,000 under tests/test_load.py), and several
+    sweeps then run at once and fail on keys another removed. Counting is a
+    few dictionary operations, so one lock per storage costs nothing that
+    shows.
+    """
+
+    STORAGE_SCHEME = ["dropbox-memory"]  # noqa: RUF012 - the registry reads it as limits declares it
+
+    def __init__(self, uri: str | None = None, **options: Any) -> None:
+        # Before the parent starts its first timer, whose sweep takes this lock.
+        self._lock = threading.RLock()
+        super().__init__(uri, **options)
+
+
+def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def locked(self: LockedMemoryStorage, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
+# Every method MemoryStorage defines, its name-mangled timer helpers included
+# (which is how its own calls reach them), except those that build or copy it.
+for _name, _method in vars(MemoryStorage).items():
+    if inspect.isfunction(_method) and _name not in {"__init__", "__getstate__", "__setstate__"}:
+        setattr(LockedMemoryStorage, _name, _locked(_method))
+
+
+def limiter_storage_uri(uri: str) -> str:
+    """The flask-limiter storage for a `limits.storage_uri`: memory:// becomes the locked one."""
+    if uri.startswith("memory://"):
+        return "dropbox-memory://" + uri.removeprefix("memory://")
+    return uri

@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from dropbox.config import Config
 from dropbox.instance import Instance
-from dropbox.limits import Busy, DerivationGate
+from dropbox.limits import Busy, DerivationGate, limiter_storage_uri
 from dropbox.models import Outcome, Status
 from dropbox.sessions import ServerSessionInterface
 from dropbox.web import (
@@ -55,7 +55,7 @@ def create_app(config: Config, instance: Instance | None = None) -> Flask:
     app.extensions["dropbox.limiter"] = Limiter(
         key_func=lambda: "everyone",
         app=app,
-        storage_uri=config.limits.storage_uri,
+        storage_uri=limiter_storage_uri(config.limits.storage_uri),
         key_prefix="dropbox-reviewer",
         headers_enabled=False,
         default_limits=[],

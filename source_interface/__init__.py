@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from dropbox.config import Category, Config, Office
 from dropbox.instance import Instance
-from dropbox.limits import Busy, DerivationGate
+from dropbox.limits import Busy, DerivationGate, limiter_storage_uri
 from dropbox.sessions import ServerSessionInterface, session_key
 from dropbox.web import (
     refuse_nameless_form_fields,
@@ -102,7 +102,7 @@ def register_extensions(app: Flask, config: Config) -> None:
         app=app,
         # Shared across workers with redis://; the prefix keeps the two interfaces'
         # counters apart when they share one Redis.
-        storage_uri=config.limits.storage_uri,
+        storage_uri=limiter_storage_uri(config.limits.storage_uri),
         key_prefix="dropbox-source",
         headers_enabled=False,
         default_limits=[],
