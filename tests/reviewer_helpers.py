@@ -19,6 +19,8 @@ from dropbox.models import Officer
 from tests.conftest import CHEAP_COST
 from tests.source_helpers import csrf_token, new_codename, submit_report
 
+API = "/api/v1"
+
 PASSPHRASE = "a long demo passphrase"
 
 
@@ -174,3 +176,19 @@ def chain_intact(instance: Instance) -> bool:
 
     with instance.sessions() as db:
         return audit.verify(db).ok
+
+
+def api_headers(reviewer: Flask, world: World, role: str) -> dict[str, str]:
+    """A bearer token header for the officer of `role`."""
+    person = world.people[role]
+    response = reviewer.test_client().post(
+        f"{API}/token",
+        json={
+            "username": person.username,
+            "passphrase": person.passphrase,
+            "code": fresh_code(world.instance, person),
+        },
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.json is not None
+    return {"Authorization": f"Bearer {response.json['token']}"}

@@ -32,8 +32,8 @@ from dropbox.models import AuditEvent, Item, ItemKind, Office, OfficeGrant, Offi
 from tests.conftest import invoke
 from tests.reviewer_helpers import (
     World,
+    api_headers,
     chain_intact,
-    fresh_code,
     post_form,
     signed_in_client,
     source_report,
@@ -142,22 +142,6 @@ def act(client: FlaskClient, rid: str, action: str, data: dict[str, str]) -> Tes
         data={"csrf_token": csrf_token(page), **data},
         follow_redirects=True,
     )
-
-
-def api_headers(reviewer: Flask, world: World, role: str) -> dict[str, str]:
-    """A bearer token header for the officer of `role`."""
-    person = world.people[role]
-    response = reviewer.test_client().post(
-        f"{API}/token",
-        json={
-            "username": person.username,
-            "passphrase": person.passphrase,
-            "code": fresh_code(world.instance, person),
-        },
-    )
-    assert response.status_code == 200, response.get_data(as_text=True)
-    assert response.json is not None
-    return {"Authorization": f"Bearer {response.json['token']}"}
 
 
 def send_report(source: Flask, category: str, message: str) -> TestResponse:

@@ -28,8 +28,8 @@ from dropbox.instance import Instance
 from dropbox.models import AuditEvent, Item, ItemKind, ItemRead, Report
 from tests.reviewer_helpers import (
     World,
+    api_headers,
     chain_intact,
-    fresh_code,
     post_form,
     signed_in_client,
     source_report,
@@ -138,22 +138,6 @@ def reply_page(client: FlaskClient, rid: str, message: str) -> TestResponse:
 def text_of(response: TestResponse) -> str:
     """A page's text with HTML entities (apostrophes) unescaped."""
     return html.unescape(response.get_data(as_text=True))
-
-
-def api_headers(reviewer: Flask, world: World, role: str) -> dict[str, str]:
-    """A bearer token header for the officer of `role`."""
-    person = world.people[role]
-    response = reviewer.test_client().post(
-        f"{API}/token",
-        json={
-            "username": person.username,
-            "passphrase": person.passphrase,
-            "code": fresh_code(world.instance, person),
-        },
-    )
-    assert response.status_code == 200, response.get_data(as_text=True)
-    assert response.json is not None
-    return {"Authorization": f"Bearer {response.json['token']}"}
 
 
 def source_thread(source: Flask, codename: str) -> str:
