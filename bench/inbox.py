@@ -74,6 +74,7 @@ from nacl.public import PrivateKey, PublicKey  # noqa: E402
 from sqlalchemy import and_, func, insert, or_, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
+from crypto.keys import fingerprint  # noqa: E402
 from dropbox import inbox, officers, offices  # noqa: E402
 from dropbox.access import visible_condition  # noqa: E402
 from dropbox.config import Config, CryptoSettings  # noqa: E402
@@ -158,7 +159,16 @@ def set_up(data_dir: Path) -> tuple[Instance, dict[str, PrivateKey], dict[str, l
                 officer, secret = officers.add(
                     db, username, PASSPHRASE, cost, "bench", display_name=f"{code} {suffix}"
                 )
-                offices.grant(db, code, officer, keys[code], "bench")
+                # The bench made the officer's key pair itself: it vouches for its fingerprint.
+                assert officer.public_key is not None
+                offices.grant(
+                    db,
+                    code,
+                    officer,
+                    keys[code],
+                    "bench",
+                    read_out=fingerprint(PublicKey(officer.public_key)),
+                )
                 people[code].append(Person(username, secret, officer.id, code))
     return instance, keys, people
 

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from crypto.keys import PublicKey, fingerprint
 from dropbox import audit, fsck, officers, offices
-from dropbox.config import Config, ConfigError, load
+from dropbox.config import Config, ConfigError, fingerprint_digest, load
 from dropbox.errors import DropboxError
 from dropbox.instance import Instance, InstanceError
 from dropbox.serve import UMASK
@@ -260,7 +260,12 @@ def officer_add(state: _State, username: str, display_name: str, admin: bool) ->
         )
         click.echo(f"Created officer {created.username}.")
         _show_totp(created.username, secret, officers.provisioning_uri(created, secret))
-        click.echo(f"Next, give access to an office: dropbox officer grant {username} OFFICE")
+        # Made in this process just now: what their account page will show them too.
+        assert created.public_key is not None  # noqa: S101 - officers.add sets it
+        shown = fingerprint(PublicKey(created.public_key))
+        click.echo(f"Key fingerprint: {shown}")
+        click.echo("Next, give access to an office:")
+        click.echo(f'  dropbox officer grant {username} OFFICE --fingerprint "{shown}"')
 
 
 @officer.command("grant")
@@ -272,17 +277,47 @@ def officer_add(state: _State, username: str, display_name: str, admin: bool) ->
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The office's recovery file (its passphrase is prompted).",
 )
+@click.option(
+    "--fingerprint",
+    "read_out",
+    metavar="TEXT",
+    help="The key fingerprint USERNAME reads out from their account page [prompted if missing].",
+)
 @pass_state
-def officer_grant(state: _State, username: str, code: str, recovery_file: Path) -> None:
-    """Give officer USERNAME access to OFFICE's reports, using the office's recovery file."""
+def officer_grant(
+    state: _State, username: str, code: str, recovery_file: Path, read_out: str | None
+) -> None:
+    """Give officer USERNAME access to OFFICE's reports, using the office's recovery file.
+
+    The officer reads out their key's fingerprint from their account page
+    (in person or by phone); nothing is granted if the key on the server
+    does not match it.
+    """
+    if read_out is None:
+        if not sys.stdin.isatty():
+            raise CommandError(
+                f"give the fingerprint {username} reads out from their account page"
+                " with --fingerprint"
+            )
+        read_out = str(click.prompt(f"Key fingerprint {username} reads out"))
+    # A slip in typing it is told before the recovery passphrase is asked for.
+    if fingerprint_digest(read_out) is None:
+        raise CommandError(offices.MALFORMED_FINGERPRINT)
     passphrase = _ask_secret("Recovery passphrase")
+    refused: offices.KeyMismatch | None = None
     with state.session() as (_, session):
         target = officers.get(session, username)
         secret_key = offices.open_recovery_file(
             session, code, recovery_file.read_bytes(), passphrase
         )
-        offices.grant(session, code, target, secret_key, ACTOR)
-        click.echo(f"{username} now has access to {code}.")
+        try:
+            offices.grant(session, code, target, secret_key, ACTOR, read_out=read_out)
+        except offices.KeyMismatch as mismatch:
+            # Nothing was sealed; leaving the block commits its "key.mismatch" event.
+            refused = mismatch
+    if refused is not None:
+        raise CommandError(str(refused))
+    click.echo(f"{username} now has access to {code}.")
 
 
 @officer.command("list")
@@ -729,7 +764,17 @@ def _create_demo(data_dir: Path, source_port: int, reviewer_port: int) -> None:
                     display_name=f"Demo {settings.code} officer",
                     is_admin=True,
                 )
-                offices.grant(session, settings.code, created, secret_key, ACTOR)
+                # The demo made this officer's key pair itself, just now: its own
+                # fingerprint of it is what the officer would read out.
+                assert created.public_key is not None  # noqa: S101 - officers.add sets it
+                offices.grant(
+                    session,
+                    settings.code,
+                    created,
+                    secret_key,
+                    ACTOR,
+                    read_out=fingerprint(PublicKey(created.public_key)),
+                )
                 logins.append(
                     {
                         "office": settings.code,

@@ -46,7 +46,7 @@ def _office_mismatch(code: str, against: str) -> KeyMismatch:
 
 
 def _digest(public_key: bytes) -> bytes:
-    """The 20 bytes behind an office key's fingerprint."""
+    """The 20 bytes behind a public key's fingerprint (an office's or an officer's)."""
     return base64.b32decode(fingerprint(PublicKey(public_key)).replace(" ", ""))
 
 
@@ -172,6 +172,45 @@ def open_recovery_file(session: Session, code: str, data: bytes, passphrase: str
         raise DropboxError("the recovery passphrase is not right for this file") from None
 
 
+# Said by `check_officer_key` on a mismatch, and flashed on the grant page as it is.
+OFFICER_KEY_WARNING = (
+    "The key on the server for {username} does not match the fingerprint they read out:"
+    " nothing was granted. Check it with them again; if it still differs, an administrator"
+    " should check the server."
+)
+
+# Said for text that is not a key fingerprint at all: a typing slip, not a swapped key.
+MALFORMED_FINGERPRINT = (
+    "That is not a key fingerprint: type the 8 groups of 4 letters and digits the officer"
+    " reads out from their account page."
+)
+
+
+def check_officer_key(session: Session, officer: Officer, read_out: str, actor: str) -> PublicKey:
+    """The officer's public key from the database, once it matches the fingerprint they read out.
+
+    Whoever can write the database could put their own public key in the
+    officer's row before a grant and receive the office key. The officer
+    reads the fingerprint of the key they hold from their own account page,
+    and the granting administrator types it here; it is compared in constant
+    time with the key the database holds. A mismatch records a `key.mismatch`
+    event, which the caller must commit although the grant fails, and raises
+    KeyMismatch. Text that is no fingerprint is a DropboxError (no event).
+    """
+    read = fingerprint_digest(read_out)
+    if read is None:
+        raise DropboxError(MALFORMED_FINGERPRINT)
+    stored = officer.public_key
+    if stored is None or len(stored) != 32 or not hmac.compare_digest(_digest(stored), read):
+        mismatch = KeyMismatch(
+            OFFICER_KEY_WARNING.format(username=officer.username),
+            f"officer key: {officer.username} differs from the fingerprint they read out",
+        )
+        audit.record(session, actor, "key.mismatch", detail=mismatch.detail)
+        raise mismatch
+    return PublicKey(stored)
+
+
 def grant(
     session: Session,
     code: str,
@@ -179,15 +218,25 @@ def grant(
     office_secret_key: PrivateKey,
     actor: str,
     granted_by: Officer | None = None,
+    *,
+    read_out: str,
 ) -> OfficeGrant:
-    """Give an officer access to an office by sealing the office key to the officer's key."""
+    """Give an officer access to an office by sealing the office key to the officer's key.
+
+    `read_out` is the fingerprint of the officer's key as the officer read it
+    out from their own account page: nothing is sealed to a key that does not
+    match it (`check_officer_key`, whose `key.mismatch` event the caller
+    commits). A caller that made the officer's key pair itself, in this
+    process, passes that key's fingerprint.
+    """
     office = get(session, code)
     if bytes(office_secret_key.public_key) != office.public_key:
         raise AccessDenied(f"that key is not {code}'s office key")
     if officer.public_key is None or not officer.active:
         raise DropboxError(f"{officer.username} has not finished enrolment or is deactivated")
+    recipient = check_officer_key(session, officer, read_out, actor)
     existing = session.get(OfficeGrant, (officer.id, code))
-    sealed = seal_secret_key(office_secret_key, PublicKey(officer.public_key))
+    sealed = seal_secret_key(office_secret_key, recipient)
     if existing is not None:
         existing.sealed_office_key = sealed
         result = existing

@@ -36,8 +36,9 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from crypto.errors import DecryptionError
+from crypto.keys import fingerprint
 from dropbox import access, audit, casework, inbox, officers, offices
-from dropbox.config import Config
+from dropbox.config import Config, fingerprint_digest
 from dropbox.errors import DropboxError, NotFound
 from dropbox.models import AuditEvent, OfficeGrant, Officer, Outcome, Report, Status, StatusChange
 from dropbox.reports import check_source_key
@@ -478,7 +479,13 @@ def register_views(app: Flask, config: Config) -> None:
     def account() -> str:
         """The officer's own account."""
         codes = g.office_codes
-        return render_template("account.html", offices=[(c, config.office(c).name) for c in codes])
+        return render_template(
+            "account.html",
+            offices=[(c, config.office(c).name) for c in codes],
+            # Of the key this session holds, not of the database's row: the two differ
+            # if someone swapped the row, and the administrator compares against this.
+            key_fingerprint=fingerprint(g.officer_key.public_key),
+        )
 
     @app.post("/account/passphrase")
     @signed_in
@@ -589,7 +596,15 @@ def register_views(app: Flask, config: Config) -> None:
                     _("That code is not right. Wait for the next one and try again."),
                 ), 400
         session.clear()
-        flash(_("You are enrolled. Sign in, then ask for access to your office."), "info")
+        flash(
+            _(
+                "You are enrolled. Your key's fingerprint is %(fingerprint)s: read it out to the"
+                " administrator who grants you an office (it is also on your account page)."
+                " Sign in, then ask for access to your office.",
+                fingerprint=fingerprint(key.public_key),
+            ),
+            "info",
+        )
         return redirect(url_for("login"))
 
     # --- administration ---------------------------------------------------------
@@ -678,9 +693,15 @@ def register_views(app: Flask, config: Config) -> None:
         """Give an officer access to an office whose key the administrator holds."""
         code = request.form.get("office", "")
         target_id = form_row_id(request.form.get("officer_id", ""))
+        read_out = request.form.get("fingerprint", "")
         if code not in g.office_codes or target_id is None:
             flash(_("Choose an officer and an office you have access to."), "error")
             return redirect(url_for("officers"))
+        # A slip in typing it is told before the administrator's code is used up.
+        if fingerprint_digest(read_out) is None:
+            flash(offices.MALFORMED_FINGERPRINT, "error")
+            return redirect(url_for("officers"))
+        refused: offices.KeyMismatch | None = None
         with instance().sessions.begin() as db:
             me = _officer(db)
             target = db.get(Officer, target_id)
@@ -690,11 +711,19 @@ def register_views(app: Flask, config: Config) -> None:
                 if not _confirmed(db):
                     raise DropboxError(str(CONFIRM_REFUSED))
                 office_key = offices.office_key(db, me, g.officer_key, code)
-                offices.grant(db, code, target, office_key, me.username, granted_by=me)
+                offices.grant(
+                    db, code, target, office_key, me.username, granted_by=me, read_out=read_out
+                )
+            except offices.KeyMismatch as mismatch:
+                # Nothing was sealed; its "key.mismatch" event commits with the block.
+                refused = mismatch
             except DropboxError as exc:
                 db.rollback()
                 flash(str(exc), "error")
                 return redirect(url_for("officers"))
+        if refused is not None:
+            flash(str(refused), "error")
+            return redirect(url_for("officers"))
         flash(_("Access was granted."), "info")
         return redirect(url_for("officers"))
 

@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 import pyotp
 from flask import Flask
 from flask.testing import FlaskClient
-from nacl.public import PrivateKey
+from nacl.public import PrivateKey, PublicKey
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
+from crypto.keys import fingerprint
 from dropbox import officers, offices
 from dropbox.instance import Instance
 from dropbox.models import Officer
@@ -63,8 +64,34 @@ def make_world(instance: Instance, office_keys: dict[str, PrivateKey]) -> World:
 def _new_officer(db: Session, world: World, username: str, codes: list[str], admin: bool) -> Person:
     officer, secret = officers.add(db, username, PASSPHRASE, CHEAP_COST, "test", is_admin=admin)
     for code in codes:
-        offices.grant(db, code, officer, world.office_keys[code], "test")
+        offices.grant(
+            db, code, officer, world.office_keys[code], "test", read_out=read_out(officer)
+        )
     return Person(username, PASSPHRASE, secret, officer.id)
+
+
+def read_out(officer: Officer) -> str:
+    """The fingerprint the officer reads out from their account page, for a key made just now.
+
+    Only for an officer whose key pair this process made itself (as `officers.add`
+    does): the fingerprint is then of the key the officer holds.
+    """
+    assert officer.public_key is not None
+    return fingerprint(PublicKey(officer.public_key))
+
+
+def held_fingerprint(instance: Instance, person: Person) -> str:
+    """The fingerprint the officer's account page shows: of the key their passphrase unwraps.
+
+    It comes from the officer's wrapped secret key, not from the public key in
+    their database row, so a row swapped in the database does not change it.
+    """
+    with instance.sessions() as db:
+        officer = db.get(Officer, person.id)
+        assert officer is not None
+        key = officers.unlock(officer, person.passphrase, CHEAP_COST)
+    assert key is not None
+    return fingerprint(key.public_key)
 
 
 def add_officer(world: World, username: str, codes: list[str], admin: bool = False) -> Person:

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from dropbox import officers
 from dropbox.models import Item, Officer, OfficerSession, Report
 from source_interface import create_app as create_source
-from tests.reviewer_helpers import World, signed_in_client, source_report
+from tests.reviewer_helpers import World, held_fingerprint, signed_in_client, source_report
 from tests.source_helpers import csrf_token
 
 ROLES = ["anonymous", "oio", "eco", "admin", "deactivated", "expired"]
@@ -89,7 +89,7 @@ ROUTES: list[tuple[str, str, dict[str, str], list[object]]] = [
     (
         "POST",
         "/admin/grants",
-        {"officer_id": "{eco2}", "office": "ECO"},
+        {"officer_id": "{eco2}", "office": "ECO", "fingerprint": "{eco2_fingerprint}"},
         ["login", 403, 403, "ok", "login", "login"],
     ),
     ("GET", "/admin/audit", {}, ["login", 403, 403, "ok", "login", "login"]),
@@ -149,7 +149,12 @@ def test_access_matrix(
     with world.instance.sessions() as db:
         rid = db.execute(select(Report.id)).scalar_one()
         fid = db.execute(select(Item.id).where(Item.kind == "file")).scalar_one()
-    ids = {"rid": rid, "fid": fid, "eco2": str(world.people["eco2"].id)}
+    ids = {
+        "rid": rid,
+        "fid": fid,
+        "eco2": str(world.people["eco2"].id),
+        "eco2_fingerprint": held_fingerprint(world.instance, world.people["eco2"]),
+    }
     url = path.format(**ids)
     form = {k: v.format(**ids) for k, v in data.items()}
 

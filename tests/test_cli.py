@@ -95,6 +95,9 @@ def test_full_setup_gives_an_officer_who_can_open_the_office_key(
     assert uri is not None and "amina" in uri.group(0)
     totp_secret = re.search(r"secret=([A-Z2-7]+)", uri.group(0))
     assert totp_secret is not None
+    # The key pair was made by `officer add`: it prints the fingerprint the grant needs.
+    shown = re.search(r"Key fingerprint: ((?:[A-Z2-7]{4} ){7}[A-Z2-7]{4})", added.stdout)
+    assert shown is not None, added.stdout
 
     granted = run_cli(
         "--config",
@@ -105,6 +108,8 @@ def test_full_setup_gives_an_officer_who_can_open_the_office_key(
         "ECO",
         "--recovery-file",
         str(recovery_file),
+        "--fingerprint",
+        shown.group(1),
         input=passphrases["ECO"] + "\n",
     )
     assert granted.returncode == 0, granted.stderr
@@ -228,7 +233,16 @@ def test_officer_passphrase_change_rewraps_the_same_key(
         (["officer", "add", "Bad Name"], None, ["a username is"]),
         (["officer", "add", "shorty"], "short\nshort\n", ["at least 12 characters"]),
         (
-            ["officer", "grant", "nobody", "OIO", "--recovery-file", "OIO-recovery.json"],
+            [
+                "officer",
+                "grant",
+                "nobody",
+                "OIO",
+                "--recovery-file",
+                "OIO-recovery.json",
+                "--fingerprint",
+                "AAAA " * 7 + "AAAA",
+            ],
             "x\n",
             ["no officer is called 'nobody'"],
         ),

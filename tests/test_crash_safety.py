@@ -46,6 +46,7 @@ from dropbox.config import load
 from dropbox.instance import Instance
 from dropbox.models import Item, ItemKind, Officer, Report
 from tests.conftest import CHEAP_COST, DATABASE, FIGURES, invoke
+from tests.reviewer_helpers import read_out
 from tests.served import (
     Browser,
     Prepared,
@@ -186,7 +187,7 @@ def officer_views(instance: Instance, prepared: Prepared) -> dict[str, list[str]
             officer, _ = officers.add(
                 db, f"{code.lower()}-intake", "a long passphrase", CHEAP_COST, "test"
             )
-            offices.grant(db, code, officer, key, "test")
+            offices.grant(db, code, officer, key, "test", read_out=read_out(officer))
     for code, key in prepared.office_keys.items():
         with instance.sessions.begin() as db:
             officer = db.execute(

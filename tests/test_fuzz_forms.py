@@ -52,6 +52,7 @@ from tests.reviewer_helpers import (
     World,
     add_officer,
     chain_intact,
+    held_fingerprint,
     post_form,
     sign_in,
     signed_in_client,
@@ -97,7 +98,7 @@ REVIEWER_FORMS: dict[str, tuple[str, ...]] = {
     "enrol_confirm": ("code",),
     "officers": ("username", "display_name", "is_admin", "code"),
     "deactivate": ("code",),
-    "grant": ("office", "officer_id", "code"),
+    "grant": ("office", "officer_id", "fingerprint", "code"),
 }
 
 UPLOAD_ROUTES = ("submit_report", "answer")
@@ -674,6 +675,7 @@ def reviewer_world(reviewer: Flask, source: Flask, world: World) -> ReviewerWorl
     for role in ("fuzz-login", "fuzz-logout", "fuzz-account"):
         add_officer(world, role, ["ECO"])
     victim = add_officer(world, "fuzz-victim", ["OIO"])
+    victim_fingerprint = held_fingerprint(world.instance, victim)
     admin = signed_in_client(reviewer, world, "eco_admin")
     invited = post_form(
         admin,
@@ -728,6 +730,7 @@ def reviewer_world(reviewer: Flask, source: Flask, world: World) -> ReviewerWorl
         "display_name": ["Fuzz Officer"],
         "is_admin": ["yes"],
         "officer_id": [str(victim.id), "²", "99999999999999999999"],
+        "fingerprint": [victim_fingerprint, victim_fingerprint.lower().replace(" ", ""), "ABCD"],
     }
     return ReviewerWorld(
         reviewer,

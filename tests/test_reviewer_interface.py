@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 from collections.abc import Iterator
@@ -362,12 +363,16 @@ def test_enrolment_grant_and_deactivation(reviewer: Flask, source: Flask, world:
         },
     )
     assert done.status_code == 302
+    # The enrolment ends by showing the new key's fingerprint, to read out to the administrator.
+    finished = html.unescape(newbie.get(done.headers["Location"]).get_data(as_text=True))
+    shown = re.search(r"Your key's fingerprint is ((?:[A-Z2-7]{4} ){7}[A-Z2-7]{4})", finished)
+    assert shown is not None, finished
 
     with world.instance.sessions() as db:
         newbie_id = db.execute(select(Officer.id).where(Officer.username == "newbie")).scalar_one()
     # Granting and deactivating each need a fresh code of the administrator's own.
     admin_person = world.people["eco_admin"]
-    granted = {"officer_id": str(newbie_id), "office": "ECO"}
+    granted = {"officer_id": str(newbie_id), "office": "ECO", "fingerprint": shown.group(1)}
     granted["code"] = fresh_code(world.instance, admin_person)
     post_form(admin, "/admin/officers", "/admin/grants", granted)
 

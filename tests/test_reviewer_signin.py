@@ -46,6 +46,7 @@ from tests.reviewer_helpers import (
     audit_actions,
     chain_intact,
     fresh_code,
+    held_fingerprint,
     login_form,
     next_code,
     post_form,
@@ -533,7 +534,12 @@ def _grant(world: World) -> tuple[str, dict[str, str], Callable[[], bool], str]:
             ).first()
             return grant is not None
 
-    return "/admin/grants", {"officer_id": str(newcomer.id), "office": "ECO"}, done, "office.grant"
+    form = {
+        "officer_id": str(newcomer.id),
+        "office": "ECO",
+        "fingerprint": held_fingerprint(world.instance, newcomer),
+    }
+    return "/admin/grants", form, done, "office.grant"
 
 
 def _deactivate(world: World) -> tuple[str, dict[str, str], Callable[[], bool], str]:

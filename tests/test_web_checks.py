@@ -59,7 +59,13 @@ from dropbox.sessions import Kind, session_id_hash, session_store
 from journalist_interface import create_app as create_reviewer
 from source_interface import create_app as create_source
 from tests.conftest import CHEAP_CRYPTO_TOML, FIGURES, free_port
-from tests.reviewer_helpers import World, fresh_code, signed_in_client, source_report
+from tests.reviewer_helpers import (
+    World,
+    fresh_code,
+    held_fingerprint,
+    signed_in_client,
+    source_report,
+)
 from tests.source_helpers import CODENAME, csrf_token
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,7 +157,7 @@ REVIEWER_FORMS: list[tuple[str, dict[str, str]]] = [
     ("/reports/<report_id>/identity", {"reason": "Needed to arrange protection measures."}),
     ("/reports/<report_id>/delete", {"confirm": "not the designation"}),
     ("/admin/officers", {"username": "invited", "display_name": "Invited Officer"}),
-    ("/admin/grants", {"officer_id": "{oio}", "office": "ECO"}),
+    ("/admin/grants", {"officer_id": "{oio}", "office": "ECO", "fingerprint": "{oio_fingerprint}"}),
     (DEACTIVATE, {}),
     ("/account/totp", {}),
     ("/account/totp/confirm", {"code": "000000"}),
@@ -227,6 +233,7 @@ def site(world: World) -> Site:
         "reply": item_id(world.instance, ItemKind.REPLY),
         "officer": str(world.people["eco2"].id),
         "oio": str(world.people["oio"].id),
+        "oio_fingerprint": held_fingerprint(world.instance, world.people["oio"]),
         "codename": codename,
         "passphrase": world.people["eco_admin"].passphrase,
     }
