@@ -30,7 +30,7 @@ class Base(DeclarativeBase):
 
 
 class Status(enum.StrEnum):
-    """Where a report stands in its lifecycle (DESIGN.md, Report lifecycle)."""
+    """Where a report stands in its lifecycle (the moves allowed: `casework.TRANSITIONS`)."""
 
     RECEIVED = "received"
     ACKNOWLEDGED = "acknowledged"

@@ -53,7 +53,7 @@ MAX_NAME_BYTES = 255
 
 
 def source_day() -> datetime:
-    """The time stamp for anything a source causes: today, to the day (DESIGN.md: no finer)."""
+    """The time stamp for anything a source causes: today, to the day, never finer."""
     now = datetime.now(UTC)
     return datetime(now.year, now.month, now.day)
 

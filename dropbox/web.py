@@ -38,7 +38,7 @@ HSTS = "max-age=31536000"
 def register_security_headers(
     app: Flask, onion_address: str = "", *, allow_images: bool = False
 ) -> None:
-    """Send the headers DESIGN.md requires on every response, errors included."""
+    """Send the security headers (docs/security.md, section 9) on every response and error."""
     image_source = " img-src 'self' data:;" if allow_images else ""
     policy = (
         "default-src 'none'; style-src 'self'; form-action 'self'; "

@@ -5,7 +5,8 @@ the rules the app has (`concrete`), so a new route fails here until it is
 given a path and, for a form, a way to post it.
 
 - Every response (GET, HEAD and OPTIONS of each route, GET signed in too, and
-  the 400, 404, 405 and 413 errors of each) carries the headers of DESIGN.md;
+  the 400, 404, 405 and 413 errors of each) carries the security headers of
+  docs/security.md (section 9);
   so do the responses of the real server (`dropbox.serve`, gunicorn), which
   also sends no `Server` header.
 - Every state-changing form of the two HTML apps refuses a signed-in request
@@ -266,7 +267,7 @@ def apps(site: Site) -> list[tuple[str, Flask, dict[str, str], Callable[[], Flas
 
 
 def assert_security_headers(headers: Headers, what: object) -> None:
-    """The headers of DESIGN.md ("Sessions, limits and headers"), on one response."""
+    """The security headers (docs/security.md, section 9), on one response."""
     FIGURES.count("responses checked for the security headers")
     policy = headers.get("Content-Security-Policy", "")
     directives = {}
