@@ -188,6 +188,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         assert uri is not None, out
         secret = re.search(r"[?&]secret=([A-Z2-7]+)", uri.group(0))
         assert secret is not None, uri.group(0)
+        # What the new officer would read out: `officer add` made the key pair here.
+        fingerprint = re.search(r"^Key fingerprint: (.+)$", out, re.MULTILINE)
+        assert fingerprint is not None, out
         path, recovery_passphrase = recovery[code]
         _cli(
             config,
@@ -197,6 +200,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             code,
             "--recovery-file",
             str(path),
+            "--fingerprint",
+            fingerprint.group(1).strip(),
             stdin=recovery_passphrase + "\n",
         )
         officers[code] = Officer(username, passphrase, code, secret.group(1))
