@@ -340,6 +340,28 @@ def open_file(
     return FileDownload(reader.contents.name, reader.contents.size, chunks())
 
 
+def _office_message(
+    instance: Instance,
+    session: Session,
+    officer: Officer,
+    report: Report,
+    text: str,
+    kind: ItemKind,
+    recipients: list[PublicKey],
+) -> Item:
+    """Seal an officer's text as a message item of `kind`, already read by its author."""
+    stored = seal_bytes(
+        instance.store,
+        report.id,
+        message_document(text),
+        recipients,
+        content_type=message_type(kind),
+    )
+    item = add_item(session, report, stored, kind, officer_now(), officer.id)
+    session.add(ItemRead(officer_id=officer.id, item_id=item.id))
+    return item
+
+
 def reveal_identity(
     instance: Instance,
     session: Session,
@@ -385,16 +407,9 @@ def reveal_identity(
         if own
         else _sealing_key(instance, session, officer, report, reading, office_key)
     )
-    recipients = [handling_key, reading_key]
-    stored = seal_bytes(
-        instance.store,
-        report.id,
-        message_document(reason),
-        recipients,
-        content_type=message_type(ItemKind.REVEAL),
+    recorded = _office_message(
+        instance, session, officer, report, reason, ItemKind.REVEAL, [handling_key, reading_key]
     )
-    recorded = add_item(session, report, stored, ItemKind.REVEAL, officer_now(), officer.id)
-    session.add(ItemRead(officer_id=officer.id, item_id=recorded.id))
     audit.record(
         session, _actor(officer), "identity.reveal", report_id=report.id, detail=recorded.id
     )
@@ -480,15 +495,7 @@ def add_note(
     if not text:
         raise DropboxError("write the note before saving")
     recipients = [_sealing_key(instance, session, officer, report, report.office_code, office_key)]
-    stored = seal_bytes(
-        instance.store,
-        report.id,
-        message_document(text),
-        recipients,
-        content_type=message_type(ItemKind.NOTE),
-    )
-    item = add_item(session, report, stored, ItemKind.NOTE, officer_now(), officer.id)
-    session.add(ItemRead(officer_id=officer.id, item_id=item.id))
+    item = _office_message(instance, session, officer, report, text, ItemKind.NOTE, recipients)
     audit.record(session, _actor(officer), "report.note", report_id=report.id, detail=item.id)
     return item
 
