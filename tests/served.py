@@ -14,6 +14,7 @@ exactly one worker, with no timing and no guessing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import io
@@ -190,6 +191,10 @@ class Served:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=30)
+        # A worker can outlive its master (seen after crash tests on PostgreSQL, blocked on
+        # a lock): whatever is left of the group goes too, as systemd would end the unit.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         return self.log.read_text(errors="replace")
 
 
@@ -215,6 +220,7 @@ def start_source(
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=log_file,
+            start_new_session=True,  # its own process group: `stop` ends every worker with it
         )
     served = Served(process, port, data_dir, log)
     try:
