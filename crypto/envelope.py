@@ -58,6 +58,7 @@ from crypto.errors import DecryptionError
 
 __all__ = [
     "CHUNK_SIZE",
+    "HEAD_BYTES",
     "VERSION",
     "Contents",
     "EnvelopeReader",
@@ -69,6 +70,7 @@ __all__ = [
     "decrypt_stream",
     "encrypt_bytes",
     "encrypt_stream",
+    "read_head",
     "recipient_id",
     "recipient_ids",
     "remove_recipient",
@@ -84,6 +86,9 @@ _SEALED_BYTES = _SEALED_PAYLOAD.size + 48  # crypto_box_seal adds an ephemeral k
 _ENTRY_BYTES = _RECIPIENT_ID_BYTES + _SEALED_BYTES
 _MAX_RECIPIENTS = 255
 _AD_PREFIX = b"dropbox-envelope"
+# The start of every body: version byte, secretstream header, sealed metadata message.
+# Enough to check the key, the size and the sealed name and type without the content.
+HEAD_BYTES = 1 + _HEADERBYTES + METADATA_SIZE + _ABYTES
 
 
 class _Readable(Protocol):
@@ -302,6 +307,46 @@ class EnvelopeWriter:
         return self._key_block
 
 
+def _open_head(
+    head: bytes, file_key: bytes, ctx: bytes
+) -> tuple[crypto_secretstream_xchacha20poly1305_state, str, str]:
+    """Check a body's first `HEAD_BYTES`; return the stream state, the name and the type."""
+    if len(head) != HEAD_BYTES or head[0] != VERSION:
+        raise DecryptionError()
+    state = crypto_secretstream_xchacha20poly1305_state()
+    try:
+        crypto_secretstream_xchacha20poly1305_init_pull(state, head[1 : 1 + _HEADERBYTES], file_key)
+        metadata, tag = crypto_secretstream_xchacha20poly1305_pull(
+            state, head[1 + _HEADERBYTES :], _associated_data(ctx)
+        )
+    except (nacl.exceptions.CryptoError, ValueError) as exc:
+        raise DecryptionError() from exc
+    if tag != _TAG_MESSAGE or len(metadata) != METADATA_SIZE:
+        raise DecryptionError()
+    name, content_type = _decode_metadata(metadata)
+    return state, name, content_type
+
+
+def read_head(
+    key_block: bytes, head: bytes, body_length: int, secret_key: PrivateKey, ctx: bytes
+) -> Contents:
+    """What an envelope holds (name, type, size), from its key block and its body's head.
+
+    `head` is the body's first `HEAD_BYTES` (more is accepted; only those are
+    read) and `body_length` the whole body's length. The key block is opened,
+    the length is checked against the sealed size and the metadata message is
+    authenticated, bound to `ctx`: so a file's name, type and size can be shown
+    without fetching its content. The content itself is not checked here; a
+    reader of the whole body (`EnvelopeReader`) does that. DecryptionError on
+    any fault.
+    """
+    file_key, size = _open_key_block(key_block, secret_key)
+    if body_length != body_size(size):
+        raise DecryptionError()
+    _, name, content_type = _open_head(bytes(head[:HEAD_BYTES]), file_key, ctx)
+    return Contents(name=name, content_type=content_type, size=size)
+
+
 class EnvelopeReader:
     """Opens an envelope's body; `contents` is known before any content is released."""
 
@@ -311,20 +356,7 @@ class EnvelopeReader:
         file_key, size = _open_key_block(key_block, secret_key)
         self._body = body
         self._check_length(body, size)
-        head = body.read(1 + _HEADERBYTES)
-        if len(head) != 1 + _HEADERBYTES or head[0] != VERSION:
-            raise DecryptionError()
-        self._state = crypto_secretstream_xchacha20poly1305_state()
-        try:
-            crypto_secretstream_xchacha20poly1305_init_pull(self._state, head[1:], file_key)
-            metadata, tag = crypto_secretstream_xchacha20poly1305_pull(
-                self._state, body.read(METADATA_SIZE + _ABYTES), _associated_data(ctx)
-            )
-        except (nacl.exceptions.CryptoError, ValueError) as exc:
-            raise DecryptionError() from exc
-        if tag != _TAG_MESSAGE or len(metadata) != METADATA_SIZE:
-            raise DecryptionError()
-        name, content_type = _decode_metadata(metadata)
+        self._state, name, content_type = _open_head(body.read(HEAD_BYTES), file_key, ctx)
         self.contents = Contents(name=name, content_type=content_type, size=size)
         self._consumed = False
 

@@ -95,8 +95,11 @@ def message_type(kind: ItemKind) -> str:
     return f"{MESSAGE_TYPE}; kind={kind.value}"
 
 
-def _check_kind(contents: envelope.Contents, kind: str) -> None:
+def check_kind(contents: envelope.Contents, kind: str) -> None:
     """Refuse an envelope whose sealed name and type do not fit the kind its row claims.
+
+    Used where items are opened: the source interface, and the reviewer app
+    (`journalist_interface.casefile`), where the kind is what the server claims.
 
     A file always has a name; every other item is a message document without one.
     """
@@ -603,7 +606,7 @@ def open_item(
     try:
         context = item_context(item.report_id, item.id)
         reader = envelope.EnvelopeReader(item.key_block, body, secret_key, context)
-        _check_kind(reader.contents, item.kind)
+        check_kind(reader.contents, item.kind)
         return reader, body
     except (DecryptionError, OSError, ValueError) as exc:
         body.close()
@@ -656,8 +659,9 @@ def post_reply(
 ) -> Item:
     """Post a message from the office to the source, sealed to both of them.
 
-    It seals to the key in the report row as it is: an office checks that key
-    first (`check_source_key`, done by `casework.reply`). The office's key is
+    It seals to the key in the report row as it is. An officer's reply is
+    sealed in the reviewer app instead, which checks that key first
+    (`journalist_interface.casefile.reply_recipients`). The office's key is
     `office_key`, already checked by the caller, or else the database's
     checked here against its pin (`offices.trusted_public_key`).
     """
