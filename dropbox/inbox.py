@@ -12,7 +12,10 @@ single `OR` with a subquery makes SQLite fetch and sort every visible row.
 An office's part is an `office_code = ?` range of the indexes in
 `dropbox.models.Report`: counted in an index alone (the overdue filter in
 ranges of `ix_reports_office_filters`), and paged by walking the index of
-the sort column, stopping after the page. The copies, few, are listed once.
+the sort column, which holds the id and the filtered columns, skipping only
+the rows that must come before the page and stopping after it (from the
+other end for the back half of the pages; see `_page_ids`). The copies,
+few, are listed once.
 """
 
 from __future__ import annotations
@@ -156,6 +159,100 @@ def _count(session: Session, groups: list[list[ColumnElement[bool]]]) -> list[in
     return [sum(next(found) for _ in group) for group in groups]
 
 
+def _page_ids(
+    session: Session,
+    parts: list[tuple[ColumnElement[bool], int]],
+    shared: tuple[ColumnElement[bool], list[str]],
+    column: InstrumentedAttribute[Any],
+    newest_first: bool,
+    total: int,
+    page: int,
+) -> list[str]:
+    """The ids of the page's reports, in order, out of disjoint parts.
+
+    `parts` are the offices' conditions with how many reports each matches
+    (none empty), `shared` the copies' condition and their ids in order.
+    The page is `PAGE_SIZE` rows from rank `start` of the merged order. A
+    part holding `n` of the `total` rows has at most `total - n` rows of the
+    other parts before the page, so its first `start - (total - n)` rows all
+    come before the page: each part is read from there (an index walk that
+    skips them, or a slice of the copies) up to rank `start + PAGE_SIZE`, and
+    the page starts in the union of those windows after the rows skipped.
+    With one part this is a plain OFFSET; with an office and a few copies the
+    union holds about twice as many rows as there are copies.
+
+    A page in the back half is read from the other end: every order reversed
+    (the sort column's direction and the id tie-break), so the walks skip at
+    most half the rows, and the page's rows are put back in order.
+    """
+    shared_condition, shared_ids = shared
+    first = (page - 1) * PAGE_SIZE
+    size = min(PAGE_SIZE, total - first)
+    if size <= 0:
+        return []
+    backwards = first + size > total - first
+    if backwards:
+        start = total - first - size
+        shared_ids = shared_ids[::-1]
+    else:
+        start = first
+    descending = newest_first != backwards
+    keys = (
+        column.desc() if descending else column.asc(),
+        Report.id.desc() if backwards else Report.id.asc(),
+    )
+    end = start + size
+    windows = []
+    skipped = 0
+    for part, count in parts:
+        skip = max(0, start - (total - count))
+        skipped += skip
+        windows.append(
+            select(Report.id, column.label("sort_key"))
+            .where(part)
+            .order_by(*keys)
+            .offset(skip)
+            .limit(end - skip)
+            .subquery()
+        )
+    if shared_ids:
+        skip = max(0, start - (total - len(shared_ids)))
+        skipped += skip
+        listed = shared_ids[skip:end]
+        if len(listed) > MAX_LISTED:
+            windows.append(
+                select(Report.id, column.label("sort_key"))
+                .where(shared_condition)
+                .order_by(*keys)
+                .offset(skip)
+                .limit(end - skip)
+                .subquery()
+            )
+        elif listed:
+            windows.append(
+                select(Report.id, column.label("sort_key")).where(Report.id.in_(listed)).subquery()
+            )
+    if not windows:
+        return []
+    if len(windows) == 1 and not shared_ids:
+        # One office and no copies: the window is the page.
+        merged = windows[0]
+    else:
+        merged = union_all(*(select(w.c.id, w.c.sort_key) for w in windows)).subquery()
+    ids = list(
+        session.execute(
+            select(merged.c.id)
+            .order_by(
+                merged.c.sort_key.desc() if descending else merged.c.sort_key.asc(),
+                merged.c.id.desc() if backwards else merged.c.id.asc(),
+            )
+            .offset(start - skipped)
+            .limit(size)
+        ).scalars()
+    )
+    return ids[::-1] if backwards else ids
+
+
 def list_reports(
     session: Session, officer: Officer, codes: list[str], filters: Filters, today: date
 ) -> Page:
@@ -180,7 +277,7 @@ def list_reports(
     column, newest_first = SORT_COLUMNS.get(filters.sort, SORT_COLUMNS["received"])
     order = column.desc() if newest_first else column.asc()
     # The copies kept after a referral are few: listed once, in order, they
-    # count themselves and only the first pages of them are looked up again.
+    # count themselves and only a window of them is looked up again.
     shared_ids = list(
         session.execute(select(Report.id).where(shared).order_by(order, Report.id)).scalars()
     )
@@ -188,48 +285,15 @@ def list_reports(
     total = sum(counts) + len(shared_ids)
     pages = max(1, -(-total // PAGE_SIZE))
     page = min(max(1, filters.page), pages)
-    # The first `page` pages of each office's reports, each walking an index
-    # and stopping there (none for an office without a match: that walk would
-    # read the whole index), and of the shared ones; then the page out of
-    # their union.
-    firsts = [
-        select(Report.id, column.label("sort_key"))
-        .where(part)
-        .order_by(order, Report.id)
-        .limit(page * PAGE_SIZE)
-        .subquery()
-        for part, count in zip(handled, counts, strict=True)
-        if count
-    ]
-    first_shared = shared_ids[: page * PAGE_SIZE]
-    if len(first_shared) > MAX_LISTED:
-        firsts.append(
-            select(Report.id, column.label("sort_key"))
-            .where(shared)
-            .order_by(order, Report.id)
-            .limit(page * PAGE_SIZE)
-            .subquery()
-        )
-    elif first_shared:
-        firsts.append(
-            select(Report.id, column.label("sort_key"))
-            .where(Report.id.in_(first_shared))
-            .subquery()
-        )
-    ids: list[str] = []
-    if firsts:
-        merged = union_all(*(select(first.c.id, first.c.sort_key) for first in firsts)).subquery()
-        ids = list(
-            session.execute(
-                select(merged.c.id)
-                .order_by(
-                    merged.c.sort_key.desc() if newest_first else merged.c.sort_key.asc(),
-                    merged.c.id,
-                )
-                .limit(PAGE_SIZE)
-                .offset((page - 1) * PAGE_SIZE)
-            ).scalars()
-        )
+    ids = _page_ids(
+        session,
+        [(part, count) for part, count in zip(handled, counts, strict=True) if count],
+        (shared, shared_ids),
+        column,
+        newest_first,
+        total,
+        page,
+    )
     found = {r.id: r for r in session.execute(select(*ROW_COLUMNS).where(Report.id.in_(ids)))}
     reports = [found[i] for i in ids]
     # NOT EXISTS looks each item up in item_reads' primary key; NOT IN would

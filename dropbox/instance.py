@@ -5,7 +5,9 @@ fixed at `init` and live in `instance.json` in the data directory, not in the
 database: a database dump alone is not enough to test codename guesses, and
 changing the configured cost later cannot lock sources out of their threads.
 The audit log's keys (dropbox/audit.py) live there too, for the same reason:
-whoever can change the database must not be able to recompute the chain.
+whoever can change the database must not be able to recompute the chain. So
+does the key that encrypts officers' TOTP secrets (dropbox/officers.py): a
+database dump alone does not reveal them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from dropbox.models import AuditHead
 from dropbox.store import Store, write_private_file
 
 SECRETS_FILE = "instance.json"
+# The Session.info entry holding the TOTP key, for dropbox/officers.py.
+TOTP_KEY_INFO = "dropbox.totp_key"
+TOTP_KEY_BYTES = 32
 
 
 class InstanceError(Exception):
@@ -43,6 +48,9 @@ class InstanceSecrets:
     app_secret: bytes
     # None only in an instance made before audit keys, until it is next opened.
     audit_keys: audit.AuditKeys | None = None
+    # Encrypts officers' TOTP secrets in the database; None only in an instance made
+    # before it existed, until it is next opened.
+    totp_key: bytes | None = None
 
 
 def create_secrets(data_dir: Path, codename_cost: KdfCost) -> InstanceSecrets:
@@ -52,12 +60,15 @@ def create_secrets(data_dir: Path, codename_cost: KdfCost) -> InstanceSecrets:
         codename_salt=secrets.token_bytes(SALT_BYTES),
         codename_cost=codename_cost,
         app_secret=secrets.token_bytes(32),
+        totp_key=secrets.token_bytes(TOTP_KEY_BYTES),
     )
+    assert instance_secrets.totp_key is not None  # noqa: S101 - made just above
     document = {
         "codename_salt": base64.b64encode(instance_secrets.codename_salt).decode(),
         "codename_kdf_iterations": codename_cost.iterations,
         "codename_kdf_memory_bytes": codename_cost.memory_bytes,
         "app_secret": base64.b64encode(instance_secrets.app_secret).decode(),
+        "totp_key": base64.b64encode(instance_secrets.totp_key).decode(),
     }
     path = data_dir / SECRETS_FILE
     try:
@@ -82,6 +93,7 @@ def load_secrets(data_dir: Path) -> InstanceSecrets:
             audit_keys=audit.AuditKeys.from_document(document["audit"])
             if "audit" in document
             else None,
+            totp_key=_totp_key(document),
         )
     except FileNotFoundError:
         raise InstanceError(
@@ -89,6 +101,36 @@ def load_secrets(data_dir: Path) -> InstanceSecrets:
         ) from None
     except (ValueError, KeyError, TypeError) as exc:
         raise InstanceError(f"{path} is damaged: {exc}") from None
+
+
+def _totp_key(document: dict[str, object]) -> bytes | None:
+    """The TOTP key of instance.json, None if it has none yet; ValueError if damaged."""
+    text = document.get("totp_key")
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise ValueError("totp_key is not base64 text")
+    key = base64.b64decode(text, validate=True)
+    if len(key) != TOTP_KEY_BYTES:
+        raise ValueError("totp_key has the wrong length")
+    return key
+
+
+def add_totp_key(data_dir: Path) -> InstanceSecrets:
+    """Give an instance made before it its TOTP key, once; return its secrets.
+
+    Such an instance has no TOTP secret encrypted under it yet: its officers
+    re-enrol (migration 0002 cleared their credentials).
+    """
+    with audit.data_dir_lock(data_dir):
+        current = load_secrets(data_dir)
+        if current.totp_key is not None:
+            return current
+        path = data_dir / SECRETS_FILE
+        document = json.loads(path.read_text())
+        document["totp_key"] = base64.b64encode(secrets.token_bytes(TOTP_KEY_BYTES)).decode()
+        audit.replace_private_file(path, json.dumps(document, indent=2).encode("utf-8"))
+        return load_secrets(data_dir)
 
 
 def add_audit_keys(data_dir: Path, engine: Engine) -> InstanceSecrets:
@@ -130,9 +172,15 @@ class Instance:
         if instance_secrets.audit_keys is None:
             raise InstanceError(f"{config.data_dir / SECRETS_FILE} has no audit keys")
         self.audit_keys: audit.AuditKeys = instance_secrets.audit_keys
+        if instance_secrets.totp_key is None:
+            raise InstanceError(f"{config.data_dir / SECRETS_FILE} has no TOTP key")
         context = audit.AuditContext(self.audit_keys, config.data_dir)
-        audit.bind(self.sessions, context)
-        audit.bind(self.readers, context)
+        for maker in (self.sessions, self.readers):
+            audit.bind(maker, context)
+            # After audit.bind, which sets the makers' info: keep its entry.
+            maker.configure(
+                info={**maker.kw.get("info", {}), TOTP_KEY_INFO: instance_secrets.totp_key}
+            )
 
     @classmethod
     def open(cls, config: Config) -> Instance:
@@ -142,6 +190,8 @@ class Instance:
         create_schema(engine)
         if instance_secrets.audit_keys is None:
             instance_secrets = add_audit_keys(config.data_dir, engine)
+        if instance_secrets.totp_key is None:
+            instance_secrets = add_totp_key(config.data_dir)
         return cls(config, instance_secrets, engine)
 
     @classmethod

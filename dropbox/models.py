@@ -30,7 +30,7 @@ class Base(DeclarativeBase):
 
 
 class Status(enum.StrEnum):
-    """Where a report stands in its lifecycle (the moves allowed: `casework.TRANSITIONS`)."""
+    """Where a report stands in its lifecycle (the moves allowed: `cases.TRANSITIONS`)."""
 
     RECEIVED = "received"
     ACKNOWLEDGED = "acknowledged"
@@ -89,19 +89,20 @@ class Officer(Base):
     display_name: Mapped[str] = mapped_column(String(200))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    # Argon2id hash string (argon2-cffi); None until the officer has enrolled.
-    password_hash: Mapped[str | None] = mapped_column(String(255))
+    # What the case server checks an officer's auth key against
+    # (crypto.keys.auth_key_verifier); None until the officer has enrolled. The auth
+    # key is derived from the passphrase on the officer's own machine: the server
+    # never sees the passphrase.
+    auth_verifier: Mapped[bytes | None] = mapped_column(LargeBinary)
     public_key: Mapped[bytes | None] = mapped_column(LargeBinary(32))
-    # The officer's secret key, wrapped under Argon2id(passphrase, own salt).
+    # The officer's secret key, wrapped on their machine under the wrapping key
+    # derived from their passphrase (crypto.keys.wrap_with_wrapping_key): opaque here.
     wrapped_secret_key: Mapped[bytes | None] = mapped_column(LargeBinary)
-    # The TOTP secret, sealed to the officer's own public key: a database dump
-    # alone does not reveal it, and re-enrolment needs no passphrase.
+    # The TOTP secret, encrypted under the instance's TOTP key (instance.json, never
+    # in the database): a database dump alone does not reveal it.
     totp_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     totp_last_counter: Mapped[int] = mapped_column(Integer, default=0)
-    # No longer used: failed sign-ins are counted per typed username in the limiter's
-    # storage (journalist_interface/auth.py), so that unknown names lock alike.
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    failed_window_start: Mapped[datetime | None] = mapped_column(DateTime)
+    # A keyed hash of the one-time enrolment code (the key is an instance secret).
     enrolment_code_hash: Mapped[str | None] = mapped_column(String(255))
     enrolment_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime)
@@ -125,6 +126,25 @@ class OfficeGrant(Base):
     granted_at: Mapped[datetime] = mapped_column(DateTime)
 
     officer: Mapped[Officer] = relationship(back_populates="grants", foreign_keys=[officer_id])
+
+
+# The columns the inbox filters on, held by its sort indexes (see Report).
+INBOX_FILTERS = (
+    "status",
+    "category",
+    "urgent",
+    "assignee_id",
+    "acknowledged_at",
+    "acknowledge_due",
+    "feedback_due",
+)
+
+
+def _sort_index(name: str, column: str) -> Index:
+    """The index the inbox walks for one sort: an office's reports by `column`
+    then id, with the filtered columns (so that the walk reads no table row)."""
+    held = (c for c in INBOX_FILTERS if c != column)
+    return Index(f"ix_reports_office_{name}", "office_code", column, "id", *held)
 
 
 class Report(Base):
@@ -159,13 +179,15 @@ class Report(Base):
     # The inbox (dropbox/inbox.py) pages an office's reports by walking the
     # index of the sort column (by status too for the default sort), and
     # counts them in `ix_reports_office_filters`, which holds every column it
-    # filters on, so that a count reads no table row.
+    # filters on, so that a count reads no table row. The sort indexes hold
+    # the id (the tie-break) and those columns too, so that a walk that skips
+    # the first pages to a deep one reads no table row either.
     __table_args__ = (
-        Index("ix_reports_office_activity", "office_code", "last_activity_at"),
-        Index("ix_reports_office_received", "office_code", "received_at"),
-        Index("ix_reports_office_acknowledge_due", "office_code", "acknowledge_due"),
-        Index("ix_reports_office_feedback_due", "office_code", "feedback_due"),
-        Index("ix_reports_office_status_received", "office_code", "status", "received_at"),
+        _sort_index("activity", "last_activity_at"),
+        _sort_index("received", "received_at"),
+        _sort_index("acknowledge_due", "acknowledge_due"),
+        _sort_index("feedback_due", "feedback_due"),
+        Index("ix_reports_office_status_received", "office_code", "status", "received_at", "id"),
         Index(
             "ix_reports_office_filters",
             "office_code",

@@ -1,44 +1,70 @@
-"""Officers: accounts, passphrases (Argon2id hash and wrapped key pair) and TOTP."""
+"""Officers: accounts, the verifier of their auth key, their opaque wrapped keys, and TOTP.
+
+The case server never sees an officer's passphrase or secret key. On the
+officer's own machine (the reviewer app) Argon2id(passphrase, salt) gives an
+auth key and a wrapping key (`crypto.keys.derive_officer_keys`); the server
+stores only `auth_key_verifier(auth_key)`, the officer's public key, and the
+secret key wrapped under the wrapping key, which it cannot open. Sign-in
+checks the auth key against the verifier together with a TOTP code (a code
+is burned: a used or older one is refused). TOTP secrets are encrypted under
+the instance's TOTP key, kept in instance.json and never in the database,
+so a database dump alone does not reveal them.
+
+`add` and `open_secret_key` are the exception: they run where the passphrase
+is typed (the `dropbox officer add` command on the server's console, the
+demo, tests), deriving as the reviewer app would.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import argon2
+import nacl.exceptions
 import pyotp
-from nacl.public import PrivateKey, PublicKey, SealedBox
+from nacl.public import PrivateKey, PublicKey
+from nacl.secret import Aead
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from crypto.errors import DecryptionError
-from crypto.kdf import SALT_BYTES, KdfCost, derive_key
-from crypto.keys import generate_keypair, unwrap_secret_key, wrap_secret_key
+from crypto.kdf import SALT_BYTES, KdfCost
+from crypto.keys import (
+    AUTH_KEY_BYTES,
+    WRAP_HEADER_BYTES,
+    auth_key_verifier,
+    check_auth_key,
+    derive_officer_keys,
+    fake_salt,
+    generate_keypair,
+    unwrap_with_wrapping_key,
+    wrap_header,
+    wrap_parameters,
+    wrap_with_wrapping_key,
+)
 from dropbox import audit
 from dropbox.errors import DropboxError, NotFound
+from dropbox.instance import TOTP_KEY_INFO, Instance
 from dropbox.models import OfficeGrant, Officer
 from dropbox.sessions import end_officer_sessions
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 MIN_PASSPHRASE_CHARS = 12
 MAX_DISPLAY_NAME = 200  # the column's length
+PUBLIC_KEY_BYTES = 32
+# A wrap made by crypto.keys.wrap_with_wrapping_key: header, nonce, the 32-byte key, tag.
+WRAPPED_KEY_BYTES = WRAP_HEADER_BYTES + Aead.NONCE_SIZE + 32 + Aead.MACBYTES
+# A TOTP secret as authenticator apps take it: base32, at least 128 bits.
+TOTP_SECRET = re.compile(r"^[A-Z2-7]{26,64}$")
 
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-
-
-def password_hasher(cost: KdfCost) -> argon2.PasswordHasher:
-    """An Argon2id hasher at the configured cost (the cost is recorded in each hash)."""
-    return argon2.PasswordHasher(
-        time_cost=cost.iterations,
-        memory_cost=max(cost.memory_bytes // 1024, 8),
-        parallelism=1,
-        type=argon2.Type.ID,
-    )
 
 
 def check_username(username: str) -> str:
@@ -48,6 +74,11 @@ def check_username(username: str) -> str:
             "a username is 2 to 64 characters: lower-case letters, digits, '.', '_' or '-'"
         )
     return username
+
+
+def normalise_username(text: str) -> str:
+    """A username as typed, as sign-in and enrolment compare it."""
+    return text.strip().lower()
 
 
 def check_display_name(display_name: str) -> str:
@@ -63,7 +94,11 @@ def check_display_name(display_name: str) -> str:
 
 
 def check_passphrase(passphrase: str) -> str:
-    """Return the passphrase if it is long enough; raise DropboxError saying why not."""
+    """Return the passphrase if it is long enough; raise DropboxError saying why not.
+
+    Checked where the passphrase is typed (here for `add`; the reviewer app
+    checks its own forms): the server never receives one.
+    """
     if len(passphrase) < MIN_PASSPHRASE_CHARS:
         raise DropboxError(f"a passphrase needs at least {MIN_PASSPHRASE_CHARS} characters")
     return passphrase
@@ -79,6 +114,179 @@ def get(session: Session, username: str) -> Officer:
     return officer
 
 
+def list_all(session: Session) -> list[Officer]:
+    """Every officer, by username."""
+    return list(session.execute(select(Officer).order_by(Officer.username)).scalars())
+
+
+def enrolled(officer: Officer) -> bool:
+    """True once the officer has credentials (an auth verifier, a key pair, a TOTP secret)."""
+    return (
+        officer.auth_verifier is not None
+        and officer.public_key is not None
+        and officer.wrapped_secret_key is not None
+        and officer.totp_secret_sealed is not None
+    )
+
+
+# --- the TOTP secret, under the instance's key -----------------------------------------
+
+
+def _instance_key(session: Session, person: bytes) -> bytes:
+    """A key derived from the instance's TOTP key (bound to the session by Instance)."""
+    key = session.info.get(TOTP_KEY_INFO)
+    if not isinstance(key, bytes):
+        # Fail closed: a secret stored without the key could not be read back.
+        raise RuntimeError("this session has no TOTP key: open it through Instance")
+    return hashlib.blake2b(b"", key=key, digest_size=32, person=person).digest()
+
+
+def _totp_context(officer: Officer) -> bytes:
+    # Bound to the officer's row: a secret copied into another row does not open.
+    return f"dropbox-totp:{officer.id}".encode("ascii")
+
+
+def _store_totp(session: Session, officer: Officer, secret: str) -> None:
+    if officer.id is None:
+        session.flush()
+    box = Aead(_instance_key(session, b"dropbox-totp-enc"))
+    officer.totp_secret_sealed = bytes(box.encrypt(secret.encode("ascii"), _totp_context(officer)))
+
+
+def _open_totp(session: Session, officer: Officer) -> str | None:
+    if officer.totp_secret_sealed is None:
+        return None
+    box = Aead(_instance_key(session, b"dropbox-totp-enc"))
+    try:
+        return box.decrypt(officer.totp_secret_sealed, _totp_context(officer)).decode("ascii")
+    except (nacl.exceptions.CryptoError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def check_totp_secret(secret: str) -> str:
+    """The TOTP secret if it is base32 of at least 128 bits; DropboxError if not."""
+    secret = secret.strip().replace(" ", "").upper()
+    if not TOTP_SECRET.fullmatch(secret):
+        raise DropboxError("the TOTP secret is not base32 text of 26 to 64 characters")
+    return secret
+
+
+def provisioning_uri(officer: Officer, secret: str, issuer: str = "Dropbox reviewer") -> str:
+    """The otpauth:// URI an authenticator app reads from a QR code."""
+    return pyotp.TOTP(secret).provisioning_uri(name=officer.username, issuer_name=issuer)
+
+
+TOTP_STEP = 30
+
+
+def _totp_counter(secret: str, code: str, now: datetime) -> int | None:
+    """The time step whose code this is (current, previous or next), or None."""
+    code = code.strip().replace(" ", "")
+    if not (len(code) == 6 and code.isdigit()):
+        return None
+    totp = pyotp.TOTP(secret)
+    current = int(now.replace(tzinfo=UTC).timestamp()) // TOTP_STEP
+    found = None
+    for counter in (current - 1, current, current + 1):
+        if secrets.compare_digest(totp.generate_otp(counter), code):
+            found = counter
+    return found
+
+
+def _burn(session: Session, officer: Officer, code: str, now: datetime | None = None) -> bool:
+    """Check a code of the officer's own TOTP secret and burn it; a used or older one fails."""
+    secret = _open_totp(session, officer)
+    counter = _totp_counter(secret or _DUMMY_TOTP, code, now or _now())
+    if secret is None or counter is None or counter <= officer.totp_last_counter:
+        return False
+    officer.totp_last_counter = counter
+    return True
+
+
+# --- keys checked as the server can check them ----------------------------------------
+
+# Checked for names no officer has, so that the work is the same.
+_DUMMY_VERIFIER = auth_key_verifier(secrets.token_bytes(AUTH_KEY_BYTES))
+_DUMMY_TOTP = pyotp.random_base32()
+
+
+def _check_auth(officer: Officer | None, auth_key: bytes) -> bool:
+    """The auth key against the officer's verifier (a dummy one if there is none)."""
+    verifier = officer.auth_verifier if officer is not None else None
+    matches = check_auth_key(verifier or _DUMMY_VERIFIER, auth_key)
+    return matches and verifier is not None
+
+
+def _check_wrapped(wrapped: bytes, minimum: KdfCost) -> None:
+    """A wrapped secret key as the reviewer app makes it, at no less than `minimum` cost."""
+    if len(wrapped) != WRAPPED_KEY_BYTES:
+        raise DropboxError("the wrapped secret key is not in the expected format")
+    try:
+        wrap_parameters(wrapped, minimum=minimum)
+    except DecryptionError:
+        raise DropboxError(
+            "the wrapped secret key's header is not valid, or its key derivation is weaker than"
+            f" this server requires ({minimum.iterations} passes,"
+            f" {minimum.memory_bytes // 1024} KiB)"
+        ) from None
+
+
+def _check_auth_key(auth_key: bytes) -> None:
+    if len(auth_key) != AUTH_KEY_BYTES:
+        raise DropboxError(f"an auth key is {AUTH_KEY_BYTES} bytes")
+
+
+# --- officers made where the passphrase is typed -------------------------------------
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the reviewer app sends at enrolment (and keeps: the secret key)."""
+
+    auth_key: bytes
+    public_key: bytes
+    wrapped_secret_key: bytes
+    secret_key: PrivateKey
+
+
+def new_credentials(passphrase: str, cost: KdfCost) -> Credentials:
+    """Make a key pair and wrap it under the passphrase, as the reviewer app does.
+
+    Runs where the passphrase is typed: never on the case server's request path.
+    """
+    salt = secrets.token_bytes(SALT_BYTES)
+    derived = derive_officer_keys(passphrase, salt, cost)
+    secret_key = generate_keypair()
+    return Credentials(
+        auth_key=derived.auth_key,
+        public_key=bytes(secret_key.public_key),
+        wrapped_secret_key=wrap_with_wrapping_key(secret_key, derived.wrapping_key, salt, cost),
+        secret_key=secret_key,
+    )
+
+
+def derive_auth_key(officer: Officer, passphrase: str, minimum: KdfCost) -> tuple[bytes, bytes]:
+    """(auth key, wrapping key) from the passphrase and the officer's wrap header.
+
+    Runs where the passphrase is typed (the CLI, tests), as the reviewer app does.
+    """
+    if officer.wrapped_secret_key is None:
+        raise DropboxError(f"{officer.username} has not enrolled")
+    cost, salt = wrap_parameters(officer.wrapped_secret_key, minimum=minimum)
+    derived = derive_officer_keys(passphrase, salt, cost)
+    return derived.auth_key, derived.wrapping_key
+
+
+def open_secret_key(officer: Officer, passphrase: str, minimum: KdfCost) -> PrivateKey:
+    """Unwrap the officer's secret key with their passphrase; DecryptionError if it is wrong.
+
+    Runs where the passphrase is typed (the CLI, tests), never on the case server.
+    """
+    _, wrapping_key = derive_auth_key(officer, passphrase, minimum)
+    assert officer.wrapped_secret_key is not None  # noqa: S101 - checked by derive_auth_key
+    return unwrap_with_wrapping_key(officer.wrapped_secret_key, wrapping_key)
+
+
 def add(
     session: Session,
     username: str,
@@ -89,11 +297,20 @@ def add(
     display_name: str = "",
     is_admin: bool = False,
 ) -> tuple[Officer, str]:
-    """Create an enrolled officer; return the officer and their new TOTP secret (shown once)."""
+    """Create an enrolled officer; return the officer and their new TOTP secret (shown once).
+
+    This runs where the passphrase is typed (`dropbox officer add` at the
+    server's console, the demo, tests): it derives the auth and wrapping keys
+    itself, as the reviewer app does at enrolment, and stores what the server
+    would get from the app: the auth key's verifier, the public key and the
+    wrapped secret key. The passphrase is not kept.
+    """
     check_username(username)
     check_passphrase(passphrase)
+    display_name = check_display_name(display_name)
     if session.execute(select(Officer.id).where(Officer.username == username)).first():
         raise DropboxError(f"an officer called {username!r} already exists")
+    made = new_credentials(passphrase, cost)
     officer = Officer(
         username=username,
         display_name=display_name or username,
@@ -101,147 +318,50 @@ def add(
         active=True,
         created_at=_now(),
         totp_last_counter=0,
+        auth_verifier=auth_key_verifier(made.auth_key),
+        public_key=made.public_key,
+        wrapped_secret_key=made.wrapped_secret_key,
     )
-    totp_secret = set_credentials(officer, passphrase, cost)
     session.add(officer)
     session.flush()
+    totp_secret = pyotp.random_base32()
+    _store_totp(session, officer, totp_secret)
     audit.record(
         session, actor, "officer.add", detail=f"{username}{' (administrator)' if is_admin else ''}"
     )
     return officer, totp_secret
 
 
-def set_credentials(officer: Officer, passphrase: str, cost: KdfCost) -> str:
-    """Give an officer a new key pair, passphrase and TOTP secret; return the TOTP secret."""
-    return _new_credentials(officer, passphrase, cost)[1]
+# --- signing in ------------------------------------------------------------------------
 
-
-def _new_credentials(officer: Officer, passphrase: str, cost: KdfCost) -> tuple[PrivateKey, str]:
-    """Set a new key pair, passphrase and TOTP secret; return the secret key and TOTP secret."""
-    secret_key = generate_keypair()
-    officer.public_key = bytes(secret_key.public_key)
-    officer.password_hash = password_hasher(cost).hash(passphrase)
-    officer.wrapped_secret_key = wrap_secret_key(secret_key, passphrase, cost)
-    return secret_key, enrol_totp(officer)
-
-
-def enrol_totp(officer: Officer) -> str:
-    """Give the officer a new TOTP secret, sealed to their own public key; return it."""
-    if officer.public_key is None:
-        raise DropboxError("the officer has no key pair yet")
-    secret = pyotp.random_base32()
-    _seal_totp(officer, secret)
-    officer.totp_last_counter = 0
-    return secret
-
-
-def _seal_totp(officer: Officer, secret: str) -> None:
-    if officer.public_key is None:
-        raise DropboxError("the officer has no key pair yet")
-    officer.totp_secret_sealed = bytes(
-        SealedBox(PublicKey(officer.public_key)).encrypt(secret.encode("ascii"))
-    )
-
-
-def totp_secret(officer: Officer, secret_key: PrivateKey) -> str:
-    """Open the officer's TOTP secret with their secret key."""
-    if officer.totp_secret_sealed is None:
-        raise DropboxError("the officer has not enrolled a TOTP device")
-    try:
-        return SealedBox(secret_key).decrypt(officer.totp_secret_sealed).decode("ascii")
-    except Exception as exc:
-        raise DecryptionError() from exc
-
-
-def provisioning_uri(officer: Officer, secret: str, issuer: str = "Dropbox reviewer") -> str:
-    """The otpauth:// URI an authenticator app reads from a QR code."""
-    return pyotp.TOTP(secret).provisioning_uri(name=officer.username, issuer_name=issuer)
-
-
-def unlock(officer: Officer, passphrase: str, cost: KdfCost) -> PrivateKey | None:
-    """Unwrap the officer's secret key with the passphrase; None if it is wrong.
-
-    One Argon2id derivation, whatever the outcome: the authenticated
-    unwrapping is the passphrase check (the stored hash is not verified too,
-    which would make a right passphrase cost twice a wrong one). An officer
-    without credentials costs a derivation at `cost` all the same.
-    """
-    if officer.wrapped_secret_key is None or officer.password_hash is None:
-        _dummy_derivation(passphrase, cost)
-        return None
-    try:
-        return unwrap_secret_key(officer.wrapped_secret_key, passphrase)
-    except DecryptionError:
-        return None
-
-
-def _dummy_derivation(passphrase: str, cost: KdfCost) -> None:
-    """The memory-hard work of an unwrapping, where there is nothing to unwrap."""
-    derive_key(passphrase.encode("utf-8", "surrogatepass"), secrets.token_bytes(SALT_BYTES), cost)
-
-
-def _rehash_if_cost_rose(
-    officer: Officer, passphrase: str, secret_key: PrivateKey, cost: KdfCost
-) -> None:
-    """After a full sign-in: re-hash and re-wrap at the configured cost if it changed."""
-    assert officer.password_hash is not None  # noqa: S101 - the caller unwrapped with it set
-    hasher = password_hasher(cost)
-    try:
-        stale = hasher.check_needs_rehash(officer.password_hash)
-    except argon2.exceptions.InvalidHashError:
-        stale = True
-    if stale:
-        officer.password_hash = hasher.hash(passphrase)
-        officer.wrapped_secret_key = wrap_secret_key(secret_key, passphrase, cost)
-
-
-def change_passphrase(
-    officer: Officer, secret_key: PrivateKey, new_passphrase: str, cost: KdfCost
-) -> None:
-    """Re-wrap the officer's key under a new passphrase (the key pair stays the same)."""
-    check_passphrase(new_passphrase)
-    officer.password_hash = password_hasher(cost).hash(new_passphrase)
-    officer.wrapped_secret_key = wrap_secret_key(secret_key, new_passphrase, cost)
-
-
-def list_all(session: Session) -> list[Officer]:
-    """Every officer, by username."""
-    return list(session.execute(select(Officer).order_by(Officer.username)).scalars())
-
-
-# --- signing in ----------------------------------------------------------------
-
-TOTP_STEP = 30
 ENROLMENT_VALID = timedelta(hours=72)
 # The audit actor of a failed sign-in with a username no officer has: never the typed
 # text (it may be a passphrase typed into the wrong field), and no username can be it.
 UNKNOWN_ACTOR = "(unknown)"
 
 
-@dataclass(frozen=True)
-class SignInResult:
-    """The outcome of a sign-in: the officer and key, or neither (the failure is recorded)."""
+def signin_header(session: Session, instance: Instance, username: str) -> bytes:
+    """The wrap header (cost, salt) the reviewer app derives with, before signing in.
 
-    officer: Officer | None = None
-    secret_key: PrivateKey | None = None
+    For an active, enrolled officer: the header of their wrapped key. For any
+    other name (unknown, not enrolled, deactivated): a header of the same
+    shape at the configured cost with a salt derived from the name and a
+    server secret, so it is the same at every request and tells nothing.
+    """
+    officer = _find(session, username)
+    if officer is not None and officer.active and enrolled(officer):
+        assert officer.wrapped_secret_key is not None  # noqa: S101 - enrolled
+        return bytes(officer.wrapped_secret_key[:WRAP_HEADER_BYTES])
+    return wrap_header(
+        instance.config.crypto.kdf_cost, fake_salt(instance.secrets.app_secret, username)
+    )
 
-    @property
-    def ok(self) -> bool:
-        """True if the officer may come in."""
-        return self.officer is not None and self.secret_key is not None
 
-
-def _totp_counter(secret: str, code: str, now: datetime) -> int | None:
-    """The time step whose code this is (current, previous or next), or None."""
-    code = code.strip().replace(" ", "")
-    if not (len(code) == 6 and code.isdigit()):
+def _find(session: Session, username: str) -> Officer | None:
+    """The officer called `username`; None for any text that is no username."""
+    if not USERNAME.fullmatch(username):  # no other text names an officer (or reaches the database)
         return None
-    totp = pyotp.TOTP(secret)
-    current = int(now.replace(tzinfo=UTC).timestamp()) // TOTP_STEP
-    for counter in (current - 1, current, current + 1):
-        if secrets.compare_digest(totp.generate_otp(counter), code):
-            return counter
-    return None
+    return session.execute(select(Officer).where(Officer.username == username)).scalar_one_or_none()
 
 
 def _locked_officer(session: Session, username: str) -> Officer | None:
@@ -251,7 +371,7 @@ def _locked_officer(session: Session, username: str) -> Officer | None:
     concurrent uses of one account's codes are checked one after the other and
     one code cannot be used twice.
     """
-    if not USERNAME.fullmatch(username):  # no other text names an officer (or reaches the database)
+    if not USERNAME.fullmatch(username):
         return None
     return session.execute(
         select(Officer)
@@ -261,43 +381,46 @@ def _locked_officer(session: Session, username: str) -> Officer | None:
     ).scalar_one_or_none()
 
 
+@dataclass(frozen=True)
+class SignInResult:
+    """The outcome of a sign-in: the officer, or None (the failure is recorded)."""
+
+    officer: Officer | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True if the officer may come in."""
+        return self.officer is not None
+
+
 def sign_in(
     session: Session,
     username: str,
-    passphrase: str,
+    auth_key: bytes,
     code: str,
-    cost: KdfCost,
     now: datetime | None = None,
 ) -> SignInResult:
-    """Check passphrase and TOTP code; a code already used (or older) is refused.
+    """Check the auth key and a TOTP code; a code already used (or older) is refused.
 
-    Every attempt costs exactly one Argon2id derivation and writes one audit
-    event, whether the username exists, the account is active, the
-    passphrase is right or only the code is wrong, so that neither the answer
-    nor its timing tells these apart. (Limiting attempts is the caller's:
-    journalist_interface.auth.SignInGuard, which treats every username alike.)
+    The same work for every attempt, whether the username exists, the
+    account is active and enrolled, or only the code is wrong: a check
+    against a dummy verifier and a dummy TOTP secret where there is none,
+    and one audit event either way. (Limiting attempts is the caller's:
+    case_server.signin.SignInGuard, which treats every username alike.)
     """
     now = now or _now()
     officer = _locked_officer(session, username)
-    usable = officer is not None and officer.active and officer.totp_secret_sealed is not None
-    if officer is not None and usable:
-        secret_key = unlock(officer, passphrase, cost)
-    else:
-        _dummy_derivation(passphrase, cost)
-        secret_key = None
-    counter = None
-    if officer is not None and secret_key is not None:
-        counter = _totp_counter(totp_secret(officer, secret_key), code, now)
-    if officer is None or secret_key is None or counter is None:
+    usable = officer is not None and officer.active and enrolled(officer)
+    key_ok = _check_auth(officer if usable else None, auth_key)
+    secret = _open_totp(session, officer) if officer is not None and usable else None
+    counter = _totp_counter(secret or _DUMMY_TOTP, code, now)
+    if officer is None or not usable or not key_ok or secret is None or counter is None:
         return _failed(session, officer)
     if counter <= officer.totp_last_counter:
         return _failed(session, officer)
     officer.totp_last_counter = counter
-    # Only now, with the code checked too: the extra work of a re-hash says nothing
-    # an attacker did not already know.
-    _rehash_if_cost_rose(officer, passphrase, secret_key, cost)
     audit.record(session, officer.username, "officer.sign_in")
-    return SignInResult(officer=officer, secret_key=secret_key)
+    return SignInResult(officer=officer)
 
 
 def _failed(session: Session, officer: Officer | None) -> SignInResult:
@@ -307,7 +430,7 @@ def _failed(session: Session, officer: Officer | None) -> SignInResult:
     return SignInResult()
 
 
-def confirm_action(session: Session, officer: Officer, secret_key: PrivateKey, code: str) -> bool:
+def confirm_action(session: Session, officer: Officer, code: str) -> bool:
     """An administrator's confirmation: a fresh code of their own, burned as at sign-in.
 
     The officer's row is locked first, so that one code cannot confirm two
@@ -317,30 +440,90 @@ def confirm_action(session: Session, officer: Officer, secret_key: PrivateKey, c
     locked = _locked_officer(session, officer.username)
     if locked is None or not locked.active or locked.id != officer.id:
         return False
-    return confirm_totp(locked, secret_key, code)
+    return _burn(session, locked, code)
 
 
-def replace_totp(session: Session, officer: Officer, new_secret: str, code: str) -> bool:
-    """Switch to a new TOTP device once a code from it checks out (that code is burned)."""
-    counter = _totp_counter(new_secret, code, _now())
+# --- the signed-in officer's own credentials -------------------------------------------
+
+WRONG_KEY_OR_CODE = "the passphrase or the code is not right; a code works only once"
+
+
+def change_passphrase(
+    session: Session,
+    officer: Officer,
+    auth_key: bytes,
+    code: str,
+    new_auth_key: bytes,
+    new_wrapped: bytes,
+    *,
+    minimum: KdfCost,
+    keep_id_hash: bytes | None = None,
+) -> None:
+    """Replace the verifier and the wrapped key (re-wrapped on the officer's machine).
+
+    Needs the current auth key and a fresh TOTP code (burned). The key pair
+    stays the same; the server cannot check that the new wrap holds it, only
+    that its header parses at no less than `minimum` cost. The officer's
+    other sessions and tokens end (all but `keep_id_hash`). DropboxError
+    saying why if refused.
+    """
+    _check_auth_key(new_auth_key)
+    _check_wrapped(new_wrapped, minimum)
+    locked = _locked_officer(session, officer.username)
+    if locked is None or not locked.active or not enrolled(locked):
+        raise DropboxError(WRONG_KEY_OR_CODE)
+    key_ok = _check_auth(locked, auth_key)
+    if not (_burn(session, locked, code) and key_ok):
+        raise DropboxError(WRONG_KEY_OR_CODE)
+    locked.auth_verifier = auth_key_verifier(new_auth_key)
+    locked.wrapped_secret_key = new_wrapped
+    end_sessions(session, locked, keep_id_hash)
+    audit.record(session, locked.username, "officer.passphrase")
+
+
+def replace_totp(
+    session: Session, officer: Officer, auth_key: bytes, secret: str, code: str
+) -> None:
+    """Switch to a new TOTP secret once a code from it checks out (that code is burned).
+
+    Needs the current auth key too: a stolen token alone cannot move the
+    second factor to another device. DropboxError saying why if refused.
+    """
+    secret = check_totp_secret(secret)
+    locked = _locked_officer(session, officer.username)
+    if locked is None or not locked.active or not _check_auth(locked, auth_key):
+        raise DropboxError("the passphrase is not right")
+    counter = _totp_counter(secret, code, _now())
     if counter is None:
-        return False
-    _seal_totp(officer, new_secret)
-    officer.totp_last_counter = counter
-    audit.record(session, officer.username, "officer.totp_reenrol")
-    return True
+        raise DropboxError("that code is not right for the new secret; wait for the next one")
+    _store_totp(session, locked, secret)
+    locked.totp_last_counter = counter
+    audit.record(session, locked.username, "officer.totp_reenrol")
 
 
-def confirm_totp(officer: Officer, secret_key: PrivateKey, code: str) -> bool:
-    """Check a code from a newly enrolled device, and burn it."""
-    counter = _totp_counter(totp_secret(officer, secret_key), code, _now())
-    if counter is None or counter <= officer.totp_last_counter:
-        return False
-    officer.totp_last_counter = counter
-    return True
+# --- enrolment, re-invitation and deactivation -----------------------------------------
+
+ENROLMENT_REFUSED = "that username and enrolment code do not match, or the code expired"
 
 
-# --- enrolment and deactivation --------------------------------------------------
+def _new_code() -> str:
+    from crypto.recovery import generate_passphrase
+
+    return "-".join(generate_passphrase().split()[:5])
+
+
+def _code_hash(session: Session, code: str) -> str:
+    """A keyed hash of an enrolment code (keyed by an instance secret, not in the database)."""
+    text = code.strip().lower().replace(" ", "-").encode("utf-8", "surrogatepass")
+    key = _instance_key(session, b"dropbox-enrolcod")
+    return hashlib.blake2b(text, key=key, digest_size=32).hexdigest()
+
+
+def _set_code(session: Session, officer: Officer) -> str:
+    code = _new_code()
+    officer.enrolment_code_hash = _code_hash(session, code)
+    officer.enrolment_expires_at = _now() + ENROLMENT_VALID
+    return code
 
 
 def create_enrolment(
@@ -348,17 +531,14 @@ def create_enrolment(
     username: str,
     display_name: str,
     is_admin: bool,
-    cost: KdfCost,
     actor: str,
 ) -> tuple[Officer, str]:
     """Create an officer who must enrol with a one-time code; return the officer and the code."""
-    from crypto.recovery import generate_passphrase
-
+    username = normalise_username(username)
     check_username(username)
     display_name = check_display_name(display_name)
     if session.execute(select(Officer.id).where(Officer.username == username)).first():
         raise DropboxError(f"an officer called {username!r} already exists")
-    code = "-".join(generate_passphrase().split()[:5])
     officer = Officer(
         username=username,
         display_name=display_name or username,
@@ -366,58 +546,118 @@ def create_enrolment(
         active=True,
         created_at=_now(),
         totp_last_counter=0,
-        failed_logins=0,
-        enrolment_code_hash=password_hasher(cost).hash(code),
-        enrolment_expires_at=_now() + ENROLMENT_VALID,
     )
+    code = _set_code(session, officer)
     session.add(officer)
     session.flush()
-    audit.record(session, actor, "officer.invite", detail=username)
+    audit.record(
+        session,
+        actor,
+        "officer.invite",
+        detail=f"{username}{' (administrator)' if is_admin else ''}",
+    )
     return officer, code
 
 
-def complete_enrolment(
-    session: Session, username: str, code: str, passphrase: str, cost: KdfCost
-) -> tuple[Officer, PrivateKey, str]:
-    """Turn an enrolment code into credentials; return the officer, key and TOTP secret."""
-    check_passphrase(passphrase)
-    refused = DropboxError("that username and enrolment code do not match, or the code expired")
-    officer = None
-    if USERNAME.fullmatch(username):  # no other text names an officer (or reaches the database)
-        officer = session.execute(
-            select(Officer).where(Officer.username == username)
-        ).scalar_one_or_none()
+def reinvite(session: Session, officer: Officer, actor: str) -> str:
+    """A new enrolment code for an existing officer; their old credentials and grants go.
+
+    For a forgotten passphrase, a lost key, or an officer made before the
+    reviewer app (migration 0002). Their sessions end; an administrator
+    grants their offices again after they enrol.
+    """
+    if not officer.active:
+        raise DropboxError(f"{officer.username} is deactivated")
+    _clear_credentials(session, officer)
+    code = _set_code(session, officer)
+    audit.record(session, actor, "officer.reinvite", detail=officer.username)
+    return code
+
+
+def _clear_credentials(session: Session, officer: Officer) -> None:
+    officer.auth_verifier = None
+    officer.public_key = None
+    officer.wrapped_secret_key = None
+    officer.totp_secret_sealed = None
+    officer.totp_last_counter = 0
+    session.execute(delete(OfficeGrant).where(OfficeGrant.officer_id == officer.id))
+    end_sessions(session, officer)
+
+
+def check_enrolment(session: Session, username: str, code: str) -> Officer:
+    """The officer this one-time code enrols now; DropboxError (alike for every cause) if none."""
+    officer = _find(session, normalise_username(username))
+    given = _code_hash(session, code)
+    stored = officer.enrolment_code_hash if officer is not None else None
+    # Compared whether or not there is a code to compare with: the same work either way.
+    matches = hmac.compare_digest(given, stored or "0" * len(given))
     pending = (
         officer is not None
         and officer.active
-        and officer.enrolment_code_hash is not None
+        and stored is not None
         and officer.enrolment_expires_at is not None
         and officer.enrolment_expires_at >= _now()
     )
-    if officer is None or officer.enrolment_code_hash is None or not pending:
-        # The work of a check all the same: timing does not tell which usernames
-        # have an enrolment waiting.
-        _dummy_derivation(code.strip().lower(), cost)
-        raise refused
+    if officer is None or not pending or not matches:
+        raise DropboxError(ENROLMENT_REFUSED)
+    return officer
+
+
+def complete_enrolment(
+    session: Session,
+    username: str,
+    code: str,
+    auth_key: bytes,
+    public_key: bytes,
+    wrapped: bytes,
+    totp_secret: str,
+    totp_code: str,
+    *,
+    minimum: KdfCost,
+) -> Officer:
+    """Turn a one-time enrolment code into credentials made on the officer's machine.
+
+    Stores the auth key's verifier (never the key), the public key, the
+    wrapped secret key (opaque here) and the TOTP secret (encrypted under the
+    instance's key) once a code from that secret checks out. The enrolment
+    code then stops working. DropboxError saying why if refused.
+    """
+    officer = check_enrolment(session, username, code)
+    _check_auth_key(auth_key)
+    if len(public_key) != PUBLIC_KEY_BYTES:
+        raise DropboxError(f"a public key is {PUBLIC_KEY_BYTES} bytes")
     try:
-        password_hasher(cost).verify(officer.enrolment_code_hash, code.strip().lower())
-    except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
-        raise refused from None
-    key, secret = _new_credentials(officer, passphrase, cost)
+        PublicKey(public_key)
+    except (nacl.exceptions.CryptoError, ValueError, TypeError):
+        raise DropboxError("that is not a public key") from None
+    _check_wrapped(wrapped, minimum)
+    secret = check_totp_secret(totp_secret)
+    counter = _totp_counter(secret, totp_code, _now())
+    if counter is None:
+        raise DropboxError(
+            "that code is not right for the new authenticator; wait for the next one and try again"
+        )
+    officer.auth_verifier = auth_key_verifier(auth_key)
+    officer.public_key = bytes(public_key)
+    officer.wrapped_secret_key = bytes(wrapped)
+    _store_totp(session, officer, secret)
+    officer.totp_last_counter = counter
     officer.enrolment_code_hash = None
     officer.enrolment_expires_at = None
     audit.record(session, officer.username, "officer.enrol")
-    return officer, key, secret
+    return officer
 
 
 def end_sessions(session: Session, officer: Officer, keep_id_hash: bytes | None = None) -> None:
-    """End the officer's sessions and API tokens (all, or all but the current session)."""
+    """End the officer's sessions and API tokens (all, or all but the one given)."""
     end_officer_sessions(session, officer.id, keep_id_hash)
 
 
 def deactivate(session: Session, officer: Officer, actor: str) -> None:
     """Deactivate an officer: their sessions end and their office grants are removed."""
     officer.active = False
+    officer.enrolment_code_hash = None
+    officer.enrolment_expires_at = None
     end_sessions(session, officer)
     session.execute(delete(OfficeGrant).where(OfficeGrant.officer_id == officer.id))
     audit.record(session, actor, "officer.deactivate", detail=officer.username)

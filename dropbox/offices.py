@@ -1,4 +1,9 @@
-"""Offices: creating their key pairs, recovery files, and granting officers access."""
+"""Offices: creating their key pairs, recovery files, and granting officers access.
+
+`grant` seals an office key held in this process (the CLI's bootstrap from a
+recovery file, the demo, tests); the case server only stores a key sealed on
+an officer's machine (`store_grant`).
+"""
 
 from __future__ import annotations
 
@@ -245,6 +250,50 @@ def grant(
             officer_id=officer.id,
             office_code=code,
             sealed_office_key=sealed,
+            granted_by_id=granted_by.id if granted_by else None,
+            granted_at=_now(),
+        )
+        session.add(result)
+    audit.record(session, actor, "office.grant", detail=f"{code} to {officer.username}")
+    return result
+
+
+# An office's 32-byte secret key in a libsodium sealed box: ephemeral public key and MAC.
+SEALED_OFFICE_KEY_BYTES = 48 + 32
+
+
+def store_grant(
+    session: Session,
+    code: str,
+    officer: Officer,
+    sealed: bytes,
+    actor: str,
+    granted_by: Officer | None = None,
+) -> OfficeGrant:
+    """Store an office key sealed to an officer, as the granting officer's machine sealed it.
+
+    The case server holds no office key: the reviewer app of an officer who
+    holds one (or an administrator with the recovery file) seals it to the
+    new officer's public key after checking that key against the fingerprint
+    the officer read out. Here only the shape is checked: the server cannot
+    open it. The officer must be enrolled and active.
+    """
+    get(session, code)
+    if len(sealed) != SEALED_OFFICE_KEY_BYTES:
+        raise DropboxError("the sealed office key is not in the expected format")
+    if officer.public_key is None or officer.auth_verifier is None or not officer.active:
+        raise DropboxError(f"{officer.username} has not finished enrolment or is deactivated")
+    existing = session.get(OfficeGrant, (officer.id, code))
+    if existing is not None:
+        existing.sealed_office_key = bytes(sealed)
+        existing.granted_by_id = granted_by.id if granted_by else None
+        existing.granted_at = _now()
+        result = existing
+    else:
+        result = OfficeGrant(
+            officer_id=officer.id,
+            office_code=code,
+            sealed_office_key=bytes(sealed),
             granted_by_id=granted_by.id if granted_by else None,
             granted_at=_now(),
         )

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from dropbox.database import (
+    INITIAL_REVISION,
     alembic_config,
     create_schema,
     current_revision,
@@ -114,7 +115,12 @@ def test_initialise_and_open_bring_the_schema_to_head(instance: Instance) -> Non
 def test_a_database_made_before_migrations_is_adopted(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'old.sqlite3'}")
     try:
-        Base.metadata.create_all(engine)  # how instances were made before Alembic
+        # How instances were made before Alembic: create_all of the models of then,
+        # which revision 0001 reproduces exactly; only the version table is missing.
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), INITIAL_REVISION)
+            connection.execute(text("DROP TABLE alembic_version"))
+        assert "alembic_version" not in table_names(engine)
         create_schema(engine)
         with engine.connect() as connection:
             assert current_revision(connection) == head_revision()
@@ -192,3 +198,104 @@ def test_db_upgrade_names_an_unreachable_database_in_one_line(tmp_path: Path) ->
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dropbox: database error:"), result.stderr
+
+
+def test_officers_made_before_the_reviewer_app_keep_their_rows_and_must_re_enrol(
+    tmp_path: Path,
+) -> None:
+    """0001 -> head: the passphrase hash goes, and with it every credential, grant and session."""
+    from datetime import datetime
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    try:
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "0001")
+        now = datetime(2026, 1, 2, 3, 4, 5)
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO officers (id, username, display_name, is_admin, active,"
+                    " password_hash, public_key, wrapped_secret_key, totp_secret_sealed,"
+                    " totp_last_counter, failed_logins, failed_window_start,"
+                    " enrolment_code_hash, enrolment_expires_at, created_at) VALUES"
+                    " (7, 'amina', 'Amina', 1, 1, '$argon2id$v=19$old', :pk, :wrapped,"
+                    " :totp, 1234, 2, :now, 'pending', :now, :now)"
+                ),
+                {"pk": b"k" * 32, "wrapped": b"w" * 90, "totp": b"t" * 70, "now": now},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO offices (code, name, public_key, created_at)"
+                    " VALUES ('ECO', 'Ethics', :pk, :now)"
+                ),
+                {"pk": b"o" * 32, "now": now},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO office_grants (officer_id, office_code, sealed_office_key,"
+                    " granted_by_id, granted_at) VALUES (7, 'ECO', :sealed, NULL, :now)"
+                ),
+                {"sealed": b"s" * 80, "now": now},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO officer_sessions (id_hash, officer_id, state, last_seen_at,"
+                    " expires_at) VALUES (:id, 7, :state, :now, :now)"
+                ),
+                {"id": b"i" * 32, "state": b"holds a secret key", "now": now},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO audit_events (id, at, actor, action, report_id, detail,"
+                    " prev_hash, hash) VALUES (1, :now, 'amina', 'officer.sign_in', NULL, '',"
+                    " :h, :h)"
+                ),
+                {"now": now, "h": bytes(32)},
+            )
+
+        assert upgrade_schema(engine) == head_revision()
+        assert schema_differences(engine) == []
+        with engine.connect() as connection:
+            columns = {c["name"] for c in inspect(connection).get_columns("officers")}
+            assert "auth_verifier" in columns
+            assert not {"password_hash", "failed_logins", "failed_window_start"} & columns
+            row = connection.execute(
+                text(
+                    "SELECT username, display_name, is_admin, active, auth_verifier, public_key,"
+                    " wrapped_secret_key, totp_secret_sealed, totp_last_counter,"
+                    " enrolment_code_hash, enrolment_expires_at FROM officers WHERE id = 7"
+                )
+            ).one()
+            assert tuple(row) == ("amina", "Amina", 1, 1, None, None, None, None, 0, None, None)
+            assert connection.execute(text("SELECT count(*) FROM office_grants")).scalar() == 0
+            assert connection.execute(text("SELECT count(*) FROM officer_sessions")).scalar() == 0
+            # The office and the officer's audit history stay.
+            assert connection.execute(text("SELECT count(*) FROM offices")).scalar() == 1
+            assert connection.execute(text("SELECT actor FROM audit_events")).scalar() == "amina"
+
+        # Down again to 0001 and back: both directions work with the row in place.
+        with engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0001")
+        assert upgrade_schema(engine) == head_revision()
+        assert schema_differences(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_an_instance_made_before_the_totp_key_gets_one_when_opened(instance: Instance) -> None:
+    import json
+
+    from dropbox.instance import SECRETS_FILE, load_secrets
+
+    path = instance.config.data_dir / SECRETS_FILE
+    document = json.loads(path.read_text())
+    del document["totp_key"]
+    path.write_text(json.dumps(document))
+    assert load_secrets(instance.config.data_dir).totp_key is None
+    again = Instance.open(instance.config)
+    try:
+        key = load_secrets(instance.config.data_dir).totp_key
+        assert key is not None and len(key) == 32
+        assert again.secrets.totp_key == key
+    finally:
+        again.close()
