@@ -60,7 +60,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 
-from dropbox import audit, casework
+from dropbox import audit, cases
 from dropbox.config import Config
 from dropbox.database import current_revision, head_revision, make_engine, upgrade_schema
 from dropbox.errors import DropboxError
@@ -570,13 +570,13 @@ def purge(instance: Instance, *, dry_run: bool, now: datetime | None = None) -> 
                 or report.closed_at >= cutoff
             ):
                 continue
-            blobs = casework.shred_report(
+            blobs = cases.shred_report(
                 session,
                 report,
                 RETENTION_ACTOR,
                 "report.purge",
                 detail=f"closed {entry.closed_on.isoformat()}; kept {days} days",
             )
-        casework.remove_blobs(instance, blobs)
+        cases.remove_blobs(instance, blobs)
         purged.append(entry)
     return purged

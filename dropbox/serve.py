@@ -138,7 +138,9 @@ def app_factory(config: Config, interface: str) -> Callable[[], Flask]:
         if interface == "source":
             from source_interface import create_app
         else:
-            from journalist_interface import create_app
+            # The [reviewer] section configures the case server: what the reviewer
+            # onion service reaches. The reviewer app runs on officers' machines.
+            from case_server import create_app
         return create_app(config)
 
     return build

@@ -1,0 +1,335 @@
+"""Reports under /api/v2: the inbox, sealed threads, and what officers do with a report.
+
+Nothing here decrypts. A report is served to officers of the office handling
+it, or of an office that kept a copy after referring it; anyone else is told
+it does not exist (404). Only the handling office may act on it (403 for a
+kept copy), except to reveal the identity (which a kept copy may, with its
+reason sealed to both offices) and to record what its officer's machine
+found. The database work is in dropbox/cases.py; this module reads requests
+and writes answers, in the shapes journalist_interface/client.py parses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
+
+from flask import Blueprint, Flask, Response, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy.orm import Session
+
+from case_server import tokens, wire
+from case_server.errors import ApiError
+from dropbox import access, cases, inbox
+from dropbox.config import Config
+from dropbox.models import Officer, Report, Status
+
+PREFIX = "/api/v2"
+# Streamed in pieces this large.
+CHUNK_BYTES = 64 * 1024
+NOT_HANDLING = "your office keeps a copy of this report to read; it cannot act on it"
+
+
+def _filters(config: Config) -> inbox.Filters:
+    """The inbox filters from the query string; unknown values are refused, not ignored."""
+    args = request.args
+    status = args.get("status", "")
+    if status and status not in set(Status):
+        raise ApiError(400, f"unknown status {status!r}")
+    category = args.get("category", "")
+    if category and category not in {c.code for c in config.categories}:
+        raise ApiError(400, f"unknown category {category!r}")
+    sort = args.get("sort", "") or "received"
+    if sort not in inbox.SORTS:
+        raise ApiError(400, f"'sort' must be one of {', '.join(inbox.SORTS)}")
+    raw_page = args.get("page", "") or "1"
+    digits = raw_page.lstrip("0")  # isascii: isdigit alone also takes digits int() refuses ("²")
+    if not (raw_page.isascii() and raw_page.isdigit()) or not digits:
+        raise ApiError(400, "'page' must be a whole number from 1")
+    return inbox.Filters(
+        status=status,
+        category=category,
+        mine=wire.flag("mine"),
+        overdue=wire.flag("overdue"),
+        urgent=wire.flag("urgent"),
+        sort=sort,
+        page=int(digits) if len(digits) <= 9 else 10**9,  # beyond the last: the last is shown
+    )
+
+
+def _new_sealed(data: Any, what: str) -> cases.NewSealed:
+    """An item sealed on the officer's machine, from its JSON (client.NewItem.json)."""
+    if not isinstance(data, dict):
+        raise ApiError(400, f"'{what}' must be an object")
+    item_id = wire.text(data, "item_id")
+    size = wire.integer(data, "size")
+    assert size is not None  # noqa: S101 - not nullable
+    return cases.NewSealed(
+        item_id=item_id,
+        size=size,
+        key_block=wire.binary(data, "key_block"),
+        body=wire.binary(data, "body"),
+    )
+
+
+# --- answers -----------------------------------------------------------------------
+
+
+def _row(row: inbox.Row) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "designation": row.designation,
+        "office": row.office_code,
+        "category": row.category,
+        "status": row.status,
+        "urgent": row.urgent,
+        "received": wire.day(row.received_at),
+        "last_activity": wire.time(row.last_activity_at),
+        "acknowledge_due": wire.day(row.acknowledge_due),
+        "feedback_due": wire.day(row.feedback_due),
+        "acknowledged": row.acknowledged,
+        "acknowledge_overdue": row.acknowledge_overdue,
+        "feedback_overdue": row.feedback_overdue,
+        "assignee": row.assignee,
+        "unread": row.unread,
+    }
+
+
+def _person(person: tuple[int, str]) -> dict[str, Any]:
+    return {"id": person[0], "display_name": person[1]}
+
+
+def _item(sealed: cases.SealedItem) -> dict[str, Any]:
+    item = sealed.item
+    return {
+        "id": item.id,
+        "seq": item.seq,
+        "kind": item.kind,
+        "author": sealed.author,
+        "created_at": wire.time(item.created_at),
+        "size": item.size,
+        "deleted_by_source": item.deleted_by_source,
+        "unread": sealed.unread,
+        "key_block": wire.b64(item.key_block),
+        "body_length": sealed.body_length,
+        "body": wire.b64(sealed.body) if sealed.body is not None else None,
+        "head": wire.b64(sealed.head) if sealed.head is not None else None,
+    }
+
+
+def _bundle(
+    db: Session, officer: Officer, report: Report, items: list[cases.SealedItem]
+) -> dict[str, Any]:
+    assignee = db.get(Officer, report.assignee_id) if report.assignee_id else None
+    handling = access.handles(db, officer, report)
+    reading = access.reading_office(db, officer, report)
+    return {
+        "id": report.id,
+        "designation": report.designation,
+        "office": report.office_code,
+        "category": report.category,
+        "status": report.status,
+        "outcome": report.outcome,
+        "urgent": report.urgent,
+        "received": wire.day(report.received_at),
+        "last_activity": wire.time(report.last_activity_at),
+        "acknowledge_due": wire.day(report.acknowledge_due),
+        "feedback_due": wire.day(report.feedback_due),
+        "acknowledged_at": wire.time(report.acknowledged_at),
+        "closed_at": wire.time(report.closed_at),
+        "assignee_id": report.assignee_id,
+        "assignee": assignee.display_name if assignee else None,
+        "source_public_key": wire.b64(report.source_public_key),
+        "reading_office": reading,
+        "handling": handling,
+        "shared_up_to": cases.shared_up_to(db, report, reading),
+        "shared_with": cases.shared_with(db, report),
+        "next_statuses": cases.next_statuses(report) if handling else [],
+        "status_changes": [
+            {
+                "from_status": change.from_status,
+                "to_status": change.to_status,
+                "outcome": change.outcome,
+                "at": wire.time(change.at),
+                "officer": name,
+            }
+            for change, name in cases.status_changes(db, report)
+        ],
+        "assignees": [_person(p) for p in cases.assignees(db, [report.office_code])],
+        "items": [_item(i) for i in items],
+    }
+
+
+def _stream(blob: BinaryIO) -> Iterator[bytes]:
+    with blob:
+        while chunk := blob.read(CHUNK_BYTES):
+            yield chunk
+
+
+# --- the routes ---------------------------------------------------------------------
+
+
+def register_reports(app: Flask, config: Config) -> None:
+    """Attach the report routes under /api/v2 (bearer tokens, no cookies)."""
+    bp = Blueprint("reports", __name__, url_prefix=PREFIX)
+
+    def _acting(db: Session, caller: int, report_id: str) -> tuple[Officer, Report]:
+        """The officer and the report they act on: 404 if they may not see it, 403 for a copy."""
+        officer = tokens.load_officer(db, caller)
+        report = access.report_for(db, officer, report_id)
+        if not access.handles(db, officer, report):
+            raise ApiError(403, NOT_HANDLING)
+        return officer, report
+
+    def _reading(db: Session, caller: int, report_id: str) -> tuple[Officer, Report]:
+        """The officer and a report they may see (handling it or through a kept copy)."""
+        officer = tokens.load_officer(db, caller)
+        return officer, access.report_for(db, officer, report_id)
+
+    @bp.get("/reports")
+    def list_reports() -> ResponseReturnValue:
+        """The inbox: reports of the officer's offices, filtered, sorted and paged."""
+        caller = tokens.officer_id()
+        filters = _filters(config)
+        today = datetime.now(UTC).date()
+        with tokens.instance().sessions() as db:
+            officer = tokens.load_officer(db, caller)
+            codes = access.office_codes(db, officer)
+            page = inbox.list_reports(db, officer, codes, filters, today)
+            people = cases.assignees(db, codes)
+        return {
+            "rows": [_row(r) for r in page.rows],
+            "total": page.total,
+            "page": page.page,
+            "pages": page.pages,
+            "assignees": [_person(p) for p in people],
+        }
+
+    @bp.get("/reports/<report_id>")
+    def get_report(report_id: str) -> ResponseReturnValue:
+        """The report and its sealed thread; marks it read and records `report.read`."""
+        caller = tokens.officer_id()
+        with tokens.instance().sessions.begin() as db:
+            officer, report = _reading(db, caller, report_id)
+            items = cases.thread(tokens.instance(), db, officer, report)
+            return _bundle(db, officer, report, items)
+
+    @bp.get("/reports/<report_id>/items/<item_id>/body")
+    def item_body(report_id: str, item_id: str) -> ResponseReturnValue:
+        """A file item's ciphertext, streamed; recorded as `file.download`."""
+        caller = tokens.officer_id()
+        with tokens.instance().sessions.begin() as db:
+            officer, report = _reading(db, caller, report_id)
+            opened = cases.file_body(tokens.instance(), db, officer, report, item_id)
+        if opened is None:  # the damage is recorded (committed above)
+            raise ApiError(
+                422, "this file is damaged: its content is missing from the store", damaged=True
+            )
+        blob, length = opened
+        response = Response(_stream(blob), mimetype="application/octet-stream")
+        response.headers["Content-Length"] = str(length)
+        response.headers["Content-Disposition"] = "attachment"
+        return response
+
+    @bp.post("/reports/<report_id>/items")
+    def add_item(report_id: str) -> ResponseReturnValue:
+        """Store a reply or a note sealed on the officer's machine."""
+        caller = tokens.officer_id()
+        data = wire.json_body()
+        kind = wire.text(data, "kind")
+        new = _new_sealed(data, "item")
+        with tokens.instance().sessions.begin() as db:
+            officer, report = _acting(db, caller, report_id)
+            item = cases.add_item(tokens.instance(), db, officer, report, kind, new)
+            answer = {"id": item.id, "seq": item.seq}
+        return answer, 201
+
+    @bp.post("/reports/<report_id>/reveal")
+    def reveal(report_id: str) -> ResponseReturnValue:
+        """Store the sealed reason, record `identity.reveal`, and send the identity items."""
+        caller = tokens.officer_id()
+        reason = _new_sealed(wire.json_body().get("reason"), "reason")
+        with tokens.instance().sessions.begin() as db:
+            officer, report = _reading(db, caller, report_id)
+            items = cases.reveal(tokens.instance(), db, officer, report, reason)
+            return {"items": [_item(i) for i in items]}
+
+    @bp.post("/reports/<report_id>/assign")
+    def assign(report_id: str) -> ResponseReturnValue:
+        """Assign the report to an officer of the handling office, or to nobody (null)."""
+        caller = tokens.officer_id()
+        assignee_id = wire.integer(wire.json_body(), "assignee_id", nullable=True)
+        with tokens.instance().sessions.begin() as db:
+            officer, report = _acting(db, caller, report_id)
+            cases.assign(db, officer, report, assignee_id)
+            return {"assignee_id": report.assignee_id}
+
+    @bp.post("/reports/<report_id>/status")
+    def change_status(report_id: str) -> ResponseReturnValue:
+        """Move the report along its lifecycle; closing needs an outcome."""
+        caller = tokens.officer_id()
+        data = wire.json_body()
+        to_status = wire.text(data, "status")
+        outcome = wire.text(data, "outcome", required=False) or None
+        with tokens.instance().sessions.begin() as db:
+            officer, report = _acting(db, caller, report_id)
+            cases.change_status(db, officer, report, to_status, outcome)
+            return {"status": report.status, "outcome": report.outcome}
+
+    @bp.post("/reports/<report_id>/refer")
+    def refer(report_id: str) -> ResponseReturnValue:
+        """Hand the report to another office, with key blocks re-sealed on the officer's machine."""
+        caller = tokens.officer_id()
+        data = wire.json_body()
+        to_office = wire.text(data, "office")
+        keep_copy = wire.boolean(data, "keep_copy", default=False)
+        raw_blocks = data.get("key_blocks")
+        if not isinstance(raw_blocks, dict):
+            raise ApiError(400, "'key_blocks' must be an object: item id -> base64 key block")
+        key_blocks = {
+            str(item_id): wire.unb64(value, f"key_blocks.{item_id}")
+            for item_id, value in raw_blocks.items()
+        }
+        if to_office not in {o.code for o in config.offices}:
+            raise ApiError(400, f"there is no office {to_office!r} to refer to")
+        with tokens.instance().sessions.begin() as db:
+            officer, report = _acting(db, caller, report_id)
+            cases.refer(db, officer, report, to_office, keep_copy, key_blocks)
+            return {"office": report.office_code, "status": report.status}
+
+    @bp.post("/reports/<report_id>/delete")
+    def delete(report_id: str) -> ResponseReturnValue:
+        """Crypto-shred the report: key blocks destroyed, rows removed, then the blobs."""
+        caller = tokens.officer_id()
+        with tokens.instance().sessions.begin() as db:
+            officer, report = _acting(db, caller, report_id)
+            blobs = cases.delete_report(db, officer, report)
+        cases.remove_blobs(tokens.instance(), blobs)
+        return {"deleted": report_id}
+
+    @bp.post("/reports/<report_id>/events")
+    def record(report_id: str) -> ResponseReturnValue:
+        """Record what the officer's machine found: `item.damaged` or `key.mismatch`."""
+        caller = tokens.officer_id()
+        data = wire.json_body()
+        action = wire.text(data, "action")
+        detail = wire.text(data, "detail", required=False)
+        with tokens.instance().sessions.begin() as db:
+            officer, report = _reading(db, caller, report_id)
+            cases.record_event(db, officer, report, action, detail)
+        return {"recorded": action}, 201
+
+    @bp.post("/events")
+    def record_unattached() -> ResponseReturnValue:
+        """Record a `key.mismatch` the officer's machine found outside any report."""
+        caller = tokens.officer_id()
+        data = wire.json_body()
+        action = wire.text(data, "action")
+        detail = wire.text(data, "detail", required=False)
+        with tokens.instance().sessions.begin() as db:
+            officer = tokens.load_officer(db, caller)
+            cases.record_event(db, officer, None, action, detail)
+        return {"recorded": action}, 201
+
+    app.register_blueprint(bp)

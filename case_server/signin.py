@@ -1,0 +1,375 @@
+"""Signing in, enrolment and the signed-in officer's own account, under /api/v2.
+
+The passphrase never arrives here. Before signing in, the reviewer app asks
+for the officer's wrap header (`POST /signin/params`: cost and salt; a
+stable fake one for any name that is not an enrolled officer's), derives
+the auth key and the wrapping key on the officer's machine, and sends only
+the auth key and a TOTP code (`POST /signin`). Failed attempts are counted
+per username (and per known device) in the limiter's shared storage, alike
+for names that exist and names that do not (`SignInGuard`).
+
+Enrolment (`/enrol/check`, `/enrol`) turns a one-time code from an
+administrator into credentials made on the officer's machine. `/me` gives
+the app what it opens locally: the wrapped secret key and the office keys
+sealed to the officer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, request
+from flask_limiter import Limiter
+from itsdangerous import BadData, URLSafeTimedSerializer
+from limits import RateLimitItemPerSecond
+from limits.storage import Storage
+from limits.strategies import FixedWindowRateLimiter
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from case_server import tokens
+from case_server.errors import ApiError
+from case_server.wire import b64, binary, json_body, text
+from dropbox import audit, officers
+from dropbox.config import Config
+from dropbox.errors import DropboxError
+from dropbox.models import Office, OfficeGrant, Officer, Outcome, Status
+from dropbox.sessions import token_id_hash
+
+PREFIX = "/api/v2"
+MAX_USERNAME_CHARS = 256
+SIGNIN_REFUSED = "the username, passphrase or code is not right; a code works only once"
+
+
+# --- failed sign-ins: counted alike for every username, never against a known device ---
+
+FAILURES_BEFORE_LOCK = 5
+LOCK_WINDOW = timedelta(minutes=1)
+DEVICE_LIFETIME = timedelta(days=180)
+_ATTEMPTS = RateLimitItemPerSecond(
+    FAILURES_BEFORE_LOCK, int(LOCK_WINDOW.total_seconds()), namespace="dropbox-case-signin"
+)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Whose budget a sign-in attempt spends: a known device's, or its username's."""
+
+    username_digest: str
+    device_id: str | None
+
+    @property
+    def counter(self) -> tuple[str, ...]:
+        """The limiter identifiers of that budget."""
+        return ("device", self.device_id) if self.device_id else ("user", self.username_digest)
+
+
+class SignInGuard:
+    """Failed sign-ins counted per username and per device, in the limiter's shared storage.
+
+    Every attempt without a device token spends its username's budget, the
+    same whether an officer has that username or not: FAILURES_BEFORE_LOCK
+    attempts in a LOCK_WINDOW, then that username is refused (without any
+    check) until the window ends; a success clears it. A reviewer app where
+    the officer signed in before brings a signed device token bound to that
+    username, and spends that device's own budget instead: a flood against
+    the username does not reach it. Usernames are stored only as a keyed
+    digest, so the storage (Redis) does not list who was tried.
+    """
+
+    def __init__(self, storage: Storage, secret: bytes) -> None:
+        self._limiter = FixedWindowRateLimiter(storage)
+        self._key = hashlib.blake2b(secret, person=b"dropbox-casesign").digest()
+        self._devices = URLSafeTimedSerializer(secret, salt="dropbox-case-device")
+
+    def username_digest(self, username: str) -> str:
+        """A keyed digest of any text typed as a username."""
+        data = username.encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(data, key=self._key, digest_size=16).hexdigest()
+
+    def device_token(self, username: str, device_id: str | None = None) -> str:
+        """A signed token naming a device (new, or the given one) and the username it serves."""
+        return self._devices.dumps([self.username_digest(username), device_id or _new_device_id()])
+
+    def device_id(self, token: str | None, username: str) -> str | None:
+        """The device a token names, if the token is genuine, unexpired and for this username."""
+        if not token or len(token) > 512:
+            return None
+        try:
+            loaded = self._devices.loads(token, max_age=int(DEVICE_LIFETIME.total_seconds()))
+        except (BadData, UnicodeError, ValueError, TypeError):
+            return None
+        if not (isinstance(loaded, list) and len(loaded) == 2):
+            return None
+        digest, device_id = loaded
+        if not (isinstance(digest, str) and isinstance(device_id, str) and device_id):
+            return None
+        return device_id if secrets.compare_digest(digest, self.username_digest(username)) else None
+
+    def attempt(self, username: str, device_token: str | None) -> Attempt:
+        """The attempt of this username from a client with this device token (or none)."""
+        return Attempt(self.username_digest(username), self.device_id(device_token, username))
+
+    def enter(self, attempt: Attempt) -> datetime | None:
+        """Count the attempt before it runs; the end of the lock if its budget is spent."""
+        if self._limiter.hit(_ATTEMPTS, *attempt.counter):
+            return None
+        return self._until(attempt)
+
+    def locked_until(self, attempt: Attempt) -> datetime | None:
+        """After a failure: until when the budget is spent, or None if attempts remain."""
+        stats = self._limiter.get_window_stats(_ATTEMPTS, *attempt.counter)
+        return self._until(attempt) if stats.remaining == 0 else None
+
+    def succeeded(self, attempt: Attempt, username: str) -> str:
+        """After a sign-in: clear the budget spent, and give the client its device token."""
+        self._limiter.clear(_ATTEMPTS, *attempt.counter)
+        return self.device_token(username, attempt.device_id)
+
+    def budget_key(self, username: str, device_token: str | None) -> str:
+        """The rate limiter's key for a sign-in request: its own device, or everyone else."""
+        device_id = self.device_id(device_token, username)
+        return f"device:{device_id}" if device_id else "everyone"
+
+    def _until(self, attempt: Attempt) -> datetime:
+        reset = self._limiter.get_window_stats(_ATTEMPTS, *attempt.counter).reset_time
+        return datetime.fromtimestamp(reset, UTC).replace(tzinfo=None, microsecond=0)
+
+
+def _new_device_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def signin_guard() -> SignInGuard:
+    """This app's sign-in guard, over its limiter's storage (Redis when workers share one)."""
+    app = current_app
+    guard: SignInGuard | None = app.extensions.get("dropbox.case_signin_guard")
+    if guard is None:
+        guard = SignInGuard(
+            app.extensions["dropbox.limiter"].storage, tokens.instance().secrets.app_secret
+        )
+        app.extensions["dropbox.case_signin_guard"] = guard
+    return guard
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+# --- reading requests ------------------------------------------------------------------
+
+
+def username_field(data: dict[str, Any]) -> str:
+    """The typed username, as sign-in compares it (any text: unknown names are answered too)."""
+    username = officers.normalise_username(text(data, "username"))
+    if not username or len(username) > MAX_USERNAME_CHARS:
+        raise ApiError(400, f"'username' must be 1 to {MAX_USERNAME_CHARS} characters")
+    return username
+
+
+def current_token_hash() -> bytes | None:
+    """The store's id hash of the request's bearer token (to keep it when others end)."""
+    token = tokens.bearer()
+    if token is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token.encode("ascii") + b"==")
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return None
+    return token_id_hash(raw[:32]) if len(raw) == 64 else None
+
+
+# --- what the signed-in officer sees ----------------------------------------------------
+
+
+def me_json(db: Session, config: Config, officer: Officer) -> dict[str, Any]:
+    """The signed-in officer as `client.Me.parse` reads it: keys opaque, labels to show."""
+    grants = db.execute(
+        select(OfficeGrant)
+        .where(OfficeGrant.officer_id == officer.id)
+        .order_by(OfficeGrant.office_code)
+    ).scalars()
+    offices = db.execute(select(Office).order_by(Office.code)).scalars()
+    names = {o.code: o.name for o in config.offices}
+    return {
+        "id": officer.id,
+        "username": officer.username,
+        "display_name": officer.display_name,
+        "is_admin": officer.is_admin,
+        "public_key": b64(officer.public_key or b""),
+        "wrapped_secret_key": b64(officer.wrapped_secret_key or b""),
+        "grants": [
+            {"office": g.office_code, "sealed_office_key": b64(g.sealed_office_key)} for g in grants
+        ],
+        "offices": [
+            {"code": o.code, "name": names.get(o.code, o.name), "public_key": b64(o.public_key)}
+            for o in offices
+        ],
+        "categories": {c.code: c.label for c in config.categories},
+        "statuses": [s.value for s in Status],
+        "outcomes": [o.value for o in Outcome],
+    }
+
+
+def register_signin(app: Flask, config: Config) -> None:
+    """Attach sign-in, enrolment and account routes under /api/v2."""
+    bp = Blueprint("signin", __name__, url_prefix=PREFIX)
+    limiter: Limiter = app.extensions["dropbox.limiter"]
+
+    def _signin_budget() -> str:
+        """Each known device has its own budget of attempts; every other client shares one."""
+        try:
+            data = request.get_json(silent=True)
+        except RecursionError:  # nested deeper than the parser goes: the route answers 400
+            data = None
+        if not isinstance(data, dict):
+            return "everyone"
+        username = officers.normalise_username(str(data.get("username", "")))
+        device = data.get("device")
+        return signin_guard().budget_key(username, device if isinstance(device, str) else None)
+
+    @bp.post("/signin/params")
+    @limiter.limit("120/minute", key_func=_signin_budget)
+    def signin_params() -> dict[str, Any]:
+        """The wrap header to derive with: the same shape, and stable, for any name."""
+        username = username_field(json_body())
+        instance = tokens.instance()
+        with instance.readers() as db:
+            header = officers.signin_header(db, instance, username)
+        return {"header": b64(header)}
+
+    @bp.post("/signin")
+    @limiter.limit("60/minute", key_func=_signin_budget)
+    def signin() -> Any:
+        """Check the auth key and TOTP code; a token, a device token and the officer's keys."""
+        data = json_body()
+        username = username_field(data)
+        auth_key = binary(data, "auth_key")
+        code = text(data, "code")
+        device = text(data, "device", required=False)
+        guard = signin_guard()
+        attempt = guard.attempt(username, device)
+        # Counted before any work, alike for every username: a spent budget is
+        # refused at once, whether or not an officer has that username.
+        locked_until = guard.enter(attempt)
+        if locked_until is None:
+            instance = tokens.instance()
+            with instance.sessions.begin() as db:
+                result = officers.sign_in(db, username, auth_key, code)
+                if result.ok:
+                    assert result.officer is not None  # noqa: S101 - ok says so
+                    me = me_json(db, config, result.officer)
+                    officer_id = result.officer.id
+            if result.ok:
+                token = tokens.issue(instance, officer_id)
+                return {
+                    "token": token,
+                    "device": guard.succeeded(attempt, username),
+                    "me": me,
+                }
+            locked_until = guard.locked_until(attempt)
+        if locked_until is not None:
+            wait = max(1, int((locked_until - _now()).total_seconds()))
+            raise ApiError(
+                429,
+                "too many failed attempts with this username; try again after"
+                f" {locked_until.strftime('%H:%M:%S')} UTC",
+                {"Retry-After": str(wait)},
+                retry_after=wait,
+            )
+        raise ApiError(401, SIGNIN_REFUSED)
+
+    @bp.post("/signout")
+    def signout() -> Response:
+        """End the token now."""
+        instance = tokens.instance()
+        with instance.sessions.begin() as db:
+            officer = tokens.current_officer(db)
+            audit.record(db, officer.username, "officer.sign_out")
+        token = tokens.bearer()
+        if token is not None:
+            tokens.end(token, instance)
+        return Response(status=204)
+
+    @bp.post("/enrol/check")
+    @limiter.limit("20/minute")
+    def enrol_check() -> dict[str, Any]:
+        """Whether a one-time enrolment code works for this username now (nothing is used up)."""
+        data = json_body()
+        username = username_field(data)
+        code = text(data, "code")
+        with tokens.instance().readers() as db:
+            officers.check_enrolment(db, username, code)
+        return {"ok": True}
+
+    @bp.post("/enrol")
+    @limiter.limit("20/minute")
+    def enrol() -> dict[str, Any]:
+        """Store credentials made on the officer's machine; the enrolment code stops working."""
+        data = json_body()
+        username = username_field(data)
+        with tokens.instance().sessions.begin() as db:
+            officer = officers.complete_enrolment(
+                db,
+                username,
+                text(data, "enrolment_code"),
+                binary(data, "auth_key"),
+                binary(data, "public_key"),
+                binary(data, "wrapped_secret_key"),
+                text(data, "totp_secret"),
+                text(data, "totp_code"),
+                minimum=config.crypto.kdf_cost,
+            )
+            return {"ok": True, "officer_id": officer.id, "username": officer.username}
+
+    @bp.get("/me")
+    def me() -> dict[str, Any]:
+        """The signed-in officer, their opaque key material and the labels the pages show."""
+        with tokens.instance().readers() as db:
+            return me_json(db, config, tokens.current_officer(db))
+
+    @bp.post("/account/passphrase")
+    def change_passphrase() -> dict[str, Any]:
+        """Replace the verifier and the wrapped key; the officer's other tokens end."""
+        data = json_body()
+        auth_key = binary(data, "auth_key")
+        code = text(data, "code")
+        new_auth_key = binary(data, "new_auth_key")
+        new_wrapped = binary(data, "new_wrapped_secret_key")
+        with tokens.instance().sessions.begin() as db:
+            officer = tokens.current_officer(db)
+            try:
+                officers.change_passphrase(
+                    db,
+                    officer,
+                    auth_key,
+                    code,
+                    new_auth_key,
+                    new_wrapped,
+                    minimum=config.crypto.kdf_cost,
+                    keep_id_hash=current_token_hash(),
+                )
+            except DropboxError as refused:
+                db.rollback()
+                raise ApiError(400, str(refused)) from None
+        return {"ok": True}
+
+    @bp.post("/account/totp")
+    def replace_totp() -> dict[str, Any]:
+        """Replace the TOTP secret once a code from the new one checks out."""
+        data = json_body()
+        auth_key = binary(data, "auth_key")
+        secret = text(data, "secret")
+        code = text(data, "code")
+        with tokens.instance().sessions.begin() as db:
+            officer = tokens.current_officer(db)
+            officers.replace_totp(db, officer, auth_key, secret, code)
+        return {"ok": True}
+
+    app.register_blueprint(bp)
