@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/bandit -q -c pyproject.toml -r dropbox crypto source_interface journalist_interface --severity-level medium
+	$(BIN)/bandit -q -c pyproject.toml -r dropbox crypto source_interface case_server journalist_interface --severity-level medium
 
 # Chromium (Debian's, at /usr/bin/chromium) and axe-core for tests/browser.
 test-deps: $(STAMP)

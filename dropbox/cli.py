@@ -33,6 +33,8 @@ from dropbox.instance import Instance, InstanceError
 from dropbox.serve import UMASK
 from dropbox.store import write_private_file
 from dropbox.tor import tor_config
+from journalist_interface.run import reviewer as reviewer_command
+from journalist_interface.settings import load_settings
 
 ACTOR = "command line"
 
@@ -245,7 +247,12 @@ def _show_totp(username: str, secret: str, uri: str) -> None:
 @click.option("--admin", is_flag=True, help="Make the officer an office administrator.")
 @pass_state
 def officer_add(state: _State, username: str, display_name: str, admin: bool) -> None:
-    """Create officer USERNAME with a passphrase (prompted) and a TOTP secret."""
+    """Create officer USERNAME with a passphrase (prompted) and a TOTP secret.
+
+    The keys are derived here, where the passphrase is typed, as the reviewer
+    app derives them; the database gets only what the case server would.
+    Officers normally enrol themselves in their reviewer app: 'officer invite'.
+    """
     officers.check_username(username)
     passphrase = _ask_secret("Passphrase for the new officer", confirm=True)
     with state.session() as (instance, session):
@@ -266,6 +273,46 @@ def officer_add(state: _State, username: str, display_name: str, admin: bool) ->
         click.echo(f"Key fingerprint: {shown}")
         click.echo("Next, give access to an office:")
         click.echo(f'  dropbox officer grant {username} OFFICE --fingerprint "{shown}"')
+
+
+def _show_invitation(username: str, code: str, expires_at: datetime | None) -> None:
+    until = f" until {expires_at.strftime('%Y-%m-%d %H:%M')} UTC" if expires_at else ""
+    click.echo(f"Enrolment code for {username} (works once{until}): {code}")
+    click.echo(
+        "They enrol in their reviewer app (Enrol, with this username and code), then read out"
+        " their key fingerprint for 'dropbox officer grant'."
+    )
+
+
+@officer.command("invite")
+@click.argument("username")
+@click.option("--name", "display_name", default="", help="The name other officers see.")
+@click.option("--admin", is_flag=True, help="Make the officer an office administrator.")
+@click.option(
+    "--again",
+    is_flag=True,
+    help="USERNAME exists: a new code to re-enrol (their key, grants and sessions go).",
+)
+@pass_state
+def officer_invite(
+    state: _State, username: str, display_name: str, admin: bool, again: bool
+) -> None:
+    """Invite officer USERNAME to enrol in their reviewer app with a one-time code.
+
+    With --again, an existing officer (a forgotten passphrase, a lost device,
+    or an officer made before the reviewer app) gets a new code; their old
+    credentials and office grants are removed, and they are granted again
+    after enrolling.
+    """
+    with state.session() as (_, session):
+        if again:
+            if display_name or admin:
+                raise CommandError("--name and --admin are for a new officer, not with --again")
+            target = officers.get(session, officers.normalise_username(username))
+            code = officers.reinvite(session, target, ACTOR)
+        else:
+            target, code = officers.create_enrolment(session, username, display_name, admin, ACTOR)
+        _show_invitation(target.username, code, target.enrolment_expires_at)
 
 
 @officer.command("grant")
@@ -334,7 +381,7 @@ def officer_list(state: _State) -> None:
             codes = ",".join(offices.granted_codes(session, row)) or "-"
             role = "administrator" if row.is_admin else "officer"
             status = "active" if row.active else "deactivated"
-            if row.password_hash is None:
+            if not officers.enrolled(row):
                 status += ", not enrolled"
             click.echo(f"{row.username:<24} {codes:<12} {role:<14} {status}")
 
@@ -695,7 +742,11 @@ def fsck_command(state: _State, repair: bool, forget_missing: bool, grace_minute
 @click.argument("interface", type=click.Choice(["source", "reviewer"]))
 @pass_state
 def run(state: _State, interface: str) -> None:
-    """Serve the source or the reviewer interface with gunicorn."""
+    """Serve the source interface, or the case server ("reviewer"), with gunicorn.
+
+    The reviewer app, which decrypts, is not served here: officers run
+    `dropbox reviewer` on their own machines.
+    """
     from dropbox.serve import serve
 
     serve(state.config(), interface)
@@ -706,14 +757,32 @@ def run(state: _State, interface: str) -> None:
 DEMO_LOGINS = "DEMO-LOGINS.json"
 
 
-def _demo_config_text(source_port: int, reviewer_port: int) -> str:
+DEMO_REVIEWER_SETTINGS = "reviewer.toml"
+
+
+def _demo_config_text(source_port: int, case_port: int) -> str:
     return (
         "# Configuration of the local demo instance made by 'dropbox demo'.\n"
-        "# See config.example.toml for every setting.\n"
+        "# See config.example.toml for every setting. [reviewer] is the case server.\n"
         'data_dir = "."\n\n'
         f"[source]\nport = {source_port}\nworkers = 1\n\n"
-        f"[reviewer]\nport = {reviewer_port}\nworkers = 1\n"
+        f"[reviewer]\nport = {case_port}\nworkers = 1\n"
     )
+
+
+def _demo_reviewer_text(case_port: int, reviewer_port: int, pins: dict[str, str]) -> str:
+    """The reviewer app's settings, as an officer's machine would hold them."""
+    lines = [
+        "# Settings of the demo's reviewer app (the officer's side): 'dropbox reviewer'.",
+        "[reviewer]",
+        f'server = "http://127.0.0.1:{case_port}"',
+        f"port = {reviewer_port}",
+        "",
+        "# Each office's key fingerprint, as 'dropbox office create' printed it.",
+        "[pins]",
+    ]
+    lines += [f"{code} = {json.dumps(value)}" for code, value in pins.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _demo_offices_text(config: Config, pins: dict[str, str]) -> str:
@@ -735,9 +804,9 @@ def _demo_offices_text(config: Config, pins: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _create_demo(data_dir: Path, source_port: int, reviewer_port: int) -> None:
+def _create_demo(data_dir: Path, source_port: int, case_port: int, reviewer_port: int) -> None:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (data_dir / "config.toml").write_text(_demo_config_text(source_port, reviewer_port))
+    (data_dir / "config.toml").write_text(_demo_config_text(source_port, case_port))
     config = load(data_dir / "config.toml")
     instance = Instance.initialise(config)
     logins = []
@@ -788,6 +857,9 @@ def _create_demo(data_dir: Path, source_port: int, reviewer_port: int) -> None:
     # The demo runs pinned, as a real instance should: its offices' keys exist only now.
     with (data_dir / "config.toml").open("a") as handle:
         handle.write(_demo_offices_text(config, pins))
+    (data_dir / DEMO_REVIEWER_SETTINGS).write_text(
+        _demo_reviewer_text(case_port, reviewer_port, pins)
+    )
     _write_private_file(data_dir / DEMO_LOGINS, json.dumps(logins, indent=2).encode())
 
 
@@ -799,11 +871,16 @@ def _demo_passphrase() -> str:
 
 def _print_demo(data_dir: Path, config: Config) -> None:
     logins = json.loads((data_dir / DEMO_LOGINS).read_text())
+    reviewer = load_settings(data_dir / DEMO_REVIEWER_SETTINGS)
     click.echo("")
     click.echo("Dropbox demo instance (demo data only: never use these keys for real reports)")
-    click.echo(f"  data:               {data_dir.resolve()}")
-    click.echo(f"  source interface:   http://{config.source.host}:{config.source.port}/")
-    click.echo(f"  reviewer interface: http://{config.reviewer.host}:{config.reviewer.port}/")
+    click.echo(f"  data:             {data_dir.resolve()}")
+    click.echo(f"  source interface: http://{config.source.host}:{config.source.port}/")
+    click.echo(f"  reviewer app:     http://{reviewer.host}:{reviewer.port}/  (open this one)")
+    click.echo(
+        f"  case server:      http://{config.reviewer.host}:{config.reviewer.port}/api/v2/"
+        "  (the reviewer app's server: JSON only, never decrypts)"
+    )
     click.echo("")
     for login in logins:
         code = pyotp.TOTP(login["totp_secret"]).now()
@@ -827,11 +904,25 @@ def _print_demo(data_dir: Path, config: Config) -> None:
     help="Where the demo instance lives (made on first run, reused after).",
 )
 @click.option("--source-port", default=8080, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--reviewer-port", default=8081, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--reviewer-port",
+    default=8081,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="The reviewer app, which officers open.",
+)
+@click.option("--case-port", default=8082, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--no-serve", is_flag=True, help="Set up and print the logins, but start nothing.")
 @click.option("--codes", is_flag=True, help="Only print the demo officers' current TOTP codes.")
-def demo(data_dir: Path, source_port: int, reviewer_port: int, no_serve: bool, codes: bool) -> None:
-    """Create (or reuse) a local demo instance with both offices and a demo officer each."""
+def demo(
+    data_dir: Path,
+    source_port: int,
+    reviewer_port: int,
+    case_port: int,
+    no_serve: bool,
+    codes: bool,
+) -> None:
+    """Create (or reuse) a local demo: source interface, case server and reviewer app."""
     if codes:
         if not (data_dir / DEMO_LOGINS).exists():
             raise CommandError(f"no demo instance in {data_dir}; run 'dropbox demo' first")
@@ -842,18 +933,25 @@ def demo(data_dir: Path, source_port: int, reviewer_port: int, no_serve: bool, c
         if data_dir.exists() and any(data_dir.iterdir()):
             raise CommandError(f"{data_dir} exists but holds no demo; remove it or pick another")
         click.echo(f"Creating a demo instance in {data_dir} ...")
-        _create_demo(data_dir, source_port, reviewer_port)
+        _create_demo(data_dir, source_port, case_port, reviewer_port)
     config_path = data_dir / "config.toml"
     config = load(config_path)
     _print_demo(data_dir, config)
     if no_serve:
         return
-    _serve_both(config_path)
+    _serve_demo(config_path, data_dir / DEMO_REVIEWER_SETTINGS)
 
 
-def _serve_both(config_path: Path) -> None:
-    command = [sys.executable, "-m", "dropbox", "--config", str(config_path), "run"]
-    children = [subprocess.Popen([*command, name]) for name in ("source", "reviewer")]  # noqa: S603
+def _serve_demo(config_path: Path, reviewer_settings: Path) -> None:
+    """The three processes: source interface and case server (gunicorn), and the reviewer app."""
+    command = [sys.executable, "-m", "dropbox", "--config", str(config_path)]
+    children = [
+        subprocess.Popen([*command, "run", name])  # noqa: S603
+        for name in ("source", "reviewer")
+    ]
+    children.append(
+        subprocess.Popen([*command, "reviewer", "--settings", str(reviewer_settings)])  # noqa: S603
+    )
 
     def _stop(*_: object) -> None:
         for child in children:
@@ -876,6 +974,7 @@ def _serve_both(config_path: Path) -> None:
 
 
 cli.add_command(tor_config)
+cli.add_command(reviewer_command)
 
 
 # --- entry point -------------------------------------------------------------

@@ -1,0 +1,163 @@
+"""The officer's own account: key fingerprint, passphrase change, a new authenticator app.
+
+The current passphrase is checked here, by deriving from it again and
+opening the officer's wrapped key; only the authentication key derived from
+it goes to the server, which checks it as at sign-in. A new passphrase
+re-wraps the key held here: the server gets the new auth key and the new
+wrap, never the key or the passphrase.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import replace
+from typing import Any
+
+import pyotp
+from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from crypto.errors import DecryptionError
+from crypto.keys import WRAP_HEADER_BYTES, fingerprint, unwrap_with_wrapping_key
+from journalist_interface import casefile, vault
+from journalist_interface.client import ApiError, Unreachable
+from journalist_interface.signin import (
+    MIN_PASSPHRASE_CHARS,
+    code_fits,
+    normalise_code,
+    said,
+    totp_page,
+)
+
+blueprint = Blueprint("account", __name__)
+
+WRONG_CURRENT = "The current passphrase is not right."
+
+
+def register_account(app: Flask) -> None:
+    """Attach the account pages."""
+    app.register_blueprint(blueprint)
+
+
+def current_auth_key(entry: vault.Entry, passphrase: str) -> bytes | None:
+    """The auth key of `passphrase` if it is the officer's current one (checked here), else None.
+
+    The passphrase must open the officer's wrapped key to the very key this
+    session holds: a wrong one is told at once, without asking the server.
+    """
+    wrapped = entry.me.wrapped_secret_key
+    try:
+        auth_key, wrapping_key = casefile.derive_auth(
+            passphrase, wrapped[:WRAP_HEADER_BYTES], vault.settings().minimum_cost
+        )
+        opened = unwrap_with_wrapping_key(wrapped, wrapping_key)
+    except DecryptionError:
+        return None
+    if not hmac.compare_digest(bytes(opened), bytes(entry.keyring.officer_key)):
+        return None
+    return auth_key
+
+
+def _entry() -> vault.Entry:
+    entry = vault.current()
+    assert entry is not None  # noqa: S101 - the decorator sent everyone else to sign in
+    return entry
+
+
+@blueprint.get("/account")
+@vault.signed_in
+def account() -> str:
+    """The officer's own account, as the case server has it now (one round trip)."""
+    entry = _entry()
+    # Fresh from the server: grants given or taken since sign-in show, and a
+    # deactivated officer's token is refused (and they are sent to sign in).
+    entry.me = entry.client.me()
+    names = {o.code: o.name for o in entry.me.offices}
+    return render_template(
+        "account.html",
+        offices=[(g.office, names.get(g.office, g.office)) for g in entry.me.grants],
+        # Of the key this app holds, not of the server's copy of the public key:
+        # the two differ if someone swapped it there, and the administrator compares
+        # against this one.
+        key_fingerprint=fingerprint(entry.keyring.officer_key.public_key),
+    )
+
+
+@blueprint.post("/account/passphrase")
+@vault.signed_in
+def change_passphrase() -> WerkzeugResponse:
+    """Re-wrap the key under a new passphrase; other sessions end."""
+    entry = _entry()
+    settings = vault.settings()
+    new = request.form.get("new_passphrase", "")
+    if new != request.form.get("confirm_passphrase", ""):
+        flash(_("The two new passphrases differ."), "error")
+        return redirect(url_for("account.account"))
+    if len(new) < MIN_PASSPHRASE_CHARS:
+        flash(_("a passphrase needs at least %(n)s characters", n=MIN_PASSPHRASE_CHARS), "error")
+        return redirect(url_for("account.account"))
+    auth_key = current_auth_key(entry, request.form.get("current_passphrase", ""))
+    if auth_key is None:
+        flash(_(WRONG_CURRENT), "error")
+        return redirect(url_for("account.account"))
+    new_auth_key, new_wrapped = casefile.rewrap(
+        entry.keyring.officer_key, new, settings.officer_cost
+    )
+    try:
+        entry.client.change_passphrase(
+            auth_key=auth_key,
+            code=normalise_code(request.form.get("code", "")),
+            new_auth_key=new_auth_key,
+            new_wrapped_secret_key=new_wrapped,
+        )
+    except Unreachable:
+        raise
+    except ApiError as refused:
+        if refused.status in (401, 404):
+            raise
+        flash(said(refused.message), "error")
+        return redirect(url_for("account.account"))
+    entry.me = replace(entry.me, wrapped_secret_key=new_wrapped)
+    flash(_("Your passphrase was changed. Your other sessions were signed out."), "info")
+    return redirect(url_for("account.account"))
+
+
+@blueprint.post("/account/totp")
+@vault.signed_in
+def reenrol_totp() -> Any:
+    """Start setting up a new authenticator; the old one works until this is confirmed."""
+    entry = _entry()
+    auth_key = current_auth_key(entry, request.form.get("current_passphrase", ""))
+    if auth_key is None:
+        flash(_(WRONG_CURRENT), "error")
+        return redirect(url_for("account.account"))
+    entry.pending_totp = vault.PendingTotp(secret=pyotp.random_base32(), auth_key=auth_key)
+    return totp_page(entry.pending_totp.secret, entry.username, "account.confirm_totp")
+
+
+@blueprint.post("/account/totp/confirm")
+@vault.signed_in
+def confirm_totp() -> Any:
+    """Finish setting up a new authenticator with a code from it."""
+    entry = _entry()
+    pending = entry.pending_totp
+    if pending is None:
+        return redirect(url_for("account.account"))
+    code = normalise_code(request.form.get("code", ""))
+    if not code_fits(pending.secret, code):
+        error = _("That code is not right.")
+        return totp_page(pending.secret, entry.username, "account.confirm_totp", error), 400
+    try:
+        entry.client.replace_totp(auth_key=pending.auth_key, secret=pending.secret, code=code)
+    except Unreachable:
+        raise
+    except ApiError as refused:
+        if refused.status in (401, 404):
+            raise
+        error = said(refused.message)
+        page = totp_page(pending.secret, entry.username, "account.confirm_totp", error)
+        return page, 400
+    entry.pending_totp = None
+    flash(_("Your new authenticator is set up."), "info")
+    return redirect(url_for("account.account"))
