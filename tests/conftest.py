@@ -376,11 +376,39 @@ def world(instance: Instance, office_keys: dict[str, PrivateKey]) -> World:
 
 
 @pytest.fixture
-def reviewer(world: World) -> Flask:
-    """The reviewer interface over the world's instance."""
-    from journalist_interface import create_app
+def case_app(world: World) -> Flask:
+    """The case server over the world's instance (what runs on the server)."""
+    from case_server import create_app
 
     app = create_app(world.instance.config, world.instance)
+    app.config["TESTING"] = True
+    return app
+
+
+def reviewer_settings(config: Config, **overrides: Any) -> Any:
+    """Settings of a reviewer app for tests: pinned to the configured offices, cheap KDF floor."""
+    from journalist_interface.settings import ReviewerSettings
+
+    values: dict[str, Any] = {
+        "server_url": "http://case-server.test",
+        "pins": {o.code: o.fingerprint for o in config.offices if o.fingerprint},
+        "minimum_cost": CHEAP_COST,
+        "officer_cost": CHEAP_COST,
+        **overrides,
+    }
+    return ReviewerSettings(**values)
+
+
+@pytest.fixture
+def reviewer(world: World, case_app: Flask) -> Flask:
+    """The reviewer app (the officer's machine), talking to the real case server in-process."""
+    import httpx
+
+    from journalist_interface.app import create_reviewer_app
+
+    app = create_reviewer_app(
+        reviewer_settings(world.instance.config), transport=httpx.WSGITransport(app=case_app)
+    )
     app.config["TESTING"] = True
     return app
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import quote_from_bytes
 
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +20,12 @@ from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
 from tests.conftest import FIGURES
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from dropbox.instance import Instance
+    from journalist_interface.casefile import Thread
 
 # deadline=None: a request may take a while on a busy machine; derandomize and no
 # example database: every run sends the same requests and writes nothing to disk.
@@ -168,3 +175,45 @@ def assert_handled(response: TestResponse, sent: str = "", what: str = "") -> st
     assert_no_trace(body, sent)
     FIGURES.count("fuzzed requests answered below 500 and without a trace")
     return body
+
+
+# --- what an office reads: the reviewer app's own code, against the real case server ---------
+
+
+def office_reads(
+    instance: Instance,
+    case_app: Flask,
+    username: str,
+    passphrase: str,
+    totp_secret: str,
+    report_ids: Iterable[str],
+) -> dict[str, Thread]:
+    """Each report as the officer's reviewer app opens it: sign in, open the keys, decrypt.
+
+    The officer signs in to the case server as the reviewer app does (auth key
+    derived here, a TOTP code), opens their keyring with `casefile`, fetches
+    each report's sealed thread and opens it with `casefile.open_thread`.
+    """
+    import httpx
+    import pyotp
+    from sqlalchemy import update
+
+    from crypto.keys import derive_officer_keys, wrap_parameters
+    from dropbox.models import Officer
+    from journalist_interface.casefile import open_keyring, open_thread
+    from journalist_interface.client import CaseServerClient
+    from tests.conftest import CHEAP_COST
+
+    with instance.sessions.begin() as db:  # as if 30 seconds had passed since the last code
+        db.execute(update(Officer).where(Officer.username == username).values(totp_last_counter=0))
+    client = CaseServerClient(
+        "http://case-server.test", transport=httpx.WSGITransport(app=case_app)
+    )
+    try:
+        cost, salt = wrap_parameters(client.signin_parameters(username), minimum=CHEAP_COST)
+        secrets = derive_officer_keys(passphrase, salt, cost)
+        signed = client.sign_in(username, secrets.auth_key, pyotp.TOTP(totp_secret).now())
+        keyring = open_keyring(signed.me, secrets.wrapping_key)
+        return {rid: open_thread(client.report(rid), keyring) for rid in report_ids}
+    finally:
+        client.close()

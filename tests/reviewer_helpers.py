@@ -1,4 +1,12 @@
-"""A small world for reviewer tests: offices, officers of each kind, reports, and sign-in."""
+"""A small world for reviewer tests: offices, officers of each kind, reports, and sign-in.
+
+The `reviewer` fixture (tests/conftest.py) is the reviewer app, the officer's
+machine, talking to the real case server (`case_app`) in this process. Pages
+are driven here through the reviewer app's forms; case-server routes directly
+with a bearer token from a real sign-in (`api_headers`, `case_client`): the
+auth key derived from the passphrase as the app derives it, never the
+passphrase itself.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import base64
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import httpx
 import pyotp
 from flask import Flask
 from flask.testing import FlaskClient
@@ -17,12 +26,14 @@ from crypto.keys import fingerprint
 from dropbox import officers, offices
 from dropbox.instance import Instance
 from dropbox.models import Officer
+from journalist_interface.client import CaseServerClient
 from tests.conftest import CHEAP_COST
 from tests.source_helpers import csrf_token, new_codename, submit_report
 
-API = "/api/v1"
+API = "/api/v2"
 
 PASSPHRASE = "a long demo passphrase"
+CASE_BASE = "http://case-server.test"  # the reviewer settings' server_url in tests
 
 
 @dataclass
@@ -89,8 +100,7 @@ def held_fingerprint(instance: Instance, person: Person) -> str:
     with instance.sessions() as db:
         officer = db.get(Officer, person.id)
         assert officer is not None
-        key = officers.unlock(officer, person.passphrase, CHEAP_COST)
-    assert key is not None
+        key = officers.open_secret_key(officer, person.passphrase, CHEAP_COST)
     return fingerprint(key.public_key)
 
 
@@ -205,17 +215,30 @@ def chain_intact(instance: Instance) -> bool:
         return audit.verify(db).ok
 
 
-def api_headers(reviewer: Flask, world: World, role: str) -> dict[str, str]:
-    """A bearer token header for the officer of `role`."""
+def case_client(case_app: Flask, token: str | None = None) -> CaseServerClient:
+    """A client of the case server in this process (as the reviewer app makes one)."""
+    return CaseServerClient(CASE_BASE, transport=httpx.WSGITransport(app=case_app), token=token)
+
+
+def api_token(case_app: Flask, world: World, role: str) -> str:
+    """A bearer token of the officer of `role`, from a real sign-in on the case server.
+
+    Derived as the reviewer app derives (`tests/signin_helpers.derive`): only
+    the auth key and a fresh TOTP code are sent.
+    """
+    from tests.signin_helpers import sign_in as api_sign_in
+
     person = world.people[role]
-    response = reviewer.test_client().post(
-        f"{API}/token",
-        json={
-            "username": person.username,
-            "passphrase": person.passphrase,
-            "code": fresh_code(world.instance, person),
-        },
-    )
-    assert response.status_code == 200, response.get_data(as_text=True)
-    assert response.json is not None
-    return {"Authorization": f"Bearer {response.json['token']}"}
+    client = case_client(case_app)
+    try:
+        signed = api_sign_in(
+            client, person.username, person.passphrase, fresh_code(world.instance, person)
+        )
+    finally:
+        client.close()
+    return signed.token
+
+
+def api_headers(case_app: Flask, world: World, role: str) -> dict[str, str]:
+    """A bearer token header for the officer of `role` (for raw requests under API)."""
+    return {"Authorization": f"Bearer {api_token(case_app, world, role)}"}

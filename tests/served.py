@@ -1,5 +1,6 @@
 """The source interface served for real (`dropbox run source`: gunicorn), browsers for it,
-and a check of what arrived against what a browser sent.
+and a check of what arrived against what a browser sent. Also the case server (`dropbox run
+reviewer`) and the officer's reviewer app (`dropbox reviewer`) as real processes.
 
 Which worker served a request, seen from outside and without adding anything
 to the app: every request goes over a fresh TCP connection, and once a
@@ -28,8 +29,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.client import HTTPConnection
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
+from flask import Flask
 from nacl.public import PrivateKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -38,7 +41,7 @@ from werkzeug.test import encode_multipart
 
 from crypto import codenames
 from dropbox import offices, reports
-from dropbox.config import load
+from dropbox.config import Config, load
 from dropbox.instance import Instance
 from dropbox.models import Item, ItemKind
 from tests.conftest import CHEAP_COST, CHEAP_CRYPTO_TOML, free_port, new_database_url
@@ -404,3 +407,219 @@ def arrived(
     assert digest.hexdigest() == sent.file_sha256, f"{sent.file_name} differs from what was sent"
     reports.read_message_document(reports.open_item_bytes(instance, items[2], key))
     return report.id
+
+
+# --- the case server and the reviewer app (issue 12) -----------------------------------------
+
+
+def serve_case_server(config_path: str) -> None:
+    """The case server under gunicorn, by `dropbox.serve`'s own machinery (a child's entry point).
+
+    `dropbox run reviewer` serves the case server once `dropbox.serve` builds
+    `case_server.create_app` for the reviewer interface; until then this
+    serves it the same way (same options, logger, umask, headers), with only
+    the app factory swapped.
+    """
+    import case_server
+    from dropbox import serve
+
+    config = load(Path(config_path))
+
+    def case_server_factory(config: Config, interface: str) -> Callable[[], Flask]:
+        return lambda: case_server.create_app(config)
+
+    serve.app_factory = case_server_factory
+    serve.serve(config, "reviewer")
+
+
+def case_server_switched() -> bool:
+    """True once `dropbox run reviewer` serves the case server itself."""
+    return "case_server" in (REPO / "dropbox" / "serve.py").read_text()
+
+
+def case_server_command(config: Path) -> list[str]:
+    """The command that serves the case server for an instance."""
+    if case_server_switched():
+        return [sys.executable, "-m", "dropbox", "--config", str(config), "run", "reviewer"]
+    entry = "import sys; from tests.served import serve_case_server; serve_case_server(sys.argv[1])"
+    return [sys.executable, "-c", entry, str(config)]
+
+
+def start_case_server(config: Path, port: int, data_dir: Path, workers: int) -> Served:
+    """The case server (the config's [reviewer] port, workers) under gunicorn, every worker up."""
+    log = config.parent / f"gunicorn-case-{port}.log"
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            case_server_command(config),
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            start_new_session=True,
+        )
+    served = Served(process, port, data_dir, log)
+    try:
+        served.wait_for_workers(workers)
+    except BaseException:
+        served.stop()
+        raise
+    return served
+
+
+@contextmanager
+def case_serving(config: Path, port: int, data_dir: Path, workers: int) -> Iterator[Served]:
+    """The case server for the length of the block, stopped even if the block fails."""
+    served = start_case_server(config, port, data_dir, workers)
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every live process below it."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        queue.extend(children(current))
+    return sorted(found)
+
+
+@dataclass
+class ReviewerProcess:
+    """A running `dropbox reviewer`: the officer's app, on its own loopback port."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def processes(self) -> list[int]:
+        return descendants(self.process.pid)
+
+    def wait_until_up(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.process.poll() is None, (
+                f"the reviewer app exited: {self.log.read_text(errors='replace')}"
+            )
+            probe = HTTPConnection("127.0.0.1", self.port, timeout=2)
+            try:
+                probe.request("GET", "/login", headers={"Host": f"127.0.0.1:{self.port}"})
+                probe.getresponse().read()
+                return
+            except OSError:
+                pass
+            finally:
+                probe.close()
+            assert time.monotonic() < deadline, "the reviewer app did not come up"
+            time.sleep(0.1)
+
+    def stop(self) -> str:
+        """Stop the app (SIGINT, as Ctrl-C would) and return its log."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=20)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return self.log.read_text(errors="replace")
+
+
+# The option of `dropbox reviewer` asked for (notes of issue 12) to lower its KDF floor and
+# enrolment cost, with its value as ITERATIONS:MEMORY_KIB. Until the command has it, the
+# same command runs with its settings lowered (`serve_reviewer_at_test_cost`).
+COST_OPTION = "--minimum-cost"
+
+
+def _cost_option() -> str | None:
+    """COST_OPTION if the reviewer command has it."""
+    from journalist_interface.run import reviewer
+
+    has = any(COST_OPTION in parameter.opts for parameter in reviewer.params)
+    return COST_OPTION if has else None
+
+
+def serve_reviewer_at_test_cost(arguments: list[str]) -> None:
+    """`dropbox reviewer ARGUMENTS` accepting the cheap test cost (a child's entry point).
+
+    Only while the command has no option for it: the same click command runs,
+    with its settings' KDF floor and enrolment cost lowered to the test cost.
+    """
+    from dataclasses import replace
+
+    from journalist_interface import run
+
+    build = run.build_settings
+
+    def cheap(*args: Any, **kwargs: Any) -> Any:
+        return replace(build(*args, **kwargs), minimum_cost=CHEAP_COST, officer_cost=CHEAP_COST)
+
+    run.build_settings = cheap
+    run.reviewer.main(arguments, prog_name="dropbox reviewer")
+
+
+def reviewer_command(arguments: list[str]) -> list[str]:
+    """`dropbox reviewer ARGUMENTS`, accepting the cheap KDF cost the test officers have."""
+    from dropbox.cli import cli
+
+    option = _cost_option()
+    if option is not None:
+        cost = f"{CHEAP_COST.iterations}:{CHEAP_COST.memory_bytes // 1024}"
+        if "reviewer" in cli.commands:
+            return [sys.executable, "-m", "dropbox", "reviewer", option, cost, *arguments]
+        entry = "import sys; from journalist_interface.run import reviewer; reviewer.main()"
+        return [sys.executable, "-c", entry, option, cost, *arguments]
+    entry = (
+        "import sys; from tests.served import serve_reviewer_at_test_cost; "
+        "serve_reviewer_at_test_cost(sys.argv[1:])"
+    )
+    return [sys.executable, "-c", entry, *arguments]
+
+
+def start_reviewer(
+    directory: Path,
+    server_url: str,
+    pins: dict[str, str],
+    *,
+    extra: tuple[str, ...] = (),
+) -> ReviewerProcess:
+    """The reviewer app for `server_url`, on a free loopback port, accepting the cheap test cost."""
+    port = free_port()
+    arguments = ["--server", server_url, "--port", str(port), *extra]
+    for code, text in pins.items():
+        arguments += ["--pin", f"{code}={text}"]
+    log = directory / f"reviewer-{port}.log"
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            reviewer_command(arguments),
+            cwd=REPO,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    reviewer = ReviewerProcess(process, port, log)
+    try:
+        reviewer.wait_until_up()
+    except BaseException:
+        reviewer.stop()
+        raise
+    return reviewer
+
+
+@contextmanager
+def reviewing(
+    directory: Path, server_url: str, pins: dict[str, str], *, extra: tuple[str, ...] = ()
+) -> Iterator[ReviewerProcess]:
+    """The reviewer app for the length of the block, stopped even if the block fails."""
+    reviewer = start_reviewer(directory, server_url, pins, extra=extra)
+    try:
+        yield reviewer
+    finally:
+        reviewer.stop()

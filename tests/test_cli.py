@@ -17,6 +17,8 @@ import pyotp
 import pytest
 from nacl.public import PrivateKey, PublicKey
 
+from crypto.errors import DecryptionError
+from crypto.keys import derive_officer_keys, wrap_with_wrapping_key
 from dropbox import audit, officers, offices
 from dropbox.config import load
 from dropbox.instance import Instance
@@ -122,16 +124,21 @@ def test_full_setup_gives_an_officer_who_can_open_the_office_key(
     try:
         with instance.sessions.begin() as session:
             amina = officers.get(session, "amina")
-            secret_key = officers.unlock(amina, PASSPHRASE, CHEAP_COST)
-            assert secret_key is not None
-            assert officers.unlock(amina, "not the passphrase", CHEAP_COST) is None
-            assert officers.totp_secret(amina, secret_key) == totp_secret.group(1)
+            # Derived as her reviewer app derives: the server stored no passphrase hash.
+            secret_key = officers.open_secret_key(amina, PASSPHRASE, CHEAP_COST)
+            with pytest.raises(DecryptionError):
+                officers.open_secret_key(amina, "not the passphrase", CHEAP_COST)
             office_key = offices.office_key(session, amina, secret_key, "ECO")
             assert bytes(office_key.public_key) == offices.get(session, "ECO").public_key
             with pytest.raises(offices.AccessDenied):
                 offices.office_key(session, amina, secret_key, "OIO")
             actions = [e.action for e in session.query(audit.AuditEvent).order_by("id")]
             assert actions == ["office.create", "office.create", "officer.add", "office.grant"]
+        with instance.sessions() as session:  # not committed: the sign-in leaves no trace
+            amina = officers.get(session, "amina")
+            auth_key, _ = officers.derive_auth_key(amina, PASSPHRASE, CHEAP_COST)
+            code = pyotp.TOTP(totp_secret.group(1)).now()
+            assert officers.sign_in(session, "amina", auth_key, code).ok
     finally:
         instance.close()
 
@@ -209,20 +216,66 @@ def test_officer_passphrase_change_rewraps_the_same_key(
         "--config", str(config), "officer", "add", "jon", input=f"{PASSPHRASE}\n{PASSPHRASE}\n"
     )
     assert added.returncode == 0
+    found = re.search(r"secret=([A-Z2-7]+)", added.stdout)
+    assert found is not None
+    totp = pyotp.TOTP(found.group(1))
     instance = Instance.open(load(config))
     try:
         with instance.sessions.begin() as session:
             jon = officers.get(session, "jon")
-            key = officers.unlock(jon, PASSPHRASE, CHEAP_COST)
-            assert key is not None
-            officers.change_passphrase(jon, key, "a brand new passphrase", CHEAP_COST)
+            key = officers.open_secret_key(jon, PASSPHRASE, CHEAP_COST)
+            auth_key, _ = officers.derive_auth_key(jon, PASSPHRASE, CHEAP_COST)
+            # Re-wrapped where the passphrase is typed, as the reviewer app does.
+            salt = os.urandom(16)
+            new = derive_officer_keys("a brand new passphrase", salt, CHEAP_COST)
+            officers.change_passphrase(
+                session,
+                jon,
+                auth_key,
+                totp.now(),
+                new.auth_key,
+                wrap_with_wrapping_key(key, new.wrapping_key, salt, CHEAP_COST),
+                minimum=CHEAP_COST,
+            )
         with instance.sessions.begin() as session:
             jon = officers.get(session, "jon")
-            assert officers.unlock(jon, PASSPHRASE, CHEAP_COST) is None
-            rewrapped = officers.unlock(jon, "a brand new passphrase", CHEAP_COST)
-            assert rewrapped is not None and bytes(rewrapped) == bytes(key)
+            with pytest.raises(DecryptionError):
+                officers.open_secret_key(jon, PASSPHRASE, CHEAP_COST)
+            rewrapped = officers.open_secret_key(jon, "a brand new passphrase", CHEAP_COST)
+            assert bytes(rewrapped) == bytes(key)
     finally:
         instance.close()
+
+
+def test_officer_invite_prints_a_one_time_code_and_again_re_enrols(
+    setup: tuple[Path, dict[str, str]],
+) -> None:
+    workdir, _ = setup
+    config = str(workdir / "config.toml")
+    invited = invoke("--config", config, "officer", "invite", "nadia", "--name", "Nadia")
+    assert invited.returncode == 0, invited.stderr
+    code = re.search(r"Enrolment code for nadia \(works once until [^)]*\): (\S+)", invited.stdout)
+    assert code is not None, invited.stdout
+    listed = invoke("--config", config, "officer", "list")
+    assert re.search(r"nadia\s+-\s+officer\s+active, not enrolled", listed.stdout), listed.stdout
+    instance = Instance.open(load(workdir / "config.toml"))
+    try:
+        with instance.sessions() as session:
+            assert officers.check_enrolment(session, "nadia", code.group(1)).username == "nadia"
+    finally:
+        instance.close()
+
+    added = invoke(
+        "--config", config, "officer", "add", "jon", input=f"{PASSPHRASE}\n{PASSPHRASE}\n"
+    )
+    assert added.returncode == 0
+    again = invoke("--config", config, "officer", "invite", "jon", "--again")
+    assert again.returncode == 0, again.stderr
+    assert "Enrolment code for jon" in again.stdout
+    listed = invoke("--config", config, "officer", "list")
+    assert re.search(r"jon\s+-\s+officer\s+active, not enrolled", listed.stdout), listed.stdout
+    taken = invoke("--config", config, "officer", "invite", "jon")
+    assert_one_line_error(taken, "already exists")
 
 
 @pytest.mark.parametrize(
@@ -403,14 +456,16 @@ def test_demo_sets_up_serves_both_interfaces_and_stops_cleanly(tmp_path: Path) -
         with instance.sessions.begin() as session:
             for login in logins:
                 officer = officers.get(session, login["username"])
-                key = officers.unlock(officer, login["passphrase"], instance.config.crypto.kdf_cost)
-                assert key is not None
+                cost = instance.config.crypto.kdf_cost
+                key = officers.open_secret_key(officer, login["passphrase"], cost)
                 office_key = offices.office_key(session, officer, key, login["office"])
                 assert isinstance(office_key, PrivateKey)
                 assert PublicKey(offices.get(session, login["office"]).public_key) == (
                     office_key.public_key
                 )
-                assert officers.totp_secret(officer, key) == login["totp_secret"]
+                auth_key, _ = officers.derive_auth_key(officer, login["passphrase"], cost)
+                code = pyotp.TOTP(login["totp_secret"]).now()
+                assert officers.sign_in(session, officer.username, auth_key, code).ok
             # The demo runs pinned: its configuration holds each office key's fingerprint.
             states = [s.state for s in offices.pin_status(session, instance.config)]
             assert states == ["pinned", "pinned"]

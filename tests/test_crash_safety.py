@@ -19,7 +19,11 @@ Then, with the server stopped:
   blobs on disk are exactly those the rows name, and nothing is left in the
   temporary folder;
 * officers see, through the inbox and the report page, exactly the stored
-  reports, each whole: message, file, acknowledgement, nothing damaged.
+  reports, each whole: message, file, acknowledgement, nothing damaged. As
+  the reviewer app sees them: every inbox page and every report from the
+  case server (`case_server.create_app`, in this process, through
+  `journalist_interface.client`), each thread opened on the officer's side
+  with the office key their passphrase unlocks (`casefile.open_thread`).
 
 Set DROPBOX_CRASH_SEED to repeat a run's kill plan (it is printed); timing
 still varies.
@@ -34,17 +38,22 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import timedelta
 from http.client import HTTPException
 from pathlib import Path
 
+import httpx
+import pyotp
 from sqlalchemy import select
 
+from case_server import create_app
 from crypto.envelope import body_size
-from dropbox import casework, fsck, inbox, officers, offices
+from dropbox import fsck, officers, offices
 from dropbox.config import load
 from dropbox.instance import Instance
-from dropbox.models import Item, ItemKind, Officer, Report
+from dropbox.models import Item, ItemKind, Report
+from journalist_interface import casefile
+from journalist_interface.client import CaseServerClient, InboxQuery
 from tests.conftest import CHEAP_COST, DATABASE, FIGURES, invoke
 from tests.reviewer_helpers import read_out
 from tests.served import (
@@ -58,6 +67,7 @@ from tests.served import (
     report_form,
     serving,
 )
+from tests.signin_helpers import derive
 
 UPLOADS = 50
 WORKERS = 2
@@ -179,32 +189,41 @@ def upload_under_fire(
 def officer_views(instance: Instance, prepared: Prepared) -> dict[str, list[str]]:
     """Each stored report as an officer of its office sees it: the kinds of its items, in order.
 
-    Through the inbox (every page) and the report page; a damaged item fails.
+    Through the inbox (every page) and the report page, as the reviewer app
+    gets them from the case server and opens them; a damaged item fails.
     """
-    seen: dict[str, list[str]] = {}
+    passphrase = "a long passphrase"
+    totp_secrets: dict[str, str] = {}
     with instance.sessions.begin() as db:
         for code, key in prepared.office_keys.items():
-            officer, _ = officers.add(
-                db, f"{code.lower()}-intake", "a long passphrase", CHEAP_COST, "test"
+            officer, totp_secrets[code] = officers.add(
+                db, f"{code.lower()}-intake", passphrase, CHEAP_COST, "test"
             )
             offices.grant(db, code, officer, key, "test", read_out=read_out(officer))
-    for code, key in prepared.office_keys.items():
-        with instance.sessions.begin() as db:
-            officer = db.execute(
-                select(Officer).where(Officer.username == f"{code.lower()}-intake")
-            ).scalar_one()
+    app = create_app(instance.config, instance)
+    seen: dict[str, list[str]] = {}
+    for code in prepared.office_keys:
+        username = f"{code.lower()}-intake"
+        client = CaseServerClient("http://case-server.test", transport=httpx.WSGITransport(app=app))
+        try:
+            derived = derive(client, username, passphrase)
+            signed = client.sign_in(
+                username, derived.auth_key, pyotp.TOTP(totp_secrets[code]).now()
+            )
+            keyring = casefile.open_keyring(signed.me, derived.wrapping_key)
+            assert set(keyring.office_keys) == {code}
             page_number, pages = 1, 1
             while page_number <= pages:
-                filters = inbox.Filters(page=page_number)
-                page = inbox.list_reports(db, officer, [code], filters, date.today())
+                page = client.inbox(InboxQuery(page=page_number))
                 pages = page.pages
                 for row in page.rows:
-                    report = db.get(Report, row.id)
-                    assert report is not None
-                    entries = casework.thread(instance, db, officer, key, report)
-                    assert not any(entry.damaged for entry in entries), row.designation
-                    seen[row.id] = [str(entry.kind) for entry in entries]
+                    thread = casefile.open_thread(client.report(row.id), keyring)
+                    assert thread.damaged == [], row.designation
+                    assert not any(entry.damaged for entry in thread.entries), row.designation
+                    seen[row.id] = [str(entry.kind) for entry in thread.entries]
                 page_number += 1
+        finally:
+            client.close()
     return seen
 
 

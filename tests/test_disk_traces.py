@@ -12,6 +12,13 @@ Times (point 5): a source makes a report with files, an officer answers, the
 source answers with a file and deletes the office's message. Afterwards no
 blob, no folder of the store and no session row times any of it more finely
 than the day; with Redis, no session key's expiry does either.
+
+The officer's side (issue 12): officers act through the reviewer app on
+their own machine, which talks to the real case server (in this process).
+The reviewer app writes nothing decrypted to its disk: a download is spooled
+to a temporary file as ciphertext only (checked while the download is being
+sent, and after), and no file anywhere under the temporary directory or the
+server's data directory holds the plaintext.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import os
 import shutil
 import sys
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -39,10 +47,16 @@ from dropbox import officers, offices, operations
 from dropbox.config import Config, CryptoSettings, LimitSettings
 from dropbox.instance import Instance
 from dropbox.models import Item, ItemKind, Office, Officer, Report, SourceSession
-from journalist_interface import create_app as create_reviewer_app
 from source_interface import create_app as create_source_app
-from tests.conftest import CHEAP_COST, DATABASE
-from tests.reviewer_helpers import World, make_world, post_form, signed_in_client, source_report
+from tests.conftest import CHEAP_COST, DATABASE, reviewer_settings
+from tests.reviewer_helpers import (
+    World,
+    fresh_code,
+    make_world,
+    post_form,
+    signed_in_client,
+    source_report,
+)
 from tests.source_helpers import csrf_token, post_multipart
 from tests.test_redis import RedisServer, redis_server
 from tests.test_source_privacy import places_containing
@@ -208,7 +222,7 @@ def test_a_sources_deletion_of_a_reply_leaves_no_copy_of_the_sources_entry(
 
 @sqlite_only
 def test_a_new_passphrase_and_a_deactivation_leave_no_copy_of_the_replaced_keys(
-    world: World,
+    reviewer: Flask, world: World
 ) -> None:
     """The same for an officer's wrapped secret key and the office keys sealed to them."""
     instance = world.instance
@@ -221,12 +235,26 @@ def test_a_new_passphrase_and_a_deactivation_leave_no_copy_of_the_replaced_keys(
     assert grants
     assert_found_before(instance, [old_wrapped, *grants])
 
-    with instance.sessions.begin() as db:
+    # The officer changes their passphrase in the reviewer app: it re-wraps their key on
+    # their machine and the case server replaces the stored wrapped key.
+    client = signed_in_client(reviewer, world, "eco")
+    new = "a different long passphrase"
+    changed = post_form(
+        client,
+        "/account",
+        "/account/passphrase",
+        {
+            "current_passphrase": person.passphrase,
+            "new_passphrase": new,
+            "confirm_passphrase": new,
+            "code": fresh_code(instance, person),
+        },
+    )
+    assert changed.status_code in (200, 302), changed.get_data(as_text=True)
+    with instance.sessions() as db:
         officer = db.get(Officer, person.id)
         assert officer is not None
-        secret_key = officers.unlock(officer, person.passphrase, CHEAP_COST)
-        assert secret_key is not None
-        officers.change_passphrase(officer, secret_key, "a different long passphrase", CHEAP_COST)
+        assert officer.wrapped_secret_key not in (None, old_wrapped), "the passphrase is the same"
     assert on_disk(instance, [old_wrapped]) == []
 
     with instance.sessions.begin() as db:
@@ -460,8 +488,7 @@ def test_with_redis_a_sources_session_key_expires_on_a_day_boundary(
         world = make_world(instance, keys)
         source = create_source_app(config, instance)
         source.config["TESTING"] = True
-        reviewer = create_reviewer_app(config, instance)
-        reviewer.config["TESTING"] = True
+        reviewer = reviewer_app_for(config, instance)
         client, _, changed = source_visit(source, reviewer, world)
         assert changed == []
         assert client.get("/thread").status_code == 200  # still signed in
@@ -473,7 +500,83 @@ def test_with_redis_a_sources_session_key_expires_on_a_day_boundary(
             assert expires_ms > 0 and expires_ms % (DAY * 1000) == 0, (key, expires_ms)
             stored = redis_server.client.hget(key, "expires")
             assert stored is not None and int(stored) == expires_ms
-        # Officers are not anonymous: their sessions keep their exact expiry.
-        assert list(redis_server.client.scan_iter(match="dropbox:officer:*"))
+        # Officers are not anonymous: the case server's tokens keep their exact expiry.
+        officer_keys = list(redis_server.client.scan_iter(match="dropbox:token:*"))
+        assert officer_keys
+        assert any(redis_server.client.pexpiretime(k) % (DAY * 1000) for k in officer_keys)
     finally:
         instance.close()
+
+
+def reviewer_app_for(config: Config, instance: Instance) -> Flask:
+    """The reviewer app talking to a case server over this instance, in this process."""
+    import httpx
+
+    from case_server import create_app as create_case_server
+    from journalist_interface.app import create_reviewer_app
+
+    case = create_case_server(config, instance)
+    app = create_reviewer_app(reviewer_settings(config), transport=httpx.WSGITransport(app=case))
+    app.config["TESTING"] = True
+    return app
+
+
+# --- the reviewer app writes no plaintext ------------------------------------------------
+
+CANARY = b"Canary 5d1e: the depot ledger, page 4, shows the missing fuel."
+
+
+def open_files_under(directory: Path) -> dict[str, bytes]:
+    """What this process has open under `directory` (unlinked files too), read through /proc."""
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(directory)):
+            with open(f"/proc/self/fd/{fd}", "rb") as opened:
+                found[target] = opened.read()
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_a_download_is_spooled_as_ciphertext_and_leaves_nothing_on_disk(
+    reviewer: Flask, source: Flask, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During a download the reviewer app's spool holds the ciphertext the case server sent
+    (the stored blob), never the plaintext; afterwards nothing is left in the temporary
+    directory, and no file there or under the data directory holds the plaintext."""
+    instance = world.instance
+    content = CANARY * 2000  # more than one chunk of the envelope
+    source_report(source, "fraud", MESSAGE, [("ledger.txt", content)])
+    rid = only_report_id(instance)
+    with instance.sessions() as db:
+        item = db.execute(
+            select(Item).where(Item.report_id == rid, Item.kind == ItemKind.FILE)
+        ).scalar_one()
+        file_id, blob = item.id, item.blob
+    with instance.store.open(blob) as stored:
+        ciphertext = stored.read()
+    assert CANARY not in ciphertext
+
+    spool_dir = tmp_path / "reviewer-tmp"
+    spool_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool_dir))
+    officer = signed_in_client(reviewer, world, "oio")
+    response = officer.get(f"/reports/{rid}/files/{file_id}", buffered=False)
+    try:
+        assert response.status_code == 200
+        assert response.headers["Content-Disposition"].startswith("attachment")
+        during = open_files_under(spool_dir)
+        assert during, "the download is not spooled under the temporary directory"
+        for name, held in during.items():
+            assert CANARY not in held, name
+        assert ciphertext in during.values(), "the spool does not hold what the server sent"
+        received = b"".join(response.response)  # type: ignore[arg-type]
+    finally:
+        response.close()
+    assert received == content  # the officer's chosen download: plaintext to the browser only
+    assert open_files_under(spool_dir) == {}
+    assert list(spool_dir.iterdir()) == []
+    assert places_containing([CANARY], [spool_dir, instance.config.data_dir]) == []

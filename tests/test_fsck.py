@@ -20,7 +20,7 @@ import pytest
 from nacl.public import PrivateKey
 from sqlalchemy import func, select
 
-from dropbox import audit, casework, fsck, offices, reports
+from dropbox import audit, cases, fsck, offices, reports
 from dropbox.config import load
 from dropbox.instance import Instance
 from dropbox.models import AuditEvent, Item, ItemKind, Report
@@ -155,8 +155,8 @@ def test_the_blobs_of_a_report_deleted_just_before_a_crash_are_found_later(
 ) -> None:
     with setup.instance.sessions.begin() as db:
         report = db.execute(select(Report)).scalar_one()
-        blobs = casework.shred_report(db, report, "test", "report.delete")
-    # The crash: the rows are gone, `casework.remove_blobs` never ran.
+        blobs = cases.shred_report(db, report, "test", "report.delete")
+    # The crash: the rows are gone, `cases.remove_blobs` never ran.
     assert set(blobs) <= setup.blob_names()
 
     findings = fsck.check(setup.instance)

@@ -1,15 +1,20 @@
 """Nothing is sealed to an office key the database alone could have swapped in.
 
-Offices' public keys live in the `offices` table. Whoever can write the
-database could put in a key of their own and read every report, answer,
-reply, note, reveal reason and referral sealed afterwards. Every sealing path
-takes the key from `offices.trusted_public_key`: it must match the fingerprint
-pinned in the configuration, and the office secret key the officer holds.
+Offices' public keys live in the `offices` table of the case server.
+Whoever can write that database could put in a key of their own and read
+every report, answer, reply, note, reveal reason and referral sealed
+afterwards. The source interface checks the key against the fingerprint
+pinned in the configuration before it seals; the reviewer app (on the
+officer's machine) checks the key the server lists against the office
+secret key the officer holds and against the fingerprint pinned in its own
+settings. Here the rows are changed in the database, as its owner would,
+and the reviewer app's pages are driven through /login: the action is
+refused with a warning, nothing is sealed to the swapped key, and a
+`key.mismatch` event is recorded on the case server.
 """
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,40 +22,50 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
-from nacl.public import PrivateKey, PublicKey
-from sqlalchemy import func, select, update
+from nacl.public import PrivateKey
+from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
 from crypto import envelope
-from crypto.keys import fingerprint, seal_secret_key
+from crypto.keys import fingerprint
 from dropbox import config as config_module
 from dropbox import offices
 from dropbox.config import ConfigError
 from dropbox.instance import Instance
-from dropbox.models import AuditEvent, Item, ItemKind, Office, OfficeGrant, Officer, Report
+from dropbox.models import Item, ItemKind, Report
 from tests.conftest import invoke
-from tests.reviewer_helpers import (
-    World,
-    api_headers,
-    chain_intact,
-    post_form,
-    signed_in_client,
-    source_report,
+from tests.reviewer_helpers import World, chain_intact, post_form, signed_in_client, source_report
+from tests.source_helpers import login, new_codename, submit_report
+from tests.substitution_helpers import (
+    HELD,
+    PIN,
+    act,
+    events,
+    item_ids,
+    key_blocks,
+    login_page,
+    office_detail,
+    office_warning,
+    reviewer_app,
+    sealed_to,
+    signed_in,
+    swap_grant,
+    swap_office_key,
+    text_of,
+    the_report,
 )
-from tests.source_helpers import csrf_token, login, new_codename, submit_report
 from tests.test_cli import write_config
 
 MESSAGE = "The depot manager sells the fuel stock every Friday night, with the gate logs changed."
 RETALIATION = "After I reported the fuel sales, my contract was cut short without a reason."
-API = "/api/v1"
-WARNING = (
-    "Nothing was sent: the key of office OIO on the server does not match {against}."
-    " An administrator should check the server."
-)
-HELD = "the office key you hold"
-PIN = "the fingerprint pinned in the configuration"
 UNAVAILABLE = "The site cannot take reports right now"
+# Every form of the report page that seals something to the handling office.
+SEALING_FORMS = {
+    "notes": {"text": "Check the gate logs first."},
+    "identity": {"reason": "We need to call the source back about the logs."},
+    "status": {"status": "closed", "outcome": "out of scope", "reason": "Nothing to act on."},
+    "reply": {"message": "Which depot is it?"},
+}
 
 
 @pytest.fixture(autouse=True)
@@ -63,85 +78,15 @@ def audit_chain_verifies_after_every_flow(world: World) -> Iterator[None]:
 # --- helpers ------------------------------------------------------------------------
 
 
-def swap_office_key(instance: Instance, code: str) -> PrivateKey:
-    """Do what a database writer would: put their own public key in the office's row."""
-    intruder = PrivateKey.generate()
-    with instance.sessions.begin() as db:
-        db.execute(
-            update(Office).where(Office.code == code).values(public_key=bytes(intruder.public_key))
-        )
-    return intruder
-
-
-def swap_grant(instance: Instance, officer_id: int, code: str, intruder: PrivateKey) -> None:
-    """A database writer also seals their own key to the officer, as their grant of the office."""
-    with instance.sessions.begin() as db:
-        officer = db.get(Officer, officer_id)
-        assert officer is not None and officer.public_key is not None
-        sealed = seal_secret_key(intruder, PublicKey(officer.public_key))
-        db.execute(
-            update(OfficeGrant)
-            .where(OfficeGrant.officer_id == officer_id, OfficeGrant.office_code == code)
-            .values(sealed_office_key=sealed)
-        )
-
-
-def the_report(instance: Instance, category_office: str) -> str:
-    """The id of the one report the office handles."""
-    with instance.sessions() as db:
-        return db.execute(
-            select(Report.id).where(Report.office_code == category_office)
-        ).scalar_one()
-
-
-def item_ids(instance: Instance, rid: str) -> list[str]:
-    """The report's item ids in thread order."""
-    with instance.sessions() as db:
-        return list(
-            db.execute(select(Item.id).where(Item.report_id == rid).order_by(Item.seq)).scalars()
-        )
-
-
-def key_blocks(instance: Instance, rid: str) -> list[bytes]:
-    """The report's key blocks in thread order."""
-    with instance.sessions() as db:
-        return list(
-            db.execute(
-                select(Item.key_block).where(Item.report_id == rid).order_by(Item.seq)
-            ).scalars()
-        )
-
-
 def key_events(instance: Instance) -> list[tuple[str, str, str | None]]:
     """Every `key.mismatch` event: (actor, detail, report id)."""
-    with instance.sessions() as db:
-        rows = db.execute(
-            select(AuditEvent.actor, AuditEvent.detail, AuditEvent.report_id)
-            .where(AuditEvent.action == "key.mismatch")
-            .order_by(AuditEvent.id)
-        ).all()
-    return [(actor, detail, report_id) for actor, detail, report_id in rows]
+    return events(instance, "key.mismatch")
 
 
 def report_count(instance: Instance) -> int:
     """How many reports the instance holds."""
     with instance.sessions() as db:
         return db.execute(select(func.count()).select_from(Report)).scalar_one()
-
-
-def text_of(response: TestResponse) -> str:
-    """A page's text with HTML entities (apostrophes) unescaped."""
-    return html.unescape(response.get_data(as_text=True))
-
-
-def act(client: FlaskClient, rid: str, action: str, data: dict[str, str]) -> TestResponse:
-    """Post one of the report page's forms, and follow to the page it lands on."""
-    page = client.get(f"/reports/{rid}").get_data(as_text=True)
-    return client.post(
-        f"/reports/{rid}/{action}",
-        data={"csrf_token": csrf_token(page), **data},
-        follow_redirects=True,
-    )
 
 
 def send_report(source: Flask, category: str, message: str) -> TestResponse:
@@ -151,6 +96,14 @@ def send_report(source: Flask, category: str, message: str) -> TestResponse:
     return submit_report(
         client, form, {"category": category, "message": message}, [("logs.txt", b"gate logs")]
     )
+
+
+def status_of(instance: Instance, rid: str) -> tuple[str, str]:
+    """(handling office, status) of the report."""
+    with instance.sessions() as db:
+        report = db.get(Report, rid)
+        assert report is not None
+        return report.office_code, report.status
 
 
 # --- (a) a source report ------------------------------------------------------------
@@ -194,95 +147,120 @@ def test_an_answer_in_a_thread_of_an_office_whose_key_was_swapped_is_refused(
     assert set(instance.store.names()) == blobs
 
 
-# --- (c) an officer's reply, note, reveal and closing --------------------------------
+# --- (c) the handling office's own key, in the reviewer app -------------------------
 
 
-def test_an_officers_reply_note_and_reveal_are_refused_with_a_warning_and_an_audit_event(
+def test_an_own_office_key_swapped_in_the_database_stops_the_sign_in_and_opens_nothing(
     source: Flask, reviewer: Flask, world: World
 ) -> None:
+    """The key the server lists for the officer's office must be the one their grant opens."""
     instance = world.instance
     source_report(source, "fraud", MESSAGE, extra={"identity_name": "Sam Example"})
     rid = the_report(instance, "OIO")
-    swap_office_key(instance, "OIO")
+    intruder = swap_office_key(instance, "OIO")
     before, blobs = item_ids(instance, rid), set(instance.store.names())
-    officer = signed_in_client(reviewer, world, "oio")
-    warning = WARNING.format(against=HELD)
-    forms = {
-        "reply": {"message": "Which depot is it?"},
-        "notes": {"text": "Check the gate logs first."},
-        "identity": {"reason": "We need to call the source back about the logs."},
-        "status": {"status": "closed", "outcome": "out of scope", "reason": "Nothing to act on."},
-    }
-    for action, data in forms.items():
-        shown = act(officer, rid, action, data)
-        assert shown.status_code == 200, action
-        assert warning in text_of(shown), action
-        assert "Sam Example" not in text_of(shown)
+    client, answer = login_page(reviewer, world, "oio")
+    assert answer.status_code == 409
+    assert office_warning("OIO", HELD) in text_of(answer)
+    assert not signed_in(client)
+    assert client.get(f"/reports/{rid}").status_code == 302  # to /login: nothing opened
     assert item_ids(instance, rid) == before
     assert set(instance.store.names()) == blobs
-    detail = f"office key: OIO differs from {HELD}"
-    assert key_events(instance) == [("oio-officer", detail, rid)] * len(forms)
-    with instance.sessions() as db:
-        report = db.get(Report, rid)
-        assert report is not None and report.status == "received"
+    assert sealed_to(instance, intruder.public_key) == []
+    assert status_of(instance, rid) == ("OIO", "received")
 
 
-def test_the_api_refuses_a_reply_and_a_closing_with_409_and_an_audit_event(
+def test_an_own_office_key_swapped_in_the_database_is_recorded_as_a_key_mismatch(
     source: Flask, reviewer: Flask, world: World
 ) -> None:
+    """Issue 12 point 5: a mismatch stops the action with a warning *and an audit event*."""
     instance = world.instance
     source_report(source, "fraud", MESSAGE)
-    rid = the_report(instance, "OIO")
     swap_office_key(instance, "OIO")
-    before = item_ids(instance, rid)
-    headers = api_headers(reviewer, world, "oio")
-    client = reviewer.test_client()
-    replied = client.post(f"{API}/reports/{rid}/replies", json={"message": "Hi"}, headers=headers)
-    closed = client.post(
-        f"{API}/reports/{rid}/status",
-        json={"status": "closed", "outcome": "out of scope", "reason": "Nothing to act on."},
-        headers=headers,
-    )
-    for response in (replied, closed):
-        assert response.status_code == 409, response.get_data(as_text=True)
-        assert response.json == {"error": WARNING.format(against=HELD)}
-    assert item_ids(instance, rid) == before
-    assert len(key_events(instance)) == 2
+    _, answer = login_page(reviewer, world, "oio")
+    assert answer.status_code == 409
+    assert [(actor, detail) for actor, detail, _ in key_events(instance)] == [
+        ("oio-officer", office_detail("OIO", HELD))
+    ]
 
 
-def test_a_swapped_grant_with_a_swapped_office_key_is_still_refused_by_the_pin(
+def test_a_swapped_grant_with_a_swapped_office_key_is_refused_by_the_pin(
     source: Flask, reviewer: Flask, world: World
 ) -> None:
-    """The held key comes from the database too: a writer can seal their own key as the grant."""
+    """The held key comes from the server too: a writer can seal their own key as the grant.
+
+    Then the key the officer holds and the key the server lists agree, and
+    only the fingerprint pinned in the reviewer app's settings tells them
+    from the office's real key.
+    """
     instance = world.instance
-    source_report(source, "fraud", MESSAGE)
+    source_report(source, "fraud", MESSAGE, extra={"identity_name": "Sam Example"})
     rid = the_report(instance, "OIO")
     intruder = swap_office_key(instance, "OIO")
     swap_grant(instance, world.people["oio"].id, "OIO", intruder)
-    before = item_ids(instance, rid)
+    before, blobs = item_ids(instance, rid), set(instance.store.names())
     officer = signed_in_client(reviewer, world, "oio")
-    shown = act(officer, rid, "notes", {"text": "Check the gate logs first."})
-    assert WARNING.format(against=PIN) in text_of(shown)
+    for action in ("notes", "identity", "status"):
+        shown = act(officer, rid, action, SEALING_FORMS[action])
+        assert shown.status_code == 200, action
+        assert office_warning("OIO", PIN) in text_of(shown), action
+        assert "Sam Example" not in text_of(shown)
+    # A reply is refused too (the first item, sealed to the real key, does not open
+    # with the writer's: the source's key cannot be vouched for either).
+    replied = text_of(act(officer, rid, "reply", SEALING_FORMS["reply"]))
+    assert "Your message was sent" not in replied and "was not sent" in replied
     assert item_ids(instance, rid) == before
-    assert key_events(instance) == [("oio-officer", f"office key: OIO differs from {PIN}", rid)]
+    assert set(instance.store.names()) == blobs
+    assert sealed_to(instance, intruder.public_key) == []
+    assert status_of(instance, rid) == ("OIO", "received")
+    recorded = key_events(instance)
+    assert recorded[:3] == [("oio-officer", office_detail("OIO", PIN), rid)] * 3
+    assert len(recorded) == 4 and recorded[3][0] == "oio-officer" and recorded[3][2] == rid
+
+
+def test_an_office_key_swapped_after_sign_in_is_never_sealed_to(
+    source: Flask, reviewer: Flask, world: World
+) -> None:
+    """The app seals to the keys it checked at sign-in, not to what the server lists later.
+
+    The note and the reply are sealed to the real office key; the case server,
+    reading the swapped row, then finds them not sealed to "its" office key and
+    stores nothing. Either way nothing is ever sealed to the writer's key, and
+    the next sign-in, which reads the swapped key, is refused.
+    """
+    instance = world.instance
+    source_report(source, "fraud", MESSAGE)
+    rid = the_report(instance, "OIO")
+    officer = signed_in_client(reviewer, world, "oio")
+    intruder = swap_office_key(instance, "OIO")
+    before, blobs = item_ids(instance, rid), set(instance.store.names())
+    noted = text_of(act(officer, rid, "notes", SEALING_FORMS["notes"]))
+    assert "The note was saved." not in noted
+    assert "not sealed to the office handling the report" in noted
+    replied = text_of(act(officer, rid, "reply", SEALING_FORMS["reply"]))
+    assert "Your message was sent" not in replied
+    assert item_ids(instance, rid) == before
+    assert set(instance.store.names()) == blobs
+    assert sealed_to(instance, intruder.public_key) == []
+    _, again = login_page(reviewer, world, "oio")
+    assert again.status_code == 409 and office_warning("OIO", HELD) in text_of(again)
 
 
 def test_without_pins_the_held_office_key_still_stops_a_swapped_key(
-    source: Flask, reviewer: Flask, world: World
+    source: Flask, case_app: Flask, world: World
 ) -> None:
     instance = world.instance
-    instance.config = replace(
-        instance.config, offices=tuple(replace(o, fingerprint="") for o in instance.config.offices)
-    )
+    unpinned = reviewer_app(case_app, instance.config, pins={})
     source_report(source, "fraud", MESSAGE)
     rid = the_report(instance, "OIO")
-    swap_office_key(instance, "OIO")
+    intruder = swap_office_key(instance, "OIO")
     before = item_ids(instance, rid)
-    officer = signed_in_client(reviewer, world, "oio")
-    shown = act(officer, rid, "reply", {"message": "Which depot is it?"})
-    assert WARNING.format(against=HELD) in text_of(shown)
+    client, answer = login_page(unpinned, world, "oio")
+    assert answer.status_code == 409
+    assert office_warning("OIO", HELD) in text_of(answer)
+    assert not signed_in(client)
     assert item_ids(instance, rid) == before
-    assert len(key_events(instance)) == 1
+    assert sealed_to(instance, intruder.public_key) == []
 
 
 # --- (d) a referral -----------------------------------------------------------------
@@ -297,31 +275,35 @@ def test_referring_to_an_office_whose_pinned_key_was_swapped_is_refused_with_an_
     blocks = key_blocks(instance, rid)
     intruder = swap_office_key(instance, "OIO")
     officer = signed_in_client(reviewer, world, "eco")
-    shown = act(officer, rid, "refer", {"office": "OIO", "keep_copy": "yes"})
-    assert WARNING.format(against=PIN) in text_of(shown)
-    with instance.sessions() as db:
-        report = db.get(Report, rid)
-        assert report is not None and report.office_code == "ECO" and report.status == "received"
+    for keep_copy in ("yes", ""):
+        shown = act(officer, rid, "refer", {"office": "OIO", "keep_copy": keep_copy})
+        assert office_warning("OIO", PIN) in text_of(shown)
+        assert "The report was referred" not in text_of(shown)
+    assert status_of(instance, rid) == ("ECO", "received")
     assert key_blocks(instance, rid) == blocks
-    intruder_id = envelope.recipient_id(intruder.public_key)
-    assert all(intruder_id not in envelope.recipient_ids(b) for b in key_blocks(instance, rid))
-    assert key_events(instance) == [("eco-officer", f"office key: OIO differs from {PIN}", rid)]
+    assert sealed_to(instance, intruder.public_key) == []
+    assert key_events(instance) == [("eco-officer", office_detail("OIO", PIN), rid)] * 2
 
 
-def test_referring_from_an_office_whose_own_key_was_swapped_is_refused(
-    source: Flask, reviewer: Flask, world: World
+def test_referring_to_an_office_with_no_pin_is_refused_with_an_event(
+    source: Flask, case_app: Flask, world: World
 ) -> None:
+    """Nothing vouches for another office's key without a pin: not even an unchanged one."""
     instance = world.instance
+    eco_only = {"ECO": fingerprint(world.office_keys["ECO"].public_key)}
+    app = reviewer_app(case_app, instance.config, pins=eco_only)
     source_report(source, "retaliation", RETALIATION)
     rid = the_report(instance, "ECO")
     blocks = key_blocks(instance, rid)
-    swap_office_key(instance, "ECO")
-    officer = signed_in_client(reviewer, world, "eco")
-    shown = act(officer, rid, "refer", {"office": "OIO"})
-    expected = "Nothing was sent: the key of office ECO on the server does not match"
-    assert expected in text_of(shown)
+    officer = signed_in_client(app, world, "eco")
+    shown = text_of(act(officer, rid, "refer", {"office": "OIO", "keep_copy": "yes"}))
+    assert "there is no pinned fingerprint for office OIO" in shown
+    assert "The report was referred" not in shown
+    assert status_of(instance, rid) == ("ECO", "received")
     assert key_blocks(instance, rid) == blocks
-    assert key_events(instance) == [("eco-officer", f"office key: ECO differs from {HELD}", rid)]
+    assert key_events(instance) == [
+        ("eco-officer", "office key: OIO has no pinned fingerprint", rid)
+    ]
 
 
 # --- (e) the right keys -------------------------------------------------------------

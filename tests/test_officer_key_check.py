@@ -1,11 +1,14 @@
 """Nothing is granted to an officer's key the database alone could have swapped in.
 
 Granting an office seals the office's secret key to the officer's public key
-as the database holds it. Whoever can write the database could put their own
-key in the officer's row before a grant and receive the office key. The
-officer reads out the fingerprint of the key they hold (their account page
-shows it, computed from the key in their session); the granting
-administrator types it in, and nothing is sealed to a key that does not match.
+as the case server lists it. Whoever can write the server's database could
+put their own key in the officer's row before a grant and receive the
+office key. The officer reads out the fingerprint of the key they hold
+(their reviewer app's account page shows it, computed from the key it
+unwrapped with their passphrase); the granting administrator types it into
+their own reviewer app, which seals nothing to a key that does not match.
+Here the row is changed in the database, as its owner would, and both
+officers' reviewer apps are driven through their pages.
 """
 
 from __future__ import annotations
@@ -18,15 +21,15 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from nacl.public import PrivateKey, PublicKey
-from sqlalchemy import select, update
+from nacl.public import PublicKey
+from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 from crypto.keys import fingerprint
-from dropbox import officers, offices
+from dropbox import officers
 from dropbox.config import load
 from dropbox.instance import Instance
-from dropbox.models import AuditEvent, OfficeGrant, Officer
+from dropbox.models import OfficeGrant, Officer
 from tests.conftest import CHEAP_COST, invoke
 from tests.reviewer_helpers import (
     Person,
@@ -35,9 +38,16 @@ from tests.reviewer_helpers import (
     audit_actions,
     chain_intact,
     fresh_code,
-    held_fingerprint,
     post_form,
     signed_in_client,
+    source_report,
+)
+from tests.substitution_helpers import (
+    events,
+    login_page,
+    signed_in,
+    swap_officer_key,
+    text_of,
 )
 from tests.test_cli import PASSPHRASE, assert_one_line_error, setup  # noqa: F401 - a fixture
 
@@ -46,23 +56,22 @@ WARNING = (
     " nothing was granted. Check it with them again; if it still differs, an administrator"
     " should check the server."
 )
+DETAIL = "officer key: {username} differs from the fingerprint they read out"
 MALFORMED = "That is not a key fingerprint"
 SHOWN = re.compile(r'<code id="key-fingerprint">([A-Z2-7 ]+)</code>')
+RETALIATION = "After I reported the fuel sales, my contract was cut short without a reason."
 
 
 # --- helpers ------------------------------------------------------------------------
 
 
-def swap_officer_key(instance: Instance, officer_id: int) -> PrivateKey:
-    """Do what a database writer would: put their own public key in the officer's row."""
-    intruder = PrivateKey.generate()
-    with instance.sessions.begin() as db:
-        db.execute(
-            update(Officer)
-            .where(Officer.id == officer_id)
-            .values(public_key=bytes(intruder.public_key))
-        )
-    return intruder
+def held_fingerprint(instance: Instance, person: Person) -> str:
+    """The fingerprint of the key the officer's passphrase unwraps (what their app shows)."""
+    with instance.sessions() as db:
+        officer = db.get(Officer, person.id)
+        assert officer is not None
+        key = officers.open_secret_key(officer, person.passphrase, CHEAP_COST)
+    return fingerprint(key.public_key)
 
 
 def stored_fingerprint(instance: Instance, officer_id: int) -> str:
@@ -91,24 +100,19 @@ def grants_of(instance: Instance, officer_id: int) -> list[str]:
         return list(rows.scalars())
 
 
-def key_events(instance: Instance) -> list[tuple[str, str | None]]:
-    """Every `key.mismatch` event: (actor, detail)."""
-    with instance.sessions() as db:
-        rows = db.execute(
-            select(AuditEvent.actor, AuditEvent.detail)
-            .where(AuditEvent.action == "key.mismatch")
-            .order_by(AuditEvent.id)
-        ).all()
-    return [(actor, detail) for actor, detail in rows]
+def key_events(instance: Instance) -> list[tuple[str, str, str | None]]:
+    """Every `key.mismatch` event: (actor, detail, report id)."""
+    return events(instance, "key.mismatch")
 
 
 def grant_on_page(
     admin: FlaskClient, world: World, newcomer: Person, read_out: str, code: str | None = None
 ) -> TestResponse:
-    """The administrator grants ECO to the newcomer with the fingerprint they were read."""
+    """The administrator grants ECO (from the key they hold) with the fingerprint read out."""
     form = {
         "officer_id": str(newcomer.id),
         "office": "ECO",
+        "key_source": "held",
         "fingerprint": read_out,
         "code": code or fresh_code(world.instance, world.people["eco_admin"]),
     }
@@ -124,7 +128,7 @@ def landed(admin: FlaskClient, response: TestResponse) -> str:
 # --- the officer's own fingerprint ---------------------------------------------------
 
 
-def test_the_account_page_shows_the_fingerprint_of_the_key_the_session_holds(
+def test_the_account_page_shows_the_fingerprint_of_the_key_the_app_holds(
     reviewer: Flask, world: World
 ) -> None:
     newcomer = add_officer(world, "newcomer", [])
@@ -142,11 +146,23 @@ def test_the_account_page_shows_the_fingerprint_of_the_key_the_session_holds(
     assert stored_fingerprint(world.instance, newcomer.id) != shown
 
 
+def test_an_officer_whose_key_was_swapped_is_not_signed_in_and_is_told_why(
+    reviewer: Flask, world: World
+) -> None:
+    """At sign-in the key the server lists must be the one the passphrase unwraps."""
+    newcomer = add_officer(world, "newcomer", [])
+    swap_officer_key(world.instance, newcomer.id)
+    client, answer = login_page(reviewer, world, "newcomer")
+    assert answer.status_code == 409
+    assert "The public key the case server holds for you is not your key." in text_of(answer)
+    assert not signed_in(client)
+
+
 # --- granting on the administrators' page ---------------------------------------------
 
 
 def test_granting_with_the_fingerprint_the_officer_reads_out_opens_the_office_to_them(
-    reviewer: Flask, world: World
+    reviewer: Flask, source: Flask, world: World
 ) -> None:
     newcomer = add_officer(world, "newcomer", [])
     read_out = shown_on_account_page(signed_in_client(reviewer, world, "newcomer"))
@@ -154,13 +170,13 @@ def test_granting_with_the_fingerprint_the_officer_reads_out_opens_the_office_to
     assert "Access was granted." in landed(admin, grant_on_page(admin, world, newcomer, read_out))
     assert grants_of(world.instance, newcomer.id) == ["ECO"]
     assert key_events(world.instance) == []
-    with world.instance.sessions() as db:
-        officer = db.get(Officer, newcomer.id)
-        assert officer is not None
-        key = officers.unlock(officer, newcomer.passphrase, CHEAP_COST)
-        assert key is not None
-        opened = offices.office_key(db, officer, key, "ECO")
-    assert bytes(opened.public_key) == bytes(world.office_keys["ECO"].public_key)
+    # The newcomer's app opens the grant at the next sign-in, and reads ECO's reports with it.
+    source_report(source, "retaliation", RETALIATION)
+    newcomer_client = signed_in_client(reviewer, world, "newcomer")
+    inbox = newcomer_client.get("/").get_data(as_text=True)
+    (rid,) = set(re.findall(r'href="/reports/([0-9a-f]{32})"', inbox))
+    page = html.unescape(newcomer_client.get(f"/reports/{rid}").get_data(as_text=True))
+    assert RETALIATION in page and "This item is damaged" not in page
 
 
 @pytest.mark.parametrize(
@@ -181,14 +197,14 @@ def test_a_copy_in_another_case_or_spacing_is_accepted(
     assert grants_of(world.instance, newcomer.id) == ["ECO"]
 
 
-def test_a_key_swapped_in_the_database_is_refused_with_a_warning_and_an_audit_event(
+def test_a_key_swapped_in_the_database_is_refused_with_a_warning_and_nothing_is_sealed(
     reviewer: Flask, world: World
 ) -> None:
     newcomer = add_officer(world, "newcomer", [])
-    # What the account page shows (the test above): of the key the passphrase unwraps.
+    # What the newcomer's account page shows: of the key their passphrase unwraps.
     read_out = held_fingerprint(world.instance, newcomer)
-    swap_officer_key(world.instance, newcomer.id)
     admin = signed_in_client(reviewer, world, "eco_admin")
+    swap_officer_key(world.instance, newcomer.id)
     granted_before = audit_actions(world.instance).count("office.grant")
 
     page = landed(admin, grant_on_page(admin, world, newcomer, read_out))
@@ -196,10 +212,20 @@ def test_a_key_swapped_in_the_database_is_refused_with_a_warning_and_an_audit_ev
     assert "Access was granted." not in page
     assert grants_of(world.instance, newcomer.id) == []
     assert audit_actions(world.instance).count("office.grant") == granted_before
-    assert key_events(world.instance) == [
-        ("eco-admin", "officer key: newcomer differs from the fingerprint they read out")
-    ]
     assert chain_intact(world.instance)
+
+
+def test_a_key_swapped_in_the_database_is_recorded_as_a_key_mismatch(
+    reviewer: Flask, world: World
+) -> None:
+    """Issue 12 point 5: a mismatch stops the action with a warning *and an audit event*."""
+    newcomer = add_officer(world, "newcomer", [])
+    read_out = held_fingerprint(world.instance, newcomer)
+    admin = signed_in_client(reviewer, world, "eco_admin")
+    swap_officer_key(world.instance, newcomer.id)
+    page = landed(admin, grant_on_page(admin, world, newcomer, read_out))
+    assert WARNING.format(username="newcomer") in page
+    assert key_events(world.instance) == [("eco-admin", DETAIL.format(username="newcomer"), None)]
 
 
 @pytest.mark.parametrize(
@@ -258,18 +284,18 @@ def unlocked_fingerprint(config: str, username: str) -> str:
     instance = Instance.open(load(Path(config)))
     try:
         with instance.sessions() as db:
-            key = officers.unlock(officers.get(db, username), PASSPHRASE, CHEAP_COST)
+            key = officers.open_secret_key(officers.get(db, username), PASSPHRASE, CHEAP_COST)
     finally:
         instance.close()
-    assert key is not None
     return fingerprint(key.public_key)
 
 
-def cli_state(config: str, officer: int) -> tuple[list[str], list[tuple[str, str | None]], bool]:
+def cli_state(config: str, officer: int) -> tuple[list[str], list[tuple[str, str]], bool]:
     """The officer's grants, the `key.mismatch` events, and whether the audit chain verifies."""
     instance = Instance.open(load(Path(config)))
     try:
-        return grants_of(instance, officer), key_events(instance), chain_intact(instance)
+        recorded = [(actor, detail) for actor, detail, _ in key_events(instance)]
+        return grants_of(instance, officer), recorded, chain_intact(instance)
     finally:
         instance.close()
 

@@ -16,7 +16,7 @@ from nacl.public import PrivateKey
 from sqlalchemy import func, select, update
 
 from crypto import envelope
-from dropbox import audit, casework, officers, offices, operations
+from dropbox import audit, cases, officers, offices, operations
 from dropbox.config import Config
 from dropbox.instance import Instance
 from dropbox.models import AuditEvent, Item, ItemKind, Officer, Report, Status
@@ -402,7 +402,7 @@ def test_a_report_reopened_after_the_listing_is_kept(world: World, source: Flask
         officer = db.get(Officer, world.people["oio"].id)
         report = db.get(Report, by_role["old"].id)
         assert officer is not None and report is not None
-        casework.change_status(instance, db, officer, report, Status.REOPENED)
+        cases.change_status(db, officer, report, Status.REOPENED, None)
     purged = operations.purge(instance, dry_run=False, now=later)
     assert [p.report_id for p in purged] == [by_role["old2"].id]
 

@@ -28,8 +28,13 @@ What is shown:
 4. Nothing readable is in Redis: no value of any key holds the report's text
    or the codename.
 
-A unit-level test (Flask test client, same Redis) shows that deactivating an
-officer ends their sessions and API tokens in Redis.
+Unit-level tests (the case server and the reviewer app in this process, the
+same Redis) show that the case server keeps its bearer tokens there (not in
+the database), that deactivating an officer ends their tokens at once (the
+reviewer app then signs them out), and that the per-username sign-in lockout
+is counted in Redis, so that another worker over the same Redis refuses the
+username too. Nothing readable (no passphrase, auth key or secret key, no
+username, no officer id in the clear) is in Redis.
 """
 
 from __future__ import annotations
@@ -43,8 +48,8 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -54,13 +59,20 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import encode_multipart
 
 from crypto import codenames
-from dropbox import offices, sessions
+from dropbox import offices
 from dropbox.config import Config, CryptoSettings, LimitSettings
 from dropbox.instance import Instance
 from dropbox.models import OfficerSession
-from journalist_interface import create_app as create_reviewer_app
-from tests.conftest import CHEAP_COST, CHEAP_CRYPTO_TOML, free_port, invoke
-from tests.reviewer_helpers import fresh_code, make_world, post_form, signed_in_client
+from tests.conftest import CHEAP_COST, CHEAP_CRYPTO_TOML, free_port, invoke, reviewer_settings
+from tests.reviewer_helpers import (
+    World,
+    fresh_code,
+    login_form,
+    make_world,
+    post_form,
+    signed_in_client,
+    wrong_code,
+)
 from tests.served import Browser, Served, start_source
 from tests.source_helpers import CODENAME, csrf_token
 
@@ -284,12 +296,28 @@ def test_with_memory_storage_each_worker_counts_only_its_own(
     assert len({worker for _, worker in answers}) == WORKERS, answers
 
 
-# --- officer sessions end in Redis --------------------------------------------------------
+# --- the case server's tokens and sign-in lockout in Redis ----------------------------------
 
 
-def test_deactivating_an_officer_ends_their_sessions_and_tokens_in_redis(
-    fresh_redis: RedisServer, tmp_path: Path
-) -> None:
+@dataclass
+class CaseDesk:
+    """An instance whose limits and sessions are in Redis; two case server apps (as two
+    workers would be) over it; a reviewer app talking to the first."""
+
+    instance: Instance
+    world: World
+    case: Any
+    other_worker: Any
+    reviewer: Any
+
+
+@pytest.fixture
+def desk(fresh_redis: RedisServer, tmp_path: Path) -> Iterator[CaseDesk]:
+    import httpx
+
+    from case_server import create_app as create_case_server
+    from journalist_interface.app import create_reviewer_app
+
     config = Config(
         data_dir=tmp_path / "data",
         crypto=CryptoSettings(kdf_iterations=1, kdf_memory_kib=8),
@@ -303,45 +331,130 @@ def test_deactivating_an_officer_ends_their_sessions_and_tokens_in_redis(
                 _, secret_key, _, _ = offices.create(db, config, office.code, CHEAP_COST, "test")
                 office_keys[office.code] = secret_key
         world = make_world(instance, office_keys)
-        app = create_reviewer_app(config, instance)
-        app.config["TESTING"] = True
-        officer = world.people["oio"]
-        client = signed_in_client(app, world, "oio")
-        admin = signed_in_client(app, world, "admin")
-        token = sessions.issue_token(
-            instance, officer.id, {"officer_id": officer.id}, timedelta(minutes=5)
+        case = create_case_server(config, instance)
+        other = create_case_server(config, instance)
+        reviewer = create_reviewer_app(
+            reviewer_settings(config), transport=httpx.WSGITransport(app=case)
         )
-        assert sessions.open_token(instance, token) is not None
-
-        def officer_keys(officer_id: int) -> set[bytes]:
-            found = set()
-            for key in fresh_redis.client.scan_iter(match="dropbox:*", _type="HASH"):
-                if fresh_redis.client.hget(key, "officer") == str(officer_id).encode():
-                    found.add(key)
-            return found
-
-        mine = officer_keys(officer.id)
-        assert {k.split(b":")[1] for k in mine} == {b"officer", b"token"}, mine
-        assert fresh_redis.client.smembers(f"dropbox:officer-keys:{officer.id}") == mine
-        assert client.get("/").status_code == 200
-        with instance.sessions() as db:
-            assert db.execute(select(func.count()).select_from(OfficerSession)).scalar_one() == 0
-
-        confirm = {"code": fresh_code(instance, world.people["admin"])}  # the admin's own
-        deactivated = post_form(
-            admin, "/admin/officers", f"/admin/officers/{officer.id}/deactivate", confirm
-        )
-        assert deactivated.status_code == 302
-
-        assert officer_keys(officer.id) == set()
-        assert fresh_redis.client.exists(f"dropbox:officer-keys:{officer.id}") == 0
-        assert sessions.open_token(instance, token) is None
-        assert client.get("/").status_code == 302  # back to the sign-in page
-        assert officer_keys(world.people["admin"].id)  # the administrator is still signed in
-        assert admin.get("/").status_code == 200
-        # Sealed, as in the database: no session state (which holds the officer's
-        # secret key) is readable in Redis.
-        for values in fresh_redis.everything().values():
-            assert not any(b"secret_key" in v or b"officer_id" in v for v in values)
+        reviewer.config["TESTING"] = True
+        yield CaseDesk(instance, world, case, other, reviewer)
     finally:
         instance.close()
+
+
+def officer_keys(server: RedisServer, officer_id: int) -> set[bytes]:
+    """The Redis keys of the officer's tokens and sessions."""
+    found = set()
+    for key in server.client.scan_iter(match="dropbox:*", _type="HASH"):
+        owner: Any = server.client.hget(key, "officer")
+        if owner == str(officer_id).encode():
+            found.add(key)
+    return found
+
+
+def nothing_readable(server: RedisServer, world: World, *more: bytes) -> None:
+    """No value or key in Redis holds a passphrase, a username, a secret or an officer id."""
+    needles = [b"officer_id", b"secret_key", b"auth_key", *more]
+    for person in world.people.values():
+        needles += [person.passphrase.encode(), person.username.encode()]
+    for key in server.client.scan_iter(match="*"):
+        assert not any(n in key for n in needles if n), key
+    for values in server.everything().values():
+        for value in values:
+            assert not any(n in value for n in needles if n), value[:200]
+
+
+def test_case_server_tokens_are_in_redis_and_deactivation_ends_them(
+    fresh_redis: RedisServer, desk: CaseDesk
+) -> None:
+    from case_server import tokens
+
+    world = desk.world
+    officer = world.people["oio"]
+    client = signed_in_client(desk.reviewer, world, "oio")  # the reviewer app signs in
+    admin = signed_in_client(desk.reviewer, world, "admin")
+    assert client.get("/").status_code == 200
+    mine = officer_keys(fresh_redis, officer.id)
+    assert {k.split(b":")[1] for k in mine} == {b"token"}, mine  # the sign-in's bearer token
+    assert fresh_redis.client.smembers(f"dropbox:officer-keys:{officer.id}") == mine
+    with desk.instance.sessions() as db:
+        assert db.execute(select(func.count()).select_from(OfficerSession)).scalar_one() == 0
+    # A token issued by one worker works on the other: it is in the shared store.
+    token = tokens.issue(desk.instance, officer.id)
+    me = desk.other_worker.test_client().get(
+        "/api/v2/me", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert me.status_code == 200 and me.json is not None and me.json["id"] == officer.id
+    assert len(officer_keys(fresh_redis, officer.id)) == 2
+
+    confirm = {"code": fresh_code(desk.instance, world.people["admin"])}  # the admin's own
+    deactivated = post_form(
+        admin, "/admin/officers", f"/admin/officers/{officer.id}/deactivate", confirm
+    )
+    assert deactivated.status_code == 302, deactivated.get_data(as_text=True)
+
+    assert officer_keys(fresh_redis, officer.id) == set()
+    assert fresh_redis.client.exists(f"dropbox:officer-keys:{officer.id}") == 0
+    gone = desk.other_worker.test_client().get(
+        "/api/v2/me", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert gone.status_code == 401
+    # The reviewer app learns it at its next call to the server: keys forgotten, signed out.
+    assert client.get("/").status_code == 302
+    assert officer_keys(fresh_redis, world.people["admin"].id)  # the administrator is still in
+    assert admin.get("/").status_code == 200
+    nothing_readable(fresh_redis, world)
+
+
+def test_the_sign_in_lockout_is_counted_in_redis_for_every_worker(
+    fresh_redis: RedisServer, desk: CaseDesk
+) -> None:
+    """Five failed sign-ins through one worker lock the username on the other worker too,
+    even with the right passphrase and code; another username is not locked."""
+    world = desk.world
+    person = world.people["eco"]
+    desk.reviewer.config["TESTING"] = True
+    before = set(fresh_redis.client.scan_iter(match="*"))
+    statuses = []
+    for _ in range(5):
+        refused = login_form(
+            desk.reviewer.test_client(), person.username, person.passphrase, wrong_code(person)
+        )
+        statuses.append(refused.status_code)
+    # Refused; the fifth failure spends the budget, so it may already say until when.
+    assert statuses[:4] == [400] * 4 and statuses[4] in (400, 429), statuses
+    counted = set(fresh_redis.client.scan_iter(match="*")) - before
+    assert any(b"signin" in key for key in counted), counted  # the failures, in Redis
+
+    # The other worker (its own limiter, the same Redis): the right credentials are refused.
+    import httpx
+
+    from journalist_interface.client import ApiError, CaseServerClient
+    from tests.signin_helpers import derive
+
+    other = CaseServerClient(
+        "http://case.test", transport=httpx.WSGITransport(app=desk.other_worker)
+    )
+    try:
+        secrets = derive(other, person.username, person.passphrase)
+        with pytest.raises(ApiError) as locked:
+            other.sign_in(person.username, secrets.auth_key, fresh_code(desk.instance, person))
+        assert locked.value.status == 429
+        assert isinstance(locked.value.extra.get("retry_after"), int)
+        # Through the reviewer app too, which says until when.
+        page = login_form(
+            desk.reviewer.test_client(),
+            person.username,
+            person.passphrase,
+            fresh_code(desk.instance, person),
+        )
+        assert page.status_code == 429
+        # Another officer is not locked out by it.
+        second = world.people["eco2"]
+        secrets = derive(other, second.username, second.passphrase)
+        signed = other.sign_in(second.username, secrets.auth_key, fresh_code(desk.instance, second))
+        assert signed.me.username == second.username
+    finally:
+        other.close()
+    # The usernames tried are stored as keyed digests only.
+    nothing_readable(fresh_redis, world, person.passphrase.encode())

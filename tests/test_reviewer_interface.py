@@ -6,23 +6,26 @@ import html
 import os
 import re
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pyotp
 import pytest
 from flask import Flask
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from dropbox import officers
 from dropbox.instance import Instance
 from dropbox.models import Item, Officer, OfficerSession, Report
+from journalist_interface.vault import Vault
 from tests.conftest import CHEAP_COST
 from tests.reviewer_helpers import (
+    PASSPHRASE,
     World,
     audit_actions,
     b64,
     chain_intact,
     fresh_code,
+    next_code,
     post_form,
     sign_in,
     signed_in_client,
@@ -105,42 +108,88 @@ def test_five_failures_lock_the_account_and_say_until_when(reviewer: Flask, worl
     assert re.search(r"Try again after \d\d:\d\d:\d\d UTC", locked.get_data(as_text=True))
 
 
+COOKIE = "dropbox_reviewer"
+DOMAIN = "127.0.0.1"  # the reviewer app's own address (its SERVER_NAME in tests)
+
+
+def vault_of(reviewer: Flask) -> Vault:
+    found: Vault = reviewer.extensions["reviewer.vault"]
+    return found
+
+
+def stored_tokens(instance: Instance) -> list[OfficerSession]:
+    """The case server's stored bearer tokens (and any sessions): sealed states, by id hash."""
+    with instance.sessions() as db:
+        return list(db.execute(select(OfficerSession)).scalars())
+
+
 def test_sign_in_gives_a_new_session_id(reviewer: Flask, world: World) -> None:
     client = reviewer.test_client()
     client.get("/login")
-    before = client.get_cookie("dropbox_reviewer")
+    before = client.get_cookie(COOKIE, domain=DOMAIN)
     assert before is not None
     sign_in(client, world.instance, world.people["eco"])
-    after = client.get_cookie("dropbox_reviewer")
+    after = client.get_cookie(COOKIE, domain=DOMAIN)
     assert after is not None and after.value != before.value
-    with world.instance.sessions() as db:
-        rows = db.execute(select(func.count()).select_from(OfficerSession)).scalar_one()
-    assert rows == 1  # the pre-sign-in session was dropped
+    assert client.get("/").status_code == 200
+    # Signing in again from the same browser: a new vault entry; the old one, and its
+    # token on the case server, are gone.
+    assert sign_in(client, world.instance, world.people["eco"]).status_code == 302
+    again = client.get_cookie(COOKIE, domain=DOMAIN)
+    assert again is not None and again.value != after.value
+    assert len(vault_of(reviewer)) == 1
+    assert len(stored_tokens(world.instance)) == 1
+    replayed = reviewer.test_client()
+    replayed.set_cookie(COOKIE, after.value, domain=DOMAIN)
+    assert replayed.get("/").status_code == 302  # the old cookie names nothing now
 
 
 def test_idle_and_absolute_timeouts_end_the_session(reviewer: Flask, world: World) -> None:
+    vault = vault_of(reviewer)
+    start = datetime.now(UTC)
     client = signed_in_client(reviewer, world, "eco")
-    with world.instance.sessions.begin() as db:
-        db.execute(update(OfficerSession).values(last_seen_at=datetime(2000, 1, 1)))
+    vault.clock = lambda: start + timedelta(minutes=16)  # idle for longer than 15 minutes
     assert client.get("/").status_code == 302
+    assert len(vault) == 0
+    assert stored_tokens(world.instance) == []  # its token ended on the case server too
+
+    vault.clock = lambda: start
     client = signed_in_client(reviewer, world, "eco")
-    with world.instance.sessions.begin() as db:
-        db.execute(update(OfficerSession).values(expires_at=datetime(2000, 1, 1)))
+    # Busy all along, never idle for 15 minutes: still over after 8 hours in all.
+    minutes = 0
+    while minutes + 14 <= 8 * 60:
+        minutes += 14
+        vault.clock = lambda m=minutes: start + timedelta(minutes=m)  # type: ignore[misc]
+        assert client.get("/").status_code == 200, minutes
+    vault.clock = lambda: start + timedelta(hours=8, minutes=5)
     assert client.get("/").status_code == 302
+    assert len(vault) == 0
 
 
-def test_session_row_holds_no_usable_key_without_the_cookie(reviewer: Flask, world: World) -> None:
-    signed_in_client(reviewer, world, "eco")
+def test_no_key_is_in_the_cookie_or_in_the_servers_stored_tokens(
+    reviewer: Flask, world: World
+) -> None:
+    """The cookie holds only a random vault id; the case server's token state holds no key."""
+    client = signed_in_client(reviewer, world, "eco")
+    cookie = client.get_cookie(COOKIE, domain=DOMAIN)
+    assert cookie is not None
     with world.instance.sessions() as db:
-        row = db.execute(select(OfficerSession)).scalar_one()
         officer = db.get(Officer, world.people["eco"].id)
         assert officer is not None
-        key = officers.unlock(officer, world.people["eco"].passphrase, CHEAP_COST)
-    assert key is not None
-    # Neither the key nor its base64 form is in the stored state.
-    assert bytes(key) not in row.state
-    assert b64(bytes(key)).encode() not in row.state
-    assert b"secret_key" not in row.state
+        key = officers.open_secret_key(officer, world.people["eco"].passphrase, CHEAP_COST)
+    serializer = reviewer.session_interface.get_signing_serializer(reviewer)  # type: ignore[attr-defined]
+    assert serializer is not None
+    state = serializer.loads(cookie.value)
+    assert set(state) <= {"vault", "csrf_token", "_flashes"}, state
+    secrets = [bytes(key), bytes(world.office_keys["ECO"])]
+    texts = [cookie.value, repr(state)]
+    rows = stored_tokens(world.instance)
+    assert len(rows) == 1
+    for secret in secrets:
+        for form in (secret, b64(secret).encode(), secret.hex().encode()):
+            assert not any(form in text.encode() for text in texts)
+            assert form not in rows[0].state
+    assert b"secret_key" not in rows[0].state
 
 
 # --- inbox and report ------------------------------------------------------------
@@ -330,11 +379,16 @@ def test_reply_round_trips_to_a_returning_source(
 def test_enrolment_grant_and_deactivation(reviewer: Flask, source: Flask, world: World) -> None:
     source_report(source, "retaliation", MESSAGE)
     admin = signed_in_client(reviewer, world, "eco_admin")
+    admin_person = world.people["eco_admin"]
     created = post_form(
         admin,
         "/admin/officers",
         "/admin/officers",
-        {"username": "newbie", "display_name": "New Officer"},
+        {
+            "username": "newbie",
+            "display_name": "New Officer",
+            "code": fresh_code(world.instance, admin_person),
+        },
     )
     code = re.search(r"([a-z]+(?:-[a-z]+){4})", created.get_data(as_text=True))
     assert code is not None
@@ -370,8 +424,7 @@ def test_enrolment_grant_and_deactivation(reviewer: Flask, source: Flask, world:
 
     with world.instance.sessions() as db:
         newbie_id = db.execute(select(Officer.id).where(Officer.username == "newbie")).scalar_one()
-    # Granting and deactivating each need a fresh code of the administrator's own.
-    admin_person = world.people["eco_admin"]
+    # Inviting, granting and deactivating each need a fresh code of the administrator's own.
     granted = {"officer_id": str(newbie_id), "office": "ECO", "fingerprint": shown.group(1)}
     granted["code"] = fresh_code(world.instance, admin_person)
     post_form(admin, "/admin/officers", "/admin/grants", granted)
@@ -391,22 +444,28 @@ def test_enrolment_grant_and_deactivation(reviewer: Flask, source: Flask, world:
 
 
 def test_passphrase_change_rewraps_and_ends_other_sessions(reviewer: Flask, world: World) -> None:
+    person = world.people["eco"]
     first = signed_in_client(reviewer, world, "eco")
     second = signed_in_client(reviewer, world, "eco")
-    post_form(
-        first,
-        "/account",
-        "/account/passphrase",
-        {
-            "current_passphrase": world.people["eco"].passphrase,
-            "new_passphrase": "an even longer passphrase",
-            "confirm_passphrase": "an even longer passphrase",
-        },
-    )
+    change = {
+        "current_passphrase": person.passphrase,
+        "new_passphrase": "an even longer passphrase",
+        "confirm_passphrase": "an even longer passphrase",
+    }
+    # A wrong current passphrase, or no code of the officer's device: nothing changes.
+    for refused in (
+        {**change, "current_passphrase": "not my passphrase", "code": next_code(person)},
+        {**change, "code": ""},
+    ):
+        assert post_form(first, "/account", "/account/passphrase", refused).status_code == 302
+        assert second.get("/").status_code == 200
+    changed = {**change, "code": fresh_code(world.instance, person)}
+    post_form(first, "/account", "/account/passphrase", changed)
     assert first.get("/").status_code == 200
     assert second.get("/").status_code == 302
-    world.people["eco"].passphrase = "an even longer passphrase"
-    assert sign_in(reviewer.test_client(), world.instance, world.people["eco"]).status_code == 302
+    assert sign_in(reviewer.test_client(), world.instance, person).status_code == 400
+    person.passphrase = "an even longer passphrase"
+    assert sign_in(reviewer.test_client(), world.instance, person).status_code == 302
 
 
 def test_audit_log_page_shows_events_and_verification(reviewer: Flask, world: World) -> None:
@@ -421,7 +480,11 @@ def test_reenrolling_totp_replaces_the_device_only_once_confirmed(
 ) -> None:
     person = world.people["oio"]
     client = signed_in_client(reviewer, world, "oio")
-    setup = post_form(client, "/account", "/account/totp", {})
+    wrong_passphrase = post_form(
+        client, "/account", "/account/totp", {"current_passphrase": "not my passphrase"}
+    )
+    assert wrong_passphrase.status_code == 302  # back to the account page, nothing started
+    setup = post_form(client, "/account", "/account/totp", {"current_passphrase": PASSPHRASE})
     assert setup.status_code == 200
     page = setup.get_data(as_text=True)
     assert "<svg" in page

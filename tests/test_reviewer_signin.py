@@ -1,15 +1,22 @@
-"""Signing in to the reviewer interface, as an attacker would try it.
+"""Signing in to the reviewer app and the case server, as an attacker would try it.
 
 Where an officer lands afterwards (never another site), what an attempt
 costs and tells (the same work and the same answer whether the username
 exists or the passphrase is right), who a flood of failures can lock out
 (new clients, never the officer's usual browser), and what a stolen
 administrator session can do without the administrator's device (nothing
-that mints administrators, deactivates officers or opens an office).
+that invites officers, deactivates them or opens an office).
+
+The `reviewer` fixture is the reviewer app (the officer's machine) over the
+real case server (`case_app`) in this process: the passphrase is derived on
+the app's side, the case server checks the auth key, the code and the
+lockout. Case-server routes are also called directly, as any client could.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import random
 import re
 import statistics
@@ -33,6 +40,7 @@ from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 from crypto.kdf import KdfCost
+from crypto.keys import derive_officer_keys, wrap_parameters
 from dropbox import officers
 from dropbox.config import CryptoSettings
 from dropbox.models import OfficeGrant, Officer, Report
@@ -44,6 +52,8 @@ from tests.reviewer_helpers import (
     World,
     add_officer,
     audit_actions,
+    b64,
+    case_client,
     chain_intact,
     fresh_code,
     held_fingerprint,
@@ -51,13 +61,12 @@ from tests.reviewer_helpers import (
     next_code,
     post_form,
     sign_in,
-    signed_in_client,
     source_report,
     wrong_code,
 )
 from tests.source_helpers import csrf_token
 
-API = "/api/v1"
+API = "/api/v2"
 DEVICE_COOKIE = "dropbox_reviewer_device"
 BASE = "http://reviewer.example/login"
 
@@ -117,7 +126,7 @@ def test_a_page_of_this_app_given_as_next_is_where_sign_in_lands(
         signed = login_form(client, person.username, person.passphrase, code, quote(wanted))
         assert signed.headers["Location"] == wanted
     # Not a page: another site, a route that takes no GET, a JSON route, no route at all.
-    for refused in ("//evil.example", "/logout", "/api/v1/reports", "/no/such/page", "/\\evil"):
+    for refused in ("//evil.example", "/logout", "/api/v2/reports", "/no/such/page", "/\\evil"):
         client = reviewer.test_client()
         code = fresh_code(world.instance, person)
         signed = login_form(client, person.username, person.passphrase, code, quote(refused))
@@ -140,8 +149,10 @@ next_values = st.one_of(
 )
 
 
-def test_after_sign_in_no_next_value_leads_off_this_app(reviewer: Flask, world: World) -> None:
-    reviewer.extensions["dropbox.limiter"].enabled = False  # many sign-ins in a minute
+def test_after_sign_in_no_next_value_leads_off_this_app(
+    reviewer: Flask, case_app: Flask, world: World
+) -> None:
+    case_app.extensions["dropbox.limiter"].enabled = False  # many sign-ins in a minute
     person = world.people["eco"]
     client = reviewer.test_client()
     tried = 0
@@ -163,7 +174,7 @@ def test_after_sign_in_no_next_value_leads_off_this_app(reviewer: Flask, world: 
 
 
 def test_the_one_next_check_takes_only_get_pages_of_the_app(reviewer: Flask) -> None:
-    from journalist_interface.auth import safe_next
+    from journalist_interface.signin import safe_next
 
     adapter = reviewer.url_map.bind("reviewer.example")
 
@@ -176,7 +187,7 @@ def test_the_one_next_check_takes_only_get_pages_of_the_app(reviewer: Flask) -> 
         assert taken == target
         assert_lands_on_this_app(taken, target)
         endpoint, _ = adapter.match(unquote(urlsplit(taken).path), method="GET")
-        assert endpoint not in ("login", "enrol", "static") and not endpoint.startswith("api.")
+        assert endpoint != "static" and not endpoint.startswith("signin."), endpoint
 
     one()
     assert safe_next(reviewer, "/account") == "/account"
@@ -216,10 +227,17 @@ def counted_derivations(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 def test_every_sign_in_attempt_runs_exactly_one_memory_hard_derivation(
     reviewer: Flask, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """One Argon2id run per attempt, on the officer's side; none on the case server.
+
+    Both run in this process, so every derivation of either is counted: the
+    reviewer app derives once from the header the server hands out (a fake
+    one, at the same cost, for a name that cannot sign in), and the case
+    server only compares the auth key with its verifier.
+    """
     oio = world.people["oio"]
     gone = world.people["gone"]
     with world.instance.sessions.begin() as db:
-        officers.create_enrolment(db, "not-enrolled", "Not Yet", False, CHEAP_COST, "test")
+        officers.create_enrolment(db, "not-enrolled", "Not Yet", False, "test")
         deactivated = db.get(Officer, gone.id)
         assert deactivated is not None
         officers.deactivate(db, deactivated, "test")
@@ -247,45 +265,34 @@ def test_every_sign_in_attempt_runs_exactly_one_memory_hard_derivation(
     assert counts == {what: ["libsodium"] for what, *_ in attempts}, counts
 
 
+def test_the_case_server_hands_out_the_same_header_for_names_that_cannot_sign_in(
+    case_app: Flask, world: World
+) -> None:
+    """The header (cost, salt) is stable per name and at the real cost: it tells nothing."""
+    gone = world.people["gone"]
+    with world.instance.sessions.begin() as db:
+        officers.create_enrolment(db, "not-enrolled", "Not Yet", False, "test")
+        deactivated = db.get(Officer, gone.id)
+        assert deactivated is not None
+        officers.deactivate(db, deactivated, "test")
+    client = case_client(case_app)
+    try:
+        headers = {
+            name: client.signin_parameters(name)
+            for name in ("oio-officer", "nobody-here", "not-enrolled", gone.username)
+        }
+        for name, header in headers.items():
+            assert client.signin_parameters(name) == header, name  # the same every time
+            assert wrap_cost(header) == (CHEAP_COST.iterations, CHEAP_COST.memory_bytes), name
+        assert len(set(headers.values())) == len(headers)  # a salt of its own for each
+    finally:
+        client.close()
+
+
 def wrap_cost(wrapped: bytes) -> tuple[int, int]:
-    """The (iterations, memory) recorded in a wrapped key's header (crypto/keys.py)."""
+    """The (iterations, memory) recorded in a wrap header (crypto/keys.py)."""
     _, iterations, memory = struct.unpack(">BIQ", wrapped[:13])
     return iterations, memory
-
-
-def test_a_raised_cost_rewraps_the_key_only_after_a_full_sign_in(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from journalist_interface import create_app
-
-    raised = KdfCost(iterations=2, memory_bytes=16 * 1024)
-    config = replace(world.instance.config, crypto=CryptoSettings(2, 16))
-    app = create_app(config, world.instance)
-    app.config["TESTING"] = True
-    person = world.people["eco"]
-
-    def stored() -> tuple[str, tuple[int, int]]:
-        with world.instance.sessions() as db:
-            officer = db.get(Officer, person.id)
-            assert officer is not None and officer.password_hash and officer.wrapped_secret_key
-            return officer.password_hash, wrap_cost(officer.wrapped_secret_key)
-
-    before = stored()
-    assert before[1] == (CHEAP_COST.iterations, CHEAP_COST.memory_bytes)
-    with counted_derivations(monkeypatch) as calls:
-        answer = login_form(app.test_client(), person.username, person.passphrase, "000000")
-        assert answer.status_code == 400
-        assert calls == ["libsodium"]
-        # A right passphrase with a wrong code changes nothing: the extra work of a
-        # re-hash would tell the passphrase was right.
-        assert stored() == before
-        del calls[:]
-        assert sign_in(app.test_client(), world.instance, person).status_code == 302
-        assert calls == ["libsodium", "argon2 hash", "libsodium"]
-    password_hash, cost = stored()
-    assert cost == (raised.iterations, raised.memory_bytes)
-    assert password_hash != before[0] and "t=2" in password_hash and "m=16" in password_hash
-    assert sign_in(app.test_client(), world.instance, person).status_code == 302
 
 
 TIMING_COST_KIB = 64 * 1024  # Argon2id dominates each attempt (about 0.1 s here)
@@ -296,18 +303,29 @@ TIMING_RATIO = 1.15
 def test_signing_in_takes_as_long_whether_the_username_exists_or_the_passphrase_is_right(
     world: World,
 ) -> None:
-    """Medians of interleaved attempts: an unknown username, a wrong passphrase, and the right
-    passphrase with a wrong code. Before the fix the last cost two derivations (ratio ~2)."""
-    from journalist_interface import create_app
+    """Medians of interleaved attempts through the reviewer app and the case server: an
+    unknown username, a wrong passphrase, and the right passphrase with a wrong code."""
+    import httpx
+
+    from case_server import create_app as create_case_server
+    from journalist_interface.app import create_reviewer_app
+    from tests.conftest import reviewer_settings
 
     cost = KdfCost(iterations=1, memory_bytes=TIMING_COST_KIB * 1024)
     with world.instance.sessions.begin() as db:
         _, secret = officers.add(db, "timed-officer", PASSPHRASE, cost, "test")
     person = Person("timed-officer", PASSPHRASE, secret)
+    # The server's configured cost is the one its fake headers carry: a server
+    # configured as its officers were enrolled.
     config = replace(world.instance.config, crypto=CryptoSettings(1, TIMING_COST_KIB))
-    app = create_app(config, world.instance)
+    world.instance.config = config
+    case_app = create_case_server(config, world.instance)
+    case_app.config["TESTING"] = True
+    app = create_reviewer_app(
+        reviewer_settings(config), transport=httpx.WSGITransport(app=case_app)
+    )
     app.config["TESTING"] = True
-    limiter = app.extensions["dropbox.limiter"]
+    limiter = case_app.extensions["dropbox.limiter"]
     limiter.enabled = False  # the shared budget is not what is measured here
     client = app.test_client()
     token = csrf_token(client.get("/login").get_data(as_text=True))
@@ -389,19 +407,34 @@ def test_unknown_and_existing_usernames_answer_alike_through_the_lockout(
     assert "Try again after HH:MM:SS UTC" in answers["nobody-atall"][-1][1]
 
 
+def api_sign_in(
+    http: FlaskClient, username: str, passphrase: str, code: str, device: str | None = None
+) -> TestResponse:
+    """POST /signin on the case server as the reviewer app does (derived here, none sent)."""
+    params = http.post(f"{API}/signin/params", json={"username": username, "device": device or ""})
+    assert params.status_code == 200, params.get_data(as_text=True)
+    assert params.json is not None
+    cost, salt = wrap_parameters(base64.b64decode(params.json["header"]), minimum=CHEAP_COST)
+    auth_key = derive_officer_keys(passphrase, salt, cost).auth_key
+    body = {"username": username, "auth_key": b64(auth_key), "code": code}
+    if device is not None:
+        body["device"] = device
+    return http.post(f"{API}/signin", json=body)
+
+
 def test_unknown_and_existing_usernames_answer_alike_through_the_api_lockout(
-    reviewer: Flask, world: World
+    case_app: Flask, world: World
 ) -> None:
     existing = world.people["oio"]
     answers = {}
     for username in (existing.username, "nobody-atall"):
-        client = reviewer.test_client()
+        client = case_app.test_client()
         seen = []
         for _ in range(7):
-            body = {"username": username, "passphrase": "a wrong passphrase", "code": "123456"}
-            answer = client.post(f"{API}/token", json=body)
+            answer = api_sign_in(client, username, "a wrong passphrase", "123456")
             assert answer.json is not None
-            seen.append((answer.status_code, sorted(answer.json), answer.json["error"]))
+            error = re.sub(r"\d\d:\d\d:\d\d", "HH:MM:SS", answer.json["error"])
+            seen.append((answer.status_code, sorted(answer.json), error))
             assert ("Retry-After" in answer.headers) == (answer.status_code == 429)
         answers[username] = seen
     assert [s for s, *_ in answers[existing.username]] == [401, 401, 401, 401, 429, 429, 429]
@@ -439,8 +472,9 @@ def test_a_flood_of_failures_does_not_keep_an_officer_out_of_their_usual_browser
     assert device_cookie(signed)["value"]
     assert post_form(usual, "/", "/logout", {}).status_code == 302  # the device stays known
 
-    # More than the username's budget, and more than the shared budget of 60 a minute.
-    statuses = flood(reviewer.test_client(), person.username, 80)
+    # More than the username's budget, and more than every budget the case server shares
+    # among clients without a device token (60 sign-ins and 120 header requests a minute).
+    statuses = flood(reviewer.test_client(), person.username, 125)
     assert statuses[:4] == [400] * 4 and set(statuses[4:]) == {429}
     assert flood(reviewer.test_client(), world.people["eco"].username, 5)[-1] == 429
 
@@ -471,23 +505,18 @@ def test_a_known_browser_is_locked_by_its_own_failures_not_the_officers_others(
     assert sign_in(reviewer.test_client(), world.instance, person).status_code == 302
 
 
-@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
-def test_the_device_cookie_is_httponly_strict_long_lived_and_secure_over_tls(
-    reviewer: Flask, world: World, tls: bool
-) -> None:
+def test_the_device_cookie_is_httponly_strict_and_long_lived(reviewer: Flask, world: World) -> None:
     person = world.people["eco"]
     client = reviewer.test_client()
-    base = "https://localhost" if tls else "http://localhost"
-    token = csrf_token(client.get("/login", base_url=base).get_data(as_text=True))
+    token = csrf_token(client.get("/login").get_data(as_text=True))
     data = {"csrf_token": token, "username": person.username, "passphrase": person.passphrase}
     data["code"] = fresh_code(world.instance, person)
-    signed = client.post("/login", data=data, base_url=base)
+    signed = client.post("/login", data=data)
     assert signed.status_code == 302
     cookie = device_cookie(signed)
     assert "httponly" in cookie and cookie.get("samesite") == "Strict"
     assert cookie.get("path") == "/" and "domain" not in cookie
     assert int(cookie["max-age"]) >= 90 * 24 * 3600
-    assert ("secure" in cookie) == tls
     assert person.username not in cookie["value"]  # the username only as a keyed digest
     # A failed attempt sets no device cookie.
     failed = login_form(client, person.username, "not it", "123456")
@@ -495,17 +524,14 @@ def test_the_device_cookie_is_httponly_strict_long_lived_and_secure_over_tls(
 
 
 def test_the_api_device_token_keeps_its_client_in_through_a_flood(
-    reviewer: Flask, world: World
+    case_app: Flask, world: World
 ) -> None:
     person = world.people["oio"]
-    client = reviewer.test_client()
+    client = case_app.test_client()
 
     def token_request(device: str | None = None, passphrase: str = person.passphrase) -> Any:
-        body = {"username": person.username, "passphrase": passphrase}
-        body["code"] = fresh_code(world.instance, person)
-        if device is not None:
-            body["device"] = device
-        return client.post(f"{API}/token", json=body)
+        code = fresh_code(world.instance, person)
+        return api_sign_in(client, person.username, passphrase, code, device)
 
     first = token_request()
     assert first.status_code == 200 and first.json is not None
@@ -553,21 +579,43 @@ def _deactivate(world: World) -> tuple[str, dict[str, str], Callable[[], bool], 
     return f"/admin/officers/{target.id}/deactivate", {}, done, "officer.deactivate"
 
 
-def _administrator(world: World) -> tuple[str, dict[str, str], Callable[[], bool], str]:
+def _invite(
+    username: str, is_admin: bool
+) -> Callable[[World], tuple[str, dict[str, str], Callable[[], bool], str]]:
+    def action(world: World) -> tuple[str, dict[str, str], Callable[[], bool], str]:
+        def done() -> bool:
+            with world.instance.sessions() as db:
+                found = db.execute(select(Officer).where(Officer.username == username)).first()
+                return found is not None
+
+        form = {"username": username, "display_name": "New Officer"}
+        if is_admin:
+            form["is_admin"] = "yes"
+        return "/admin/officers", form, done, "officer.invite"
+
+    return action
+
+
+def _reinvite(world: World) -> tuple[str, dict[str, str], Callable[[], bool], str]:
+    target = world.people["eco2"]
+
     def done() -> bool:
         with world.instance.sessions() as db:
-            found = db.execute(select(Officer).where(Officer.username == "new-admin")).first()
-            return found is not None
+            officer = db.get(Officer, target.id)
+            return officer is not None and officer.auth_verifier is None
 
-    form = {"username": "new-admin", "display_name": "New Administrator", "is_admin": "yes"}
-    return "/admin/officers", form, done, "officer.invite"
+    return f"/admin/officers/{target.id}/invite", {}, done, "officer.reinvite"
 
 
 ACTIONS = {
     "granting an office": _grant,
     "deactivating an officer": _deactivate,
-    "creating an administrator": _administrator,
+    "creating an administrator": _invite("new-admin", True),
+    "inviting an officer": _invite("plain-officer", False),
+    "re-inviting an officer": _reinvite,
 }
+
+CONFIRM = "with a fresh code from your authenticator app"
 
 
 @pytest.mark.parametrize("action", list(ACTIONS))
@@ -597,23 +645,16 @@ def test_an_administrator_action_needs_a_fresh_code_of_the_administrators_own(
             page = refused.get_data(as_text=True)
         else:
             page = client.get("/admin/officers").get_data(as_text=True)
-        assert "confirm with a new code from your authenticator app" in page, why
+        assert CONFIRM in html.unescape(page), why
     confirmed = post_form(client, "/admin/officers", path, {**form, "code": next_code(admin)})
     assert confirmed.status_code in (200, 302)
     assert done()
     assert audit_actions(world.instance).count(event) == recorded + 1
+    if event == "officer.invite":
+        shown = html.unescape(confirmed.get_data(as_text=True))
+        assert f"Enrolment code for {form['username']}" in shown
     # That code is used up now: it confirms nothing else.
     if action == "granting an office":
         path, form, done, event = _deactivate(world)
         again = post_form(client, "/admin/officers", path, {**form, "code": next_code(admin)})
         assert again.status_code == 302 and not done()
-
-
-def test_inviting_an_officer_who_is_not_an_administrator_needs_no_code(
-    reviewer: Flask, world: World
-) -> None:
-    admin = signed_in_client(reviewer, world, "eco_admin")
-    form = {"username": "plain-officer", "display_name": "Plain Officer"}
-    invited = post_form(admin, "/admin/officers", "/admin/officers", form)
-    assert invited.status_code == 200
-    assert "Enrolment code for plain-officer" in invited.get_data(as_text=True)

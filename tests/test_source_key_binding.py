@@ -1,10 +1,15 @@
 """The source's key is bound inside the report: an office seals nothing to a swapped key.
 
-Replies go to `reports.source_public_key`, a database column. Someone who can
-write the database could put their own public key there and read every later
-reply. The source's messages carry the key the source interface derived from
-the codename, sealed to the office; before a reply is sealed, the office
-compares the column with that copy and refuses on any difference.
+Replies go to `reports.source_public_key`, a column of the case server's
+database, which the server hands to the reviewer app with the report.
+Someone who can write that database could put their own public key there
+and read every later reply. The source's messages carry the key the source
+interface derived from the codename, sealed to the office; before a reply
+is sealed, the reviewer app (on the officer's machine) opens that copy and
+compares it with the key the server sent, and refuses on any difference,
+recording a `key.mismatch` event on the case server. Here rows are changed
+in the database, as its owner would, and the reviewer app's pages are
+driven through /login.
 """
 
 from __future__ import annotations
@@ -25,21 +30,21 @@ from werkzeug.test import TestResponse
 from crypto import codenames, envelope
 from dropbox import reports
 from dropbox.instance import Instance
-from dropbox.models import AuditEvent, Item, ItemKind, ItemRead, Report
+from dropbox.models import Item, ItemKind, ItemRead, Report
 from tests.reviewer_helpers import (
     World,
-    api_headers,
     chain_intact,
     post_form,
     signed_in_client,
     source_report,
 )
 from tests.source_helpers import csrf_token, login
+from tests.substitution_helpers import events, sealed_to
+from tests.substitution_helpers import swap_source_key as swap_in_database
 
 MESSAGE = "The depot manager sells the fuel stock every Friday night, with the gate logs changed."
 EARLIER = "Which depot is it, and since when?"
 LATER = "Can you send the gate logs?"
-API = "/api/v1"
 DIFFERS = (
     "The reply was not sent: the source's key on the server does not match the one"
     " the source sent with the report. An administrator should check the server."
@@ -53,9 +58,12 @@ NOT_CHECKED = "this report was made before reports carried a sealed copy of it."
 
 @pytest.fixture(autouse=True)
 def audit_chain_verifies_after_every_flow(world: World) -> Iterator[None]:
-    """Whatever a test did, including refused replies, the audit chain must still verify."""
+    """Whatever a test did, including refused replies, the audit chain must still verify,
+    and nothing was ever sealed to a key a test swapped in."""
+    INTRUDERS.clear()
     yield
     assert chain_intact(world.instance)
+    assert all(sealed_to(world.instance, key) == [] for key in INTRUDERS)
 
 
 @pytest.fixture
@@ -103,25 +111,18 @@ def document(instance: Instance, item: Item, office_key: PrivateKey) -> dict[str
 
 def swap_source_key(instance: Instance, rid: str) -> PrivateKey:
     """Do what a database writer would: put their own public key in the report row."""
-    intruder = PrivateKey.generate()
-    with instance.sessions.begin() as db:
-        db.execute(
-            update(Report)
-            .where(Report.id == rid)
-            .values(source_public_key=bytes(intruder.public_key))
-        )
+    intruder = swap_in_database(instance, rid)
+    INTRUDERS.append(intruder.public_key)
     return intruder
+
+
+# Every key swapped in by a test: nothing may ever be sealed to one of them.
+INTRUDERS: list[PublicKey] = []
 
 
 def key_events(instance: Instance) -> list[tuple[str, str, str | None]]:
     """Every `key.mismatch` event: (actor, detail, report id)."""
-    with instance.sessions() as db:
-        rows = db.execute(
-            select(AuditEvent.actor, AuditEvent.detail, AuditEvent.report_id)
-            .where(AuditEvent.action == "key.mismatch")
-            .order_by(AuditEvent.id)
-        ).all()
-    return [(actor, detail, report_id) for actor, detail, report_id in rows]
+    return events(instance, "key.mismatch")
 
 
 def reply_page(client: FlaskClient, rid: str, message: str) -> TestResponse:
@@ -188,6 +189,7 @@ def assert_refused_and_recorded(
     """Nothing was added (no row, no blob), and one `key.mismatch` event names the source key."""
     assert [i.id for i in items(instance, rid)] == [i.id for i in before]
     assert set(instance.store.names()) == blobs
+    assert all(sealed_to(instance, key) == [] for key in INTRUDERS)
     assert key_events(instance) == [("oio-officer", detail, rid)]
 
 
@@ -251,25 +253,6 @@ def test_a_swapped_source_key_stops_the_reply_page_with_a_warning_and_an_audit_e
     assert EARLIER in thread and LATER not in thread
 
 
-def test_a_swapped_source_key_stops_a_reply_through_the_api(
-    made: Made, reviewer: Flask, world: World
-) -> None:
-    instance = world.instance
-    client, headers = reviewer.test_client(), api_headers(reviewer, world, "oio")
-    path = f"{API}/reports/{made.rid}/replies"
-    sent = client.post(path, json={"message": EARLIER}, headers=headers)
-    assert sent.status_code == 201, sent.get_data(as_text=True)
-
-    swap_source_key(instance, made.rid)
-    before, blobs = items(instance, made.rid), set(instance.store.names())
-    refused = client.post(path, json={"message": LATER}, headers=headers)
-    assert refused.status_code == 409
-    assert refused.json == {"error": DIFFERS}
-    assert_refused_and_recorded(instance, made.rid, before, blobs, SWAPPED)
-    # The reply before the swap said its key was checked.
-    assert sent.json is not None and sent.json["source_key_checked"] is True
-
-
 def test_moving_or_deleting_the_first_message_does_not_hide_a_swapped_key(
     made: Made, reviewer: Flask, world: World
 ) -> None:
@@ -328,13 +311,6 @@ def test_a_first_item_that_cannot_vouch_for_the_key_stops_the_reply(
     assert UNREADABLE in text_of(refused)
     assert_refused_and_recorded(instance, made.rid, before, blobs, MISSING)
 
-    headers = api_headers(reviewer, world, "oio")
-    api = reviewer.test_client().post(
-        f"{API}/reports/{made.rid}/replies", json={"message": LATER}, headers=headers
-    )
-    assert api.status_code == 409 and api.json == {"error": UNREADABLE}
-    assert [detail for _, detail, _ in key_events(instance)] == [MISSING, MISSING]
-
 
 # --- a report made before keys were bound -------------------------------------------
 
@@ -354,13 +330,7 @@ def test_a_report_made_before_keys_were_bound_can_still_be_replied_to_with_a_war
         f"Your message was sent to the source. The source's key could not be checked: {NOT_CHECKED}"
         in sent
     )
-    api = reviewer.test_client().post(
-        f"{API}/reports/{made.rid}/replies",
-        json={"message": LATER},
-        headers=api_headers(reviewer, world, "oio"),
-    )
-    assert api.status_code == 201 and api.json is not None
-    assert api.json["source_key_checked"] is False
+    assert "Your message was sent" in text_of(reply_page(officer, made.rid, LATER))
     assert key_events(instance) == []
     thread = source_thread(source, made.codename)
     assert EARLIER in thread and LATER in thread

@@ -1,15 +1,26 @@
-"""How requests reach each interface: only through an onion service (plain HTTP on
-loopback) or a TLS proxy, so that no session travels in clear text.
+"""How requests reach each server interface: only through an onion service (plain HTTP on
+loopback) or a TLS proxy, so that no session or token travels in clear text.
+
+The two served interfaces are the source interface and the case server (the
+`[reviewer]` section of the configuration: what the reviewer onion service
+reaches; `dropbox run reviewer` serves it). The reviewer app is not served
+from the server at all: it runs on the officer's own machine, on loopback
+only, and answers only requests addressed to its own address and port.
 
 - Behind a TLS proxy, a request from a trusted proxy address whose
-  X-Forwarded-Proto says https gets Secure cookies and HSTS; any other request
-  (an untrusted address claiming https, the proxy saying http, no header) is
-  refused before the app opens a session, and gets neither.
+  X-Forwarded-Proto says https gets HSTS (and the source, Secure cookies);
+  any other request (an untrusted address claiming https, the proxy saying
+  http, no header) is refused before the app sees it, and gets neither. An
+  officer signs in to the case server through the proxy; the same bearer
+  token sent straight to the case server opens nothing.
 - On an onion service (loopback, plain HTTP) cookies are not Secure, no HSTS
   is sent, and a claim of https is not believed, through the app and through
   gunicorn (`dropbox run`).
 - `dropbox run` refuses an interface on a non-loopback address unless it is
   behind a TLS proxy, before anything binds; so does `dropbox.serve.serve`.
+- The reviewer app: its settings and `dropbox reviewer` refuse any address
+  but loopback; it refuses a Host that is not its own (DNS rebinding); it
+  believes no X-Forwarded-Proto (never HSTS, never a Secure cookie).
 """
 
 from __future__ import annotations
@@ -29,22 +40,26 @@ from nacl.public import PrivateKey
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
+from case_server import create_app as create_case_server
 from dropbox import config as config_module
 from dropbox.config import Config, ConfigError, ReviewerSettings, SourceSettings
 from dropbox.instance import Instance
 from dropbox.models import OfficerSession, SourceSession
 from dropbox.serve import serve
-from journalist_interface import create_app as create_reviewer
+from journalist_interface.app import create_reviewer_app
+from journalist_interface.settings import ReviewerSettings as ReviewerAppSettings
 from source_interface import create_app as create_source
-from tests.conftest import CHEAP_CRYPTO_TOML, free_port, new_database_url
+from tests.conftest import CHEAP_COST, CHEAP_CRYPTO_TOML, free_port, new_database_url
 from tests.reviewer_helpers import World, fresh_code
-from tests.source_helpers import csrf_token
 
 REPO = Path(__file__).resolve().parent.parent
 PROXY = "192.0.2.10"  # the TLS proxy the configuration trusts (a documentation address)
 STRANGER = "192.0.2.99"  # any other machine on the network
 YEAR = 365 * 24 * 3600
-COOKIES = {"source": "dropbox_source", "reviewer": "dropbox_reviewer"}
+COOKIES = {"source": "dropbox_source"}  # the case server sets none: bearer tokens only
+# A page each interface answers without a session: the source's sign-in form (which starts
+# a session) and the case server's OpenAPI document.
+FIRST_PAGE = {"source": "/login", "reviewer": "/api/v2/openapi.json"}
 
 
 def behind_proxy(config: Config, *trusted: str) -> Config:
@@ -58,10 +73,10 @@ def behind_proxy(config: Config, *trusted: str) -> Config:
 
 
 def both_apps(config: Config, instance: Instance) -> dict[str, Flask]:
-    """The two real apps for `config` over the instance."""
+    """The two served apps for `config` over the instance, by configuration section."""
     return {
         "source": create_source(config, instance),
-        "reviewer": create_reviewer(config, instance),
+        "reviewer": create_case_server(config, instance),
     }
 
 
@@ -91,9 +106,20 @@ def stored_sessions(instance: Instance) -> int:
 
 
 def get_login(app: Flask, peer: str, proto: str | None) -> TestResponse:
-    """GET /login (its form starts a session) from `peer`, as a proxy would pass it on."""
+    """The first page (the source's starts a session) from `peer`, as a proxy would pass it on."""
     headers = {} if proto is None else {"X-Forwarded-Proto": proto}
-    return app.test_client().get("/login", headers=headers, environ_base={"REMOTE_ADDR": peer})
+    page = FIRST_PAGE["source" if app.name == "source_interface" else "reviewer"]
+    return app.test_client().get(page, headers=headers, environ_base={"REMOTE_ADDR": peer})
+
+
+def check_cookies(name: str, response: TestResponse, secure: bool) -> None:
+    """The source's session cookie is set, Secure or not; the case server sets no cookie."""
+    if name not in COOKIES:
+        assert "Set-Cookie" not in response.headers, name
+        return
+    cookies = session_cookies(response, COOKIES[name])
+    assert cookies, name
+    assert all(is_secure(line) == secure for line in cookies), (name, cookies)
 
 
 # --- the configuration ------------------------------------------------------------------
@@ -134,8 +160,7 @@ def test_a_trusted_proxy_saying_https_gets_secure_cookies_and_hsts(
     for name, app in both_apps(behind_proxy(instance.config, PROXY), instance).items():
         response = get_login(app, PROXY, "https")
         assert response.status_code == 200, (name, response.status_code)
-        cookies = session_cookies(response, COOKIES[name])
-        assert cookies and all(is_secure(line) for line in cookies), (name, cookies)
+        check_cookies(name, response, secure=True)
         assert hsts_max_age(response.headers.get("Strict-Transport-Security")) >= YEAR, name
 
 
@@ -147,10 +172,10 @@ def test_the_last_value_of_x_forwarded_proto_is_the_trusted_proxys_own(
     for name, app in apps.items():
         appended = get_login(app, PROXY, "http, https")
         assert appended.status_code == 200, name
-        assert all(is_secure(line) for line in session_cookies(appended, COOKIES[name]))
+        check_cookies(name, appended, secure=True)
         forged = get_login(app, PROXY, "https, http")
         assert forged.status_code == 403, name
-        assert not session_cookies(forged, COOKIES[name])
+        assert "Set-Cookie" not in forged.headers, name
 
 
 @pytest.mark.parametrize(
@@ -179,34 +204,98 @@ def test_behind_a_tls_proxy_any_other_request_is_refused_without_cookie_or_hsts(
     assert stored_sessions(instance) == before
 
 
-def test_an_officer_signs_in_through_the_proxy_with_a_secure_session(
-    world: World,
-) -> None:
-    app = create_reviewer(behind_proxy(world.instance.config, PROXY), world.instance)
-    client = app.test_client()
-    client.environ_base["REMOTE_ADDR"] = PROXY
-    through_proxy = {"X-Forwarded-Proto": "https"}
+def test_an_officer_signs_in_to_the_case_server_through_the_proxy(world: World) -> None:
+    """The reviewer app signs in over the TLS proxy (as a proxy passes it on); the token it
+    gets works through the proxy only: sent straight to the case server, it opens nothing."""
+    import httpx
+
+    from journalist_interface.client import ApiError, CaseServerClient, InboxQuery
+    from tests.signin_helpers import derive
+
+    app = create_case_server(behind_proxy(world.instance.config, PROXY), world.instance)
+
+    def through(peer: str, proto: str | None) -> httpx.WSGITransport:
+        class Hop(httpx.WSGITransport):
+            def handle_request(self, request: httpx.Request) -> httpx.Response:
+                if proto is not None:
+                    request.headers["X-Forwarded-Proto"] = proto
+                return super().handle_request(request)
+
+        return Hop(app=app, remote_addr=peer)
+
     person = world.people["eco"]
-    page = client.get("/login", headers=through_proxy).get_data(as_text=True)
-    signed = client.post(
-        "/login",
-        headers=through_proxy,
-        data={
-            "csrf_token": csrf_token(page),
-            "username": person.username,
-            "passphrase": person.passphrase,
-            "code": fresh_code(world.instance, person),
-        },
+    proxied = CaseServerClient("http://case-server.test", transport=through(PROXY, "https"))
+    try:
+        secrets = derive(proxied, person.username, person.passphrase)
+        code = fresh_code(world.instance, person)
+        signed = proxied.sign_in(person.username, secrets.auth_key, code)
+        assert signed.me.username == person.username
+        assert proxied.inbox(InboxQuery()).total >= 0
+        hsts = httpx.Client(transport=through(PROXY, "https"), base_url="http://case-server.test")
+        answer = hsts.get("/api/v2/me", headers={"Authorization": f"Bearer {signed.token}"})
+        assert answer.status_code == 200
+        assert hsts_max_age(answer.headers.get("Strict-Transport-Security")) >= YEAR
+        hsts.close()
+        for peer, proto in ((STRANGER, "https"), (PROXY, "http"), (PROXY, None)):
+            direct = CaseServerClient(
+                "http://case-server.test", transport=through(peer, proto), token=signed.token
+            )
+            with pytest.raises(ApiError) as refused:
+                direct.me()
+            direct.close()
+            assert refused.value.status == 403, (peer, proto)
+    finally:
+        proxied.close()
+
+
+def test_the_reviewer_app_serves_loopback_only_and_its_own_address(world: World) -> None:
+    """Not behind a proxy, not on the network: the officer's own machine, its own Host."""
+    for host in ("0.0.0.0", "192.0.2.1", "10.0.0.5", "::", "example.org"):  # noqa: S104
+        with pytest.raises(ConfigError, match="loopback"):
+            ReviewerAppSettings(server_url="http://case-server.test", host=host)
+    settings = ReviewerAppSettings(
+        server_url="http://case-server.test", port=8191, minimum_cost=CHEAP_COST
     )
-    assert signed.status_code == 302, signed.get_data(as_text=True)
-    cookies = session_cookies(signed, COOKIES["reviewer"])
-    assert cookies and all(is_secure(line) for line in cookies)
-    inbox = client.get("/", headers=through_proxy)
-    assert inbox.status_code == 200
-    assert hsts_max_age(inbox.headers.get("Strict-Transport-Security")) >= YEAR
-    # The same cookie, sent straight to the interface instead of through the proxy, opens nothing.
-    direct = client.get("/", headers=through_proxy, environ_overrides={"REMOTE_ADDR": STRANGER})
-    assert direct.status_code == 403
+    app = create_reviewer_app(settings)
+    client = app.test_client()
+    for own in ("127.0.0.1:8191", "localhost:8191"):
+        answer = client.get("/login", headers={"Host": own})
+        assert answer.status_code == 200, own
+    for other in ("127.0.0.1:8192", "localhost", "evil.example:8191", "127.0.0.1.nip.io:8191"):
+        refused = client.get("/login", headers={"Host": other})
+        assert refused.status_code == 400, other
+        assert "Set-Cookie" not in refused.headers, other
+    # A claim of https (from anything: it is not behind a proxy) is not believed.
+    for headers in ({"X-Forwarded-Proto": "https"}, {"X-Forwarded-Ssl": "on"}):
+        fresh = app.test_client()  # a new visitor: the login form starts a session
+        page = fresh.get("/login", headers={"Host": "127.0.0.1:8191", **headers})
+        assert page.status_code == 200
+        assert "Strict-Transport-Security" not in page.headers
+        cookies = session_cookies(page, "dropbox_reviewer")
+        assert cookies and not any(is_secure(line) for line in cookies), cookies
+
+
+def test_dropbox_reviewer_refuses_a_network_address_before_it_binds(tmp_path: Path) -> None:
+    for host in ("0.0.0.0", "192.0.2.1"):  # noqa: S104
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from journalist_interface.run import reviewer; reviewer.main()",
+                "--server",
+                "http://127.0.0.1:9",
+                "--host",
+                host,
+                "--port",
+                str(free_port()),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, result
+        assert "loopback" in result.stderr, result.stderr
 
 
 def test_on_an_onion_service_cookies_are_not_secure_and_no_hsts_is_sent(
@@ -217,8 +306,7 @@ def test_on_an_onion_service_cookies_are_not_secure_and_no_hsts_is_sent(
         for proto in (None, "https"):
             response = get_login(app, "127.0.0.1", proto)
             assert response.status_code == 200, (name, proto)
-            cookies = session_cookies(response, COOKIES[name])
-            assert cookies and not any(is_secure(line) for line in cookies), (name, proto)
+            check_cookies(name, response, secure=False)
             assert "Strict-Transport-Security" not in response.headers, (name, proto)
 
 
@@ -299,12 +387,15 @@ def test_served_behind_a_tls_proxy_only_the_trusted_address_gets_https(
     try:
         wait_until_up(process, port, tmp_path / f"{name}.log")
         https = {"X-Forwarded-Proto": "https"}
-        proxied, _ = fetch(port, "/login", https, source="127.0.0.2")
+        proxied, _ = fetch(port, FIRST_PAGE[name], https, source="127.0.0.2")
         assert proxied.status == 200
         cookies = [c for c in proxied.headers.get_all("Set-Cookie") or [] if "dropbox_" in c]
-        assert cookies and all(is_secure(line) for line in cookies), cookies
+        if name in COOKIES:
+            assert cookies and all(is_secure(line) for line in cookies), cookies
+        else:
+            assert not cookies, cookies
         assert hsts_max_age(proxied.headers.get("Strict-Transport-Security")) >= YEAR
-        claimed, body = fetch(port, "/login", https, source="127.0.0.1")
+        claimed, body = fetch(port, FIRST_PAGE[name], https, source="127.0.0.1")
         assert claimed.status == 403, body
         assert claimed.headers.get("Set-Cookie") is None
         assert claimed.headers.get("Strict-Transport-Security") is None
@@ -324,10 +415,11 @@ def test_served_on_loopback_a_claim_of_https_gets_neither_secure_cookie_nor_hsts
     try:
         wait_until_up(process, port, tmp_path / f"{name}.log")
         for headers in ({}, {"X-Forwarded-Proto": "https", "X-Forwarded-Ssl": "on"}):
-            response, _ = fetch(port, "/login", headers)
+            response, _ = fetch(port, FIRST_PAGE[name], headers)
             assert response.status == 200
             cookies = [c for c in response.headers.get_all("Set-Cookie") or [] if "dropbox_" in c]
-            assert cookies and not any(is_secure(line) for line in cookies), cookies
+            assert bool(cookies) == (name in COOKIES), cookies
+            assert not any(is_secure(line) for line in cookies), cookies
             assert response.headers.get("Strict-Transport-Security") is None
     finally:
         stop(process)

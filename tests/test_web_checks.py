@@ -1,4 +1,9 @@
-"""Web checks on every route of both apps: headers, CSRF, cookies, origins and logs.
+"""Web checks on every route of the three apps: headers, CSRF, cookies, origins and logs.
+
+The three: the source interface and the case server (JSON API, /api/v2) on
+the server, and the reviewer app (the officer's pages, on 127.0.0.1 of the
+officer's machine), which talks to the real case server (in this process
+through httpx.WSGITransport; over real HTTP in the served test).
 
 The routes come from each app's url_map: every table below must name exactly
 the rules the app has (`concrete`), so a new route fails here until it is
@@ -12,16 +17,20 @@ given a path and, for a form, a way to post it.
 - Every state-changing form of the two HTML apps refuses a signed-in request
   without a CSRF token, or with a wrong one: a clear 400 page, and nothing in
   the database or the store changes. The same form with the right token is
-  not refused for CSRF. The JSON API is called with a bearer token, never with
-  the browser's cookie.
+  not refused for CSRF. The case server is called with a bearer token, never
+  with a browser's cookie, and sets no cookie itself.
 - Session cookies: HttpOnly, SameSite=Strict, Path=/, host-only, no lifetime
-  of their own, Secure when the request came over TLS.
+  of their own; the source's Secure when the request came over TLS (the
+  reviewer app is plain http on loopback, so never Secure); signing out ends
+  the session (the source's stored row, the reviewer app's keys in memory).
 - No page of a whole journey (source and officer, signed in and not) names
   another origin, carries a script or an inline style, or has a POST form
   without a CSRF token.
 - No IP address or User-Agent reaches any log line: every Python logger at
-  DEBUG in this process, and in real served processes every logger at DEBUG
-  plus gunicorn's error log at debug level, over a whole journey.
+  DEBUG in this process, and in real served processes (source and case server
+  under gunicorn, every logger at DEBUG plus gunicorn's error log at debug
+  level; the reviewer app as `dropbox reviewer`, as it logs), over a whole
+  journey.
 """
 
 from __future__ import annotations
@@ -29,7 +38,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import itertools
 import logging
 import re
 import signal
@@ -54,19 +62,21 @@ from sqlalchemy.engine import make_url
 from werkzeug.datastructures import FileStorage, Headers, MultiDict
 from werkzeug.test import encode_multipart
 
+from case_server import create_app as create_case_server
+from case_server import tokens
 from dropbox.instance import Instance
-from dropbox.models import Base, Item, ItemKind, Report
+from dropbox.models import Base, Item, ItemKind, Officer, Report
 from dropbox.sessions import Kind, session_id_hash, session_store
-from journalist_interface import create_app as create_reviewer
 from source_interface import create_app as create_source
 from tests.conftest import CHEAP_CRYPTO_TOML, FIGURES, free_port
 from tests.reviewer_helpers import (
     World,
     fresh_code,
-    held_fingerprint,
+    read_out,
     signed_in_client,
     source_report,
 )
+from tests.served import reviewing
 from tests.source_helpers import CODENAME, csrf_token
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,7 +99,8 @@ SOURCE_EXPIRED = "This form has expired"
 REVIEWER_EXPIRED = "Form expired"
 SESSION_TABLES = frozenset({"source_sessions", "officer_sessions"})
 SOURCE_MAX_MIB = 1  # the smallest allowed, so that a 413 costs little to provoke
-REVIEWER_MAX_BYTES = 4 * 1024 * 1024  # journalist_interface's MAX_CONTENT_LENGTH
+REVIEWER_MAX_BYTES = 4 * 1024 * 1024  # journalist_interface.app's MAX_CONTENT_LENGTH
+CASE_MAX_BYTES = 4 * 1024 * 1024  # case_server's MAX_REQUEST_BYTES
 
 # --- every route, as a path to request -------------------------------------------------
 
@@ -107,6 +118,7 @@ SOURCE_ROUTES = {
     "/logout": "/logout",
 }
 DEACTIVATE = "/admin/officers/<int(max=2147483647):officer_id>/deactivate"
+REINVITE = "/admin/officers/<int(max=2147483647):officer_id>/invite"
 REVIEWER_ROUTES = {
     "/static/<path:filename>": "/static/style.css",
     "/login": "/login",
@@ -129,15 +141,50 @@ REVIEWER_ROUTES = {
     "/enrol/confirm": "/enrol/confirm",
     "/admin/officers": "/admin/officers",
     DEACTIVATE: "/admin/officers/{officer}/deactivate",
+    REINVITE: "/admin/officers/{officer}/invite",
     "/admin/grants": "/admin/grants",
     "/admin/audit": "/admin/audit",
-    "/api/v1/openapi.json": "/api/v1/openapi.json",
-    "/api/v1/token": "/api/v1/token",
-    "/api/v1/reports": "/api/v1/reports",
-    "/api/v1/reports/<report_id>": "/api/v1/reports/{rid}",
-    "/api/v1/reports/<report_id>/files/<item_id>": "/api/v1/reports/{rid}/files/{fid}",
-    "/api/v1/reports/<report_id>/replies": "/api/v1/reports/{rid}/replies",
-    "/api/v1/reports/<report_id>/status": "/api/v1/reports/{rid}/status",
+}
+API = "/api/v2"
+OFFICER = "<int(max=2147483647):officer_id>"
+CASE_ROUTES = {
+    # Flask's default static route: the case server has no static folder, so a 404.
+    "/static/<path:filename>": "/static/style.css",
+    f"{API}/openapi.json": f"{API}/openapi.json",
+    f"{API}/signin/params": f"{API}/signin/params",
+    f"{API}/signin": f"{API}/signin",
+    f"{API}/signout": f"{API}/signout",
+    f"{API}/enrol/check": f"{API}/enrol/check",
+    f"{API}/enrol": f"{API}/enrol",
+    f"{API}/me": f"{API}/me",
+    f"{API}/account/passphrase": f"{API}/account/passphrase",
+    f"{API}/account/totp": f"{API}/account/totp",
+    f"{API}/reports": f"{API}/reports",
+    f"{API}/reports/<report_id>": f"{API}/reports/{{rid}}",
+    f"{API}/reports/<report_id>/items/<item_id>/body": f"{API}/reports/{{rid}}/items/{{fid}}/body",
+    f"{API}/reports/<report_id>/items": f"{API}/reports/{{rid}}/items",
+    f"{API}/reports/<report_id>/reveal": f"{API}/reports/{{rid}}/reveal",
+    f"{API}/reports/<report_id>/assign": f"{API}/reports/{{rid}}/assign",
+    f"{API}/reports/<report_id>/status": f"{API}/reports/{{rid}}/status",
+    f"{API}/reports/<report_id>/refer": f"{API}/reports/{{rid}}/refer",
+    f"{API}/reports/<report_id>/delete": f"{API}/reports/{{rid}}/delete",
+    f"{API}/reports/<report_id>/events": f"{API}/reports/{{rid}}/events",
+    f"{API}/events": f"{API}/events",
+    f"{API}/officers": f"{API}/officers",
+    f"{API}/officers/{OFFICER}/deactivate": f"{API}/officers/{{officer}}/deactivate",
+    f"{API}/officers/{OFFICER}/grants": f"{API}/officers/{{officer}}/grants",
+    f"{API}/officers/{OFFICER}/invite": f"{API}/officers/{{officer}}/invite",
+    f"{API}/audit": f"{API}/audit",
+    f"{API}/audit/verify": f"{API}/audit/verify",
+}
+# What the case server answers without a token: its document, signing in and enrolling.
+CASE_PUBLIC = {
+    f"{API}/openapi.json",
+    f"{API}/signin/params",
+    f"{API}/signin",
+    f"{API}/enrol/check",
+    f"{API}/enrol",
+    "/static/<path:filename>",
 }
 
 # Every form of the HTML apps, in the order they are posted with a valid token
@@ -157,10 +204,20 @@ REVIEWER_FORMS: list[tuple[str, dict[str, str]]] = [
     ("/reports/<report_id>/status", {"status": "acknowledged"}),
     ("/reports/<report_id>/identity", {"reason": "Needed to arrange protection measures."}),
     ("/reports/<report_id>/delete", {"confirm": "not the designation"}),
-    ("/admin/officers", {"username": "invited", "display_name": "Invited Officer"}),
-    ("/admin/grants", {"officer_id": "{oio}", "office": "ECO", "fingerprint": "{oio_fingerprint}"}),
-    (DEACTIVATE, {}),
-    ("/account/totp", {}),
+    ("/admin/officers", {"username": "invited", "display_name": "Invited", "code": "000000"}),
+    (
+        "/admin/grants",
+        {
+            "officer_id": "{oio}",
+            "office": "ECO",
+            "fingerprint": "{oio_fingerprint}",
+            "key_source": "held",
+            "code": "000000",
+        },
+    ),
+    (DEACTIVATE, {"code": "000000"}),
+    (REINVITE, {"code": "000000"}),
+    ("/account/totp", {"current_passphrase": "{passphrase}"}),
     ("/account/totp/confirm", {"code": "000000"}),
     (
         "/account/passphrase",
@@ -168,6 +225,7 @@ REVIEWER_FORMS: list[tuple[str, dict[str, str]]] = [
             "current_passphrase": "{passphrase}",
             "new_passphrase": "a new and longer passphrase",
             "confirm_passphrase": "a new and longer passphrase",
+            "code": "000000",
         },
     ),
     ("/enrol", {"username": "nobody", "code": "not-a-code", "passphrase": "x"}),
@@ -180,11 +238,12 @@ REVIEWER_FORMS: list[tuple[str, dict[str, str]]] = [
 
 @dataclass
 class Site:
-    """Both apps over one instance, with a report (a file, a reply) and who can act on it."""
+    """The three apps over one instance, with a report (a file, a reply) and who acts on it."""
 
     world: World
     source: Flask
     reviewer: Flask
+    case: Flask
     codename: str
     ids: dict[str, str]
 
@@ -201,6 +260,13 @@ class Site:
         """An administrator holding ECO's key (the report is ECO's): every page is open."""
         return signed_in_client(self.reviewer, self.world, "eco_admin")
 
+    def case_client(self) -> FlaskClient:
+        """A caller of the case server with the administrator's bearer token (no cookie)."""
+        client = self.case.test_client(use_cookies=False)
+        token = tokens.issue(self.world.instance, self.world.people["eco_admin"].id)
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+        return client
+
 
 def item_id(instance: Instance, kind: ItemKind) -> str:
     with instance.sessions() as db:
@@ -208,11 +274,10 @@ def item_id(instance: Instance, kind: ItemKind) -> str:
 
 
 @pytest.fixture
-def site(world: World) -> Site:
+def site(world: World, reviewer: Flask, case_app: Flask) -> Site:
     config = world.instance.config
     small = replace(config, source=replace(config.source, max_upload_mib=SOURCE_MAX_MIB))
     source = create_source(small, world.instance)
-    reviewer = create_reviewer(config, world.instance)
     codename, _ = source_report(
         source,
         "retaliation",
@@ -222,6 +287,9 @@ def site(world: World) -> Site:
     )
     with world.instance.sessions() as db:
         rid = db.execute(select(Report.id)).scalar_one()
+        oio = db.get(Officer, world.people["oio"].id)
+        assert oio is not None
+        oio_fingerprint = read_out(oio)
     officer = signed_in_client(reviewer, world, "eco_admin")
     page = officer.get(f"/reports/{rid}").get_data(as_text=True)
     sent = officer.post(
@@ -234,11 +302,11 @@ def site(world: World) -> Site:
         "reply": item_id(world.instance, ItemKind.REPLY),
         "officer": str(world.people["eco2"].id),
         "oio": str(world.people["oio"].id),
-        "oio_fingerprint": held_fingerprint(world.instance, world.people["oio"]),
+        "oio_fingerprint": oio_fingerprint,
         "codename": codename,
         "passphrase": world.people["eco_admin"].passphrase,
     }
-    return Site(world, source, reviewer, codename, ids)
+    return Site(world, source, reviewer, case_app, codename, ids)
 
 
 def url_rules(app: Flask) -> dict[str, set[str]]:
@@ -260,13 +328,28 @@ def apps(site: Site) -> list[tuple[str, Flask, dict[str, str], Callable[[], Flas
     return [
         ("source", site.source, SOURCE_ROUTES, site.source_client),
         ("reviewer", site.reviewer, REVIEWER_ROUTES, site.reviewer_client),
+        ("case", site.case, CASE_ROUTES, site.case_client),
     ]
+
+
+# What each app's responses must include, over every route: the HTML apps redirect and
+# refuse forms; the case server refuses calls without a token.
+EXPECTED_STATUSES = {
+    "source": {200, 302, 400, 404, 405, 413},
+    "reviewer": {200, 302, 400, 404, 405, 413},
+    "case": {200, 400, 401, 404, 405, 413},
+}
+LIMITS = {
+    "source": SOURCE_MAX_MIB * 1024 * 1024,
+    "reviewer": REVIEWER_MAX_BYTES,
+    "case": CASE_MAX_BYTES,
+}
 
 
 # --- headers ---------------------------------------------------------------------------
 
 
-def assert_security_headers(headers: Headers, what: object) -> None:
+def assert_security_headers(headers: Headers, what: object, *, server: bool = False) -> None:
     """The security headers (docs/security.md, section 9), on one response."""
     FIGURES.count("responses checked for the security headers")
     policy = headers.get("Content-Security-Policy", "")
@@ -284,7 +367,8 @@ def assert_security_headers(headers: Headers, what: object) -> None:
     assert headers.get("X-Frame-Options") == "DENY", what
     assert headers.get("X-Content-Type-Options") == "nosniff", what
     assert headers.get("Cache-Control") == "no-store", what
-    assert "Server" not in headers, what
+    if not server:
+        assert "Server" not in headers, what
 
 
 def every_response_of_every_route(
@@ -293,17 +377,23 @@ def every_response_of_every_route(
     """(response, what) for each method of each route, signed in and not, and each error."""
     anonymous = app.test_client()
     too_large, form_type = encode_form({"filler": "x" * (limit + 1024)}, None)
+    too_large_json = b'{"filler": "' + b"x" * (limit + 1024) + b'"}'
     for path, methods in concrete(app, table, ids):
         html_page = not path.startswith("/api/")
+        if not html_page:  # the case server reads JSON only, and only when it has to
+            too_large, form_type = too_large_json, "application/json"
+        # A bearer token would end at POST /signout: the case server's POSTs go without one.
+        poster = member if html_page else anonymous
         for method in sorted(methods & {"GET", "HEAD", "OPTIONS"}):
             yield anonymous.open(path, method=method), (method, path, "anonymous")
         if "GET" in methods:
             yield member.get(path), ("GET", path, "signed in")
         if "POST" in methods:
-            refused = member.post(path, data={"field": "no token"})  # 401 for the API
+            refused = poster.post(path, data={"field": "no token"})  # 400 or 401 for the API
             assert refused.status_code == 400 or not html_page, path
             yield refused, ("POST", path, "no token")
-            large = member.post(path, data=too_large, content_type=form_type)
+            large = poster.post(path, data=too_large, content_type=form_type)
+            # The case server checks the token first: a 413 from its public routes only.
             assert large.status_code == 413 or not html_page, path
             yield large, ("POST", path, "too large")
         wrong = member.put(path)  # no route takes PUT
@@ -317,28 +407,31 @@ def every_response_of_every_route(
 
 def test_every_response_of_every_route_sends_the_security_headers(site: Site) -> None:
     for name, app, table, signed_in in apps(site):
-        limit = SOURCE_MAX_MIB * 1024 * 1024 if name == "source" else REVIEWER_MAX_BYTES
         statuses = set()
         for response, what in every_response_of_every_route(
-            app, table, site.ids, signed_in(), limit
+            app, table, site.ids, signed_in(), LIMITS[name]
         ):
             statuses.add(response.status_code)
             assert_security_headers(response.headers, (name, *what))
-        assert {200, 302, 400, 404, 405, 413} <= statuses, (name, statuses)
+            if name == "case":  # bearer tokens only: the case server never sets a cookie
+                assert "Set-Cookie" not in response.headers, what
+        assert EXPECTED_STATUSES[name] <= statuses, (name, statuses)
 
 
-def test_onion_location_is_sent_when_an_onion_address_is_configured(instance: Instance) -> None:
+def test_onion_location_is_sent_by_the_source_interface_only(instance: Instance) -> None:
+    """The source interface names its onion address; the case server, an API behind the
+    reviewer onion service with client authorisation, does not advertise its own."""
     onion = "a" * 56 + ".onion"
     config = instance.config
-    cases: list[tuple[Callable[..., Flask], Any]] = [
-        (create_source, replace(config, source=replace(config.source, onion_address=onion))),
-        (create_reviewer, replace(config, reviewer=replace(config.reviewer, onion_address=onion))),
-    ]
-    for create, onion_config in cases:
-        response = create(onion_config, instance).test_client().get("/login?next=%2F")
-        assert response.headers["Onion-Location"] == f"http://{onion}/login?next=%2F"
-        without = create(config, instance).test_client().get("/login")
-        assert "Onion-Location" not in without.headers
+    source = replace(config, source=replace(config.source, onion_address=onion))
+    response = create_source(source, instance).test_client().get("/login?next=%2F")
+    assert response.headers["Onion-Location"] == f"http://{onion}/login?next=%2F"
+    without = create_source(config, instance).test_client().get("/login")
+    assert "Onion-Location" not in without.headers
+    case = replace(config, reviewer=replace(config.reviewer, onion_address=onion))
+    answer = create_case_server(case, instance).test_client().get(f"{API}/openapi.json")
+    assert answer.status_code == 200
+    assert "Onion-Location" not in answer.headers
 
 
 # --- CSRF ------------------------------------------------------------------------------
@@ -361,33 +454,38 @@ def token_of(client: FlaskClient) -> str:
     return csrf_token(client.get("/login").get_data(as_text=True))
 
 
-# The JSON API: bearer tokens only; a browser's cookie calls nothing.
-API_CALLS = {
-    "/api/v1/reports": ("GET", None),
-    "/api/v1/reports/<report_id>": ("GET", None),
-    "/api/v1/reports/<report_id>/files/<item_id>": ("GET", None),
-    "/api/v1/reports/<report_id>/replies": ("POST", {"message": "Sent with a cookie"}),
-    "/api/v1/reports/<report_id>/status": ("POST", {"status": "acknowledged"}),
-}
-API_PUBLIC = {"/api/v1/openapi.json", "/api/v1/token"}
-
-
 def assert_the_cookie_calls_no_api(site: Site) -> None:
+    """The case server takes bearer tokens only: a browser's cookies and CSRF header call
+    nothing, and change nothing."""
     browser = site.reviewer_client()
-    assert browser.get("/").status_code == 200  # the cookie works for the pages
-    api_rules = {rule for rule in url_rules(site.reviewer) if rule.startswith("/api/")}
-    assert set(API_CALLS) | API_PUBLIC == api_rules, "an API route is missing here"
+    assert browser.get("/").status_code == 200  # the cookie works for the reviewer app's pages
+    name = site.reviewer.config["SESSION_COOKIE_NAME"]
+    host = site.reviewer.config["SERVER_NAME"].split(":")[0]
+    session_cookie = browser.get_cookie(name, domain=host)
+    assert session_cookie is not None, "the reviewer app set no cookie"
+    cookies = f"{name}={session_cookie.value}"
+    rules = url_rules(site.case)
+    assert set(rules) == set(CASE_ROUTES), "a case server route is missing here"
+    caller = site.case.test_client()
     before = snapshot(site.world.instance)
-    for rule, (method, body) in API_CALLS.items():
-        path = REVIEWER_ROUTES[rule].format(**site.ids)
-        for extra in ({}, {"X-CSRFToken": token_of(browser)}):
-            response = browser.open(path, method=method, json=body, headers=extra)
-            assert response.status_code == 401, (method, path, response.status_code)
-            assert response.headers["WWW-Authenticate"].startswith("Bearer"), path
-            assert response.is_json and set(response.get_json()) == {"error"}, path
-    # The token endpoint wants credentials in its body: a cookie is no credential.
-    refused = browser.post("/api/v1/token", json={})
-    assert refused.status_code in (400, 401) and "token" not in refused.get_json()
+    for rule, methods in rules.items():
+        path = CASE_ROUTES[rule].format(**site.ids)
+        for method in sorted(methods & {"GET", "POST"}):
+            for extra in ({}, {"X-CSRFToken": token_of(browser)}):
+                response = caller.open(
+                    path, method=method, json={}, headers={"Cookie": cookies, **extra}
+                )
+                assert "Set-Cookie" not in response.headers, (method, path)
+                if rule in CASE_PUBLIC:
+                    # Credentials go in the body: a cookie is no credential.
+                    assert response.status_code != 200 or method == "GET", (method, path)
+                    continue
+                # Refused: 401 without a token (a route that checks its body first may say
+                # 400 about the empty body; nothing is done either way, see the snapshot).
+                assert response.status_code in (400, 401), (method, path, response.status_code)
+                if response.status_code == 401:
+                    assert response.headers["WWW-Authenticate"].startswith("Bearer"), path
+                assert response.is_json and set(response.get_json()) == {"error"}, path
     assert snapshot(site.world.instance) == before
 
 
@@ -401,8 +499,7 @@ def assert_every_form_wants_the_token(
 ) -> None:
     rules = url_rules(app)
     posted = {rule for rule, methods in rules.items() if methods & {"POST", "PUT", "DELETE"}}
-    html_forms = {rule for rule in posted if not rule.startswith("/api/")}
-    assert {rule for rule, _ in forms} == html_forms, "a form is missing here, or one is gone"
+    assert {rule for rule, _ in forms} == posted, "a form is missing here, or one is gone"
     other_session = token_of(app.test_client())  # valid, but for another session
     for rule, fields in forms:
         path = table[rule].format(**site.ids)
@@ -422,7 +519,8 @@ def assert_every_form_wants_the_token(
 
 def test_no_state_change_without_a_csrf_token_or_a_bearer_token(site: Site) -> None:
     """Each form, signed in: no token, a bad one or another session's is refused, and
-    nothing changes; with the session's token it is not refused. The API ignores cookies."""
+    nothing changes; with the session's token it is not refused. The case server ignores
+    cookies."""
     assert_the_cookie_calls_no_api(site)
     assert_every_form_wants_the_token(
         site, site.source, SOURCE_ROUTES, SOURCE_FORMS, site.source_client(), SOURCE_EXPIRED
@@ -475,14 +573,19 @@ def stored_session(instance: Instance, kind: Kind, cookie_value: str) -> object:
 
 
 def test_session_cookies_are_httponly_strict_and_secure_over_tls(site: Site) -> None:
-    """Both apps, over HTTP and over HTTPS: each cookie set, and the one that logout ends."""
+    """Each HTML app: each cookie set, and the one sign-out ends. The source over HTTP and
+    HTTPS; the reviewer app over plain HTTP on its own loopback address (never Secure)."""
     person = site.world.people["eco_admin"]
-    signed_in_page = {"source": "/thread", "reviewer": "/"}
-    for (name, app, _, _), tls in itertools.product(apps(site), (False, True)):
-        base = "https://localhost" if tls else "http://localhost"
+    reviewer_base = f"http://{site.reviewer.config['SERVER_NAME']}"
+    cases = [
+        ("source", site.source, "http://localhost", False),
+        ("source", site.source, "https://localhost", True),
+        ("reviewer", site.reviewer, reviewer_base, False),
+    ]
+    vault = site.reviewer.extensions["reviewer.vault"]
+    for name, app, base, tls in cases:
         client = app.test_client()
         cookie = app.config["SESSION_COOKIE_NAME"]
-        kind: Kind = "source" if name == "source" else "officer"
         token = csrf_token(client.get("/login", base_url=base).get_data(as_text=True))
         if name == "source":
             credentials = {"codename": site.codename}
@@ -490,9 +593,13 @@ def test_session_cookies_are_httponly_strict_and_secure_over_tls(site: Site) -> 
             code = fresh_code(site.world.instance, person)
             credentials = {"username": person.username, "passphrase": person.passphrase}
             credentials["code"] = code
+        held_before = len(vault)
         signed = client.post("/login", data={"csrf_token": token, **credentials}, base_url=base)
         assert signed.status_code == 302, (name, signed.status_code)
-        page = client.get(signed_in_page[name], base_url=base)
+        page = client.get({"source": "/thread", "reviewer": "/"}[name], base_url=base)
+        assert page.status_code == 200, name
+        if name == "reviewer":
+            assert len(vault) == held_before + 1  # the officer's keys, in memory
         ended = client.post(
             "/logout",
             data={"csrf_token": csrf_token(page.get_data(as_text=True))},
@@ -506,13 +613,18 @@ def test_session_cookies_are_httponly_strict_and_secure_over_tls(site: Site) -> 
                 live.append(attributes["value"])
         signed_in_cookie = cookie_attributes(signed.headers, cookie)[0]["value"]
         assert signed_in_cookie, name
-        # Logout ends the signed-in session: its stored state is gone (DESIGN: the row
-        # is deleted), whatever cookie comes back.
-        assert stored_session(site.world.instance, kind, signed_in_cookie) is None, name
         if name == "source":
+            # Logout ends the signed-in session: its stored state is gone (DESIGN: the row
+            # is deleted), whatever cookie comes back.
+            assert stored_session(site.world.instance, "source", signed_in_cookie) is None
             assert "" in live  # the source's logout deletes the cookie
-        else:  # a new session carries only the "signed out" message
+        else:
+            # The reviewer app keeps nothing on disk: sign-out forgets the keys it held, and
+            # a new session carries only the "signed out" message.
+            assert len(vault) == held_before
             assert cookie_attributes(ended.headers, cookie)[0]["value"] != signed_in_cookie
+            again = client.get("/", base_url=base)
+            assert again.status_code == 302 and "/login" in again.headers["Location"]
 
 
 # --- a whole journey, through any client -------------------------------------------------
@@ -527,6 +639,7 @@ class Page:
     status: int
     headers: Headers
     text: str
+    by: str = ""  # which app answered, where the browser knows
 
 
 class Browser(Protocol):
@@ -585,6 +698,7 @@ class HttpBrowser:
     """A browser over real HTTP to 127.0.0.1: keeps its one cookie, sends revealing headers."""
 
     port: int
+    name: str = ""
     cookie: str = ""
 
     def request(
@@ -611,12 +725,16 @@ class HttpBrowser:
         for line in received.getlist("Set-Cookie"):
             pair = line.split(";", 1)[0]
             self.cookie = "" if pair.endswith("=") else pair
-        return Page(method, path, response.status, received, text)
+        return Page(method, path, response.status, received, text, self.name)
 
 
-def journey(source: Browser, reviewer: Browser, site_world: World) -> list[Page]:
+def journey(
+    source: Browser, reviewer: Browser, site_world: World, case: Browser | None = None
+) -> list[Page]:
     """A source reports with a file; an officer reads, downloads and replies; the source
-    comes back, reads, answers with a file and deletes the reply; both log out."""
+    comes back, reads, answers with a file and deletes the reply; both log out. A caller
+    of the case server (`case`) also asks it for its document and is refused without a
+    token (the reviewer app's own calls carry no browser headers to it)."""
     instance = site_world.instance
     person = site_world.people["eco_admin"]
     pages: list[Page] = []
@@ -680,7 +798,8 @@ def journey(source: Browser, reviewer: Browser, site_world: World) -> list[Page]
     go(reviewer, "POST", f"/reports/{rid}/identity", reason, form=page)
     go(reviewer, "GET", f"/reports/{rid}/delete")
     account = go(reviewer, "GET", "/account")
-    go(reviewer, "POST", "/account/totp", form=account)
+    again = {"current_passphrase": person.passphrase}
+    go(reviewer, "POST", "/account/totp", again, form=account)
     go(reviewer, "GET", "/admin/officers")
     go(reviewer, "GET", "/admin/audit")
     go(reviewer, "GET", "/enrol")
@@ -707,6 +826,12 @@ def journey(source: Browser, reviewer: Browser, site_world: World) -> list[Page]
     go(source, "GET", "/thread", expect=401)
     go(source, "GET", "/no/such/page", expect=404)
     go(source, "GET", "/static/style.css")
+    if case is not None:
+        go(case, "GET", f"{API}/openapi.json")
+        go(case, "GET", f"{API}/reports", expect=401)
+        go(case, "GET", f"{API}/reports/{rid}", expect=401)
+        go(case, "POST", f"{API}/signin", {"username": person.username}, expect=400)
+        go(case, "GET", "/no/such/page", expect=404)
     return pages
 
 
@@ -732,6 +857,8 @@ def assert_no_other_origin_or_script(pages: list[Page]) -> None:
     kinds = {page.headers.get("Content-Type", "").split(";")[0] for page in pages}
     assert {"text/html", "text/css", "application/octet-stream"} <= kinds
     for page in pages:
+        if page.headers.get("Content-Type", "").startswith("application/json"):
+            continue  # the case server's answers: data for the reviewer app, never rendered
         what = (page.method, page.path, page.status)
         location = page.headers.get("Location")
         if location is not None:
@@ -812,8 +939,9 @@ def test_a_whole_journey_names_no_other_origin_and_logs_no_address_or_user_agent
     """Through the test client, announcing an address, a User-Agent and proxy headers."""
     source = FlaskBrowser(site.source.test_client())
     reviewer = FlaskBrowser(site.reviewer.test_client())
+    case = FlaskBrowser(site.case.test_client())
     with every_logger_at_debug() as logged:
-        pages = journey(source, reviewer, site.world)
+        pages = journey(source, reviewer, site.world, case)
         failed = reviewer.request("POST", "/login", {"username": "x"})  # a refusal, logged or not
         assert failed.status == 400
     assert_no_other_origin_or_script(pages)
@@ -863,6 +991,10 @@ class Served:
 
     def lines(self) -> list[str]:
         return self.log.read_text(errors="replace").splitlines()
+
+
+# The source interface and the case server (`dropbox run reviewer` serves it), by name.
+SERVED = {"source": "source", "case": "reviewer"}
 
 
 def write_config(instance: Instance, path: Path, source_port: int, reviewer_port: int) -> None:
@@ -925,16 +1057,16 @@ def stop(running: dict[str, Served]) -> None:
 def servers(instance: Instance, tmp_path: Path) -> Iterator[dict[str, Served]]:
     """Both interfaces starting for real over the instance (they boot while `site` is made),
     each process's whole output written to a file."""
-    ports = {"source": free_port(), "reviewer": free_port()}
+    ports = {"source": free_port(), "case": free_port()}
     config = tmp_path / "config.toml"
-    write_config(instance, config, ports["source"], ports["reviewer"])
+    write_config(instance, config, ports["source"], ports["case"])
     running = {}
     try:
         for name, port in ports.items():
             log = tmp_path / f"{name}.log"
             with log.open("w") as output:
                 process = subprocess.Popen(
-                    [sys.executable, "-c", CHILD, str(config), name],
+                    [sys.executable, "-c", CHILD, str(config), SERVED[name]],
                     cwd=REPO,
                     stdin=subprocess.DEVNULL,
                     stdout=output,
@@ -955,15 +1087,24 @@ def send_garbage(port: int) -> bytes:
 
 
 def test_real_server_sends_the_headers_and_logs_no_address_or_user_agent(
-    servers: dict[str, Served], site: Site
+    servers: dict[str, Served], site: Site, tmp_path: Path
 ) -> None:
+    """Source and case server under gunicorn, the reviewer app as `dropbox reviewer` talking
+    to the case server over real HTTP: a whole journey, then every log line is searched."""
     for served in servers.values():
         wait_until_serving(served)
-    source = HttpBrowser(servers["source"].port)
-    reviewer = HttpBrowser(servers["reviewer"].port)
-    pages = journey(source, reviewer, site.world)
+    pins = {o.code: o.fingerprint for o in site.world.instance.config.offices if o.fingerprint}
+    case_url = f"http://127.0.0.1:{servers['case'].port}"
+    with reviewing(tmp_path, case_url, pins) as app:
+        source = HttpBrowser(servers["source"].port, "source")
+        reviewer = HttpBrowser(app.port, "reviewer")
+        case = HttpBrowser(servers["case"].port, "case")
+        pages = journey(source, reviewer, site.world, case)
+        reviewer_log = app.stop()
     for page in pages:
-        assert_security_headers(page.headers, ("gunicorn", page.method, page.path))
+        # The reviewer app's Server header is checked last, so that the rest is checked first.
+        what = ("served", page.by, page.method, page.path)
+        assert_security_headers(page.headers, what, server=page.by == "reviewer")
     for served in servers.values():
         refusal = send_garbage(served.port)
         assert refusal.startswith(b"HTTP/1.1 400")
@@ -974,11 +1115,19 @@ def test_real_server_sends_the_headers_and_logs_no_address_or_user_agent(
         assert_security_headers(fields, ("gunicorn refusal", served.port))
         assert b"NOT AN HTTP" not in body and b"<" not in body
     stop(servers)
-    lines = servers["source"].lines() + servers["reviewer"].lines()
+    lines = servers["source"].lines() + servers["case"].lines()
     # The capture works: gunicorn's debug lines and the workers' Python loggers are in it.
     assert any("Listening at" in line for line in lines), lines[:20]
     assert any(line.startswith("python ") and " DEBUG " in line for line in lines), lines[:20]
     assert any("Invalid request from" in line for line in lines), lines[-20:]
     # No control interface: gunicorn's control socket is off.
     assert not any("Control socket listening" in line for line in lines)
+    # The case server saw the reviewer app's calls, all from 127.0.0.1: none is logged.
     assert_no_needle(lines, [*NEEDLES, "127.0.0.1"])
+    # The reviewer app on the officer's machine, as it logs: no browser's headers either
+    # (it prints its own loopback address to open, which is no visitor's).
+    assert "Reviewer app: open" in reviewer_log, reviewer_log[-2000:]
+    assert_no_needle(reviewer_log.splitlines(), NEEDLES)
+    # Like the server's pages, the reviewer app's name no server software.
+    for page in pages:
+        assert "Server" not in page.headers, ("served", page.by, page.path, page.headers["Server"])

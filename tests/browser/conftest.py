@@ -1,10 +1,14 @@
-"""Browser tests: real gunicorn servers for both interfaces, driven by Debian's Chromium.
+"""Browser tests: the real servers and the officers' reviewer app, driven by Debian's Chromium.
 
 Once per test session this sets up a fresh instance exactly as an operator
 would, through the `dropbox` command (init, both offices, an officer of each
 office with a passphrase on standard input and a TOTP secret read from the
 printed otpauth URI, the office grants from the recovery files), then starts
-`dropbox run source` and `dropbox run reviewer` on free localhost ports.
+`dropbox run source` and `dropbox run reviewer` (the case server, a JSON API
+that never decrypts) under gunicorn on free localhost ports, and the
+reviewer app as the officers run it on their own machines (`dropbox reviewer
+--server URL --port P --pin OFFICE=FINGERPRINT ...`, tests/served.py), on
+another free port. Officers sign in, in the browser, at the reviewer app.
 
 Chromium is /usr/bin/chromium, driven through the Python Playwright package;
 no browser is ever downloaded. `scripts/install-test-deps` (run by
@@ -30,6 +34,7 @@ import pytest
 from playwright.sync_api import Browser, sync_playwright
 
 from tests.conftest import CHEAP_CRYPTO_TOML, free_port, run_cli
+from tests.served import ReviewerProcess, start_reviewer
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,13 +99,14 @@ class TotpCodes:
 
 @dataclass
 class Servers:
-    """A running instance: both interfaces' addresses and its officers."""
+    """A running instance: the source interface, the case server, the reviewer app, its officers."""
 
     workdir: Path
     source_url: str
-    reviewer_url: str
+    reviewer_url: str  # the officers' reviewer app (`dropbox reviewer`), where they sign in
     officers: dict[str, Officer]
     logs: dict[str, Path]
+    case_url: str = ""  # the case server (`dropbox run reviewer`), which the reviewer app calls
 
 
 def _env() -> dict[str, str]:
@@ -151,25 +157,30 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    """A fresh instance set up with the `dropbox` command, served by gunicorn on free ports."""
+    """A fresh instance set up with the `dropbox` command, served on free ports, and its app."""
     workdir = tmp_path_factory.mktemp("browser-instance")
-    source_port, reviewer_port = free_port(), free_port()
-    while reviewer_port == source_port:
-        reviewer_port = free_port()
+    source_port, case_port = free_port(), free_port()
+    while case_port == source_port:
+        case_port = free_port()
     config = workdir / "config.toml"
     config.write_text(
         'data_dir = "data"\n\n'
         f'[source]\nhost = "127.0.0.1"\nport = {source_port}\nworkers = 1\n\n'
-        f'[reviewer]\nhost = "127.0.0.1"\nport = {reviewer_port}\nworkers = 1\n\n'
+        # [reviewer] is the case server's section: `dropbox run reviewer` serves it.
+        f'[reviewer]\nhost = "127.0.0.1"\nport = {case_port}\nworkers = 1\n\n'
         # Cheap Argon2id: for tests only, never in production.
         f"{CHEAP_CRYPTO_TOML}"
     )
     _cli(config, "init")
     recovery = {}
+    pins = {}  # as the officers' reviewer apps pin each office's key
     for code in ("OIO", "ECO"):
         path = workdir / f"{code}-recovery.json"
         out = _cli(config, "office", "create", code, "--recovery-file", str(path))
         recovery[code] = (path, _recovery_passphrase(out))
+        printed = re.search(r"^Fingerprint: (.+)$", out, re.MULTILINE)
+        assert printed is not None, out
+        pins[code] = printed.group(1).strip()
 
     officers = {}
     for code in ("ECO", "OIO"):
@@ -210,14 +221,15 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     logs: dict[str, Path] = {}
     urls = {
         "source": f"http://127.0.0.1:{source_port}",
-        "reviewer": f"http://127.0.0.1:{reviewer_port}",
+        "case server": f"http://127.0.0.1:{case_port}",
     }
+    app: ReviewerProcess | None = None
     try:
-        for name in ("source", "reviewer"):
-            logs[name] = workdir / f"{name}.log"
+        for name, interface in (("source", "source"), ("case server", "reviewer")):
+            logs[name] = workdir / f"{interface}.log"
             with logs[name].open("wb") as log:
                 processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", "dropbox", "--config", str(config), "run", name],
+                    [sys.executable, "-m", "dropbox", "--config", str(config), "run", interface],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     cwd=workdir,
@@ -225,8 +237,15 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
                 )
         for name, process in processes.items():
             _wait_until_answering(urls[name] + "/", process, logs[name])
-        yield Servers(workdir, urls["source"], urls["reviewer"], officers, logs)
+        # The officers' reviewer app, talking to the case server over loopback.
+        app = start_reviewer(workdir, urls["case server"], pins)
+        logs["reviewer app"] = app.log
+        yield Servers(
+            workdir, urls["source"], app.url, officers, logs, case_url=urls["case server"]
+        )
     finally:
+        if app is not None:
+            app.stop()
         for process in processes.values():
             _stop(process)
     # A server error would show as a traceback in the server's own log.
