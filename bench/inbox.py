@@ -579,6 +579,9 @@ CHECKED = (
     inbox.Filters(category="fraud", urgent=True),
     inbox.Filters(mine=True, sort="activity", page=2),
     inbox.Filters(overdue=True, mine=True, category="retaliation"),
+    # Deep pages, read from the front and from the back (dropbox/inbox.py _page_ids).
+    inbox.Filters(page=300),
+    inbox.Filters(sort="activity", page=800),
     inbox.Filters(page=100_000),
 )
 
@@ -953,7 +956,10 @@ def pages(instance: Instance, thread: RealReport, with_file: RealReport, quick: 
             ("urgent", "/?urgent=1"),
             ("overdue+sort=feedback_due", "/?overdue=1&sort=feedback_due"),
         ]
-        variants.append(("last page", f"/?page={last_page(instance, [code])}"))
+        last = last_page(instance, [code])
+        # The middle is the deepest a page is read from either end (dropbox/inbox.py).
+        variants.append(("middle page", f"/?page={max(1, (last + 1) // 2)}"))
+        variants.append(("last page", f"/?page={last}"))
         if quick and code == "ECO":
             variants = variants[:1]
         out += [Page(f"{code} inbox {label}", code, path) for label, path in variants]

@@ -4,8 +4,10 @@ A token is issued at sign-in (case_server/signin.py) by `issue`. Like a
 session cookie it holds a random id and a random key: the store keeps only a
 hash of the id and the state `{"officer_id": id, "scope": "case"}` sealed
 under the key (dropbox/sessions.py), so a database dump yields no usable
-token. It lasts `reviewer.absolute_hours` and stops working at once when the
-officer is deactivated (their sessions and tokens are ended, and
+token. It lasts `reviewer.absolute_hours`, ends after `reviewer.idle_minutes`
+without a request (a reviewer app stopped without signing out leaves no
+token working for long), and stops working at once when the officer is
+deactivated (their sessions and tokens are ended, and
 `current_officer` checks `active` on every request).
 """
 
@@ -59,7 +61,8 @@ def officer_id() -> int:
     token = bearer()
     if token is None:
         raise unauthorised("send a token in the header 'Authorization: Bearer <token>'")
-    state = sessions.open_token(instance(), token)
+    of = instance()
+    state = sessions.open_token(of, token, idle=timedelta(minutes=of.config.reviewer.idle_minutes))
     if state is None or state.get("scope") != SCOPE:
         raise unauthorised(UNKNOWN)
     found = state.get("officer_id")

@@ -27,7 +27,7 @@ import json
 import math
 import secrets
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, cast
 
@@ -487,8 +487,18 @@ def issue_token(
     return base64.urlsafe_b64encode(token_id + key).rstrip(b"=").decode()
 
 
-def open_token(instance: Instance, token: str) -> dict[str, Any] | None:
-    """The state behind a bearer token, or None if it is unknown, damaged or expired."""
+# A token in use is marked seen at most this often: one write a minute, not one a request.
+TOKEN_SEEN_EVERY = timedelta(minutes=1)
+
+
+def open_token(
+    instance: Instance, token: str, idle: timedelta | None = None
+) -> dict[str, Any] | None:
+    """The state behind a bearer token, or None if it is unknown, damaged or expired.
+
+    With `idle`, a token not used for that long has expired too (and is
+    removed); one in use is marked seen (every TOKEN_SEEN_EVERY at most).
+    """
     try:
         raw = base64.urlsafe_b64decode(token.encode("ascii") + b"==")
     except (binascii.Error, ValueError, UnicodeEncodeError):
@@ -507,4 +517,12 @@ def open_token(instance: Instance, token: str) -> dict[str, Any] | None:
         state: dict[str, Any] = json.loads(SecretBox(raw[32:]).decrypt(record.state))
     except (nacl.exceptions.CryptoError, ValueError):
         return None
+    if idle is not None:
+        now = _now()
+        seen = record.last_seen_at or now
+        if seen + idle <= now:
+            store.delete("token", id_hash)
+            return None
+        if now - seen >= TOKEN_SEEN_EVERY:
+            store.save("token", id_hash, replace(record, last_seen_at=now), new=False)
     return state

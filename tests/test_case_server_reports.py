@@ -8,8 +8,10 @@ records in the audit log, and who may do what (the access matrix).
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -694,3 +696,41 @@ def test_a_token_stops_working_when_ended(case_world: CaseWorld) -> None:
         assert ended.status_code == 401 and "sign in again" in ended.json()["error"]
         assert http.get("/reports", headers={"Authorization": "Bearer x"}).status_code == 401
         assert http.get("/reports", headers={"Authorization": f"Basic {token}"}).status_code == 401
+
+
+def test_a_token_unused_for_the_idle_time_stops_working(case_world: CaseWorld) -> None:
+    """The case server ends a token left unused, as when a reviewer app stops unannounced."""
+    from datetime import timedelta
+
+    from case_server import tokens
+    from dropbox import sessions
+    from dropbox.models import OfficerSession
+
+    idle = timedelta(minutes=case_world.instance.config.reviewer.idle_minutes)
+    token = tokens.issue(case_world.instance, case_world.people["eco"].id)
+    other = tokens.issue(case_world.instance, case_world.people["eco"].id)
+
+    def seen_ago(which: str, ago: timedelta) -> None:
+        raw = base64.urlsafe_b64decode(which.encode() + b"==")
+        with case_world.instance.sessions.begin() as db:
+            row = db.get(OfficerSession, sessions.token_id_hash(raw[:32]))
+            assert row is not None
+            row.last_seen_at = datetime.now(UTC).replace(tzinfo=None) - ago
+
+    with httpx.Client(
+        base_url="http://case-server.test/api/v2", transport=case_world.transport()
+    ) as http:
+        # Used a little under the idle time ago: it works, and is marked seen now.
+        seen_ago(token, idle - timedelta(minutes=1))
+        assert http.get("/reports", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        # Unused for the idle time: refused, and gone.
+        seen_ago(other, idle)
+        refused = http.get("/reports", headers={"Authorization": f"Bearer {other}"})
+        assert refused.status_code == 401
+        # The first was marked seen when it was used, so its idle time starts again.
+        raw = base64.urlsafe_b64decode(token.encode() + b"==")
+        with case_world.instance.sessions() as db:
+            row = db.get(OfficerSession, sessions.token_id_hash(raw[:32]))
+            assert row is not None
+            now = datetime.now(UTC).replace(tzinfo=None)
+            assert now - row.last_seen_at < timedelta(minutes=1)
