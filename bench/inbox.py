@@ -100,7 +100,6 @@ if str(REPO) not in sys.path:
 
 import httpx  # noqa: E402
 import pyotp  # noqa: E402
-from diceware.wordlist import WordList, get_wordlist_path  # noqa: E402
 from nacl.public import PrivateKey, PublicKey  # noqa: E402
 from sqlalchemy import and_, func, insert, or_, select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
@@ -129,6 +128,7 @@ from dropbox.reports import (  # noqa: E402
     FEEDBACK_MONTHS,
     add_item,
     add_months,
+    designation_words,
     message_document,
     message_type,
     new_designation,
@@ -228,12 +228,11 @@ def grant(db: Session, code: str, officer: Officer, office_key: PrivateKey) -> N
 
 
 def designations(rng: random.Random) -> Iterator[str]:
-    """Unique 'adjective noun' labels, as `dropbox.reports.new_designation` makes them."""
-    adjectives = list(WordList(get_wordlist_path("en_adjectives")))
-    nouns = [w for w in WordList(get_wordlist_path("en_nouns")) if w.isalpha()]
+    """Unique labels from the words `dropbox.reports.new_designation` uses."""
+    firsts, seconds = designation_words()
     seen: set[str] = set()
     while True:
-        label = f"{rng.choice(adjectives)} {rng.choice(nouns)}"
+        label = f"{rng.choice(firsts)} {rng.choice(seconds)}"
         if label not in seen:
             seen.add(label)
             yield label

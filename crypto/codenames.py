@@ -1,20 +1,32 @@
-"""Codenames: generation from diceware word lists, normalisation, and derivation.
+"""Codenames: generation from curated word lists, normalisation, and derivation.
 
 A codename is the only key to a source's thread and is never stored. What is
 stored is derived from it: Argon2id(codename, instance salt) gives a master
 secret, and two domain-separated BLAKE2b derivations of that give the lookup id
 (kept in the database) and the seed of the source's X25519 key pair (whose
 public half is kept, whose secret half never is).
+
+Words are drawn from the `diceware` package's lists, less the words a
+frightened person should not be handed or could easily write wrong: those that
+break a spelling rule (`spelling_rule`), those that sound like another word of
+the same list (`sound_key`), and a reviewed list per language kept in
+`crypto/wordlists/excluded-<language>.txt` (violence, crime, death, sex,
+religion, insults, surveillance, drugs, illness, fear, brand names...).
+Only generation uses the curated list: a codename is recognised if its words are
+in any full list, so a codename handed out before the curation still signs in,
+and the derivation is the same for any sequence of words.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 from diceware.wordlist import WordList, get_wordlist_path
 from nacl.public import PrivateKey
@@ -23,18 +35,66 @@ from crypto.kdf import KdfCost, derive_key
 
 __all__ = [
     "LANGUAGES",
+    "LEGACY_WORD_COUNT",
+    "MIN_BITS",
     "WORD_COUNT",
     "SourceSecrets",
+    "bits",
     "derive",
+    "excluded_words",
     "generate",
+    "is_known_word",
     "looks_like_codename",
     "normalise",
+    "sound_key",
+    "spelling_rule",
 ]
 
-WORD_COUNT = 7
 # Language code -> word list shipped by the `diceware` package (7,776 to 8,192 words).
 LANGUAGES: dict[str, str] = {"en": "en_eff", "fr": "fr", "es": "es"}
+# Words in a new codename. Seven would need a curated list of at least 6,654 words
+# for MIN_BITS; every curated list is shorter (docs/security.md, section 4), so eight.
+WORD_COUNT = 8
+# Codenames handed out before the lists were curated have seven words: still recognised.
+LEGACY_WORD_COUNT = 7
+MIN_BITS = 89
 _SEPARATORS = re.compile(r"[\s\-_.,;:/]+")
+_WORDLISTS = Path(__file__).with_name("wordlists")
+
+# Spellings that are easy to get wrong when writing down or typing back a word
+# heard or read once, per language: (rule name, pattern on the folded word).
+_COMMON_RULES: tuple[tuple[str, str], ...] = (
+    ("longer than nine letters", r"^.{10,}$"),
+    ("the same letter three times in a row", r"(.)\1\1"),
+    ("two doubled letters", r"(.)\1.*(.)\2"),
+)
+_SPELLING_RULES: dict[str, tuple[tuple[str, str], ...]] = {
+    "en": (
+        ("silent first letter", r"^(kn|gn|wr|ps|pn|rh|mn)"),
+        ("silent b or n at the end", r"(mb|mn)$"),
+        ("silent b", r"bt"),
+        ("silent gh", r"(ough|augh|eigh)"),
+        ("silent c", r"sc[eiy]"),
+        ("silent t", r"stle"),
+        ("ei, easily written ie", r"ei"),
+        ("doubled letter before a suffix", r"([bdfgklmnprtz])\1(ing|ed|er|ery|est|y|ie|ies|ier)$"),
+        ("y before a suffix", r"[^aeiou]y(ing|ed)$"),
+    ),
+    "fr": (
+        ("silent h", r"^h|[^cs]h"),
+        ("y inside a word", r".y."),
+        ("silent letters at the end", r"(ct|gt|ps|pt|ds|ts|ls|ix|aon|aen)$"),
+        ("doubled consonant", r"([bcdfglmnprt])\1"),
+        ("w or k", r"[wk]"),
+    ),
+    "es": (
+        ("silent h", r"^h|[^c]h"),
+        ("w or k", r"[wk]"),
+        ("doubled letter other than ll, rr and cc", r"([^lrc])\1"),
+        ("an ending Spanish words do not have", r"([bcfgkmpqtvw]|[^aeiou]{2})$"),
+        ("s and a consonant at the start", r"^s[^aeiou]"),
+    ),
+}
 
 
 def _fold(text: str) -> str:
@@ -43,13 +103,85 @@ def _fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
+def spelling_rule(language: str, word: str) -> str | None:
+    """The name of the first spelling rule the word breaks in `language`, or None."""
+    folded = _fold(word)
+    for name, pattern in (*_COMMON_RULES, *_SPELLING_RULES[language]):
+        if re.search(pattern, folded):
+            return name
+    return None
+
+
+# How a word sounds, roughly, per language: ordered rewrites of the folded word.
+_SOUNDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "en": (
+        (r"ph", "f"),
+        (r"ck", "k"),
+        (r"c(?=[eiy])", "s"),
+        (r"[cq]", "k"),
+        (r"x", "ks"),
+        (r"z", "s"),
+        (r"wh", "w"),
+        (r"^(k|g)n", "n"),
+        (r"^wr", "r"),
+        (r"gh", ""),
+        (r"(?<=.)y", "i"),
+        (r"ie$", "i"),
+        (r"(.)\1+", r"\1"),
+        (r"(?<=..)e$", ""),
+        (r"(?<=.)(ee|ea)", "i"),
+    ),
+    "fr": (
+        (r"ph", "f"),
+        (r"eaux?$", "o"),
+        (r"eau|au", "o"),
+        (r"qu", "k"),
+        (r"gu(?=[eiy])", "g"),
+        (r"g(?=[eiy])", "j"),
+        (r"c(?=[eiy])", "s"),
+        (r"ch", "x"),
+        (r"c", "k"),
+        (r"h", ""),
+        (r"y", "i"),
+        (r"(ai|ei)(?=[^nm]|$)", "e"),
+        (r"[sx]$", ""),
+        (r"(?<=[aeiou])[tdp]$", ""),
+        (r"(er|ez|et)$", "e"),
+        (r"(?<=[^aeiou])e$", ""),
+        (r"(.)\1+", r"\1"),
+    ),
+    "es": (
+        (r"ch", "x"),
+        (r"h", ""),
+        (r"v", "b"),
+        (r"ll", "y"),
+        (r"y$", "i"),
+        (r"z", "s"),
+        (r"c(?=[ei])", "s"),
+        (r"qu", "k"),
+        (r"gu(?=[ei])", "g"),
+        (r"g(?=[ei])", "j"),
+        (r"c", "k"),
+        (r"(.)\1+", r"\1"),
+    ),
+}
+
+
+def sound_key(language: str, word: str) -> str:
+    """A rough form of how the word sounds: two words with the same key are near-homophones."""
+    key = _fold(word)
+    for pattern, replacement in _SOUNDS[language]:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
 @cache
-def _words(language: str) -> tuple[str, ...]:
-    """The words a codename in `language` is drawn from.
+def _known_words(language: str) -> tuple[str, ...]:
+    """Every word of the language's full list: what a codename, old or new, may hold.
 
     Words with a hyphen (four in the English list) are left out: a person
-    copying by hand could write them either way, and the list stays above
-    7,000 words. Words that fold to the same form as another are dropped too.
+    copying by hand could write them either way. Words that fold to the same
+    form as another are dropped too.
     """
     seen: dict[str, str] = {}
     for word in WordList(get_wordlist_path(LANGUAGES[language])):
@@ -59,12 +191,50 @@ def _words(language: str) -> tuple[str, ...]:
 
 
 @cache
+def excluded_words(language: str) -> frozenset[str]:
+    """The reviewed list of words a codename in `language` never gets (folded)."""
+    path = _WORDLISTS / f"excluded-{language}.txt"
+    words: set[str] = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            words.add(_fold(entry))
+    return frozenset(words)
+
+
+@cache
+def _near_homophones(language: str) -> frozenset[str]:
+    """Folded words of the full list that sound like another word of it."""
+    by_key: dict[str, list[str]] = {}
+    for word in _known_words(language):
+        by_key.setdefault(sound_key(language, word), []).append(_fold(word))
+    return frozenset(w for group in by_key.values() if len(group) > 1 for w in group)
+
+
+@cache
+def _words(language: str) -> tuple[str, ...]:
+    """The words a new codename in `language` is drawn from: the curated list."""
+    known = _known_words(language)  # KeyError for a language there is no list for
+    excluded = excluded_words(language) | _near_homophones(language)
+    return tuple(
+        word
+        for word in known
+        if _fold(word) not in excluded and spelling_rule(language, word) is None
+    )
+
+
+@cache
 def _all_folded_words() -> frozenset[str]:
-    return frozenset(_fold(w) for language in LANGUAGES for w in _words(language))
+    return frozenset(_fold(w) for language in LANGUAGES for w in _known_words(language))
+
+
+def bits(language: str) -> float:
+    """Entropy of a new codename in `language`: word count times log2(curated list size)."""
+    return WORD_COUNT * math.log2(len(_words(language)))
 
 
 def generate(language: str = "en") -> str:
-    """A fresh codename of seven words, drawn with `secrets` (about 90 bits)."""
+    """A fresh codename drawn with `secrets` from the curated list (at least 89 bits)."""
     words = _words(language)
     return " ".join(secrets.choice(words) for _ in range(WORD_COUNT))
 
@@ -75,10 +245,21 @@ def normalise(codename: str) -> str:
     return " ".join(w for w in _SEPARATORS.split(folded) if w)
 
 
+def is_known_word(word: str) -> bool:
+    """True if the word (however typed) is in any language's full list."""
+    return normalise(word) in _all_folded_words()
+
+
 def looks_like_codename(codename: str) -> bool:
-    """True if the text is seven known words: a cheap check before any costly derivation."""
+    """True if the text is eight (or, made before the curation, seven) known words.
+
+    A cheap check before any costly derivation. Known words are those of the
+    full lists, so a codename made before the lists were curated still passes.
+    """
     words = normalise(codename).split(" ")
-    return len(words) == WORD_COUNT and all(w in _all_folded_words() for w in words)
+    return len(words) in (WORD_COUNT, LEGACY_WORD_COUNT) and all(
+        w in _all_folded_words() for w in words
+    )
 
 
 @dataclass(frozen=True)

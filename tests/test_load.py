@@ -195,4 +195,4 @@ def test_designations_drawn_by_many_threads_of_a_new_worker_at_once_never_fail(
     finally:
         sys.setswitchinterval(interval)
     adjectives, nouns = reports.designation_words()
-    assert len(adjectives) > 1000 and len(nouns) > 1000
+    assert len(adjectives) > 500 and len(nouns) > 500  # both lists read whole

@@ -11,6 +11,7 @@ from typing import Any
 
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from crypto import codenames
 from tests.browser.conftest import Officer, Servers, TotpCodes
 
 RETALIATION = "Retaliation for reporting"
@@ -63,7 +64,7 @@ def get_codename(page: Page, source_url: str) -> str:
 def read_codename(page: Page) -> str:
     """The codename on the codename page, as a person reads it: the words of the list."""
     words = [w.strip() for w in page.locator("ol.codename-words > li").all_inner_texts()]
-    assert len(words) == 7, words
+    assert len(words) == codenames.WORD_COUNT, words
     codename = " ".join(words)
     assert page.locator("p.codename-line").inner_text().strip() == codename
     assert page.locator('input[name="codename"]').get_attribute("value") == codename
