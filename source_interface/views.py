@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import base64
-import binascii
-import hashlib
 import hmac
-import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -38,10 +35,11 @@ from dropbox.models import ItemKind, Report, Status
 from dropbox.web import size_text
 
 LANGUAGE_NAMES = {"en": "English", "fr": "Français", "es": "Español"}
-# Far more than seven words from the lists ever take: longer input is not a codename,
+# Far more than a codename's words from the lists ever take: longer input is not one,
 # and is refused before even normalising it.
 MAX_CODENAME_CHARS = 500
-# Where the session keeps what it needs to recognise the codename it showed (not the codename).
+# Where the session keeps the codename it shows until it is confirmed (sealed with the
+# session's state: see dropbox/sessions.py), and the language it was drawn in.
 SHOWN_CODENAME = "shown_codename"
 MAX_MESSAGE_CHARS = 100_000
 MAX_DETAIL_CHARS = 5_000
@@ -176,42 +174,55 @@ def _unb64(text: str) -> bytes:
 
 
 def well_formed(codename: str) -> bool:
-    """Seven words from the lists: the free check that decides whether an attempt may cost."""
+    """Known words, as many as a codename has: the free check that decides whether it may cost."""
     return len(codename) <= MAX_CODENAME_CHARS and codenames.looks_like_codename(codename)
 
 
-def _shown_digest(codename: str, key: bytes) -> bytes:
-    return hashlib.blake2b(
-        codenames.normalise(codename).encode("utf-8"),
-        key=key,
-        digest_size=32,
-        person=b"dropbox-shown",
-    ).digest()
+def shown_codename() -> tuple[str, str] | None:
+    """The codename this session is showing until it is confirmed, and its language."""
+    shown = session.get(SHOWN_CODENAME)
+    if not isinstance(shown, dict):
+        return None
+    codename, language = shown.get("codename"), shown.get("language")
+    if not isinstance(codename, str) or not isinstance(language, str):
+        return None
+    return codename, language
 
 
-def remember_shown_codename(codename: str) -> None:
-    """Keep in the session a keyed digest of the codename shown, never the codename itself.
+def show_new_codename(language: str) -> str:
+    """Draw a codename for this session to show until it is confirmed, replacing any other.
 
-    The key is random and lives beside the digest: the digest only has to
-    recognise that one codename when it comes back, and without the key the
-    digest cannot be tested against guesses.
+    It is kept only in the session's state, which the store holds sealed
+    under a key that only the source's cookie carries. A confirmation still
+    pending for an earlier codename ends: the report can only go out under
+    the codename on the source's screen.
     """
-    key = secrets.token_bytes(32)
-    session[SHOWN_CODENAME] = _b64(key + _shown_digest(codename, key))
+    codename = codenames.generate(language)
+    session[SHOWN_CODENAME] = {"codename": codename, "language": language}
+    for key in ("pending_lookup_id", "new_report_id"):
+        session.pop(key, None)
+    if not session.get("report_id"):
+        session.pop("secret_key", None)
+    return codename
 
 
 def is_shown_codename(codename: str) -> bool:
-    """True only for the codename this session was last shown (in constant time)."""
-    stored = session.get(SHOWN_CODENAME)
-    if not isinstance(stored, str) or len(codename) > MAX_CODENAME_CHARS:
+    """True only for the codename this session is showing, however it is typed."""
+    shown = shown_codename()
+    if shown is None or len(codename) > MAX_CODENAME_CHARS:
         return False
-    try:
-        raw = _unb64(stored)
-    except (binascii.Error, ValueError):
-        return False
-    if len(raw) != 64:
-        return False
-    return hmac.compare_digest(raw[32:], _shown_digest(codename, raw[:32]))
+    typed = codenames.normalise(codename).encode("utf-8")
+    return hmac.compare_digest(typed, codenames.normalise(shown[0]).encode("utf-8"))
+
+
+def unknown_words(codename: str) -> list[str]:
+    """The typed words (normalised, once each, in order) that are in none of the word lists.
+
+    Known means known to sign-in: any word of any language's full list
+    (`codenames.is_known_word`), the same words the free check accepts.
+    """
+    words = codenames.normalise(codename).split(" ")
+    return [w for w in dict.fromkeys(words) if w and not codenames.is_known_word(w)]
 
 
 def _signed_in_report(db: Any) -> tuple[Report, PrivateKey] | None:
@@ -277,45 +288,64 @@ def register_views(app: Flask, config: Config) -> None:
             target = "index"
         return redirect(url_for(target))
 
-    @app.get("/codename")
-    def generate() -> str:
-        """Show a new codename, once. Nothing is stored until the first report."""
-        language = current_app.extensions["dropbox.locale"]()
-        codename = codenames.generate(language)
-        remember_shown_codename(codename)
+    def _codename_page(codename: str, language: str, error: str | None) -> str:
         return render_template(
             "generate.html",
             codename=codename,
             words=codename.split(" "),
             language=language,
-            error=None,
+            error=error,
         )
+
+    @app.get("/codename")
+    def generate() -> str:
+        """Show this session's codename: the same one on reload or Back, until it is confirmed.
+
+        A codename in another language than the page's (the source switched
+        language) is replaced by one in the page's language, as the page says.
+        Nothing is stored outside the sealed session until the first report.
+        """
+        language = current_app.extensions["dropbox.locale"]()
+        shown = shown_codename()
+        if shown is not None and shown[1] == language:
+            codename = shown[0]
+        else:
+            codename = show_new_codename(language)
+        return _codename_page(codename, language, None)
+
+    @app.post("/codename/new")
+    def different_codename() -> Response:
+        """The source asked for a different codename: the one shown before can no longer be used."""
+        show_new_codename(current_app.extensions["dropbox.locale"]())
+        flash(_("Here is a different codename. The one shown before will not be used."), "info")
+        return redirect(url_for("generate"))
 
     @app.post("/codename")
     @costly_attempts(is_shown_codename)
     def confirm_codename() -> Response | tuple[str, int]:
         """The source has written the codename down: derive its keys, go on to the report."""
-        codename = request.form.get("codename", "")
-        if not is_shown_codename(codename):
+        shown = shown_codename()
+        if shown is None or not is_shown_codename(request.form.get("codename", "")):
             return not_shown()
+        codename, language = shown
         if request.form.get("written_down") != "yes":
-            language = current_app.extensions["dropbox.locale"]()
-            return render_template(
-                "generate.html",
-                codename=codename,
-                words=codename.split(" "),
-                language=language,
-                error=_("Please write your codename down, then tick the box to confirm."),
+            return _codename_page(
+                codename,
+                language,
+                _("Please write your codename down, then tick the box to confirm."),
             ), 400
         derived = _derive(codename)
         with _instance().readers() as db:
             if reports.find(db, derived.lookup_id) is not None:
                 # Only if this session already sent a report with it (the page was
                 # kept open, or came back): one codename, one report.
+                session.pop(SHOWN_CODENAME, None)
                 return not_shown()
         session.regenerate()  # type: ignore[attr-defined]
         for key in ("report_id", "pending_lookup_id"):
             session.pop(key, None)
+        # The codename stays in the sealed session until the report is sent, so that
+        # Back from the report form shows the same one.
         session["pending_lookup_id"] = _b64(derived.lookup_id)
         session["secret_key"] = _b64(bytes(derived.secret_key))
         session["new_report_id"] = reports.new_id()
@@ -460,12 +490,33 @@ def register_views(app: Flask, config: Config) -> None:
         if request.method == "GET":
             return render_template("login.html", error=None, value="")
         codename = request.form.get("codename", "")
+        # What was typed stays in the box (the page is never cached: Cache-Control
+        # no-store on every page); what the page says depends on the words typed
+        # and the lists only, never on which codenames have a report.
         if not well_formed(codename):
             error = _(
-                "That is not a codename. A codename is seven words from the list this site "
-                "gave you. Check each word and try again."
+                "That is not a codename. A codename is the %(count)s words this site gave you "
+                "(%(legacy)s for older codenames). Check each word and try again.",
+                count=codenames.WORD_COUNT,
+                legacy=codenames.LEGACY_WORD_COUNT,
             )
-            return render_template("login.html", error=error, value=""), 400
+            # What is wrong with this codename first, then what a codename is.
+            problem = ""
+            if len(codename) <= MAX_CODENAME_CHARS:
+                unknown = unknown_words(codename)
+                typed = len([w for w in codenames.normalise(codename).split(" ") if w])
+                if unknown:
+                    problem = ngettext(
+                        "This word is not in any of our word lists: %(words)s.",
+                        "These words are not in any of our word lists: %(words)s.",
+                        len(unknown),
+                        words=", ".join(unknown),
+                    )
+                elif typed:
+                    problem = ngettext("You typed %(num)d word.", "You typed %(num)d words.", typed)
+            if problem:
+                error = f"{problem} {error}"
+            return render_template("login.html", error=error, value=codename), 400
         derived = _derive(codename)
         with _instance().readers() as db:
             report = reports.find(db, derived.lookup_id)
@@ -474,7 +525,7 @@ def register_views(app: Flask, config: Config) -> None:
                 "No report matches this codename. Check each word and try again. If you "
                 "never sent a report with it, make a new report."
             )
-            return render_template("login.html", error=error, value=""), 400
+            return render_template("login.html", error=error, value=codename), 400
         session.regenerate()  # type: ignore[attr-defined]
         session.clear()
         session["report_id"] = report.id

@@ -14,7 +14,7 @@ from nacl.public import PrivateKey
 from sqlalchemy import func, select, update
 
 from crypto import envelope
-from crypto.codenames import normalise
+from crypto.codenames import WORD_COUNT, normalise
 from crypto.errors import DecryptionError
 from dropbox import reports
 from dropbox.config import Config, LimitSettings
@@ -79,12 +79,12 @@ def test_landing_page_explains_the_channel_and_offers_two_ways_on(client: FlaskC
     assert "<script" not in page
 
 
-def test_each_visit_gets_a_new_seven_word_codename_and_nothing_is_stored(
+def test_each_visit_gets_a_new_eight_word_codename_and_nothing_is_stored(
     client: FlaskClient, instance: Instance
 ) -> None:
     first, _ = new_codename(client)
     second, _ = new_codename(client.application.test_client())
-    assert len(first.split()) == 7
+    assert len(first.split()) == WORD_COUNT == 8
     assert first != second
     assert count_reports(instance) == 0
 
