@@ -24,7 +24,7 @@ from case_server.signin import register_signin
 from dropbox.config import Config
 from dropbox.instance import Instance
 from dropbox.limits import DerivationGate, limiter_storage_uri
-from dropbox.web import register_security_headers, register_transport
+from dropbox.web import register_robots_and_icon, register_security_headers, register_transport
 
 # Bodies travel as base64 in JSON: a reply or note envelope fits well within this.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
@@ -49,6 +49,7 @@ def create_app(config: Config, instance: Instance | None = None) -> Flask:
     )
     # No Onion-Location: this is an API for the reviewer app, not a page for a browser.
     register_security_headers(app)
+    register_robots_and_icon(app)
     register_transport(app, config.reviewer)
     register_reports(app, config)
     register_signin(app, config)

@@ -271,9 +271,21 @@ def _schemas(config: Config) -> dict[str, Any]:
         ),
         "NewItem": _object(new_item),
         "NewItemRequest": _object(
-            {"kind": {**STRING, "enum": [ItemKind.REPLY.value, ItemKind.NOTE.value]}, **new_item}
+            {
+                "kind": {**STRING, "enum": [ItemKind.REPLY.value, ItemKind.NOTE.value]},
+                **new_item,
+                "acknowledge": {
+                    **BOOLEAN,
+                    "default": False,
+                    "description": "With a reply only: also acknowledge the report, if it is"
+                    " not acknowledged yet (status acknowledged where the workflow allows)",
+                },
+            },
+            required=["kind", *new_item],
         ),
-        "ItemCreated": _object({"id": AN_ID, "seq": INTEGER}),
+        "ItemCreated": _object(
+            {"id": AN_ID, "seq": INTEGER, "status": {**STRING, "enum": statuses}}
+        ),
         "RevealRequest": _object({"reason": _ref("NewItem")}),
         "Revealed": _object({"items": _array(_ref("SealedItem"))}),
         "AssignRequest": _object(

@@ -234,15 +234,20 @@ def register_reports(app: Flask, config: Config) -> None:
 
     @bp.post("/reports/<report_id>/items")
     def add_item(report_id: str) -> ResponseReturnValue:
-        """Store a reply or a note sealed on the officer's machine."""
+        """Store a reply or a note sealed on the officer's machine.
+
+        A reply with `"acknowledge": true` also acknowledges a report not yet
+        acknowledged, in the same transaction (a status change, audited).
+        """
         caller = tokens.officer_id()
         data = wire.json_body()
         kind = wire.text(data, "kind")
+        acknowledge = wire.boolean(data, "acknowledge", default=False)
         new = _new_sealed(data, "item")
         with tokens.instance().sessions.begin() as db:
             officer, report = _acting(db, caller, report_id)
-            item = cases.add_item(tokens.instance(), db, officer, report, kind, new)
-            answer = {"id": item.id, "seq": item.seq}
+            item = cases.add_item(tokens.instance(), db, officer, report, kind, new, acknowledge)
+            answer = {"id": item.id, "seq": item.seq, "status": report.status}
         return answer, 201
 
     @bp.post("/reports/<report_id>/reveal")

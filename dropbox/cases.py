@@ -18,6 +18,7 @@ import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import BinaryIO
 
 from nacl.public import PublicKey
@@ -221,8 +222,9 @@ def assignees(session: Session, codes: list[str]) -> list[tuple[int, str]]:
 
 
 def next_statuses(report: Report) -> list[str]:
-    """The statuses the report may move to next."""
-    return sorted(TRANSITIONS.get(report.status, frozenset()))
+    """The statuses the report may move to next, in workflow order (as `Status` lists them)."""
+    allowed = TRANSITIONS.get(report.status, frozenset())
+    return [status.value for status in Status if status in allowed]
 
 
 def file_body(
@@ -328,17 +330,58 @@ def add_item(
     report: Report,
     kind: str,
     new: NewSealed,
+    acknowledge: bool = False,
 ) -> Item:
-    """Store a reply (to the source and the office) or a note (to the office); audited."""
+    """Store a reply (to the source and the office) or a note (to the office); audited.
+
+    With `acknowledge`, a reply to a report not yet acknowledged also
+    acknowledges it, in the same transaction: the personal reply is the
+    acknowledgement the deadline asks for. A report acknowledged already is
+    left as it is.
+    """
     if kind not in OFFICER_KINDS:
         raise DropboxError("'kind' must be reply or note")
     item_kind = ItemKind(kind)
+    if acknowledge and item_kind != ItemKind.REPLY:
+        raise DropboxError("only a reply to the source can acknowledge the report")
     check_new_item(session, report, new, item_kind, [report.office_code])
     item = store_item(instance, session, officer, report, new, item_kind)
     if item_kind == ItemKind.REPLY:
         report.last_activity_at = item.created_at
     audit.record(session, _actor(officer), f"report.{kind}", report_id=report.id, detail=item.id)
+    if acknowledge and report.acknowledged_at is None:
+        _acknowledge_by_reply(session, officer, report, item.created_at)
     return item
+
+
+def _acknowledge_by_reply(
+    session: Session, officer: Officer, report: Report, now: datetime
+) -> None:
+    """Record the acknowledgement a first reply makes; the status follows where it may."""
+    report.acknowledged_at = now
+    if Status.ACKNOWLEDGED not in TRANSITIONS.get(report.status, frozenset()):
+        # Under assessment or reopened already: the deadline is met, the status stays.
+        audit.record(
+            session, _actor(officer), "report.acknowledge", report_id=report.id, detail="by reply"
+        )
+        return
+    session.add(
+        StatusChange(
+            report_id=report.id,
+            from_status=report.status,
+            to_status=Status.ACKNOWLEDGED,
+            officer_id=officer.id,
+            at=now,
+        )
+    )
+    audit.record(
+        session,
+        _actor(officer),
+        "report.status",
+        report_id=report.id,
+        detail=f"{report.status} -> {Status.ACKNOWLEDGED} (by reply)",
+    )
+    report.status = Status.ACKNOWLEDGED
 
 
 def reveal(

@@ -7,6 +7,8 @@ problems remain.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import io
 import json
 import os
@@ -25,7 +27,7 @@ import pyotp
 import qrcode
 from sqlalchemy.orm import Session
 
-from crypto.keys import PublicKey, fingerprint
+from crypto.keys import PrivateKey, PublicKey, fingerprint
 from dropbox import audit, fsck, officers, offices
 from dropbox.config import Config, ConfigError, fingerprint_digest, load
 from dropbox.errors import DropboxError
@@ -811,6 +813,7 @@ def _create_demo(data_dir: Path, source_port: int, case_port: int, reviewer_port
     instance = Instance.initialise(config)
     logins = []
     pins = {}
+    office_keys = {}
     try:
         with instance.sessions.begin() as session:
             recovery_dir = data_dir / "recovery"
@@ -820,6 +823,7 @@ def _create_demo(data_dir: Path, source_port: int, case_port: int, reviewer_port
                     session, config, settings.code, config.crypto.kdf_cost, ACTOR
                 )
                 pins[settings.code] = fingerprint(secret_key.public_key)
+                office_keys[settings.code] = secret_key
                 _write_private_file(recovery_dir / f"{settings.code}-recovery.json", data)
                 (recovery_dir / f"{settings.code}-passphrase.txt").write_text(passphrase + "\n")
                 username = f"{settings.code.lower()}-officer"
@@ -860,7 +864,23 @@ def _create_demo(data_dir: Path, source_port: int, case_port: int, reviewer_port
     (data_dir / DEMO_REVIEWER_SETTINGS).write_text(
         _demo_reviewer_text(case_port, reviewer_port, pins)
     )
+    _seed_demo_reports(load(data_dir / "config.toml"), office_keys, logins)
     _write_private_file(data_dir / DEMO_LOGINS, json.dumps(logins, indent=2).encode())
+
+
+def _seed_demo_reports(
+    config: Config, office_keys: dict[str, PrivateKey], logins: list[dict[str, str]]
+) -> None:
+    """Sample reports in every state, sealed to the pinned office keys (see dropbox.demo)."""
+    from dropbox import demo
+
+    instance = Instance.open(config)
+    try:
+        with instance.sessions.begin() as session:
+            acting = {login["office"]: officers.get(session, login["username"]) for login in logins}
+            demo.seed(instance, session, office_keys, acting)
+    finally:
+        instance.close()
 
 
 def _demo_passphrase() -> str:
@@ -892,6 +912,10 @@ def _print_demo(data_dir: Path, config: Config) -> None:
     shown = os.path.relpath(command) if command.exists() else "dropbox"
     click.echo(f"  Current TOTP codes at any time: {shown} demo --codes --data-dir {data_dir}")
     click.echo("  Each demo officer is also an administrator (officers, grants, audit log).")
+    click.echo(
+        "  The inbox holds sample reports (demo data) in each state: new, acknowledged,"
+        " overdue, urgent, referred and closed."
+    )
     click.echo("  Stop with Ctrl-C.")
 
 
@@ -942,34 +966,77 @@ def demo(
     _serve_demo(config_path, data_dir / DEMO_REVIEWER_SETTINGS)
 
 
+# How long a stop of the demo may take before what is left is ended outright.
+DEMO_STOP_SECONDS = 4.0
+
+
+def _stop_with_parent() -> None:
+    """In a demo child: be told to stop (SIGTERM) if the demo itself dies without stopping it."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return  # not glibc: the demo stops its children itself
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _serve_demo(config_path: Path, reviewer_settings: Path) -> None:
-    """The three processes: source interface and case server (gunicorn), and the reviewer app."""
+    """The three processes: source interface and case server (gunicorn), and the reviewer app.
+
+    Each child runs in a process group of its own, so that Ctrl-C in the
+    terminal reaches only this process, which then tells each child once
+    (SIGINT: gunicorn's quick stop, the reviewer app forgets its keys). A
+    gunicorn worker that got Ctrl-C from the terminal and then its master's
+    stop signal could hang in its signal handler until the master killed it
+    ("sent SIGKILL! Perhaps out of memory?"). Whatever has not stopped after
+    DEMO_STOP_SECONDS is ended outright.
+    """
     command = [sys.executable, "-m", "dropbox", "--config", str(config_path)]
-    children = [
-        subprocess.Popen([*command, "run", name])  # noqa: S603
-        for name in ("source", "reviewer")
+    arguments = [
+        ["run", "source"],
+        ["run", "reviewer"],
+        ["reviewer", "--settings", str(reviewer_settings)],
     ]
-    children.append(
-        subprocess.Popen([*command, "reviewer", "--settings", str(reviewer_settings)])  # noqa: S603
-    )
+    children = [
+        subprocess.Popen(  # noqa: S603 - our own program
+            [*command, *args],
+            process_group=0,
+            preexec_fn=_stop_with_parent,
+        )
+        for args in arguments
+    ]
+    stopping = False
 
     def _stop(*_: object) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
+        nonlocal stopping
+        stopping = True
 
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        _stop()
-        for child in children:
-            child.wait(timeout=30)
-    failed = [child.returncode for child in children if child.returncode not in (0, -15, None)]
-    if failed:
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop)
+    while not stopping and all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    # Once only: a second Ctrl-C while stopping changes nothing.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + DEMO_STOP_SECONDS
+    while time.monotonic() < deadline and any(child.poll() is None for child in children):
+        time.sleep(0.05)
+    late = [child for child in children if child.poll() is None]
+    for child in late:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)  # the child and its gunicorn workers
+        child.wait()
+    if late:
+        click.echo("dropbox: a demo server was slow to stop and was ended.", err=True)
+    failed = [
+        child.returncode
+        for child in children
+        if child not in late and child.returncode not in (0, -signal.SIGINT, -signal.SIGTERM)
+    ]
+    if failed or not stopping:
         raise CommandError("a server stopped with an error (see the lines above)")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import signal
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -87,6 +88,18 @@ def _write_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -
     gunicorn.util.write_nonblock(sock, head.encode("latin-1", "replace") + b"\r\n" + body)
 
 
+def _ignore_terminal_interrupt(worker: Any) -> None:
+    """In each worker: let Ctrl-C reach the master only, which then stops the worker once.
+
+    A terminal sends SIGINT to every process of its foreground job. A gthread
+    worker that gets it and then its master's SIGQUIT runs its quit handler
+    twice, and the second can wait forever on a lock the first holds, until
+    the master kills it after graceful_timeout ("sent SIGKILL! Perhaps out of
+    memory?"). SIGTERM and SIGQUIT still stop the worker as before.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class _Server(BaseApplication):  # type: ignore[misc]
     def __init__(self, factory: Callable[[], Flask], options: dict[str, Any]) -> None:
         self._factory = factory
@@ -123,6 +136,7 @@ def gunicorn_options(config: Config, interface: str) -> dict[str, Any]:
         "proxy_allow_ips": "",
         "umask": UMASK,
         "proc_name": f"dropbox-{interface}",
+        "post_worker_init": _ignore_terminal_interrupt,
     }
     if "control_socket_disable" in _GUNICORN_SETTINGS:
         # gunicorn 25.1 and later open a control socket (reload, add or kill workers)

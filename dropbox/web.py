@@ -1,4 +1,4 @@
-"""What both Flask apps share: security headers on every response, and how requests arrive."""
+"""What the Flask apps share: security headers on every response, and how requests arrive."""
 
 from __future__ import annotations
 
@@ -57,6 +57,27 @@ def register_security_headers(
             headers["Strict-Transport-Security"] = HSTS
         headers.pop("Server", None)
         return response
+
+
+# Nothing here is for search engines: every path is disallowed to every crawler.
+ROBOTS_TXT = "User-agent: *\nDisallow: /\n"
+
+
+def register_robots_and_icon(app: Flask) -> None:
+    """Answer /robots.txt (disallow everything) and /favicon.ico (no icon: 204, not a 404).
+
+    Browsers ask for /favicon.ico on every page; an empty answer keeps a 404
+    out of the console without serving any icon, from here or elsewhere.
+    """
+
+    def robots() -> Response:
+        return Response(ROBOTS_TXT, mimetype="text/plain")
+
+    def favicon() -> Response:
+        return Response(status=204)
+
+    app.add_url_rule("/robots.txt", "robots_txt", robots, methods=["GET"])
+    app.add_url_rule("/favicon.ico", "favicon_ico", favicon, methods=["GET"])
 
 
 class BehindTlsProxy:

@@ -24,7 +24,11 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
-from dropbox.web import refuse_nameless_form_fields, register_security_headers
+from dropbox.web import (
+    refuse_nameless_form_fields,
+    register_robots_and_icon,
+    register_security_headers,
+)
 from journalist_interface import vault
 from journalist_interface.client import ApiError, Unreachable
 from journalist_interface.settings import ReviewerSettings
@@ -91,6 +95,7 @@ def create_reviewer_app(
     app.before_request(vault.load_entry)
     Babel(app, locale_selector=lambda: "en")
     register_security_headers(app, "", allow_images=True)
+    register_robots_and_icon(app)
     _register_blueprints(app)
     register_error_handlers(app)
     _template_globals(app)

@@ -667,9 +667,15 @@ class CaseServerClient:
         except httpx.HTTPError:
             raise Unreachable() from None
 
-    def add_item(self, report_id: str, kind: str, item: NewItem) -> int:
-        """Store a reply or note sealed on this machine; returns its number in the thread."""
-        body = {"kind": kind, **item.json()}
+    def add_item(self, report_id: str, kind: str, item: NewItem, acknowledge: bool = False) -> int:
+        """Store a reply or note sealed on this machine; returns its number in the thread.
+
+        `acknowledge` (a reply only): the reply also acknowledges a report not
+        yet acknowledged, in the same step on the case server.
+        """
+        body: dict[str, Any] = {"kind": kind, **item.json()}
+        if acknowledge:
+            body["acknowledge"] = True
         return int(self._call("POST", f"/reports/{_id(report_id)}/items", json=body)["seq"])
 
     def reveal(self, report_id: str, reason: NewItem) -> list[SealedItem]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
@@ -36,6 +36,7 @@ from flask import (
 )
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 from nacl.public import PrivateKey
 from werkzeug.wrappers import Response as WerkzeugResponse
 
@@ -73,6 +74,24 @@ class Refused(Exception):
 def register_reports(app: Flask) -> None:
     """Attach the reports area (called by the app factory)."""
     app.register_blueprint(bp)
+
+
+@bp.app_template_global("due_words")
+def due_words(due: date | None, today: date | None) -> tuple[str, str]:
+    """A due date in words, relative to today, and its tone: overdue, today, soon or later.
+
+    The words carry the meaning; the tone only picks a colour, never alone.
+    """
+    if due is None or today is None:
+        return "", ""
+    days = (due - today).days
+    if days < 0:
+        return ngettext("%(num)s day overdue", "%(num)s days overdue", -days), "overdue"
+    if days == 0:
+        return _("due today"), "today"
+    if days == 1:
+        return _("due tomorrow"), "soon"
+    return _("in %(num)s days", num=days), "soon" if days <= 3 else "later"
 
 
 # --- plumbing ----------------------------------------------------------------------------
@@ -327,6 +346,8 @@ def reply(report_id: str) -> WerkzeugResponse:
         return _done(report_id, _("write a message before sending"), error=True)
     bundle = entry.client.report(report_id)
     _handling(bundle)
+    # Only while the report is unacknowledged: a later reply never acknowledges again.
+    acknowledge = request.form.get("acknowledge") == "yes" and bundle.acknowledged_at is None
     thread = _open(entry, bundle)
     try:
         recipients = casefile.reply_recipients(bundle, thread, entry.keyring, entry.me, _pins())
@@ -334,14 +355,18 @@ def reply(report_id: str) -> WerkzeugResponse:
         return _mismatch(entry.client, report_id, refused)
     sealed = casefile.seal_text(report_id, text, "reply", recipients)
     try:
-        entry.client.add_item(report_id, "reply", sealed)
+        entry.client.add_item(report_id, "reply", sealed, acknowledge=acknowledge)
     except ApiError as exc:
         if not _refusable(exc):
             raise
         return _done(report_id, exc.message, error=True)
     if thread.source_key != "matches":
-        return _done(report_id, str(UNCHECKED_SENT))
-    return _done(report_id, _("Your message was sent to the source."))
+        sent = str(UNCHECKED_SENT)
+    else:
+        sent = _("Your message was sent to the source.")
+    if acknowledge:
+        sent += " " + _("The report is marked acknowledged: the 7-day deadline is met.")
+    return _done(report_id, sent)
 
 
 def _office_message(

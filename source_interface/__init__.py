@@ -19,6 +19,7 @@ from dropbox.limits import Busy, DerivationGate, limiter_storage_uri
 from dropbox.sessions import ServerSessionInterface, session_key
 from dropbox.web import (
     refuse_nameless_form_fields,
+    register_robots_and_icon,
     register_security_headers,
     register_transport,
 )
@@ -55,6 +56,7 @@ def create_app(config: Config, instance: Instance | None = None) -> Flask:
     )
     register_extensions(app, config)
     register_security_headers(app, config.source.onion_address)
+    register_robots_and_icon(app)
     register_transport(app, config.source)
     register_views(app, config)
     register_error_handlers(app)

@@ -125,6 +125,8 @@ PAGES: list[tuple[str, str, dict[str, str], list[object]]] = [
         [400, 400, 400, 400, 400, 400],
     ),
     ("GET", "/enrol", {}, PUBLIC),
+    ("GET", "/robots.txt", {}, PUBLIC),
+    ("GET", "/favicon.ico", {}, [204] * 6),
     (
         "POST",
         "/enrol",

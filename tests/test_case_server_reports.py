@@ -734,3 +734,110 @@ def test_a_token_unused_for_the_idle_time_stops_working(case_world: CaseWorld) -
             assert row is not None
             now = datetime.now(UTC).replace(tzinfo=None)
             assert now - row.last_seen_at < timedelta(minutes=1)
+
+
+# --- a first reply acknowledges (issue 13, point 9) ----------------------------------------
+
+
+def _reply(world: CaseWorld, report_id: str, text: str) -> NewItem:
+    from nacl.public import PublicKey
+
+    source = PublicKey(world.client("eco").report(report_id).source_public_key)
+    return seal(report_id, text, ItemKind.REPLY, [world.office_public("ECO"), source])
+
+
+def test_a_reply_that_acknowledges_does_it_in_the_same_step(case_world: CaseWorld) -> None:
+    report_id = submit(case_world, "retaliation", ECO_MESSAGE)
+    eco = case_world.client("eco")
+    reply = _reply(case_world, report_id, "Thank you; we have your report.")
+
+    eco.add_item(report_id, "reply", reply, acknowledge=True)
+
+    bundle = eco.report(report_id)
+    assert bundle.status == "acknowledged" and bundle.acknowledged_at is not None
+    stored = next(i for i in bundle.items if i.id == reply.item_id)
+    assert bundle.acknowledged_at == stored.created_at
+    change = bundle.status_changes[-1]
+    assert (change.from_status, change.to_status) == ("received", "acknowledged")
+    assert change.officer is not None
+    events = audit_events(case_world.instance, report_id)
+    assert ("eco-officer", "report.reply", reply.item_id) in events
+    assert ("eco-officer", "report.status", "received -> acknowledged (by reply)") in events
+    # The acknowledgement is met in the inbox too.
+    (row,) = [r for r in eco.inbox(InboxQuery()).rows if r.id == report_id]
+    assert row.acknowledged and not row.acknowledge_overdue
+
+
+def test_a_reply_without_the_choice_leaves_the_report_unacknowledged(
+    case_world: CaseWorld,
+) -> None:
+    report_id = submit(case_world, "retaliation", ECO_MESSAGE)
+    eco = case_world.client("eco")
+
+    eco.add_item(report_id, "reply", _reply(case_world, report_id, "A question first."))
+
+    bundle = eco.report(report_id)
+    assert bundle.status == "received" and bundle.acknowledged_at is None
+    assert [c.to_status for c in bundle.status_changes] == ["received"]
+    actions = [action for _, action, _ in audit_events(case_world.instance, report_id)]
+    assert "report.status" not in actions
+
+
+def test_a_second_reply_does_not_acknowledge_again(case_world: CaseWorld) -> None:
+    report_id = submit(case_world, "retaliation", ECO_MESSAGE)
+    eco = case_world.client("eco")
+    eco.add_item(report_id, "reply", _reply(case_world, report_id, "First."), acknowledge=True)
+    first = eco.report(report_id)
+    eco.change_status(report_id, "under assessment")
+
+    eco.add_item(report_id, "reply", _reply(case_world, report_id, "Second."), acknowledge=True)
+
+    after = eco.report(report_id)
+    assert after.status == "under assessment"
+    assert after.acknowledged_at == first.acknowledged_at
+    assert [c.to_status for c in after.status_changes] == [
+        "received",
+        "acknowledged",
+        "under assessment",
+    ]
+    details = [
+        d for _, a, d in audit_events(case_world.instance, report_id) if a == "report.status"
+    ]
+    assert details == ["received -> acknowledged (by reply)", "acknowledged -> under assessment"]
+
+
+def test_only_a_reply_may_acknowledge(case_world: CaseWorld) -> None:
+    report_id = submit(case_world, "retaliation", ECO_MESSAGE)
+    eco = case_world.client("eco")
+    note = seal(report_id, "Internal.", ItemKind.NOTE, [case_world.office_public("ECO")])
+    with pytest.raises(ApiError) as refused:
+        eco.add_item(report_id, "note", note, acknowledge=True)
+    assert refused.value.status == 400
+    with case_world.http("eco") as http:
+        reply = _reply(case_world, report_id, "Hello.")
+        bad = http.post(
+            f"/reports/{report_id}/items",
+            json={"kind": "reply", **reply.json(), "acknowledge": "yes"},
+        )
+    assert bad.status_code == 400 and "acknowledge" in bad.json()["error"]
+    bundle = eco.report(report_id)
+    assert bundle.status == "received" and len(bundle.items) == 2
+
+
+def test_next_statuses_come_in_workflow_order(case_world: CaseWorld) -> None:
+    report_id = submit(case_world, "retaliation", ECO_MESSAGE)
+    assert case_world.client("eco").report(report_id).next_statuses == [
+        "acknowledged",
+        "under assessment",
+        "closed",
+    ]
+
+
+def test_the_case_server_answers_robots_txt_and_favicon(case_world: CaseWorld) -> None:
+    with httpx.Client(base_url="http://127.0.0.1", transport=case_world.transport()) as http:
+        robots = http.get("/robots.txt")
+        icon = http.get("/favicon.ico")
+    assert robots.status_code == 200
+    assert robots.text == "User-agent: *\nDisallow: /\n"
+    assert robots.headers["Content-Type"].startswith("text/plain")
+    assert icon.status_code == 204 and icon.content == b""

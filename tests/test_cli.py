@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -30,7 +31,7 @@ from tests.conftest import (
     new_database_url,
     run_cli,
 )
-from tests.served import Browser, report_form, serving, with_umask
+from tests.served import Browser, report_form, serving, start_source, with_umask
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -540,3 +541,205 @@ def test_every_file_the_program_makes_is_private_even_under_umask_0022(tmp_path:
     _run_with_umask_022(*given, "backup", str(tmp_path / "backup.tar"), cwd=tmp_path)
     assert _not_private(data_dir) == []
     assert stat.S_IMODE((tmp_path / "backup.tar").stat().st_mode) == 0o600
+
+
+# --- the demo's sample reports and its stop (issue 13) ------------------------------------
+
+
+def test_the_demo_holds_sample_reports_in_every_state(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from dropbox.models import Item, ItemKind, Report
+
+    data_dir = tmp_path / "demo"
+    made = invoke("demo", "--no-serve", "--data-dir", str(data_dir))
+    assert made.returncode == 0, made.stderr
+    assert "sample reports (demo data)" in made.stdout
+
+    logins = {
+        login["office"]: login for login in json.loads((data_dir / "DEMO-LOGINS.json").read_text())
+    }
+    instance = Instance.open(load(data_dir / "config.toml"))
+    today = datetime.now(UTC).date()
+    try:
+        with instance.sessions() as session:
+            reports = list(session.execute(select(Report)).scalars())
+            statuses = sorted(r.status for r in reports)
+            assert statuses == sorted(
+                ["received", "acknowledged", "received", "received", "referred", "closed"]
+            )
+            assert sum(r.urgent for r in reports) == 1
+            overdue = [
+                r for r in reports if r.acknowledged_at is None and r.acknowledge_due < today
+            ]
+            assert len(overdue) == 1 and not overdue[0].urgent
+            new = [r for r in reports if r.status == "received" and r.acknowledge_due >= today]
+            assert len(new) == 2  # one of them urgent
+            closed = next(r for r in reports if r.status == "closed")
+            assert closed.outcome and closed.acknowledged_at is not None
+            referred = next(r for r in reports if r.status == "referred")
+            assert referred.office_code != instance.config.category(referred.category).office
+            # Each was made through the source path and says it is demo data.
+            keys = {
+                code: _demo_office_key(instance, session, login) for code, login in logins.items()
+            }
+            for report in reports:
+                kinds = [
+                    i.kind
+                    for i in session.execute(
+                        select(Item).where(Item.report_id == report.id).order_by(Item.seq)
+                    ).scalars()
+                ]
+                assert kinds[:2] == [ItemKind.MESSAGE, ItemKind.ACKNOWLEDGEMENT], kinds
+                message = session.execute(
+                    select(Item).where(Item.report_id == report.id, Item.seq == 1)
+                ).scalar_one()
+                text = _open_text(instance, report.id, message, keys[report.office_code])
+                assert text.startswith("DEMO DATA: a sample report made by 'dropbox demo'")
+    finally:
+        instance.close()
+
+
+def _demo_office_key(instance: Instance, session: object, login: dict[str, str]) -> PrivateKey:
+    officer = officers.get(session, login["username"])  # type: ignore[arg-type]
+    cost = instance.config.crypto.kdf_cost
+    key = officers.open_secret_key(officer, login["passphrase"], cost)
+    office_key = offices.office_key(session, officer, key, login["office"])  # type: ignore[arg-type]
+    assert isinstance(office_key, PrivateKey)
+    return office_key
+
+
+def _open_text(instance: Instance, report_id: str, item: object, key: PrivateKey) -> str:
+    from crypto import envelope
+    from dropbox.reports import item_context, read_message_document
+
+    with instance.store.open(item.blob) as blob:  # type: ignore[attr-defined]
+        body = blob.read()
+    _, data = envelope.decrypt_bytes(
+        item.key_block,  # type: ignore[attr-defined]
+        body,
+        key,
+        item_context(report_id, item.id),  # type: ignore[attr-defined]
+    )
+    return read_message_document(data)[0]
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid` (children, their children...), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _running(pids: set[int]) -> set[int]:
+    """Those of `pids` still running (a zombie has ended; its parent just has not reaped it)."""
+    left = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            left.add(pid)
+    return left
+
+
+def test_ctrl_c_stops_the_whole_demo_within_five_seconds_without_alarm(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo"
+    ports = {name: free_port() for name in ("source", "reviewer", "case")}
+    # Its own process group, as a shell runs a foreground job: Ctrl-C reaches every process.
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dropbox",
+            "demo",
+            "--data-dir",
+            str(data_dir),
+            *(item for name, port in ports.items() for item in (f"--{name}-port", str(port))),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    everything: set[int] = set()
+    try:
+        _wait_for(f"http://127.0.0.1:{ports['source']}/", process, seconds=120)
+        _wait_for(f"http://127.0.0.1:{ports['reviewer']}/login", process)
+        _wait_for(f"http://127.0.0.1:{ports['case']}/robots.txt", process)
+        # An open keep-alive connection, as a browser leaves one, must not hold the stop up.
+        keep = http.client.HTTPConnection("127.0.0.1", ports["source"], timeout=5)
+        keep.request("GET", "/")
+        keep.getresponse().read()
+        everything = _descendants(process.pid) | {process.pid}
+        assert len(everything) >= 6  # the demo, two gunicorn masters and workers, the app
+        # Ctrl-C: the terminal sends SIGINT to the foreground process group.
+        os.killpg(process.pid, signal.SIGINT)
+        started = time.monotonic()
+        while time.monotonic() < started + 5 and _running(everything):
+            process.poll()
+            time.sleep(0.1)
+        stopped_in = time.monotonic() - started
+        still = _running(everything)
+        keep.close()
+    finally:
+        for pid in _running(everything | _descendants(process.pid)):
+            os.kill(pid, signal.SIGKILL)
+        output = process.communicate(timeout=30)[0]
+    assert not still, f"processes of the demo still ran after 5 s ({still}):\n{output}"
+    assert stopped_in < 5
+    assert process.returncode == 0, output
+    for alarming in ("SIGKILL", "out of memory", "Traceback", "[ERROR]", "slow to stop"):
+        assert alarming not in output, output
+
+
+def _ignores_sigint(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(r"^SigIgn:\s*([0-9a-f]+)$", status, re.MULTILINE)
+    assert found is not None, status
+    return bool(int(found.group(1), 16) & (1 << (signal.SIGINT - 1)))
+
+
+def test_ctrl_c_on_dropbox_run_reaches_the_gunicorn_master_only(tmp_path: Path) -> None:
+    """Each worker ignores SIGINT: the master alone stops it, once (no double quit, no hang)."""
+    port = free_port()
+    config = write_config(tmp_path, f"[source]\nport = {port}\nworkers = 2\n")
+    assert invoke("--config", str(config), "init").returncode == 0
+    served = start_source(config, port, tmp_path / "data", 2)
+    try:
+        master = served.process.pid
+        # Each worker sets it up once its app is loaded: wait for that (10 s at most).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(map(_ignores_sigint, served.workers)):
+            time.sleep(0.1)
+        for worker in served.workers:
+            assert _ignores_sigint(worker), f"worker {worker} takes SIGINT"
+        everything = {master, *served.workers}
+        os.killpg(master, signal.SIGINT)  # Ctrl-C in the terminal: the whole job
+        started = time.monotonic()
+        while time.monotonic() < started + 5 and _running(everything):
+            served.process.poll()
+            time.sleep(0.1)
+        assert not _running(everything)
+    finally:
+        served.stop()
+    log = served.log.read_text()
+    assert "SIGKILL" not in log and "Traceback" not in log, log

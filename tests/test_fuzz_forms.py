@@ -70,6 +70,7 @@ from tests.source_helpers import csrf_token, login, new_codename, submit_report
 # Every POST route of the source interface and the fields its forms send.
 SOURCE_FORMS: dict[str, tuple[str, ...]] = {
     "confirm_codename": ("codename", "written_down"),
+    "different_codename": (),
     "submit_report": (
         "category",
         "message",
@@ -91,7 +92,7 @@ REVIEWER_FORMS: dict[str, tuple[str, ...]] = {
     "signin.logout": (),
     "signin.enrol": ("username", "code", "passphrase", "confirm_passphrase"),
     "signin.enrol_confirm": ("code",),
-    "reports.reply": ("message",),
+    "reports.reply": ("message", "acknowledge"),
     "reports.note": ("text",),
     "reports.assign": ("assignee_id",),
     "reports.status": ("status", "outcome", "reason"),
@@ -383,7 +384,8 @@ def source_client(sw: SourceWorld, endpoint: str) -> tuple[FlaskClient, str]:
     if endpoint == "logout":
         assert login(client, sw.codename).status_code == 302
         return client, "/logout"
-    return client, {"confirm_codename": "/codename", "login": "/login"}[endpoint]
+    paths = {"confirm_codename": "/codename", "different_codename": "/codename/new"}
+    return client, {**paths, "login": "/login"}[endpoint]
 
 
 def source_realistic(sw: SourceWorld) -> dict[str, list[str]]:
@@ -806,6 +808,7 @@ def reviewer_world(reviewer: Flask, source: Flask, case_app: Flask, world: World
         "reason": ["Needed for the interview plan."],
         "office": ["ECO", "OIO"],
         "keep_copy": ["yes"],
+        "acknowledge": ["yes"],
         "confirm": [designation, designation.upper()],
         "display_name": ["Fuzz Officer"],
         "is_admin": ["yes"],

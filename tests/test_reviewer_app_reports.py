@@ -13,6 +13,7 @@ import base64
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pyotp
@@ -560,3 +561,156 @@ def test_the_case_server_is_sent_no_plaintext_and_no_passphrase(desk: Desk) -> N
     for text in [*secrets_sent.values(), PASSPHRASE, MESSAGE, "file canary 7731", "Jo Q"]:
         assert text.encode() not in wire
         assert base64.b64encode(text.encode()) not in wire
+
+
+# --- usability of the officer's pages (issue 13, points 9 and 10) --------------------------
+
+
+def _section(page: str, heading_id: str) -> str:
+    """The HTML of the <section> labelled by the heading with this id."""
+    start = page.index(f'aria-labelledby="{heading_id}"')
+    return page[start : page.index("</section>", start)]
+
+
+def _entry(page: str, kind: str) -> str:
+    """The HTML of the first thread entry of this kind."""
+    start = page.index(f'class="entry entry-{kind} ')
+    return page[start : page.index("</li>", start)]
+
+
+def _inbox_row(page: str, designation_text: str) -> str:
+    """The inbox table row (<tr>) naming this designation."""
+    at = page.index(f">{designation_text}</a>")
+    return page[page.rindex("<tr", 0, at) : page.index("</tr>", at)]
+
+
+def _status_of(desk: Desk, rid: str) -> tuple[str, bool]:
+    found = report_row(desk.instance, rid)
+    assert found is not None
+    return found.status, found.acknowledged_at is not None
+
+
+def test_a_first_reply_acknowledges_the_report_when_the_box_is_left_ticked(desk: Desk) -> None:
+    rid, _, _ = make_report(desk, "fraud", MESSAGE)
+    oio = desk.signed_in("oio")
+    path = f"/reports/{rid}"
+    reply_form = _section(page_text(oio, path), "reply-heading")
+    assert 'name="acknowledge" id="reply-acknowledge" value="yes" checked' in reply_form
+    assert "Also mark the report acknowledged" in reply_form
+
+    sent = post(oio, path, f"{path}/reply", {"message": "Which depot?", "acknowledge": "yes"})
+
+    shown = followed(oio, sent)
+    assert "Your message was sent to the source." in shown
+    assert "The report is marked acknowledged" in shown
+    assert _status_of(desk, rid) == ("acknowledged", True)
+    assert actions(desk.instance, rid).count("report.status") == 1
+    # Once acknowledged, the choice is gone, and a second reply changes nothing more.
+    assert 'name="acknowledge"' not in _section(page_text(oio, path), "reply-heading")
+    again = post(oio, path, f"{path}/reply", {"message": "And when?", "acknowledge": "yes"})
+    assert "marked acknowledged" not in followed(oio, again)
+    assert actions(desk.instance, rid).count("report.status") == 1
+    assert len(item_ids(desk.instance, rid, "reply")) == 2
+
+
+def test_a_reply_with_the_box_unticked_does_not_acknowledge(desk: Desk) -> None:
+    rid, _, _ = make_report(desk, "fraud", MESSAGE)
+    oio = desk.signed_in("oio")
+    path = f"/reports/{rid}"
+    sent = post(oio, path, f"{path}/reply", {"message": "A question before anything else."})
+    assert "marked acknowledged" not in followed(oio, sent)
+    assert _status_of(desk, rid) == ("received", False)
+    assert "report.status" not in actions(desk.instance, rid)
+    assert 'name="acknowledge"' in _section(page_text(oio, path), "reply-heading")
+
+
+def test_the_report_page_separates_thread_reply_form_and_closing(desk: Desk) -> None:
+    rid, _, _ = make_report(desk, "fraud", MESSAGE)
+    oio = desk.signed_in("oio")
+    path = f"/reports/{rid}"
+    page = page_text(oio, path)
+    # The source's message is new to this officer; the automatic acknowledgement is not.
+    assert "badge-new" in _entry(page, "message")
+    assert "badge-new" not in _entry(page, "acknowledgement")
+    assert ">Write a reply to the source</h2>" in _section(page, "reply-heading")
+    # The status form moves the report on; closing, with its fields, is a form of its own.
+    status_form = _section(page, "status-heading")
+    assert 'name="outcome"' not in status_form and 'name="reason"' not in status_form
+    assert 'value="closed"' not in status_form
+    options = status_form[status_form.index('id="new-status"') :]
+    order = [options.index(f'value="{s}"') for s in ("acknowledged", "under assessment")]
+    assert order == sorted(order)
+    closing = _section(page, "close-heading")
+    assert '<input type="hidden" name="status" value="closed">' in closing
+    assert 'name="outcome"' in closing and 'name="reason"' in closing
+    # The sent reply and the form to write one have different headings.
+    post(oio, path, f"{path}/reply", {"message": "Which depot?"})
+    replied = page_text(oio, path)
+    assert ">Reply to the source</h3>" in _entry(replied, "reply")
+    assert ">Reply to the source<" not in _section(replied, "reply-heading")
+
+
+def test_inbox_marks_unread_reports_in_bold_with_words_and_deadlines_in_words(
+    desk: Desk,
+) -> None:
+    fresh, _, _ = make_report(desk, "fraud", MESSAGE)
+    late, _, _ = make_report(desk, "fraud", "The depot's stock is sold on Fridays.")
+    urgent, _, _ = make_report(
+        desk, "fraud", "Threats against me since Monday.", extra={"safety_risk": "yes"}
+    )
+    with desk.instance.sessions.begin() as db:
+        row = db.get(Report, late)
+        assert row is not None
+        today = datetime.now(UTC).date()
+        row.acknowledge_due = today - timedelta(days=2)
+        row2 = db.get(Report, urgent)
+        assert row2 is not None
+        row2.acknowledge_due = today
+    oio = desk.signed_in("oio")
+    page_text(oio, f"/reports/{fresh}")  # read: no longer unread
+
+    page = page_text(oio, "/")
+    read_row = _inbox_row(page, designation(desk.instance, fresh))
+    late_row = _inbox_row(page, designation(desk.instance, late))
+    urgent_row = _inbox_row(page, designation(desk.instance, urgent))
+    assert "row-unread" not in read_row and "unread</span>" not in read_row
+    assert (
+        "row-unread" in late_row and '<span class="badge badge-unread">1 unread</span>' in late_row
+    )
+    assert '<span class="due due-later">in 7 days</span>' in read_row
+    assert "2 days overdue</span>" in late_row and "due-overdue" in late_row
+    assert '<span class="due due-today">due today</span>' in urgent_row
+    assert '<span class="badge badge-urgent">Urgent</span>' in urgent_row
+    assert "badge-urgent" not in late_row
+    css = oio.get("/static/style.css").get_data(as_text=True)
+    assert ".row-unread > td {\n  font-weight: 700;" in css
+
+
+def test_due_words_say_how_far_a_deadline_is() -> None:
+    from datetime import date
+
+    from journalist_interface.reports import due_words
+
+    today = date(2026, 3, 10)
+    assert due_words(date(2026, 3, 13), today) == ("in 3 days", "soon")
+    assert due_words(date(2026, 3, 30), today) == ("in 20 days", "later")
+    assert due_words(date(2026, 3, 11), today) == ("due tomorrow", "soon")
+    assert due_words(today, today) == ("due today", "today")
+    assert due_words(date(2026, 3, 9), today) == ("1 day overdue", "overdue")
+    assert due_words(date(2026, 3, 8), today) == ("2 days overdue", "overdue")
+    assert due_words(None, today) == ("", "")
+
+
+def test_robots_txt_and_favicon_on_the_reviewer_app_and_the_source_interface(
+    desk: Desk,
+) -> None:
+    reviewer = desk.reviewer().test_client()
+    reviewer.environ_base["HTTP_HOST"] = HOST
+    for client in (reviewer, desk.source.test_client()):
+        robots = client.get("/robots.txt")
+        assert robots.status_code == 200, robots.get_data(as_text=True)
+        assert robots.get_data(as_text=True) == "User-agent: *\nDisallow: /\n"
+        assert robots.headers["Content-Type"].startswith("text/plain")
+        icon = client.get("/favicon.ico")
+        assert icon.status_code == 204 and icon.get_data() == b""
+        assert icon.headers["Content-Security-Policy"].startswith("default-src 'none'")

@@ -106,9 +106,12 @@ CASE_MAX_BYTES = 4 * 1024 * 1024  # case_server's MAX_REQUEST_BYTES
 
 SOURCE_ROUTES = {
     "/": "/",
+    "/robots.txt": "/robots.txt",
+    "/favicon.ico": "/favicon.ico",
     "/static/<path:filename>": "/static/style.css",
     "/language/<code>": "/language/fr",
     "/codename": "/codename",
+    "/codename/new": "/codename/new",
     "/report": "/report",
     "/receipt": "/receipt",
     "/login": "/login",
@@ -121,6 +124,8 @@ DEACTIVATE = "/admin/officers/<int(max=2147483647):officer_id>/deactivate"
 REINVITE = "/admin/officers/<int(max=2147483647):officer_id>/invite"
 REVIEWER_ROUTES = {
     "/static/<path:filename>": "/static/style.css",
+    "/robots.txt": "/robots.txt",
+    "/favicon.ico": "/favicon.ico",
     "/login": "/login",
     "/logout": "/logout",
     "/": "/",
@@ -150,6 +155,8 @@ OFFICER = "<int(max=2147483647):officer_id>"
 CASE_ROUTES = {
     # Flask's default static route: the case server has no static folder, so a 404.
     "/static/<path:filename>": "/static/style.css",
+    "/robots.txt": "/robots.txt",
+    "/favicon.ico": "/favicon.ico",
     f"{API}/openapi.json": f"{API}/openapi.json",
     f"{API}/signin/params": f"{API}/signin/params",
     f"{API}/signin": f"{API}/signin",
@@ -179,6 +186,8 @@ CASE_ROUTES = {
 }
 # What the case server answers without a token: its document, signing in and enrolling.
 CASE_PUBLIC = {
+    "/robots.txt",
+    "/favicon.ico",
     f"{API}/openapi.json",
     f"{API}/signin/params",
     f"{API}/signin",
@@ -193,6 +202,7 @@ SOURCE_FORMS: list[tuple[str, dict[str, str]]] = [
     ("/thread/answer", {"message": "One more thing: the transfer letter is dated May."}),
     ("/thread/messages/<item_id>/delete", {}),
     ("/report", {"category": "fraud", "message": MESSAGE}),
+    ("/codename/new", {}),
     ("/codename", {"codename": "{codename}", "written_down": "yes"}),
     ("/login", {"codename": "{codename}"}),
     ("/logout", {}),
