@@ -365,23 +365,33 @@ def _acknowledge_by_reply(
             session, _actor(officer), "report.acknowledge", report_id=report.id, detail="by reply"
         )
         return
+    _move(session, officer, report, Status.ACKNOWLEDGED, now, why=" (by reply)")
+
+
+def _move(
+    session: Session,
+    officer: Officer,
+    report: Report,
+    to_status: str,
+    now: datetime,
+    *,
+    outcome: str | None = None,
+    why: str = "",
+) -> None:
+    """Record a status move (its row and its `report.status` event), then make it."""
     session.add(
         StatusChange(
             report_id=report.id,
             from_status=report.status,
-            to_status=Status.ACKNOWLEDGED,
+            to_status=to_status,
+            outcome=outcome,
             officer_id=officer.id,
             at=now,
         )
     )
-    audit.record(
-        session,
-        _actor(officer),
-        "report.status",
-        report_id=report.id,
-        detail=f"{report.status} -> {Status.ACKNOWLEDGED} (by reply)",
-    )
-    report.status = Status.ACKNOWLEDGED
+    detail = f"{report.status} -> {to_status}" + (f" ({outcome})" if outcome else "") + why
+    audit.record(session, _actor(officer), "report.status", report_id=report.id, detail=detail)
+    report.status = to_status
 
 
 def reveal(
@@ -465,24 +475,7 @@ def change_status(
         report.acknowledged_at = now
     if to_status == Status.REOPENED:
         report.outcome, report.closed_at = None, None
-    session.add(
-        StatusChange(
-            report_id=report.id,
-            from_status=report.status,
-            to_status=to_status,
-            outcome=outcome,
-            officer_id=officer.id,
-            at=now,
-        )
-    )
-    audit.record(
-        session,
-        _actor(officer),
-        "report.status",
-        report_id=report.id,
-        detail=f"{report.status} -> {to_status}" + (f" ({outcome})" if outcome else ""),
-    )
-    report.status = to_status
+    _move(session, officer, report, to_status, now, outcome=outcome)
     report.last_activity_at = now
 
 

@@ -43,6 +43,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from crypto.errors import DecryptionError
 from dropbox.web import form_row_id, size_text
 from journalist_interface import casefile, vault
+from journalist_interface.app import api_error_page
 from journalist_interface.client import (
     ApiError,
     CaseServerClient,
@@ -156,6 +157,16 @@ def _done(report_id: str, message: str, error: bool = False) -> WerkzeugResponse
 def _refusable(exc: ApiError) -> bool:
     """A refusal the officer can act on from the report page (not access, sign-in, outage)."""
     return exc.status in (400, 409, 413, 422)
+
+
+@bp.errorhandler(ApiError)
+def _refused(exc: ApiError) -> Any:
+    """An action the case server refused for a reason the officer can act on: back to the
+    report page, saying why; anything else (access, sign-in, outage) as on every page."""
+    report_id = (request.view_args or {}).get("report_id")
+    if request.method == "POST" and isinstance(report_id, str) and _refusable(exc):
+        return _done(report_id, exc.message, error=True)
+    return api_error_page(exc)
 
 
 def _handling(bundle: ReportBundle) -> None:
@@ -354,12 +365,7 @@ def reply(report_id: str) -> WerkzeugResponse:
     except casefile.KeyMismatch as refused:
         return _mismatch(entry.client, report_id, refused)
     sealed = casefile.seal_text(report_id, text, "reply", recipients)
-    try:
-        entry.client.add_item(report_id, "reply", sealed, acknowledge=acknowledge)
-    except ApiError as exc:
-        if not _refusable(exc):
-            raise
-        return _done(report_id, exc.message, error=True)
+    entry.client.add_item(report_id, "reply", sealed, acknowledge=acknowledge)
     if thread.source_key != "matches":
         sent = str(UNCHECKED_SENT)
     else:
@@ -391,10 +397,6 @@ def note(report_id: str) -> WerkzeugResponse:
         _office_message(entry, report_id, text, "note")
     except casefile.KeyMismatch as refused:
         return _mismatch(entry.client, report_id, refused)
-    except ApiError as exc:
-        if not _refusable(exc):
-            raise
-        return _done(report_id, exc.message, error=True)
     return _done(report_id, _("The note was saved."))
 
 
@@ -409,12 +411,7 @@ def assign(report_id: str) -> WerkzeugResponse:
         return _done(
             report_id, _("Choose an officer of the office handling the report."), error=True
         )
-    try:
-        entry.client.assign(report_id, assignee)
-    except ApiError as exc:
-        if not _refusable(exc):
-            raise
-        return _done(report_id, exc.message, error=True)
+    entry.client.assign(report_id, assignee)
     return _done(report_id, _("The assignment was saved."))
 
 
@@ -451,10 +448,6 @@ def status(report_id: str) -> WerkzeugResponse:
         return _done(report_id, refused.message, error=True)
     except casefile.KeyMismatch as refused:
         return _mismatch(entry.client, report_id, refused)
-    except ApiError as exc:
-        if not _refusable(exc):
-            raise
-        return _done(report_id, exc.message, error=True)
     return _done(report_id, _("The status was changed."))
 
 
@@ -481,12 +474,7 @@ def refer(report_id: str) -> WerkzeugResponse:
     except casefile.KeyMismatch as refused:
         return _mismatch(entry.client, report_id, refused)
     _record_damaged(entry.client, report_id, damaged)
-    try:
-        entry.client.refer(report_id, to_office, keep_copy, blocks)
-    except ApiError as exc:
-        if not _refusable(exc):
-            raise
-        return _done(report_id, exc.message, error=True)
+    entry.client.refer(report_id, to_office, keep_copy, blocks)
     flash(_("The report was referred to %(office)s.", office=names[to_office]), "info")
     if keep_copy:
         return redirect(url_for("reports.report", report_id=report_id))
@@ -514,12 +502,7 @@ def reveal(report_id: str) -> Any:
     except casefile.KeyMismatch as refused:
         return _mismatch(entry.client, report_id, refused)
     sealed = casefile.seal_text(report_id, reason, "reveal", recipients)
-    try:
-        items = entry.client.reveal(report_id, sealed)
-    except ApiError as exc:
-        if not _refusable(exc):
-            raise
-        return _done(report_id, exc.message, error=True)
+    items = entry.client.reveal(report_id, sealed)
     details, damaged = casefile.open_identity(items, bundle, entry.keyring)
     _record_damaged(entry.client, report_id, damaged)
     if not details and damaged:
@@ -564,11 +547,6 @@ def delete(report_id: str) -> WerkzeugResponse:
     if confirmation != bundle.designation.lower():
         flash(_("Type the designation exactly to confirm the deletion."), "error")
         return redirect(url_for("reports.confirm_delete", report_id=report_id))
-    try:
-        entry.client.delete_report(report_id)
-    except ApiError as exc:
-        if not _refusable(exc):
-            raise
-        return _done(report_id, exc.message, error=True)
+    entry.client.delete_report(report_id)
     flash(_("The report was deleted."), "info")
     return redirect(url_for("reports.inbox"))

@@ -29,7 +29,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.client import HTTPConnection
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 from flask import Flask
@@ -532,55 +531,14 @@ class ReviewerProcess:
         return self.log.read_text(errors="replace")
 
 
-# The option of `dropbox reviewer` asked for (notes of issue 12) to lower its KDF floor and
-# enrolment cost, with its value as ITERATIONS:MEMORY_KIB. Until the command has it, the
-# same command runs with its settings lowered (`serve_reviewer_at_test_cost`).
-COST_OPTION = "--minimum-cost"
-
-
-def _cost_option() -> str | None:
-    """COST_OPTION if the reviewer command has it."""
-    from journalist_interface.run import reviewer
-
-    has = any(COST_OPTION in parameter.opts for parameter in reviewer.params)
-    return COST_OPTION if has else None
-
-
-def serve_reviewer_at_test_cost(arguments: list[str]) -> None:
-    """`dropbox reviewer ARGUMENTS` accepting the cheap test cost (a child's entry point).
-
-    Only while the command has no option for it: the same click command runs,
-    with its settings' KDF floor and enrolment cost lowered to the test cost.
-    """
-    from dataclasses import replace
-
-    from journalist_interface import run
-
-    build = run.build_settings
-
-    def cheap(*args: Any, **kwargs: Any) -> Any:
-        return replace(build(*args, **kwargs), minimum_cost=CHEAP_COST, officer_cost=CHEAP_COST)
-
-    run.build_settings = cheap
-    run.reviewer.main(arguments, prog_name="dropbox reviewer")
-
-
 def reviewer_command(arguments: list[str]) -> list[str]:
-    """`dropbox reviewer ARGUMENTS`, accepting the cheap KDF cost the test officers have."""
-    from dropbox.cli import cli
+    """`dropbox reviewer ARGUMENTS`, accepting the cheap KDF cost the test officers have.
 
-    option = _cost_option()
-    if option is not None:
-        cost = f"{CHEAP_COST.iterations}:{CHEAP_COST.memory_bytes // 1024}"
-        if "reviewer" in cli.commands:
-            return [sys.executable, "-m", "dropbox", "reviewer", option, cost, *arguments]
-        entry = "import sys; from journalist_interface.run import reviewer; reviewer.main()"
-        return [sys.executable, "-c", entry, option, cost, *arguments]
-    entry = (
-        "import sys; from tests.served import serve_reviewer_at_test_cost; "
-        "serve_reviewer_at_test_cost(sys.argv[1:])"
-    )
-    return [sys.executable, "-c", entry, *arguments]
+    `--minimum-cost` (hidden, for tests) lowers the app's KDF floor and enrolment
+    cost; everything else is the real command.
+    """
+    cost = f"{CHEAP_COST.iterations}:{CHEAP_COST.memory_bytes // 1024}"
+    return [sys.executable, "-m", "dropbox", "reviewer", "--minimum-cost", cost, *arguments]
 
 
 def start_reviewer(

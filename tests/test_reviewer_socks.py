@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from werkzeug.serving import make_server
+from werkzeug.test import TestResponse
 
 from journalist_interface.app import create_reviewer_app
 from tests.conftest import reviewer_settings
@@ -90,6 +92,21 @@ class Socks5:
         self.listener.close()
 
 
+def _sign_in(browser: FlaskClient, world: World) -> TestResponse:
+    """The ECO officer signs in through the real /login form."""
+    person = world.people["eco"]
+    page = browser.get("/login").get_data(as_text=True)
+    return browser.post(
+        "/login",
+        data={
+            "csrf_token": csrf_token(page),
+            "username": person.username,
+            "passphrase": person.passphrase,
+            "code": fresh_code(world.instance, person),
+        },
+    )
+
+
 @pytest.fixture
 def served_case_server(case_app: Flask) -> Iterator[tuple[str, int]]:
     """The case server over HTTP on a loopback port, in a thread."""
@@ -112,18 +129,8 @@ def test_the_case_server_is_reached_through_socks_by_its_onion_name(
         )
         app = create_reviewer_app(settings)  # no test transport: real sockets only
         app.config["TESTING"] = True
-        person = world.people["eco"]
         browser = app.test_client()
-        page = browser.get("/login").get_data(as_text=True)
-        signed_in = browser.post(
-            "/login",
-            data={
-                "csrf_token": csrf_token(page),
-                "username": person.username,
-                "passphrase": person.passphrase,
-                "code": fresh_code(world.instance, person),
-            },
-        )
+        signed_in = _sign_in(browser, world)
         assert signed_in.status_code == 302, signed_in.get_data(as_text=True)
         inbox = browser.get("/")
         assert inbox.status_code == 200
@@ -145,18 +152,7 @@ def test_without_the_proxy_the_app_says_the_server_cannot_be_reached(world: Worl
     )
     app = create_reviewer_app(settings)
     app.config["TESTING"] = True
-    person = world.people["eco"]
-    browser = app.test_client()
-    page = browser.get("/login").get_data(as_text=True)
-    refused = browser.post(
-        "/login",
-        data={
-            "csrf_token": csrf_token(page),
-            "username": person.username,
-            "passphrase": person.passphrase,
-            "code": fresh_code(world.instance, person),
-        },
-    )
+    refused = _sign_in(app.test_client(), world)
     text = refused.get_data(as_text=True)
     assert refused.status_code == 502
     assert "cannot be reached" in text and "Traceback" not in text
