@@ -31,7 +31,7 @@ import signal
 import subprocess
 import sys
 import time
-from http.client import HTTPConnection, HTTPResponse
+from http.client import HTTPConnection, HTTPException, HTTPResponse
 from pathlib import Path
 
 import pytest
@@ -362,14 +362,20 @@ def fetch(
 
 
 def wait_until_up(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    """Until gunicorn accepts connections (any answer will do)."""
+    """Until gunicorn accepts connections (any HTTP answer will do).
+
+    Before gunicorn listens, a connection to its port can be the kernel's TCP
+    self-connect (the client's ephemeral port drawn equal to the target): the
+    request then comes back as the "status line" (BadStatusLine). That, like
+    a refused connection, only means "not up yet".
+    """
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert process.poll() is None, log.read_text(errors="replace")
         try:
             fetch(port, "/static/style.css", {})
             return
-        except OSError:
+        except (OSError, HTTPException):
             time.sleep(0.1)
     raise AssertionError("the interface did not start")
 
