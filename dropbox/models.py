@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -219,6 +220,10 @@ class Item(Base):
     # Set when the source deletes an office message after reading it; the
     # source's key entry is removed at the same time.
     deleted_by_source: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set when the source's thread page has shown an office reply, so that it is
+    # marked new only once. A flag, never a time: it says that the source came
+    # back after the reply, not when. The case server never sends it to officers.
+    seen_by_source: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     report: Mapped[Report] = relationship(back_populates="items")
 

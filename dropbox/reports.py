@@ -572,7 +572,12 @@ def add_answer(
 
 @dataclass(frozen=True)
 class SourceEntry:
-    """One line of the thread as the source sees it (content only for office messages)."""
+    """One line of the thread as the source sees it (content only for office messages).
+
+    `new`: an officer's reply that the source's thread page has not shown yet
+    (`mark_seen_by_source` records that it has). The automatic acknowledgement
+    is never new: the receipt page announces it.
+    """
 
     id: str
     kind: str
@@ -581,6 +586,7 @@ class SourceEntry:
     size: int
     text: str | None = None
     damaged: bool = False
+    new: bool = False
 
 
 def thread_for_source(
@@ -601,14 +607,39 @@ def thread_for_source(
         if kind not in TO_SOURCE_KINDS:
             entries.append(SourceEntry(item.id, kind, True, item.created_at, item.size))
             continue
+        new = kind == ItemKind.REPLY and not item.seen_by_source
         try:
             text, _ = read_message_document(open_item_bytes(instance, item, source_key))
-            entries.append(SourceEntry(item.id, kind, False, item.created_at, item.size, text))
+            entries.append(
+                SourceEntry(item.id, kind, False, item.created_at, item.size, text, new=new)
+            )
         except DecryptionError:
             entries.append(
-                SourceEntry(item.id, kind, False, item.created_at, item.size, damaged=True)
+                SourceEntry(item.id, kind, False, item.created_at, item.size, damaged=True, new=new)
             )
     return entries
+
+
+def mark_seen_by_source(session: Session, report: Report, item_ids: Sequence[str]) -> None:
+    """Record that the source's thread page has shown these replies: they are no longer new.
+
+    Only the report's own replies that the source has not deleted are touched;
+    any other id is ignored (the caller passes what the page showed).
+    """
+    if not item_ids:
+        return
+    session.execute(
+        update(Item)
+        .where(
+            Item.report_id == report.id,
+            Item.id.in_(list(item_ids)),
+            Item.kind == ItemKind.REPLY,
+            Item.deleted_by_source.is_(False),
+            Item.seen_by_source.is_(False),
+        )
+        .values(seen_by_source=True)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def open_item(

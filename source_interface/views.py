@@ -32,7 +32,7 @@ from dropbox.errors import DropboxError, NotFound
 from dropbox.instance import Instance
 from dropbox.limits import DerivationGate
 from dropbox.models import ItemKind, Report, Status
-from dropbox.web import size_text
+from source_interface import formats
 
 LANGUAGE_NAMES = {"en": "English", "fr": "Français", "es": "Español"}
 # Far more than a codename's words from the lists ever take: longer input is not one,
@@ -535,34 +535,43 @@ def register_views(app: Flask, config: Config) -> None:
 
     @app.get("/thread")
     def thread() -> tuple[str, int] | str:
-        """The source's thread: what they sent (not its content) and the office's messages."""
+        """The source's thread: what is new from the office first, then everything in order."""
         with _instance().readers() as db:
             found = _signed_in_report(db)
             if found is None:
                 return _session_ended()
             report, secret_key = found
             raw = reports.thread_for_source(_instance(), db, report, secret_key)
-            status, explanation = STATUS_TEXT.get(report.status, STATUS_TEXT[Status.RECEIVED])
-            entries = [
-                {
-                    "id": e.id,
-                    "kind": str(e.kind),
-                    "from_source": e.from_source,
-                    "date": e.created_at.strftime("%Y-%m-%d"),
-                    "size_text": size_text(e.size),
-                    "text": e.text,
-                    "damaged": e.damaged,
-                }
-                for e in raw
-            ]
-            return render_template(
-                "thread.html",
-                office=config.office(report.office_code),
-                status_text=status,
-                status_explanation=explanation,
-                entries=entries,
-                max_upload_mib=config.source.max_upload_mib,
-            )
+        status, explanation = STATUS_TEXT.get(report.status, STATUS_TEXT[Status.RECEIVED])
+        entries = [
+            {
+                "id": e.id,
+                "kind": str(e.kind),
+                "from_source": e.from_source,
+                "date": formats.date_text(e.created_at),
+                "size_text": formats.size_text(e.size),
+                "text": e.text,
+                "damaged": e.damaged,
+                "new": e.new,
+            }
+            for e in raw
+        ]
+        page = render_template(
+            "thread.html",
+            office=config.office(report.office_code),
+            status_text=status,
+            status_explanation=explanation,
+            new_entries=[e for e in entries if e["new"]],
+            entries=[e for e in entries if not e["new"]],
+            max_upload_mib=config.source.max_upload_mib,
+        )
+        # Shown now, so new no more. Only once the page is built, and only for a GET:
+        # a HEAD shows nobody anything.
+        shown = [e.id for e in raw if e.new]
+        if shown and request.method == "GET":
+            with _instance().sessions.begin() as db:
+                reports.mark_seen_by_source(db, report, shown)
+        return page
 
     @app.post("/thread/answer")
     @limited(per_session_submissions)
