@@ -54,6 +54,8 @@ DETAIL_FIELDS = {
     "detrimental_action": _l("What was done or threatened against them"),
 }
 IDENTITY_FIELDS = {"identity_name": _l("Name"), "identity_contact": _l("Contact details")}
+# The questions shown only under a retaliation category.
+RETALIATION_FIELDS = ("protected_activity", "protected_activity_date", "detrimental_action")
 
 ERRORS: dict[str, tuple[Any, Any]] = {
     "bad_request": (
@@ -67,7 +69,7 @@ ERRORS: dict[str, tuple[Any, Any]] = {
     "too_large": (
         _l("The files are too large"),
         _l(
-            "Everything sent at once must be smaller than %(mib)s MiB. Nothing was kept. "
+            "Everything sent at once must be smaller than %(mib)s MB. Nothing was kept. "
             "Please send fewer or smaller files, or send them in several answers."
         ),
     ),
@@ -398,6 +400,23 @@ def register_views(app: Flask, config: Config) -> None:
         for name in (*DETAIL_FIELDS, *IDENTITY_FIELDS):
             if len(values[name]) > MAX_DETAIL_CHARS:
                 errors[name] = _("This is too long (at most %(n)s characters).", n=MAX_DETAIL_CHARS)
+        retaliation = {c.code for c in config.categories if c.retaliation}
+        answered = [n for n in RETALIATION_FIELDS if values[n]]
+        if values["category"] in codes and values["category"] not in retaliation and answered:
+            # Answers typed under the retaliation choice, then another category chosen:
+            # the questions are hidden now, and the report would go to another office.
+            # Neither send them unseen nor drop them: the source decides.
+            errors.setdefault(
+                answered[0],
+                _(
+                    "You answered questions about retaliation, then chose another subject. "
+                    "If you were punished or threatened for reporting, choose “%(label)s”; "
+                    "otherwise, empty these answers.",
+                    label=config.category(sorted(retaliation)[0])
+                    .localized(current_app.extensions["dropbox.locale"]())
+                    .label,
+                ),
+            )
         if form.get("website"):
             errors["website"] = _("Please leave the last field empty.")
         return values, errors

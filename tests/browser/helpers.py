@@ -82,7 +82,12 @@ def fill_report(
     page.get_by_label(category, exact=True).check()
     page.get_by_label("What happened?").fill(message)
     for label, value in (fields or {}).items():
-        page.get_by_label(label, exact=True).fill(value)
+        control = page.get_by_label(label, exact=True)
+        # The name and contact fields sit in a closed disclosure: open it as a person would.
+        closed = page.locator("details:not([open])", has=control)
+        if closed.count():
+            closed.locator("summary").click()
+        control.fill(value)
     if files:
         page.get_by_label("Choose files").set_input_files([f.path for f in files])
 
@@ -263,6 +268,7 @@ SOURCE_PAGES = (
     "landing",
     "codename",
     "report",
+    "report-retaliation",
     "report-errors",
     "receipt",
     "thread",
@@ -300,6 +306,14 @@ def walk_source_pages(
     page.get_by_role("button", name="Continue to the report").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Make a report")
     at("report")
+    # The same form for a source who chose retaliation and opened the identity part.
+    page.get_by_label(RETALIATION, exact=True).check()
+    page.locator("details.identity summary").click()
+    retaliation_question = page.get_by_label("What was done or threatened against you?")
+    expect(retaliation_question).to_be_visible()
+    at("report-retaliation")
+    page.goto(source_url + "/report")
+    expect(retaliation_question).to_be_hidden()
 
     page.locator("form.report-form").evaluate("form => { form.noValidate = true; }")
     page.get_by_label("When did it happen?").fill("Last spring")

@@ -66,7 +66,7 @@ def test_main_reviewer_pages_pass_axe(
         RETALIATION,
         "Axe check: I was moved to a desk job after I spoke to the auditors.",
         files=[make_file(tmp_path, "letter.pdf", b"%PDF-1.4 a letter")],
-        fields={"Your name": "A. Person", "How to contact you": "a.person@example.org"},
+        fields={"Your name": "A. Person", "How the office can contact you": "a.person@example.org"},
     )
     page.get_by_label("My safety is at immediate risk").check()
     send_report(page)

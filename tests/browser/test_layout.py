@@ -1,13 +1,17 @@
 """Every source page at desktop width and at 390 px (Tor Browser for Android).
 
 Each page is saved as tests/artifacts/source-<page>-<width>.png (full page),
-and checked, not eyeballed: nothing may be wider than the viewport. The
+and checked, not eyeballed: nothing may be wider than the viewport. Each
+page's height is measured and kept in tests/artifacts/source-heights-<width>.json;
+on a phone the report form, as most sources see it, must fit in four screens
+(issue 13, point 4). The
 browser has JavaScript off, as Tor Browser at "Safest"; Playwright's own
 measurements run outside the page's scripts.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -25,6 +29,9 @@ from tests.browser.helpers import (
     walk_source_pages,
 )
 
+# Issue 13, point 4: the report form as most sources see it, in phone screens.
+MAX_FORM_SCREENS = 4
+
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280px", "390px"])
 def test_source_pages_fit_the_screen(
@@ -38,8 +45,12 @@ def test_source_pages_fit_the_screen(
     context = source_context(browser, viewport=viewport)
     page = context.new_page()
     problems: list[str] = []
+    heights: dict[str, float] = {}
 
     def visit(page: Page, name: str) -> None:
+        box = page.locator("html").bounding_box()
+        assert box is not None
+        heights[name] = box["height"]
         path = artifacts / screenshot_name(name, width)
         path.unlink(missing_ok=True)
         page.screenshot(path=path, full_page=True)
@@ -55,9 +66,19 @@ def test_source_pages_fit_the_screen(
     walk_source_pages(page, servers.source_url, attachment, visit)
     context.close()
 
+    screens = {name: round(h / viewport["height"], 2) for name, h in heights.items()}
+    (artifacts / f"source-heights-{width}.json").write_text(
+        json.dumps({"viewport": viewport, "pixels": heights, "screens": screens}, indent=2)
+    )
     missing = [n for n in SOURCE_PAGES if not (artifacts / screenshot_name(n, width)).exists()]
     assert not missing, f"no screenshot of {missing}"
     assert not problems, "\n".join(problems)
+    if viewport == PHONE:
+        # The common path: the form before anything optional is opened or chosen.
+        assert screens["report"] <= MAX_FORM_SCREENS, (
+            f"the report form is {screens['report']} phone screens long "
+            f"(at most {MAX_FORM_SCREENS}): {screens}"
+        )
 
 
 def test_the_overflow_check_catches_a_wide_element(browser: Browser) -> None:

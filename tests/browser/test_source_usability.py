@@ -3,6 +3,10 @@
 * Point 1: the codename page shows the same codename on reload and on Back,
   before and after it is confirmed; "Give me a different codename" replaces
   it, and the report goes out under the one on the screen (it signs in).
+* Point 4: on a phone, the retaliation questions show only once retaliation
+  is chosen, right under that choice (CSS alone: JavaScript is off); the path
+  from the landing page to the receipt takes at most five pages. (The form's
+  height in phone screens: tests/browser/test_layout.py.)
 * Point 5: a wrong codename at sign-in stays in the box, the page names the
   words that are in no word list (in the page's language), and the answer is
   never cached.
@@ -22,6 +26,7 @@ from tests.browser.conftest import Servers
 from tests.browser.helpers import (
     DESKTOP,
     PHONE,
+    RETALIATION,
     check_no_horizontal_overflow,
     fill_report,
     read_codename,
@@ -120,3 +125,49 @@ def test_a_mistyped_codename_stays_in_the_box_and_the_unknown_word_is_named(
         expect(alert).to_contain_text(expected)
         expect(page.locator("textarea#codename")).to_have_value(typed)
         snap(page, artifacts, f"login-unknown-words-{language}", width)
+
+
+# Issue 13, point 4: pages from the landing page to the receipt, at most.
+MAX_PAGES_TO_RECEIPT = 5
+
+
+def test_retaliation_questions_show_only_under_their_choice_on_a_short_path(
+    browser: Browser, servers: Servers, artifacts: Path
+) -> None:
+    page = source_context(browser, viewport=PHONE).new_page()
+    pages: list[str] = []
+    page.on("load", lambda: pages.append(page.url))
+    page.goto(servers.source_url + "/")
+    page.get_by_role("link", name="Make a report").first.click()
+    page.get_by_label("I have written down my codename").check()
+    page.get_by_role("button", name="Continue to the report").click()
+    heading(page, "Make a report")
+
+    question = page.get_by_label("What was done or threatened against you?")
+    safety = page.get_by_label("My safety is at immediate risk")
+    expect(question).to_be_hidden()
+    expect(safety).to_be_visible()  # immediate danger is not only a retaliation matter
+    page.get_by_label("Harassment", exact=True).check()
+    expect(question).to_be_hidden()
+
+    page.get_by_label(RETALIATION, exact=True).check()
+    expect(question).to_be_visible()
+    # Right under the choice, not far down the page.
+    label = page.locator("label", has_text=RETALIATION).bounding_box()
+    questions = page.locator("fieldset.retaliation-questions").bounding_box()
+    assert label is not None and questions is not None
+    gap = questions["y"] - (label["y"] + label["height"])
+    assert 0 <= gap < 40, f"the questions start {gap:.0f} px below the retaliation choice"
+    snap(page, artifacts, "report-retaliation-chosen", PHONE["width"])
+
+    page.get_by_label("I am not sure", exact=True).check()
+    expect(question).to_be_hidden()
+
+    page.get_by_label(RETALIATION, exact=True).check()
+    question.fill("I was moved to a desk job.")
+    safety.check()
+    page.get_by_label("What happened?").fill("My manager punished me for talking to the auditors.")
+    send_report(page)
+    expect(page.locator(".notice-urgent")).to_be_visible()
+    assert len(pages) <= MAX_PAGES_TO_RECEIPT, pages
+    assert [p.rsplit("/", 1)[-1] for p in pages] == ["", "codename", "report", "receipt"], pages
