@@ -239,6 +239,17 @@ def generate(language: str = "en") -> str:
     return " ".join(secrets.choice(words) for _ in range(WORD_COUNT))
 
 
+def random_words(count: int, language: str = "en") -> list[str]:
+    """`count` words drawn with `secrets` from the curated list of `language`.
+
+    For every other phrase the project shows a person (office recovery
+    passphrases, officers' enrolment codes): the same words as codenames,
+    so none of them is about violence, crime, insults or the like.
+    """
+    words = _words(language)
+    return [secrets.choice(words) for _ in range(count)]
+
+
 def normalise(codename: str) -> str:
     """The canonical form: folded case and accents, single spaces, no stray punctuation."""
     folded = _fold(unicodedata.normalize("NFKC", codename))

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 from dataclasses import dataclass
 
-from diceware.wordlist import WordList, get_wordlist_path
 from nacl.public import PrivateKey, PublicKey
 
+from crypto import codenames
 from crypto.errors import DecryptionError
 from crypto.kdf import KdfCost
 from crypto.keys import fingerprint, unwrap_secret_key, wrap_secret_key
 
 FORMAT = "dropbox-office-recovery-v1"
-_PASSPHRASE_WORDS = 10  # about 129 bits from the EFF list
+_PASSPHRASE_WORDS = 10  # about 125 bits from the curated English list
 
 
 class RecoveryFileError(ValueError):
@@ -37,9 +36,12 @@ class RecoveryFile:
 
 
 def generate_passphrase() -> str:
-    """A long passphrase of English words, to be written down once and kept offline."""
-    words = [w for w in WordList(get_wordlist_path("en_eff")) if w.isalpha()]
-    return " ".join(secrets.choice(words) for _ in range(_PASSPHRASE_WORDS))
+    """A long passphrase of English words, to be written down once and kept offline.
+
+    The words are the codenames' curated list (crypto/codenames.py): nothing
+    a person would mind writing down or reading aloud.
+    """
+    return " ".join(codenames.random_words(_PASSPHRASE_WORDS, "en"))
 
 
 def dump(office: str, secret_key: PrivateKey, passphrase: str, cost: KdfCost) -> bytes:
