@@ -1,7 +1,8 @@
 """Instance configuration: a TOML file loaded into frozen, typed dataclasses.
 
 Anything wrong in the file (missing file, unknown key, wrong type, bad value)
-stops start-up with one `ConfigError` whose message names the key.
+stops start-up with one `ConfigError` whose message names the key. The offices
+and categories used when the file lists none come from the packaged defaults.toml.
 """
 
 from __future__ import annotations
@@ -173,211 +174,13 @@ class RetentionSettings:
     closed_report_days: int = 730
 
 
-DEFAULT_OFFICES: tuple[Office, ...] = (
-    Office(
-        "OIO",
-        "Office of Internal Oversight",
-        "Receives and assesses reports of every kind of misconduct except retaliation.",
-        translations={
-            "fr": OfficeText(
-                "Bureau du contrôle interne",
-                "Reçoit et examine les signalements de tout type de comportement répréhensible, "
-                "sauf les représailles.",
-            ),
-            "es": OfficeText(
-                "Oficina de Supervisión Interna",
-                "Recibe y evalúa las denuncias de cualquier tipo de falta de conducta, excepto "
-                "las represalias.",
-            ),
-        },
-    ),
-    Office(
-        "ECO",
-        "Ethics and Conduct Office",
-        "Receives and assesses complaints of retaliation against people who reported "
-        "misconduct or cooperated with an audit or investigation.",
-        translations={
-            "fr": OfficeText(
-                "Bureau de la déontologie et de la conduite",
-                "Reçoit et examine les plaintes pour représailles visant des personnes qui ont "
-                "signalé un comportement répréhensible ou coopéré à un audit ou à une enquête.",
-            ),
-            "es": OfficeText(
-                "Oficina de Ética y Conducta",
-                "Recibe y evalúa las denuncias de represalias contra personas que denunciaron "
-                "una falta de conducta o colaboraron en una auditoría o una investigación.",
-            ),
-        },
-    ),
-)
-
-DEFAULT_CATEGORIES: tuple[Category, ...] = (
-    Category(
-        "fraud",
-        "Fraud, corruption or misuse of resources",
-        "Money, goods or property used dishonestly, bribes, or favours in return for gain.",
-        "OIO",
-        translations={
-            "fr": CategoryText(
-                "Fraude, corruption ou mauvais usage des ressources",
-                "De l'argent, des biens ou du matériel utilisés de façon malhonnête, des "
-                "pots-de-vin, ou des faveurs accordées en échange d'un avantage.",
-            ),
-            "es": CategoryText(
-                "Fraude, corrupción o uso indebido de recursos",
-                "Dinero, bienes o propiedades utilizados de forma deshonesta, sobornos o favores "
-                "a cambio de un beneficio.",
-            ),
-        },
-    ),
-    Category(
-        "harassment",
-        "Harassment",
-        "Behaviour that demeans, threatens, isolates or humiliates someone at work.",
-        "OIO",
-        translations={
-            "fr": CategoryText(
-                "Harcèlement",
-                "Un comportement qui rabaisse, menace, isole ou humilie quelqu'un au travail.",
-            ),
-            "es": CategoryText(
-                "Acoso",
-                "Conductas que menosprecian, amenazan, aíslan o humillan a alguien en el trabajo.",
-            ),
-        },
-    ),
-    Category(
-        "sexual-harassment",
-        "Sexual harassment",
-        "Unwelcome conduct of a sexual nature towards a colleague, at work or linked to it.",
-        "OIO",
-        translations={
-            "fr": CategoryText(
-                "Harcèlement sexuel",
-                "Un comportement à caractère sexuel non désiré envers un ou une collègue, au "
-                "travail ou en lien avec le travail.",
-            ),
-            "es": CategoryText(
-                "Acoso sexual",
-                "Conductas de naturaleza sexual no deseadas hacia un compañero o una compañera, "
-                "en el trabajo o en relación con él.",
-            ),
-        },
-    ),
-    Category(
-        "sexual-exploitation",
-        "Sexual exploitation or abuse",
-        "Sexual abuse of, or sexual favours demanded from, people the organisation serves.",
-        "OIO",
-        translations={
-            "fr": CategoryText(
-                "Exploitation ou atteintes sexuelles",
-                "Des atteintes sexuelles contre les personnes que l'organisation aide, ou des "
-                "faveurs sexuelles exigées d'elles.",
-            ),
-            "es": CategoryText(
-                "Explotación o abuso sexual",
-                "Abusos sexuales contra las personas a las que sirve la organización, o favores "
-                "sexuales exigidos a ellas.",
-            ),
-        },
-    ),
-    Category(
-        "discrimination",
-        "Discrimination",
-        "Unfair treatment because of who someone is: sex, race, religion, age, disability "
-        "or a similar trait.",
-        "OIO",
-        translations={
-            "fr": CategoryText(
-                "Discrimination",
-                "Un traitement injuste à cause de ce qu'est une personne\u00a0: son sexe, sa race, "
-                "sa religion, son âge, son handicap ou une caractéristique semblable.",
-            ),
-            "es": CategoryText(
-                "Discriminación",
-                "Un trato injusto por lo que alguien es: su sexo, raza, religión, edad, "
-                "discapacidad u otro rasgo similar.",
-            ),
-        },
-    ),
-    Category(
-        "abuse-of-authority",
-        "Abuse of authority",
-        "Someone using their position or power against another person, for example with "
-        "threats or pressure over their job.",
-        "OIO",
-        translations={
-            "fr": CategoryText(
-                "Abus d'autorité",
-                "Une personne qui se sert de sa position ou de son pouvoir contre une autre, par "
-                "exemple avec des menaces ou des pressions sur son emploi.",
-            ),
-            "es": CategoryText(
-                "Abuso de autoridad",
-                "Alguien que usa su cargo o su poder contra otra persona, por ejemplo con "
-                "amenazas o presiones sobre su empleo.",
-            ),
-        },
-    ),
-    Category(
-        "other",
-        "Other misconduct",
-        "Any other wrongdoing by people working for or with the organisation.",
-        "OIO",
-        translations={
-            "fr": CategoryText(
-                "Autre comportement répréhensible",
-                "Tout autre agissement fautif de personnes qui travaillent pour l'organisation "
-                "ou avec elle.",
-            ),
-            "es": CategoryText(
-                "Otra falta de conducta",
-                "Cualquier otra irregularidad cometida por personas que trabajan para la "
-                "organización o con ella.",
-            ),
-        },
-    ),
-    Category(
-        "retaliation",
-        "Retaliation for reporting",
-        "You were punished or threatened because you reported misconduct or helped an "
-        "audit or investigation.",
-        "ECO",
-        retaliation=True,
-        translations={
-            "fr": CategoryText(
-                "Représailles pour avoir signalé",
-                "Vous avez subi une sanction ou des menaces parce que vous avez signalé un "
-                "comportement répréhensible ou apporté votre aide à un audit ou à une enquête.",
-            ),
-            "es": CategoryText(
-                "Represalias por denunciar",
-                "Le castigaron o amenazaron por denunciar una falta de conducta o por colaborar "
-                "en una auditoría o una investigación.",
-            ),
-        },
-    ),
-    Category(
-        "unsure",
-        "I am not sure",
-        "Something feels wrong but you do not know what to call it. That is fine: "
-        "the office will work it out.",
-        "OIO",
-        translations={
-            "fr": CategoryText(
-                "Je ne sais pas",
-                "Quelque chose ne va pas, mais vous ne savez pas comment le nommer. Ce n'est pas "
-                "grave\u00a0: le bureau s'en chargera.",
-            ),
-            "es": CategoryText(
-                "No lo sé",
-                "Algo no está bien, pero no sabe cómo llamarlo. No pasa nada: la oficina lo "
-                "determinará.",
-            ),
-        },
-    ),
-)
+# The offices and categories an instance has when its configuration lists none. They
+# are written once, in this packaged file, in the form of a configuration file's
+# [[offices]] and [[categories]] tables; they are read at the end of this module,
+# with the checks an operator's tables get.
+DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
+DEFAULT_OFFICES: tuple[Office, ...]
+DEFAULT_CATEGORIES: tuple[Category, ...]
 
 
 @dataclass(frozen=True)
@@ -391,8 +194,8 @@ class Config:
     limits: LimitSettings = field(default_factory=LimitSettings)
     crypto: CryptoSettings = field(default_factory=CryptoSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
-    offices: tuple[Office, ...] = DEFAULT_OFFICES
-    categories: tuple[Category, ...] = DEFAULT_CATEGORIES
+    offices: tuple[Office, ...] = field(default_factory=lambda: DEFAULT_OFFICES)
+    categories: tuple[Category, ...] = field(default_factory=lambda: DEFAULT_CATEGORIES)
 
     @property
     def db_url(self) -> str:
@@ -587,9 +390,16 @@ def _check(config: Config) -> None:
         "must be at least 1",
     )
 
-    _require(bool(config.offices), "offices", "at least one office is needed")
+    _check_offices_and_categories(config.offices, config.categories)
+
+
+def _check_offices_and_categories(
+    offices: tuple[Office, ...], categories: tuple[Category, ...]
+) -> None:
+    """Codes are well formed and unique, names are given, each category's office exists."""
+    _require(bool(offices), "offices", "at least one office is needed")
     codes: set[str] = set()
-    for i, office in enumerate(config.offices):
+    for i, office in enumerate(offices):
         _require(
             bool(_CODE.fullmatch(office.code)), f"offices[{i}].code", "use letters, digits, - or _"
         )
@@ -603,9 +413,9 @@ def _check(config: Config) -> None:
             ' (8 groups of 4 letters and digits, e.g. "ABCD EFGH ...")',
         )
         codes.add(office.code)
-    _require(bool(config.categories), "categories", "at least one category is needed")
+    _require(bool(categories), "categories", "at least one category is needed")
     seen: set[str] = set()
-    for i, category in enumerate(config.categories):
+    for i, category in enumerate(categories):
         key = f"categories[{i}]"
         _require(bool(_CODE.fullmatch(category.code)), f"{key}.code", "use letters, digits, - or _")
         _require(category.code not in seen, f"{key}.code", f"{category.code!r} appears twice")
@@ -700,3 +510,37 @@ def _check_translations(key: str, translations: dict[str, Any], required: str) -
             f"{key}.translations.{language}.{required}",
             "must not be empty",
         )
+
+
+def load_defaults(path: Path = DEFAULTS_FILE) -> tuple[tuple[Office, ...], tuple[Category, ...]]:
+    """The default offices and categories: read from the packaged file and checked.
+
+    A fault here is in the installed package, not in the operator's file, so the
+    message says which file and that reinstalling mends it.
+    """
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"the built-in offices and categories are missing ({path} not found): reinstall dropbox"
+        ) from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(
+            f"the built-in offices and categories cannot be read from {path} ({exc}): "
+            "reinstall dropbox"
+        ) from None
+    try:
+        for key in document:
+            _require(key in ("offices", "categories"), key, "unknown key")
+        for key in ("offices", "categories"):
+            _require(key in document, key, "missing (required)")
+        offices = _convert(tuple[Office, ...], document["offices"], "offices")
+        categories = _convert(tuple[Category, ...], document["categories"], "categories")
+        _check_offices_and_categories(offices, categories)
+    except ConfigError as exc:
+        raise ConfigError(f"the built-in offices and categories in {path}: {exc}") from None
+    return offices, categories
+
+
+# Read last: reading them uses the checks defined above.
+DEFAULT_OFFICES, DEFAULT_CATEGORIES = load_defaults()

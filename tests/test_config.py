@@ -1,8 +1,9 @@
-"""The configuration: the shipped example, and errors that name the faulty key."""
+"""The configuration: the shipped example, the packaged defaults, and errors that name the key."""
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import re
 import tempfile
 import tomllib
@@ -28,7 +29,8 @@ from dropbox.config import (
     SourceSettings,
 )
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "config.example.toml"
 
 SECTIONS: dict[str, type] = {
     "source": SourceSettings,
@@ -105,6 +107,112 @@ def test_every_setting_in_the_example_has_a_comment_above_it() -> None:
         if stripped:
             previous = stripped
     assert undocumented == []
+
+
+# --- The built-in offices and categories -----------------------------------
+
+
+def _tables(path: Path) -> dict[str, Any]:
+    """The [[offices]] and [[categories]] tables of a TOML file, as parsed."""
+    document = tomllib.loads(path.read_text(encoding="utf-8"))
+    return {key: document.get(key) for key in ("offices", "categories")}
+
+
+def test_built_in_offices_and_categories_are_read_from_the_packaged_file() -> None:
+    offices, categories = config.load_defaults(config.DEFAULTS_FILE)
+    built_in = Config(data_dir=Path("/var/lib/dropbox"))
+    assert built_in.offices == DEFAULT_OFFICES == offices
+    assert built_in.categories == DEFAULT_CATEGORIES == categories
+    assert [o.code for o in offices] == ["OIO", "ECO"]
+    assert categories[-1].code == "unsure"
+    assert offices[0].localized("es").name == "Oficina de Supervisión Interna"
+
+
+def test_the_packaged_defaults_file_is_part_of_the_dropbox_package() -> None:
+    """It sits beside config.py and pyproject.toml ships it, so an installed copy has it."""
+    path = config.DEFAULTS_FILE
+    assert path.is_file()
+    assert path.parent == ROOT / "dropbox"
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"][
+        "setuptools"
+    ]
+    assert any(fnmatch.fnmatch("dropbox", p) for p in setuptools["packages"]["find"]["include"])
+    patterns = setuptools["package-data"].get("*", []) + setuptools["package-data"].get(
+        "dropbox", []
+    )
+    assert any(fnmatch.fnmatch(path.name, pattern) for pattern in patterns), patterns
+
+
+def test_the_example_shows_exactly_the_packaged_offices_and_categories() -> None:
+    """The example's tables are a copy for operators to edit: a change goes into both files."""
+    example, packaged = _tables(EXAMPLE), _tables(config.DEFAULTS_FILE)
+    assert example["offices"] == packaged["offices"]
+    assert example["categories"] == packaged["categories"]
+
+
+def test_a_changed_defaults_file_changes_the_built_in_categories(tmp_path: Path) -> None:
+    path = tmp_path / "defaults.toml"
+    text = config.DEFAULTS_FILE.read_text(encoding="utf-8")
+    path.write_text(text.replace('label = "Harassment"', 'label = "Bullying"'), encoding="utf-8")
+    _, categories = config.load_defaults(path)
+    assert next(c for c in categories if c.code == "harassment").label == "Bullying"
+
+
+def test_a_missing_defaults_file_says_to_reinstall(tmp_path: Path) -> None:
+    missing = tmp_path / "defaults.toml"
+    with pytest.raises(ConfigError) as excinfo:
+        config.load_defaults(missing)
+    message = str(excinfo.value)
+    assert message.startswith("the built-in offices and categories are missing")
+    assert str(missing) in message and "reinstall" in message
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (lambda text: text.replace('office = "ECO"', 'office = "HR"'), "categories[7].office"),
+        (lambda text: text.replace('code = "ECO"', 'code = "OIO"'), "offices[1].code"),
+        (lambda text: text + 'colour = "blue"\n', "categories[8].colour"),
+        (lambda text: "colour = 1\n" + text, "colour"),
+        (lambda text: text.split("\n[[categories]]\n")[0], "categories: missing"),
+        (lambda text: text + "[[offices\n", "cannot be read"),
+    ],
+    ids=[
+        "unknown-office",
+        "duplicate-office",
+        "unknown-key",
+        "unknown-top-key",
+        "no-categories",
+        "not-toml",
+    ],
+)
+def test_a_fault_in_the_defaults_file_names_the_file_and_the_key(
+    tmp_path: Path, change: Any, key: str
+) -> None:
+    path = tmp_path / "defaults.toml"
+    path.write_text(change(config.DEFAULTS_FILE.read_text(encoding="utf-8")), encoding="utf-8")
+    with pytest.raises(ConfigError) as excinfo:
+        config.load_defaults(path)
+    message = str(excinfo.value)
+    assert message.startswith("the built-in offices and categories")
+    assert str(path) in message and key in message
+
+
+def test_offices_and_categories_in_the_file_replace_the_built_in_ones(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        'data_dir = "data"\n' + _office("HR", "Human Resources") + _category("pay", office="HR"),
+    )
+    loaded = config.load(path)
+    assert [(o.code, o.name) for o in loaded.offices] == [("HR", "Human Resources")]
+    assert [(c.code, c.office) for c in loaded.categories] == [("pay", "HR")]
+
+
+def test_a_file_with_only_offices_keeps_the_built_in_categories(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'data_dir = "data"\n' + _office("OIO") + _office("ECO"))
+    loaded = config.load(path)
+    assert [o.name for o in loaded.offices] == ["An office", "An office"]
+    assert loaded.categories == DEFAULT_CATEGORIES
 
 
 # --- Paths ------------------------------------------------------------------
