@@ -6,6 +6,16 @@ The suite runs on SQLite (the default), or on PostgreSQL with
 free loopback port, every configuration a test makes gets a new empty
 database on it (`new_database_url`), and the server and its files are gone
 at the end. Its URL is exported as ``DROPBOX_TEST_POSTGRES_URL``.
+
+`make test` reruns on PostgreSQL only the modules marked
+``pytestmark = pytest.mark.database_engine``. The rule: a module in tests/
+(tests/browser always stays on SQLite) carries the marker if and only if it
+imports, anywhere in the file, sqlalchemy, alembic or one of the database
+layer's modules (dropbox.access, audit, cases, database, fsck, inbox, models,
+operations, sessions), or one of this file's names that depend on the engine
+(DATABASE, new_database_url, database_files, PostgresServer). Crypto, word
+lists, translations, formats and config parsing stay SQLite-only.
+tests/test_suite_layout.py checks the rule both ways.
 """
 
 from __future__ import annotations

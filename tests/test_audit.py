@@ -32,6 +32,8 @@ from dropbox.models import AuditEvent, AuditHead
 from tests.conftest import CHEAP_CRYPTO_TOML, invoke, new_database_url, run_cli
 from tests.reviewer_helpers import World, signed_in_client
 
+pytestmark = pytest.mark.database_engine
+
 Row = tuple[datetime, str, str, str | None, str]
 ChainValue = Callable[[bytes, int, datetime, str, str, str | None, str], bytes]
 

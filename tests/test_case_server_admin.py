@@ -22,6 +22,8 @@ from tests.case_helpers import BASE_URL, PASSPHRASE, CaseWorld, make_case_world
 from tests.conftest import CHEAP_COST
 from tests.signin_helpers import Codes, derive, open_keys, sign_in
 
+pytestmark = pytest.mark.database_engine
+
 CONFIRM = "confirm with a fresh code"
 
 

@@ -40,6 +40,8 @@ from tests.case_helpers import (
     submit,
 )
 
+pytestmark = pytest.mark.database_engine
+
 MESSAGE = "Someone sells the fuel stock every Friday night from the north depot."
 ECO_MESSAGE = "My manager moved me to night shifts after I spoke to the auditors."
 

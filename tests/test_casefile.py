@@ -51,6 +51,8 @@ from journalist_interface.client import (
 )
 from tests.conftest import CHEAP_COST
 
+pytestmark = pytest.mark.database_engine
+
 PASSPHRASE = "correct horse battery staple"
 
 

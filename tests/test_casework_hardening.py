@@ -40,6 +40,8 @@ from tests.reviewer_helpers import (
 )
 from tests.source_helpers import csrf_token, login, post_multipart
 
+pytestmark = pytest.mark.database_engine
+
 MESSAGE = "The depot manager sells the fuel stock every Friday night."
 EVIDENCE = b"Fuel log, week 12: 4,000 litres missing.\n"
 ANSWER = "It has gone on since last winter."

@@ -33,6 +33,8 @@ from tests.conftest import (
 )
 from tests.served import Browser, report_form, serving, start_source, with_umask
 
+pytestmark = pytest.mark.database_engine
+
 PASSPHRASE = "correct horse battery staple"
 
 

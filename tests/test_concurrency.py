@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 
 import pyotp
+import pytest
 from nacl.public import PrivateKey
 from sqlalchemy import select
 
@@ -19,6 +20,8 @@ from dropbox.models import AuditHead, Item, Report
 from source_interface import create_app
 from tests.conftest import CHEAP_COST
 from tests.reviewer_helpers import source_report
+
+pytestmark = pytest.mark.database_engine
 
 THREADS = 4
 

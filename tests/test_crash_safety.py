@@ -44,6 +44,7 @@ from pathlib import Path
 
 import httpx
 import pyotp
+import pytest
 from sqlalchemy import select
 
 from case_server import create_app
@@ -68,6 +69,8 @@ from tests.served import (
     serving,
 )
 from tests.signin_helpers import derive
+
+pytestmark = pytest.mark.database_engine
 
 UPLOADS = 50
 WORKERS = 2

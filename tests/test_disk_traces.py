@@ -61,6 +61,8 @@ from tests.source_helpers import csrf_token, post_multipart
 from tests.test_redis import RedisServer, redis_server
 from tests.test_source_privacy import places_containing
 
+pytestmark = pytest.mark.database_engine
+
 __all__ = ["redis_server"]  # a fixture, used by name
 
 MESSAGE = "The stores clerk sells the spare tyres to a garage across the road."

@@ -28,6 +28,8 @@ from source_interface import create_app
 from tests.conftest import CHEAP_COST, CHEAP_CRYPTO_TOML, invoke, new_database_url
 from tests.reviewer_helpers import source_report
 
+pytestmark = pytest.mark.database_engine
+
 FILE = b"minutes of the tender committee, page 1 of 3\n" * 4000
 LATER = time.time() + 2 * 24 * 3600  # past the default grace period of everything made now
 

@@ -55,6 +55,8 @@ from tests.fuzz_helpers import (
 from tests.reviewer_helpers import chain_intact
 from tests.signin_helpers import Codes, sign_in
 
+pytestmark = pytest.mark.database_engine
+
 API = "/api/v2"
 API_EXAMPLES = 20  # per route
 SCHEMA_EXAMPLES = 12  # per operation and generation mode

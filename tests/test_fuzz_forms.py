@@ -65,6 +65,8 @@ from tests.reviewer_helpers import (
 )
 from tests.source_helpers import csrf_token, login, new_codename, submit_report
 
+pytestmark = pytest.mark.database_engine
+
 # --- the fuzz tables -------------------------------------------------------------------
 
 # Every POST route of the source interface and the fields its forms send.

@@ -25,6 +25,8 @@ from dropbox.instance import Instance
 from dropbox.models import Officer, Report, ReportShare, Status
 from tests.conftest import CHEAP_COST
 
+pytestmark = pytest.mark.database_engine
+
 TODAY = date(2026, 6, 1)
 STATUSES = [s.value for s in Status]
 

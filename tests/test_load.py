@@ -40,6 +40,8 @@ from dropbox.models import AuditHead, Report
 from tests.conftest import DATABASE, FIGURES
 from tests.served import Browser, Sent, arrived, prepare_instance, report_form, serving
 
+pytestmark = pytest.mark.database_engine
+
 REPORTS = 500
 SOURCES = 32
 WORKERS = 4

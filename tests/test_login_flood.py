@@ -65,6 +65,7 @@ from typing import Any
 
 import httpx
 import pyotp
+import pytest
 from flask import Flask
 from nacl.public import PrivateKey
 
@@ -80,6 +81,8 @@ from source_interface import create_app
 from tests.conftest import CHEAP_COST, FIGURES, free_port, new_database_url
 from tests.served import Served, case_serving, prepare_instance
 from tests.source_helpers import csrf_token
+
+pytestmark = pytest.mark.database_engine
 
 REPO = Path(__file__).resolve().parent.parent
 MEMORY_MIB = 32

@@ -29,6 +29,8 @@ from dropbox.instance import Instance
 from dropbox.models import AuditHead, Base
 from tests.conftest import CHEAP_CRYPTO_TOML, invoke
 
+pytestmark = pytest.mark.database_engine
+
 
 @pytest.fixture
 def postgres_url() -> str:

@@ -27,6 +27,8 @@ from tests.reviewer_helpers import World, make_world, source_report
 from tests.source_helpers import login
 from tests.test_migrations import fresh_postgres_database, postgres_url
 
+pytestmark = pytest.mark.database_engine
+
 __all__ = ["postgres_url"]  # a fixture, used by name
 
 CANARY = "canary-quokka-5e1f"

@@ -32,6 +32,8 @@ from tests.conftest import CHEAP_COST
 from tests.reviewer_helpers import source_report
 from tests.source_helpers import csrf_token, login
 
+pytestmark = pytest.mark.database_engine
+
 PORT = 8181
 HOST = f"127.0.0.1:{PORT}"
 MESSAGE = "My manager took my project away after I spoke to investigators in May."

@@ -32,6 +32,8 @@ from dropbox.limits import DerivationGate
 from dropbox.models import SourceSession
 from tests.source_helpers import CODENAME, csrf_token, login, new_codename, submit_report
 
+pytestmark = pytest.mark.database_engine
+
 MESSAGE = "The stock counts were changed after every audit this spring."
 NOT_SHOWN = "The codename on that page can no longer be used"
 DIFFERENT = "Here is a different codename"

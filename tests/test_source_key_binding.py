@@ -42,6 +42,8 @@ from tests.source_helpers import csrf_token, login
 from tests.substitution_helpers import events, sealed_to
 from tests.substitution_helpers import swap_source_key as swap_in_database
 
+pytestmark = pytest.mark.database_engine
+
 MESSAGE = "The depot manager sells the fuel stock every Friday night, with the gate logs changed."
 EARLIER = "Which depot is it, and since when?"
 LATER = "Can you send the gate logs?"

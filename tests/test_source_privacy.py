@@ -27,6 +27,8 @@ from tests.source_helpers import (
     submit_report,
 )
 
+pytestmark = pytest.mark.database_engine
+
 ADDRESS = "203.0.113.77"
 RUN = uuid.uuid4().hex
 # Unique per run, so that no copy of this file anywhere can match them.
