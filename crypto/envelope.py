@@ -143,6 +143,8 @@ def _encode_metadata(name: str, content_type: str) -> bytes:
 
 def _decode_metadata(block: bytes) -> tuple[str, str]:
     (length,) = struct.unpack(">H", block[:2])
+    if length > len(block) - 2:
+        raise DecryptionError()  # a length the block cannot hold: never written, refused
     try:
         fields = json.loads(block[2 : 2 + length].decode("utf-8"))
         name, content_type = fields["name"], fields["type"]
@@ -396,6 +398,11 @@ class EnvelopeReader:
                 raise DecryptionError()
             if tag == _TAG_FINAL:
                 if total != self.contents.size or self._body.read(1):
+                    raise DecryptionError()
+                if not chunk and total:
+                    # The writer never ends with an empty chunk after a full one. (A
+                    # seekable body is already refused by its length; this is for
+                    # the others.)
                     raise DecryptionError()
                 if chunk:
                     yield chunk
