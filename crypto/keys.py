@@ -5,7 +5,7 @@ independent keys (:func:`derive_officer_keys`): an authentication key, which
 the case server checks against a stored verifier, and a wrapping key, which
 never leaves the machine and opens the officer's secret key
 (:func:`unwrap_with_wrapping_key`). The older :func:`wrap_secret_key` wraps
-under the passphrase itself, for code that still derives on the server.
+under the passphrase itself: office recovery files (`crypto/recovery.py`) use it.
 """
 
 from __future__ import annotations

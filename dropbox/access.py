@@ -7,7 +7,6 @@ report does not exist, so that ids cannot be probed.
 
 from __future__ import annotations
 
-from nacl.public import PrivateKey
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -50,15 +49,6 @@ def reading_office(session: Session, officer: Officer, report: Report) -> str:
         if session.get(ReportShare, (report.id, code)) is not None:
             return code
     raise NotFound("there is no such report")
-
-
-def office_key(
-    session: Session, officer: Officer, officer_key: PrivateKey, report: Report
-) -> PrivateKey:
-    """The secret key of the office through which the officer reads this report."""
-    return offices.office_key(
-        session, officer, officer_key, reading_office(session, officer, report)
-    )
 
 
 def handles(session: Session, officer: Officer, report: Report) -> bool:

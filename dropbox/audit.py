@@ -1,8 +1,9 @@
 """The audit log: append-only, each event authenticated with a key kept outside the database.
 
-Every read of decrypted content, reveal, referral, deletion, grant and login
-is recorded here, and only here (`record` is the one writer). An event holds
-who, what, which report and when, never content.
+Every fetch of a report's ciphertext for reading (the server never sees the
+decrypted content), reveal, referral, deletion, grant and login is recorded
+here, and only here (`record` is the one writer). An event holds who, what,
+which report and when, never content.
 
 Three things outside the database make the chain trustworthy against someone
 who can change the database (docs/security.md, "The audit log"):

@@ -7,9 +7,6 @@ machine sealed, after checking that they are well formed; a referral
 stores key blocks the officer's machine re-sealed. Every function takes the
 report already checked by `dropbox.access`, and writes the audit event for
 what it does, in the caller's transaction.
-
-This replaces the crypto-doing `dropbox/casework.py` (which still serves the
-old reviewer interface until the switch).
 """
 
 from __future__ import annotations

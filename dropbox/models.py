@@ -304,7 +304,7 @@ class SourceSession(Base):
 
 
 class OfficerSession(Base):
-    """An officer's session; its state (holding their secret key) opens only with the cookie."""
+    """A case server bearer token's session: who and which scope, no key; opens with the token."""
 
     __tablename__ = "officer_sessions"
 

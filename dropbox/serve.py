@@ -1,6 +1,6 @@
 """Serving the two apps with gunicorn, without logging who connects.
 
-Behind Tor every client is 127.0.0.1, but the reviewer interface may be on an
+Behind Tor every client is 127.0.0.1, but the case server may be on an
 internal network, and an operator may put the source interface behind
 something else one day: no address or User-Agent is ever logged.
 """
