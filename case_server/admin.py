@@ -16,9 +16,10 @@ from flask import Blueprint, Flask, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from case_server import tokens
+from case_server import schema, tokens
 from case_server.errors import ApiError
-from case_server.wire import b64, binary, boolean, json_body, text, time
+from case_server.schema import dump
+from case_server.wire import read
 from dropbox import audit, officers, offices
 from dropbox.config import Config
 from dropbox.models import AuditEvent, Officer
@@ -41,10 +42,9 @@ def _administrator(db: Session) -> Officer:
     return officer
 
 
-def _confirm(db: Session, officer: Officer, data: dict[str, Any]) -> None:
+def _confirm(db: Session, officer: Officer, code: str) -> None:
     """Burn the administrator's fresh TOTP code, or refuse with 400."""
-    code = data.get("code")
-    if not isinstance(code, str) or not code.strip():
+    if not code.strip():
         raise ApiError(400, CONFIRM_REFUSED)
     if not officers.confirm_action(db, officer, code):
         raise ApiError(400, CONFIRM_REFUSED)
@@ -57,27 +57,25 @@ def _target(db: Session, officer_id: int) -> Officer:
     return found
 
 
-def officer_json(db: Session, officer: Officer) -> dict[str, Any]:
+def officer_summary(db: Session, officer: Officer) -> schema.OfficerSummary:
     """An officer as `client.OfficerSummary.parse` reads it."""
-    return {
-        "id": officer.id,
-        "username": officer.username,
-        "display_name": officer.display_name,
-        "is_admin": officer.is_admin,
-        "active": officer.active,
-        "enrolled": officers.enrolled(officer),
-        "public_key": b64(officer.public_key) if officer.public_key is not None else None,
-        "offices": offices.granted_codes(db, officer),
-    }
+    return schema.OfficerSummary(
+        id=officer.id,
+        username=officer.username,
+        display_name=officer.display_name,
+        is_admin=officer.is_admin,
+        active=officer.active,
+        enrolled=officers.enrolled(officer),
+        public_key=officer.public_key,
+        offices=offices.granted_codes(db, officer),
+    )
 
 
-def invitation_json(officer: Officer, code: str) -> dict[str, Any]:
+def invitation(officer: Officer, code: str) -> dict[str, Any]:
     """A one-time enrolment code as `client.Invitation.parse` reads it."""
-    return {
-        "officer_id": officer.id,
-        "code": code,
-        "expires_at": time(officer.enrolment_expires_at),
-    }
+    return dump(
+        schema.Invitation(officer_id=officer.id, code=code, expires_at=officer.enrolment_expires_at)
+    )
 
 
 def register_admin(app: Flask, config: Config) -> None:
@@ -89,15 +87,15 @@ def register_admin(app: Flask, config: Config) -> None:
         """Every officer: role, state, enrolment, public key and offices."""
         with tokens.instance().readers() as db:
             _administrator(db)
-            return {"officers": [officer_json(db, o) for o in officers.list_all(db)]}
+            summaries = [officer_summary(db, o) for o in officers.list_all(db)]
+            return dump(schema.Officers(officers=summaries))
 
     @bp.post("/officers")
     def invite() -> dict[str, Any]:
         """Create an officer who enrols with a one-time code (shown to the administrator once)."""
-        data = json_body()
-        username = officers.normalise_username(text(data, "username"))
-        display_name = text(data, "display_name", required=False)
-        is_admin = boolean(data, "is_admin", default=False)
+        sent = read(schema.InviteRequest)
+        username = officers.normalise_username(sent.username)
+        display_name = sent.display_name
         with tokens.instance().sessions.begin() as db:
             me = _administrator(db)
             # A slip in the form is told before the administrator's code is used up.
@@ -105,16 +103,16 @@ def register_admin(app: Flask, config: Config) -> None:
             officers.check_display_name(display_name)
             if db.execute(select(Officer.id).where(Officer.username == username)).first():
                 raise ApiError(400, f"an officer called {username!r} already exists")
-            _confirm(db, me, data)
+            _confirm(db, me, sent.code)
             created, code = officers.create_enrolment(
-                db, username, display_name, is_admin, me.username
+                db, username, display_name, sent.is_admin, me.username
             )
-            return invitation_json(created, code)
+            return invitation(created, code)
 
     @bp.post(f"/officers/<int(max={MAX_ROW_ID}):officer_id>/invite")
     def reinvite(officer_id: int) -> dict[str, Any]:
         """A new enrolment code; the officer's old credentials, grants and tokens go."""
-        data = json_body()
+        sent = read(schema.ConfirmRequest)
         with tokens.instance().sessions.begin() as db:
             me = _administrator(db)
             target = _target(db, officer_id)
@@ -122,29 +120,29 @@ def register_admin(app: Flask, config: Config) -> None:
                 raise ApiError(400, "you cannot re-invite yourself; ask another administrator")
             if not target.active:
                 raise ApiError(400, f"{target.username} is deactivated")
-            _confirm(db, me, data)
+            _confirm(db, me, sent.code)
             code = officers.reinvite(db, target, me.username)
-            return invitation_json(target, code)
+            return invitation(target, code)
 
     @bp.post(f"/officers/<int(max={MAX_ROW_ID}):officer_id>/deactivate")
     def deactivate(officer_id: int) -> dict[str, Any]:
         """Deactivate an officer: their tokens end, their grants go."""
-        data = json_body()
+        sent = read(schema.ConfirmRequest)
         with tokens.instance().sessions.begin() as db:
             me = _administrator(db)
             target = _target(db, officer_id)
             if target.id == me.id:
                 raise ApiError(400, "you cannot deactivate your own account")
-            _confirm(db, me, data)
+            _confirm(db, me, sent.code)
             officers.deactivate(db, target, me.username)
-        return {"ok": True}
+        return dump(schema.Ok(ok=True))
 
     @bp.post(f"/officers/<int(max={MAX_ROW_ID}):officer_id>/grants")
     def grant(officer_id: int) -> dict[str, Any]:
         """Store an office key sealed to the officer on the granting officer's machine."""
-        data = json_body()
-        code = text(data, "office")
-        sealed = binary(data, "sealed_office_key")
+        sent = read(schema.GrantRequest)
+        code = sent.office
+        sealed = sent.sealed_office_key
         if len(sealed) != offices.SEALED_OFFICE_KEY_BYTES:
             raise ApiError(
                 400,
@@ -161,9 +159,9 @@ def register_admin(app: Flask, config: Config) -> None:
                     400, f"{target.username} has not finished enrolment or is deactivated"
                 )
             offices.get(db, code)
-            _confirm(db, me, data)
+            _confirm(db, me, sent.code)
             offices.store_grant(db, code, target, sealed, me.username, granted_by=me)
-        return {"ok": True}
+        return dump(schema.Ok(ok=True))
 
     @bp.get("/audit")
     def audit_log() -> dict[str, Any]:
@@ -183,21 +181,18 @@ def register_admin(app: Flask, config: Config) -> None:
                 .limit(AUDIT_PER_PAGE)
                 .offset((page - 1) * AUDIT_PER_PAGE)
             ).scalars()
-            return {
-                "events": [
-                    {
-                        "id": e.id,
-                        "at": time(e.at),
-                        "actor": e.actor,
-                        "action": e.action,
-                        "report_id": e.report_id,
-                        "detail": e.detail,
-                    }
-                    for e in events
-                ],
-                "page": page,
-                "pages": pages,
-            }
+            entries = [
+                schema.AuditEntry(
+                    id=e.id,
+                    at=e.at,
+                    actor=e.actor,
+                    action=e.action,
+                    report_id=e.report_id,
+                    detail=e.detail,
+                )
+                for e in events
+            ]
+            return dump(schema.AuditPage(events=entries, page=page, pages=pages))
 
     @bp.post("/audit/verify")
     def audit_verify() -> dict[str, Any]:
@@ -206,6 +201,6 @@ def register_admin(app: Flask, config: Config) -> None:
             _administrator(db)
             result = audit.verify(db)
         problems = [] if result.ok else [f"event {result.first_broken}: {result.problem}"]
-        return {"ok": result.ok, "events": result.events, "problems": problems}
+        return dump(schema.AuditCheck(ok=result.ok, events=result.events, problems=problems))
 
     app.register_blueprint(bp)

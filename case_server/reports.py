@@ -6,21 +6,23 @@ it does not exist (404). Only the handling office may act on it (403 for a
 kept copy), except to reveal the identity (which a kept copy may, with its
 reason sealed to both offices) and to record what its officer's machine
 found. The database work is in dropbox/cases.py; this module reads requests
-and writes answers, in the shapes journalist_interface/client.py parses.
+and writes answers as the definitions of case_server/schema.py, the shapes
+journalist_interface/client.py parses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from flask import Blueprint, Flask, Response, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
-from case_server import tokens, wire
+from case_server import schema, tokens, wire
 from case_server.errors import ApiError
+from case_server.schema import dump
 from dropbox import access, cases, inbox
 from dropbox.config import Config
 from dropbox.models import Officer, Report, Status
@@ -58,107 +60,99 @@ def _filters(config: Config) -> inbox.Filters:
     )
 
 
-def _new_sealed(data: Any, what: str) -> cases.NewSealed:
-    """An item sealed on the officer's machine, from its JSON (client.NewItem.json)."""
-    if not isinstance(data, dict):
-        raise ApiError(400, f"'{what}' must be an object")
-    item_id = wire.text(data, "item_id")
-    size = wire.integer(data, "size")
-    assert size is not None  # noqa: S101 - not nullable
+def _new_sealed(item: schema.NewItem) -> cases.NewSealed:
+    """An item sealed on the officer's machine, as cases stores it."""
     return cases.NewSealed(
-        item_id=item_id,
-        size=size,
-        key_block=wire.binary(data, "key_block"),
-        body=wire.binary(data, "body"),
+        item_id=item.item_id, size=item.size, key_block=item.key_block, body=item.body
     )
 
 
 # --- answers -----------------------------------------------------------------------
 
 
-def _row(row: inbox.Row) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "designation": row.designation,
-        "office": row.office_code,
-        "category": row.category,
-        "status": row.status,
-        "urgent": row.urgent,
-        "received": wire.day(row.received_at),
-        "last_activity": wire.time(row.last_activity_at),
-        "acknowledge_due": wire.day(row.acknowledge_due),
-        "feedback_due": wire.day(row.feedback_due),
-        "acknowledged": row.acknowledged,
-        "acknowledge_overdue": row.acknowledge_overdue,
-        "feedback_overdue": row.feedback_overdue,
-        "assignee": row.assignee,
-        "unread": row.unread,
-    }
+def _row(row: inbox.Row) -> schema.InboxRow:
+    return schema.InboxRow(
+        id=row.id,
+        designation=row.designation,
+        office=row.office_code,
+        category=row.category,
+        status=row.status,
+        urgent=row.urgent,
+        received=row.received_at,
+        last_activity=row.last_activity_at,
+        acknowledge_due=row.acknowledge_due,
+        feedback_due=row.feedback_due,
+        acknowledged=row.acknowledged,
+        acknowledge_overdue=row.acknowledge_overdue,
+        feedback_overdue=row.feedback_overdue,
+        assignee=row.assignee,
+        unread=row.unread,
+    )
 
 
-def _person(person: tuple[int, str]) -> dict[str, Any]:
-    return {"id": person[0], "display_name": person[1]}
+def _person(person: tuple[int, str]) -> schema.Person:
+    return schema.Person(id=person[0], display_name=person[1])
 
 
-def _item(sealed: cases.SealedItem) -> dict[str, Any]:
+def _item(sealed: cases.SealedItem) -> schema.SealedItem:
     item = sealed.item
-    return {
-        "id": item.id,
-        "seq": item.seq,
-        "kind": item.kind,
-        "author": sealed.author,
-        "created_at": wire.time(item.created_at),
-        "size": item.size,
-        "deleted_by_source": item.deleted_by_source,
-        "unread": sealed.unread,
-        "key_block": wire.b64(item.key_block),
-        "body_length": sealed.body_length,
-        "body": wire.b64(sealed.body) if sealed.body is not None else None,
-        "head": wire.b64(sealed.head) if sealed.head is not None else None,
-    }
+    return schema.SealedItem(
+        id=item.id,
+        seq=item.seq,
+        kind=item.kind,
+        author=sealed.author,
+        created_at=item.created_at,
+        size=item.size,
+        deleted_by_source=item.deleted_by_source,
+        unread=sealed.unread,
+        key_block=item.key_block,
+        body_length=sealed.body_length,
+        body=sealed.body,
+        head=sealed.head,
+    )
 
 
 def _bundle(
     db: Session, officer: Officer, report: Report, items: list[cases.SealedItem]
-) -> dict[str, Any]:
+) -> schema.ReportBundle:
     assignee = db.get(Officer, report.assignee_id) if report.assignee_id else None
     handling = access.handles(db, officer, report)
     reading = access.reading_office(db, officer, report)
-    return {
-        "id": report.id,
-        "designation": report.designation,
-        "office": report.office_code,
-        "category": report.category,
-        "status": report.status,
-        "outcome": report.outcome,
-        "urgent": report.urgent,
-        "received": wire.day(report.received_at),
-        "last_activity": wire.time(report.last_activity_at),
-        "acknowledge_due": wire.day(report.acknowledge_due),
-        "feedback_due": wire.day(report.feedback_due),
-        "acknowledged_at": wire.time(report.acknowledged_at),
-        "closed_at": wire.time(report.closed_at),
-        "assignee_id": report.assignee_id,
-        "assignee": assignee.display_name if assignee else None,
-        "source_public_key": wire.b64(report.source_public_key),
-        "reading_office": reading,
-        "handling": handling,
-        "shared_up_to": cases.shared_up_to(db, report, reading),
-        "shared_with": cases.shared_with(db, report),
-        "next_statuses": cases.next_statuses(report) if handling else [],
-        "status_changes": [
-            {
-                "from_status": change.from_status,
-                "to_status": change.to_status,
-                "outcome": change.outcome,
-                "at": wire.time(change.at),
-                "officer": name,
-            }
+    return schema.ReportBundle(
+        id=report.id,
+        designation=report.designation,
+        office=report.office_code,
+        category=report.category,
+        status=report.status,
+        outcome=report.outcome,
+        urgent=report.urgent,
+        received=report.received_at,
+        last_activity=report.last_activity_at,
+        acknowledge_due=report.acknowledge_due,
+        feedback_due=report.feedback_due,
+        acknowledged_at=report.acknowledged_at,
+        closed_at=report.closed_at,
+        assignee_id=report.assignee_id,
+        assignee=assignee.display_name if assignee else None,
+        source_public_key=report.source_public_key,
+        reading_office=reading,
+        handling=handling,
+        shared_up_to=cases.shared_up_to(db, report, reading),
+        shared_with=cases.shared_with(db, report),
+        next_statuses=cases.next_statuses(report) if handling else [],
+        status_changes=[
+            schema.StatusChange(
+                from_status=change.from_status,
+                to_status=change.to_status,
+                outcome=change.outcome,
+                at=change.at,
+                officer=name,
+            )
             for change, name in cases.status_changes(db, report)
         ],
-        "assignees": [_person(p) for p in cases.assignees(db, [report.office_code])],
-        "items": [_item(i) for i in items],
-    }
+        assignees=[_person(p) for p in cases.assignees(db, [report.office_code])],
+        items=[_item(i) for i in items],
+    )
 
 
 def _stream(blob: BinaryIO) -> Iterator[bytes]:
@@ -198,13 +192,15 @@ def register_reports(app: Flask, config: Config) -> None:
             codes = access.office_codes(db, officer)
             page = inbox.list_reports(db, officer, codes, filters, today)
             people = cases.assignees(db, codes)
-        return {
-            "rows": [_row(r) for r in page.rows],
-            "total": page.total,
-            "page": page.page,
-            "pages": page.pages,
-            "assignees": [_person(p) for p in people],
-        }
+        return dump(
+            schema.InboxPage(
+                rows=[_row(r) for r in page.rows],
+                total=page.total,
+                page=page.page,
+                pages=page.pages,
+                assignees=[_person(p) for p in people],
+            )
+        )
 
     @bp.get("/reports/<report_id>")
     def get_report(report_id: str) -> ResponseReturnValue:
@@ -213,7 +209,7 @@ def register_reports(app: Flask, config: Config) -> None:
         with tokens.instance().sessions.begin() as db:
             officer, report = _reading(db, caller, report_id)
             items = cases.thread(tokens.instance(), db, officer, report)
-            return _bundle(db, officer, report, items)
+            return dump(_bundle(db, officer, report, items))
 
     @bp.get("/reports/<report_id>/items/<item_id>/body")
     def item_body(report_id: str, item_id: str) -> ResponseReturnValue:
@@ -223,6 +219,7 @@ def register_reports(app: Flask, config: Config) -> None:
             officer, report = _reading(db, caller, report_id)
             opened = cases.file_body(tokens.instance(), db, officer, report, item_id)
         if opened is None:  # the damage is recorded (committed above)
+            # The body is a schema.Damaged: the message and "damaged": true.
             raise ApiError(
                 422, "this file is damaged: its content is missing from the store", damaged=True
             )
@@ -240,68 +237,62 @@ def register_reports(app: Flask, config: Config) -> None:
         acknowledged, in the same transaction (a status change, audited).
         """
         caller = tokens.officer_id()
-        data = wire.json_body()
-        kind = wire.text(data, "kind")
-        acknowledge = wire.boolean(data, "acknowledge", default=False)
-        new = _new_sealed(data, "item")
+        sent = wire.read(schema.NewItemRequest)
         with tokens.instance().sessions.begin() as db:
             officer, report = _acting(db, caller, report_id)
-            item = cases.add_item(tokens.instance(), db, officer, report, kind, new, acknowledge)
-            answer = {"id": item.id, "seq": item.seq, "status": report.status}
-        return answer, 201
+            item = cases.add_item(
+                tokens.instance(),
+                db,
+                officer,
+                report,
+                sent.kind,
+                _new_sealed(sent),
+                sent.acknowledge,
+            )
+            answer = schema.ItemCreated(id=item.id, seq=item.seq, status=report.status)
+        return dump(answer), 201
 
     @bp.post("/reports/<report_id>/reveal")
     def reveal(report_id: str) -> ResponseReturnValue:
         """Store the sealed reason, record `identity.reveal`, and send the identity items."""
         caller = tokens.officer_id()
-        reason = _new_sealed(wire.json_body().get("reason"), "reason")
+        reason = _new_sealed(wire.read(schema.RevealRequest).reason)
         with tokens.instance().sessions.begin() as db:
             officer, report = _reading(db, caller, report_id)
             items = cases.reveal(tokens.instance(), db, officer, report, reason)
-            return {"items": [_item(i) for i in items]}
+            return dump(schema.Revealed(items=[_item(i) for i in items]))
 
     @bp.post("/reports/<report_id>/assign")
     def assign(report_id: str) -> ResponseReturnValue:
         """Assign the report to an officer of the handling office, or to nobody (null)."""
         caller = tokens.officer_id()
-        assignee_id = wire.integer(wire.json_body(), "assignee_id", nullable=True)
+        sent = wire.read(schema.AssignRequest)
         with tokens.instance().sessions.begin() as db:
             officer, report = _acting(db, caller, report_id)
-            cases.assign(db, officer, report, assignee_id)
-            return {"assignee_id": report.assignee_id}
+            cases.assign(db, officer, report, sent.assignee_id)
+            return dump(schema.Assigned(assignee_id=report.assignee_id))
 
     @bp.post("/reports/<report_id>/status")
     def change_status(report_id: str) -> ResponseReturnValue:
         """Move the report along its lifecycle; closing needs an outcome."""
         caller = tokens.officer_id()
-        data = wire.json_body()
-        to_status = wire.text(data, "status")
-        outcome = wire.text(data, "outcome", required=False) or None
+        sent = wire.read(schema.StatusRequest)
         with tokens.instance().sessions.begin() as db:
             officer, report = _acting(db, caller, report_id)
-            cases.change_status(db, officer, report, to_status, outcome)
-            return {"status": report.status, "outcome": report.outcome}
+            cases.change_status(db, officer, report, sent.status, sent.outcome or None)
+            return dump(schema.StatusChanged(status=report.status, outcome=report.outcome))
 
     @bp.post("/reports/<report_id>/refer")
     def refer(report_id: str) -> ResponseReturnValue:
         """Hand the report to another office, with key blocks re-sealed on the officer's machine."""
         caller = tokens.officer_id()
-        data = wire.json_body()
-        to_office = wire.text(data, "office")
-        keep_copy = wire.boolean(data, "keep_copy", default=False)
-        raw_blocks = data.get("key_blocks")
-        if not isinstance(raw_blocks, dict):
-            raise ApiError(400, "'key_blocks' must be an object: item id -> base64 key block")
-        key_blocks = {
-            str(item_id): wire.unb64(value, f"key_blocks.{item_id}")
-            for item_id, value in raw_blocks.items()
-        }
-        if to_office not in {o.code for o in config.offices}:
-            raise ApiError(400, f"there is no office {to_office!r} to refer to")
+        sent = wire.read(schema.ReferRequest)
+        if sent.office not in {o.code for o in config.offices}:
+            raise ApiError(400, f"there is no office {sent.office!r} to refer to")
         with tokens.instance().sessions.begin() as db:
             officer, report = _acting(db, caller, report_id)
-            cases.refer(db, officer, report, to_office, keep_copy, key_blocks)
-            return {"office": report.office_code, "status": report.status}
+            cases.refer(db, officer, report, sent.office, sent.keep_copy, sent.key_blocks)
+            return dump(schema.Referred(office=report.office_code, status=report.status))
 
     @bp.post("/reports/<report_id>/delete")
     def delete(report_id: str) -> ResponseReturnValue:
@@ -311,30 +302,26 @@ def register_reports(app: Flask, config: Config) -> None:
             officer, report = _acting(db, caller, report_id)
             blobs = cases.delete_report(db, officer, report)
         cases.remove_blobs(tokens.instance(), blobs)
-        return {"deleted": report_id}
+        return dump(schema.Deleted(deleted=report_id))
 
     @bp.post("/reports/<report_id>/events")
     def record(report_id: str) -> ResponseReturnValue:
         """Record what the officer's machine found: `item.damaged` or `key.mismatch`."""
         caller = tokens.officer_id()
-        data = wire.json_body()
-        action = wire.text(data, "action")
-        detail = wire.text(data, "detail", required=False)
+        sent = wire.read(schema.EventRequest)
         with tokens.instance().sessions.begin() as db:
             officer, report = _reading(db, caller, report_id)
-            cases.record_event(db, officer, report, action, detail)
-        return {"recorded": action}, 201
+            cases.record_event(db, officer, report, sent.action, sent.detail)
+        return dump(schema.Recorded(recorded=sent.action)), 201
 
     @bp.post("/events")
     def record_unattached() -> ResponseReturnValue:
         """Record a `key.mismatch` the officer's machine found outside any report."""
         caller = tokens.officer_id()
-        data = wire.json_body()
-        action = wire.text(data, "action")
-        detail = wire.text(data, "detail", required=False)
+        sent = wire.read(schema.EventRequest)
         with tokens.instance().sessions.begin() as db:
             officer = tokens.load_officer(db, caller)
-            cases.record_event(db, officer, None, action, detail)
-        return {"recorded": action}, 201
+            cases.record_event(db, officer, None, sent.action, sent.detail)
+        return dump(schema.Recorded(recorded=sent.action)), 201
 
     app.register_blueprint(bp)

@@ -33,9 +33,10 @@ from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from case_server import tokens
+from case_server import schema, tokens
 from case_server.errors import ApiError
-from case_server.wire import b64, binary, json_body, text
+from case_server.schema import dump
+from case_server.wire import read
 from dropbox import audit, officers
 from dropbox.config import Config
 from dropbox.errors import DropboxError
@@ -165,9 +166,9 @@ def _now() -> datetime:
 # --- reading requests ------------------------------------------------------------------
 
 
-def username_field(data: dict[str, Any]) -> str:
+def checked_username(typed: str) -> str:
     """The typed username, as sign-in compares it (any text: unknown names are answered too)."""
-    username = officers.normalise_username(text(data, "username"))
+    username = officers.normalise_username(typed)
     if not username or len(username) > MAX_USERNAME_CHARS:
         raise ApiError(400, f"'username' must be 1 to {MAX_USERNAME_CHARS} characters")
     return username
@@ -188,7 +189,7 @@ def current_token_hash() -> bytes | None:
 # --- what the signed-in officer sees ----------------------------------------------------
 
 
-def me_json(db: Session, config: Config, officer: Officer) -> dict[str, Any]:
+def me_answer(db: Session, config: Config, officer: Officer) -> schema.Me:
     """The signed-in officer as `client.Me.parse` reads it: keys opaque, labels to show."""
     grants = db.execute(
         select(OfficeGrant)
@@ -197,24 +198,25 @@ def me_json(db: Session, config: Config, officer: Officer) -> dict[str, Any]:
     ).scalars()
     offices = db.execute(select(Office).order_by(Office.code)).scalars()
     names = {o.code: o.name for o in config.offices}
-    return {
-        "id": officer.id,
-        "username": officer.username,
-        "display_name": officer.display_name,
-        "is_admin": officer.is_admin,
-        "public_key": b64(officer.public_key or b""),
-        "wrapped_secret_key": b64(officer.wrapped_secret_key or b""),
-        "grants": [
-            {"office": g.office_code, "sealed_office_key": b64(g.sealed_office_key)} for g in grants
+    return schema.Me(
+        id=officer.id,
+        username=officer.username,
+        display_name=officer.display_name,
+        is_admin=officer.is_admin,
+        public_key=officer.public_key or b"",
+        wrapped_secret_key=officer.wrapped_secret_key or b"",
+        grants=[
+            schema.Grant(office=g.office_code, sealed_office_key=g.sealed_office_key)
+            for g in grants
         ],
-        "offices": [
-            {"code": o.code, "name": names.get(o.code, o.name), "public_key": b64(o.public_key)}
+        offices=[
+            schema.OfficeInfo(code=o.code, name=names.get(o.code, o.name), public_key=o.public_key)
             for o in offices
         ],
-        "categories": {c.code: c.label for c in config.categories},
-        "statuses": [s.value for s in Status],
-        "outcomes": [o.value for o in Outcome],
-    }
+        categories={c.code: c.label for c in config.categories},
+        statuses=[s.value for s in Status],
+        outcomes=[o.value for o in Outcome],
+    )
 
 
 def register_signin(app: Flask, config: Config) -> None:
@@ -238,41 +240,36 @@ def register_signin(app: Flask, config: Config) -> None:
     @limiter.limit("120/minute", key_func=_signin_budget)
     def signin_params() -> dict[str, Any]:
         """The wrap header to derive with: the same shape, and stable, for any name."""
-        username = username_field(json_body())
+        username = checked_username(read(schema.SignInParametersRequest).username)
         instance = tokens.instance()
         with instance.readers() as db:
             header = officers.signin_header(db, instance, username)
-        return {"header": b64(header)}
+        return dump(schema.SignInParameters(header=header))
 
     @bp.post("/signin")
     @limiter.limit("60/minute", key_func=_signin_budget)
     def signin() -> Any:
         """Check the auth key and TOTP code; a token, a device token and the officer's keys."""
-        data = json_body()
-        username = username_field(data)
-        auth_key = binary(data, "auth_key")
-        code = text(data, "code")
-        device = text(data, "device", required=False)
+        sent = read(schema.SignInRequest)
+        username = checked_username(sent.username)
         guard = signin_guard()
-        attempt = guard.attempt(username, device)
+        attempt = guard.attempt(username, sent.device)
         # Counted before any work, alike for every username: a spent budget is
         # refused at once, whether or not an officer has that username.
         locked_until = guard.enter(attempt)
         if locked_until is None:
             instance = tokens.instance()
             with instance.sessions.begin() as db:
-                result = officers.sign_in(db, username, auth_key, code)
+                result = officers.sign_in(db, username, sent.auth_key, sent.code)
                 if result.ok:
                     assert result.officer is not None  # noqa: S101 - ok says so
-                    me = me_json(db, config, result.officer)
+                    me = me_answer(db, config, result.officer)
                     officer_id = result.officer.id
             if result.ok:
                 token = tokens.issue(instance, officer_id)
-                return {
-                    "token": token,
-                    "device": guard.succeeded(attempt, username),
-                    "me": me,
-                }
+                return dump(
+                    schema.SignIn(token=token, device=guard.succeeded(attempt, username), me=me)
+                )
             locked_until = guard.locked_until(attempt)
         if locked_until is not None:
             wait = max(1, int((locked_until - _now()).total_seconds()))
@@ -301,75 +298,67 @@ def register_signin(app: Flask, config: Config) -> None:
     @limiter.limit("20/minute")
     def enrol_check() -> dict[str, Any]:
         """Whether a one-time enrolment code works for this username now (nothing is used up)."""
-        data = json_body()
-        username = username_field(data)
-        code = text(data, "code")
+        sent = read(schema.EnrolCheckRequest)
+        username = checked_username(sent.username)
         with tokens.instance().readers() as db:
-            officers.check_enrolment(db, username, code)
-        return {"ok": True}
+            officers.check_enrolment(db, username, sent.code)
+        return dump(schema.Ok(ok=True))
 
     @bp.post("/enrol")
     @limiter.limit("20/minute")
     def enrol() -> dict[str, Any]:
         """Store credentials made on the officer's machine; the enrolment code stops working."""
-        data = json_body()
-        username = username_field(data)
+        sent = read(schema.EnrolRequest)
+        username = checked_username(sent.username)
         with tokens.instance().sessions.begin() as db:
             officer = officers.complete_enrolment(
                 db,
                 username,
-                text(data, "enrolment_code"),
-                binary(data, "auth_key"),
-                binary(data, "public_key"),
-                binary(data, "wrapped_secret_key"),
-                text(data, "totp_secret"),
-                text(data, "totp_code"),
+                sent.enrolment_code,
+                sent.auth_key,
+                sent.public_key,
+                sent.wrapped_secret_key,
+                sent.totp_secret,
+                sent.totp_code,
                 minimum=config.crypto.kdf_cost,
             )
-            return {"ok": True, "officer_id": officer.id, "username": officer.username}
+            return dump(schema.Enrolled(ok=True, officer_id=officer.id, username=officer.username))
 
     @bp.get("/me")
     def me() -> dict[str, Any]:
         """The signed-in officer, their opaque key material and the labels the pages show."""
         with tokens.instance().readers() as db:
-            return me_json(db, config, tokens.current_officer(db))
+            return dump(me_answer(db, config, tokens.current_officer(db)))
 
     @bp.post("/account/passphrase")
     def change_passphrase() -> dict[str, Any]:
         """Replace the verifier and the wrapped key; the officer's other tokens end."""
-        data = json_body()
-        auth_key = binary(data, "auth_key")
-        code = text(data, "code")
-        new_auth_key = binary(data, "new_auth_key")
-        new_wrapped = binary(data, "new_wrapped_secret_key")
+        sent = read(schema.PassphraseRequest)
         with tokens.instance().sessions.begin() as db:
             officer = tokens.current_officer(db)
             try:
                 officers.change_passphrase(
                     db,
                     officer,
-                    auth_key,
-                    code,
-                    new_auth_key,
-                    new_wrapped,
+                    sent.auth_key,
+                    sent.code,
+                    sent.new_auth_key,
+                    sent.new_wrapped_secret_key,
                     minimum=config.crypto.kdf_cost,
                     keep_id_hash=current_token_hash(),
                 )
             except DropboxError as refused:
                 db.rollback()
                 raise ApiError(400, str(refused)) from None
-        return {"ok": True}
+        return dump(schema.Ok(ok=True))
 
     @bp.post("/account/totp")
     def replace_totp() -> dict[str, Any]:
         """Replace the TOTP secret once a code from the new one checks out."""
-        data = json_body()
-        auth_key = binary(data, "auth_key")
-        secret = text(data, "secret")
-        code = text(data, "code")
+        sent = read(schema.TotpRequest)
         with tokens.instance().sessions.begin() as db:
             officer = tokens.current_officer(db)
-            officers.replace_totp(db, officer, auth_key, secret, code)
-        return {"ok": True}
+            officers.replace_totp(db, officer, sent.auth_key, sent.secret, sent.code)
+        return dump(schema.Ok(ok=True))
 
     app.register_blueprint(bp)

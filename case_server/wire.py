@@ -1,37 +1,21 @@
-"""What travels: reading JSON requests, and writing times, days and bytes into answers.
+"""Reading requests: a JSON body as its definition in case_server/schema.py, and query flags.
 
-Binary values travel as standard base64, times as RFC 3339 (UTC), days as
-ISO dates, as journalist_interface/client.py reads them.
+A body that is not a JSON object, or a field of the wrong type, is a 400
+whose message names the field; answers are written with `schema.dump`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import request
 
+from case_server import schema
 from case_server.errors import ApiError
 
+T = TypeVar("T")
 TRUE_VALUES = frozenset({"1", "true", "yes"})
 FALSE_VALUES = frozenset({"", "0", "false", "no"})
-
-
-def time(value: datetime | None) -> str | None:
-    """A stored (naive UTC) time as RFC 3339."""
-    return value.replace(tzinfo=UTC).isoformat() if value is not None else None
-
-
-def day(value: date | datetime) -> str:
-    """A day as an ISO date."""
-    return (value.date() if isinstance(value, datetime) else value).isoformat()
-
-
-def b64(data: bytes) -> str:
-    """Bytes as standard base64 text."""
-    return base64.b64encode(data).decode("ascii")
 
 
 def json_body() -> dict[str, Any]:
@@ -45,51 +29,13 @@ def json_body() -> dict[str, Any]:
     return data
 
 
-def text(data: dict[str, Any], name: str, *, required: bool = True) -> str:
-    """A string field ("" if absent and not required)."""
-    value = data.get(name)
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str):
-        raise ApiError(400, f"'{name}' must be a string")
+def read(definition: type[T]) -> T:
+    """The request's JSON body as `definition`, or a 400 naming the first field that is wrong."""
+    data = json_body()
     try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # JSON can spell lone surrogates ("\ud800"); no text holds them
-        raise ApiError(400, f"'{name}' must be text without lone surrogates") from None
-    return value
-
-
-def boolean(data: dict[str, Any], name: str, *, default: bool | None = None) -> bool:
-    """A true/false field."""
-    value = data.get(name, default)
-    if not isinstance(value, bool):
-        raise ApiError(400, f"'{name}' must be true or false")
-    return value
-
-
-def integer(data: dict[str, Any], name: str, *, nullable: bool = False) -> int | None:
-    """A whole-number field (None allowed if `nullable`)."""
-    value = data.get(name)
-    if value is None and nullable:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ApiError(400, f"'{name}' must be a whole number")
-    return value
-
-
-def binary(data: dict[str, Any], name: str) -> bytes:
-    """A base64 field as bytes."""
-    return unb64(data.get(name), name)
-
-
-def unb64(value: Any, name: str) -> bytes:
-    """Base64 text as bytes, or a 400 naming the field."""
-    if not isinstance(value, str):
-        raise ApiError(400, f"'{name}' must be base64 text")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(400, f"'{name}' must be base64 text") from None
+        return schema.load(definition, data)
+    except schema.Malformed as wrong:
+        raise ApiError(400, str(wrong)) from None
 
 
 def flag(name: str) -> bool:

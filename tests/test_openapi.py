@@ -1,0 +1,629 @@
+"""The case server's OpenAPI document is made from the definitions the API reads and writes with.
+
+Every body is a definition in case_server/schema.py; case_server/openapi.py
+builds the document from their type hints and from the app's URL map. These
+tests hold the three ends together: the document describes exactly the
+routes the app serves; the real answers (and the reviewer app's real
+requests) of a whole journey through the API match it; and a field added to
+a definition shows in the document with no other edit.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import re
+import secrets
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+import httpx
+import pyotp
+import pytest
+from flask import Flask
+from nacl.public import PrivateKey, PublicKey
+from openapi_schema_validator import OAS30Validator, oas30_format_checker
+from openapi_spec_validator import validate as validate_document
+
+from case_server import schema
+from case_server.openapi import OPERATIONS, Operation, Schemas, build_document, known_rules
+from case_server.schema import Doc, Known, Malformed
+from crypto import envelope
+from crypto.kdf import SALT_BYTES
+from crypto.keys import derive_officer_keys, seal_secret_key, wrap_with_wrapping_key
+from dropbox import inbox, officers
+from dropbox.instance import Instance
+from dropbox.models import ItemKind
+from journalist_interface import client
+from journalist_interface.client import ApiError, CaseServerClient, InboxQuery
+from tests.case_helpers import BASE_URL, PASSPHRASE, CaseWorld, make_case_world, seal, submit
+from tests.conftest import CHEAP_COST
+from tests.signin_helpers import Codes, derive, sign_in
+
+pytestmark = pytest.mark.database_engine
+
+API = "/api/v2"
+VARIABLE = re.compile(r"<(?:[^:<>]+:)?([a-z_]+)>")
+
+
+@pytest.fixture
+def world(instance: Instance, office_keys: dict[str, PrivateKey]) -> Iterator[CaseWorld]:
+    made = make_case_world(instance, office_keys)
+    yield made
+    made.close()
+
+
+def served_document(app: Flask) -> dict[str, Any]:
+    answer = app.test_client().get(f"{API}/openapi.json")
+    assert answer.status_code == 200
+    document = answer.json
+    assert isinstance(document, dict)
+    return document
+
+
+# --- (a) the document and the routes -------------------------------------------------------
+
+
+def test_the_served_document_is_valid_openapi_and_names_every_route_the_app_serves(
+    world: CaseWorld,
+) -> None:
+    document = served_document(world.app)
+    validate_document(document)
+    assert document["openapi"].startswith("3.")
+    described = {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method != "parameters"
+    }
+    served = {
+        (method, VARIABLE.sub(r"{\1}", rule.rule))
+        for rule in world.app.url_map.iter_rules()
+        if rule.rule.startswith(f"{API}/")
+        for method in rule.methods or ()
+        if method not in ("HEAD", "OPTIONS")
+    }
+    assert described == served
+    assert ("POST", f"{API}/reports/{{report_id}}/refer") in served
+
+
+def test_a_route_without_a_description_stops_the_document_from_being_built(
+    world: CaseWorld,
+) -> None:
+    app = Flask(__name__)
+    for rule in world.app.url_map.iter_rules():
+        if rule.rule.startswith(f"{API}/"):
+            app.add_url_rule(
+                rule.rule,
+                rule.endpoint,
+                world.app.view_functions[rule.endpoint],
+                methods=list(rule.methods or ()),
+            )
+    known = known_rules(world.instance.config)
+    assert build_document(app, OPERATIONS, known)["paths"]
+
+    @app.get(f"{API}/reports/<report_id>/summary")
+    def summary(report_id: str) -> dict[str, Any]:
+        """A route nobody described."""
+        return {}
+
+    with pytest.raises(LookupError, match="has no entry in OPERATIONS"):
+        build_document(app, OPERATIONS, known)
+    # And an entry left behind by a route that is gone.
+    stale = {**OPERATIONS, "summary": Operation(schema.Ok), "reports.gone": Operation(schema.Ok)}
+    with pytest.raises(LookupError, match=r"reports\.gone"):
+        build_document(app, stale, known)
+
+
+# --- (b) real answers match the document ------------------------------------------------------
+
+
+@dataclass
+class Exchange:
+    """One request through the reviewer app's client and the case server's answer."""
+
+    method: str
+    path: str
+    sent: Any
+    status: int
+    content_type: str
+    answer: bytes
+
+
+class Recording(httpx.WSGITransport):
+    """The real case server in this process; every exchange is kept."""
+
+    def __init__(self, app: Flask, into: list[Exchange]) -> None:
+        super().__init__(app=app)
+        self.into = into
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        sent = request.read()
+        response = super().handle_request(request)
+        body = response.read()
+        self.into.append(
+            Exchange(
+                request.method,
+                request.url.path,
+                json.loads(sent) if sent else None,
+                response.status_code,
+                response.headers.get("Content-Type", ""),
+                body,
+            )
+        )
+        return httpx.Response(response.status_code, headers=response.headers, content=body)
+
+
+def operation_of(document: dict[str, Any], method: str, path: str) -> tuple[str, dict[str, Any]]:
+    """The document's path template and operation for a request."""
+    for template, item in document["paths"].items():
+        pattern = re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path) and method.lower() in item:
+            return template, item[method.lower()]
+    raise AssertionError(f"{method} {path} is not in the document")
+
+
+def strict_errors(document: dict[str, Any], value: Any, target: dict[str, Any]) -> list[str]:
+    """Where `value` does not match the schema `target` of the document (formats checked)."""
+    resolved = {**target, "components": document["components"]}
+    validator = OAS30Validator(resolved, format_checker=oas30_format_checker)
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(value)
+    ]
+
+
+def mismatches(document: dict[str, Any], exchange: Exchange) -> list[str]:
+    """What, in one exchange, the document does not describe."""
+    template, operation = operation_of(document, exchange.method, exchange.path)
+    where = f"{exchange.method} {template} -> {exchange.status}"
+    found: list[str] = []
+    request_body = operation.get("requestBody")
+    if request_body is not None:
+        target = request_body["content"]["application/json"]["schema"]
+        found += [f"{where}, request: {e}" for e in strict_errors(document, exchange.sent, target)]
+    response = operation["responses"].get(str(exchange.status))
+    if response is None:
+        return [*found, f"{where}: this status is not in the document"]
+    if "$ref" in response:
+        response = document["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
+    content = response.get("content")
+    if content is None:
+        if exchange.answer:
+            found.append(f"{where}: a body the document does not describe")
+        return found
+    media = exchange.content_type.split(";")[0].strip()
+    if media not in content:
+        return [*found, f"{where}: {media} is not in the document"]
+    if media == "application/json":
+        target = content[media]["schema"]
+        answer = json.loads(exchange.answer)
+        found += [f"{where}, answer: {e}" for e in strict_errors(document, answer, target)]
+    return found
+
+
+def referral_blocks(world: CaseWorld, bundle: client.ReportBundle, to: str) -> dict[str, bytes]:
+    """Every item's key block re-sealed to `to`, the referring office keeping a copy."""
+    held = world.office_keys[bundle.office]
+    return {
+        item.id: envelope.add_recipient(item.key_block, held, world.office_public(to))
+        for item in bundle.items
+    }
+
+
+def journey(world: CaseWorld, record: list[Exchange]) -> None:
+    """Every route of the API, as the reviewer app calls it, with a few refusals on the way."""
+
+    def connect(token: str | None = None) -> CaseServerClient:
+        made = CaseServerClient(BASE_URL, transport=Recording(world.app, record), token=token)
+        world.clients.append(made)
+        return made
+
+    def codes(role: str) -> Codes:
+        person = world.people[role]
+        return Codes(world.instance, person.id, person.totp_secret)
+
+    report_id = submit(
+        world,
+        "retaliation",
+        "My manager moved me to night shifts after I spoke to the auditors.",
+        files=[("roster.txt", b"the roster of the night shifts")],
+        identity={"identity_name": "Ada Example", "identity_contact": "ada@example.org"},
+    )
+    key = world.office_keys["ECO"]
+    anonymous = connect()
+    anonymous._call("GET", "/openapi.json")
+
+    # Signing in as the reviewer app does; refusals first.
+    with pytest.raises(ApiError) as no_token:
+        anonymous.me()
+    assert no_token.value.status == 401
+    eco = connect()
+    sign_in(eco, "eco-officer", PASSPHRASE, codes("eco").next())
+    assert eco.me().username == "eco-officer"
+    locked = 0
+    for _ in range(8):
+        with pytest.raises(ApiError) as refused:
+            connect().sign_in("eco-second", b"\0" * 32, "000000")
+        locked = refused.value.status
+        if locked == 429:
+            break
+    assert locked == 429 and refused.value.extra["retry_after"] >= 1
+
+    # A report, from the inbox to the referral.
+    assert report_id in {row.id for row in eco.inbox(InboxQuery(urgent=False)).rows}
+    bundle = eco.report(report_id)
+    file_item = next(i for i in bundle.items if i.kind == ItemKind.FILE)
+    with eco.item_body(report_id, file_item.id) as response:
+        assert response.read()
+    with pytest.raises(ApiError) as unknown:
+        eco.report("0" * 32)
+    assert unknown.value.status == 404
+    source = PublicKey(bundle.source_public_key)
+    reply = seal(report_id, "We have your report.", ItemKind.REPLY, [key.public_key, source])
+    eco.add_item(report_id, "reply", reply, acknowledge=True)
+    eco.add_item(report_id, "note", seal(report_id, "A note.", ItemKind.NOTE, [key.public_key]))
+    reason = seal(report_id, "Needed to protect the source.", ItemKind.REVEAL, [key.public_key])
+    assert eco.reveal(report_id, reason)
+    eco.assign(report_id, world.people["eco"].id)
+    eco.change_status(report_id, eco.report(report_id).next_statuses[0])
+    eco.record(report_id, "item.damaged", file_item.id)
+    eco.record(None, "key.mismatch", "office key of OIO: differs from the pin")
+    with pytest.raises(ApiError) as malformed:
+        eco.change_status(report_id, "closed")  # closing needs an outcome
+    assert malformed.value.status in (400, 409)
+    eco.refer(report_id, "OIO", True, referral_blocks(world, eco.report(report_id), "OIO"))
+    kept = eco.report(report_id)
+    assert not kept.handling and kept.shared_up_to is not None
+    with pytest.raises(ApiError) as copy_only:
+        eco.assign(report_id, None)
+    assert copy_only.value.status == 403
+    oio = connect(world.people["oio"].token)
+    oio.change_status(report_id, "closed", outcome="withdrawn")
+    assert oio.report(report_id).status == "closed"
+    oio.delete_report(report_id)
+
+    # Administration: a new officer from invitation to their own account's changes.
+    admin = connect(world.people["admin"].token)
+    admin_codes = codes("admin")
+    invitation = admin.invite("journey-officer", "Journey Officer", False, admin_codes.next())
+    newcomer = connect()
+    newcomer.check_enrolment("journey-officer", invitation.code)
+    made = officers.new_credentials("the first passphrase of the journey", CHEAP_COST)
+    totp_secret = pyotp.random_base32()
+    newcomer.enrol(
+        "journey-officer",
+        invitation.code,
+        auth_key=made.auth_key,
+        public_key=made.public_key,
+        wrapped_secret_key=made.wrapped_secret_key,
+        totp_secret=totp_secret,
+        totp_code=pyotp.TOTP(totp_secret).now(),
+    )
+    summary = {o.username: o for o in admin.officers()}["journey-officer"]
+    sealed = seal_secret_key(world.office_keys["OIO"], PublicKey(made.public_key))
+    admin.grant(summary.id, "OIO", sealed, admin_codes.next())
+    derived = derive(newcomer, "journey-officer", "the first passphrase of the journey")
+    newcomer.sign_in(
+        "journey-officer", derived.auth_key, Codes(world.instance, summary.id, totp_secret).next()
+    )
+    salt = secrets.token_bytes(SALT_BYTES)
+    renewed = derive_officer_keys("the second passphrase of the journey", salt, CHEAP_COST)
+    newcomer.change_passphrase(
+        auth_key=derived.auth_key,
+        code=Codes(world.instance, summary.id, totp_secret).next(),
+        new_auth_key=renewed.auth_key,
+        new_wrapped_secret_key=wrap_with_wrapping_key(
+            made.secret_key, renewed.wrapping_key, salt, CHEAP_COST
+        ),
+    )
+    new_secret = pyotp.random_base32()
+    newcomer.replace_totp(
+        auth_key=renewed.auth_key, secret=new_secret, code=pyotp.TOTP(new_secret).now()
+    )
+    newcomer.sign_out()
+    with pytest.raises(ApiError) as not_admin:
+        eco.officers()
+    assert not_admin.value.status == 403
+    admin.reinvite(world.people["eco2"].id, admin_codes.next())
+    admin.deactivate(world.people["eco2"].id, admin_codes.next())
+    assert admin.audit_log().events
+    assert admin.verify_audit().ok
+
+
+def test_every_answer_of_a_journey_through_the_api_matches_the_document(world: CaseWorld) -> None:
+    record: list[Exchange] = []
+    journey(world, record)
+    document = served_document(world.app)
+    problems = [problem for exchange in record for problem in mismatches(document, exchange)]
+    assert problems == []
+    # The journey went everywhere: every operation answered with success at least once.
+    succeeded = {
+        (e.method.lower(), operation_of(document, e.method, e.path)[0])
+        for e in record
+        if e.status < 300
+    }
+    every = {
+        (method, path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method != "parameters"
+    }
+    assert every - succeeded == set()
+    refused = {e.status for e in record if e.status >= 400}
+    assert {401, 403, 404, 429} <= refused and refused & {400, 409}
+
+
+def test_every_answer_of_the_journey_reads_back_as_its_definition(world: CaseWorld) -> None:
+    """What the server wrote with `dump`, `load` reads back whole: a client could parse with it."""
+    record: list[Exchange] = []
+    journey(world, record)
+    urls = world.app.url_map.bind("case-server.test")
+    read_back = set()
+    for exchange in record:
+        endpoint, _ = urls.match(exchange.path, exchange.method)
+        spec = OPERATIONS[endpoint]
+        if exchange.status < 300 and isinstance(spec.answer, type):
+            answer = json.loads(exchange.answer)
+            assert schema.dump(schema.load(spec.answer, answer)) == answer, endpoint
+            read_back.add(spec.answer)
+    assert schema.ReportBundle in read_back and schema.SignIn in read_back
+    assert len(read_back) >= 18
+
+
+def test_an_answer_that_leaves_its_definition_is_caught(world: CaseWorld) -> None:
+    """The check above is strict: a missing, an extra or a mistyped field each fail it."""
+    record: list[Exchange] = []
+    connect = CaseServerClient(
+        BASE_URL, transport=Recording(world.app, record), token=world.people["eco"].token
+    )
+    world.clients.append(connect)
+    submit(world, "retaliation", "The roster changed the day after I spoke to the auditors.")
+    connect.inbox(InboxQuery())
+    document = served_document(world.app)
+    (real,) = record
+    assert mismatches(document, real) == []
+    row = json.loads(real.answer)["rows"][0]
+    spoiled = {
+        "a field missing": {k: v for k, v in row.items() if k != "unread"},
+        "a field the definition lacks": {**row, "source_name": "Ada"},
+        "a number sent as text": {**row, "unread": str(row["unread"])},
+        "a time where a day goes": {**row, "received": "2025-05-01T09:30:00+00:00"},
+        "a status no report has": {**row, "status": "lost"},
+        "a day that is not one": {**row, "feedback_due": "soon"},
+    }
+    for what, changed in spoiled.items():
+        answer = {**json.loads(real.answer), "rows": [changed]}
+        broken = dataclasses.replace(real, answer=json.dumps(answer).encode())
+        assert mismatches(document, broken), what
+    header = document["components"]["schemas"]["SignInParameters"]
+    assert strict_errors(document, {"header": "%%%"}, header), "base64 that is not"
+
+
+# --- (c) a field added to a definition is in the document -------------------------------------
+
+
+def tiny_app() -> Flask:
+    """An app with one route under /api/v2."""
+    app = Flask(__name__)
+
+    @app.get(f"{API}/badge")
+    def badge() -> dict[str, Any]:
+        """The caller's badge."""
+        return {}
+
+    return app
+
+
+@dataclass(frozen=True, kw_only=True)
+class Badge:
+    """An officer's badge."""
+
+    holder: Annotated[str, Doc("Who wears it")]
+    office: Annotated[str, Known("offices")]
+    issued: date
+    photo: bytes | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BadgeWithColour:
+    """An officer's badge."""
+
+    holder: Annotated[str, Doc("Who wears it")]
+    office: Annotated[str, Known("offices")]
+    issued: date
+    photo: bytes | None
+    colour: Annotated[str, Doc("As printed")] = "blue"
+
+
+def badge_schema(definition: type, config_known: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    app = tiny_app()
+    built = build_document(app, {"badge": Operation(definition)}, config_known)
+    validate_document(built)
+    answer = built["paths"][f"{API}/badge"]["get"]["responses"]["200"]
+    ref = answer["content"]["application/json"]["schema"]["$ref"]
+    component: dict[str, Any] = built["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    return component
+
+
+def test_a_field_added_to_a_definition_shows_in_the_document_with_no_other_edit(
+    instance: Instance,
+) -> None:
+    known = known_rules(instance.config)
+    before = badge_schema(Badge, known)
+    assert list(before["properties"]) == ["holder", "office", "issued", "photo"]
+    assert before["required"] == ["holder", "office", "issued", "photo"]
+    assert before["properties"]["holder"] == {"type": "string", "description": "Who wears it"}
+    assert before["properties"]["office"]["enum"] == [o.code for o in instance.config.offices]
+    assert before["properties"]["issued"] == {"type": "string", "format": "date"}
+    assert before["properties"]["photo"]["format"] == "byte"
+    assert before["properties"]["photo"]["nullable"] is True
+    after = badge_schema(BadgeWithColour, known)
+    assert list(after["properties"]) == ["holder", "office", "issued", "photo", "colour"]
+    assert after["properties"]["colour"] == {
+        "type": "string",
+        "description": "As printed",
+        "default": "blue",
+    }
+    assert "colour" not in after["required"]  # it has a default: a request may leave it out
+    # What dump writes for the definition is what the schema says.
+    sent = schema.dump(
+        BadgeWithColour(holder="Ada", office="ECO", issued=date(2025, 5, 1), photo=b"\x89PNG")
+    )
+    assert sent == {
+        "holder": "Ada",
+        "office": "ECO",
+        "issued": "2025-05-01",
+        "photo": base64.b64encode(b"\x89PNG").decode(),
+        "colour": "blue",
+    }
+    document = {"components": {"schemas": {"BadgeWithColour": after}}}
+    ref = {"$ref": "#/components/schemas/BadgeWithColour"}
+    assert strict_errors(document, sent, ref) == []
+    assert strict_errors(document, {**sent, "colour": 7}, ref)
+
+
+def test_every_definition_the_api_uses_is_in_the_document(world: CaseWorld) -> None:
+    document = served_document(world.app)
+    named = {
+        spec.answer.__name__
+        for spec in OPERATIONS.values()
+        if isinstance(spec.answer, type) and dataclasses.is_dataclass(spec.answer)
+    } | {spec.body.__name__ for spec in OPERATIONS.values() if spec.body is not None}
+    assert named <= set(document["components"]["schemas"])
+    for name, component in document["components"]["schemas"].items():
+        definition = getattr(schema, name)
+        assert list(component["properties"]) == [f.name for f in dataclasses.fields(definition)]
+
+
+def test_a_type_the_generator_cannot_describe_is_refused_not_guessed() -> None:
+    @dataclass(frozen=True, kw_only=True)
+    class Odd:
+        """Holds a set."""
+
+        tags: set[str]
+
+    with pytest.raises(TypeError, match="no OpenAPI schema"):
+        Schemas({}).of(Odd)
+
+
+# --- reading requests with the same definitions -------------------------------------------------
+
+
+def test_a_request_is_read_as_its_definition_and_a_wrong_field_is_named() -> None:
+    auth_key = secrets.token_bytes(32)
+    sent = {"username": "ada", "auth_key": base64.b64encode(auth_key).decode(), "code": "123456"}
+    read = schema.load(schema.SignInRequest, sent)
+    assert read == schema.SignInRequest(username="ada", auth_key=auth_key, code="123456")
+    assert read.device == ""  # left out: its default
+    for wrong, message in [
+        ({**sent, "username": 7}, "'username' must be a string"),
+        ({**sent, "auth_key": "%%%"}, "'auth_key' must be base64 text"),
+        ({**sent, "username": "\ud800"}, "'username' must be text without lone surrogates"),
+        ({"username": "ada", "auth_key": sent["auth_key"]}, "'code' must be a string"),
+    ]:
+        with pytest.raises(Malformed, match=re.escape(message)):
+            schema.load(schema.SignInRequest, wrong)
+    nested = {"reason": {"item_id": "a" * 32, "size": "9", "key_block": "", "body": ""}}
+    with pytest.raises(Malformed, match=re.escape("'reason.size' must be a whole number")):
+        schema.load(schema.RevealRequest, nested)
+    with pytest.raises(Malformed, match=re.escape("'key_blocks.x' must be base64 text")):
+        schema.load(schema.ReferRequest, {"office": "OIO", "key_blocks": {"x": 1}})
+    with pytest.raises(Malformed, match=re.escape("'ok' must be true")):
+        schema.load(schema.Ok, {"ok": 1})
+    with pytest.raises(Malformed, match=re.escape("'problems.1' must be a string")):
+        schema.load(schema.AuditCheck, {"ok": False, "events": 2, "problems": ["a", 2]})
+    with pytest.raises(Malformed, match=re.escape("'expires_at' must be an RFC 3339 time")):
+        schema.load(schema.Invitation, {"officer_id": 1, "code": "c", "expires_at": "soon"})
+
+
+def test_the_case_server_names_the_wrong_field_of_a_request(world: CaseWorld) -> None:
+    http = world.app.test_client()
+    answer = http.post(f"{API}/signin/params", json={"username": ["ada"]})
+    assert answer.status_code == 400
+    assert answer.json == {"error": "'username' must be a string"}
+    token = {"Authorization": f"Bearer {world.people['eco'].token}"}
+    answer = http.post(f"{API}/events", json={"action": "key.mismatch", "detail": 5}, headers=token)
+    assert answer.status_code == 400
+    assert answer.json == {"error": "'detail' must be a string"}
+
+
+def test_times_travel_as_utc_and_days_as_dates() -> None:
+    entry = schema.AuditEntry(
+        id=1,
+        at=datetime(2025, 5, 1, 9, 30),  # naive: UTC, as the database stores it
+        actor="ada",
+        action="report.read",
+        report_id=None,
+        detail="",
+    )
+    assert schema.dump(entry)["at"] == "2025-05-01T09:30:00+00:00"
+    # A field declared as a day is sent as one, even when given a time.
+    sent = schema.dump(schema.AuditCheck(ok=True, events=0, problems=[]))
+    assert sent == {"ok": True, "events": 0, "problems": []}
+    received = datetime(2025, 5, 1, 23, 59, tzinfo=UTC)
+    assert Badge(holder="", office="", issued=received, photo=None).issued == received
+    assert schema.dump(Badge(holder="", office="", issued=received, photo=None))["issued"] == (
+        "2025-05-01"
+    )
+
+
+# --- the reviewer app's client reads the same shapes ---------------------------------------------
+
+# client class -> the definition it parses
+CLIENT_READS = {
+    client.OfficeInfo: schema.OfficeInfo,
+    client.Grant: schema.Grant,
+    client.Me: schema.Me,
+    client.SignIn: schema.SignIn,
+    client.Row: schema.InboxRow,
+    client.Person: schema.Person,
+    client.InboxPage: schema.InboxPage,
+    client.StatusChange: schema.StatusChange,
+    client.SealedItem: schema.SealedItem,
+    client.ReportBundle: schema.ReportBundle,
+    client.NewItem: schema.NewItem,
+    client.OfficerSummary: schema.OfficerSummary,
+    client.Invitation: schema.Invitation,
+    client.AuditEntry: schema.AuditEntry,
+    client.AuditPage: schema.AuditPage,
+    client.AuditCheck: schema.AuditCheck,
+    client.InboxQuery: schema.InboxQuery,
+}
+
+
+def shape(hint: Any) -> str:
+    """A type hint as the wire sees it: Annotated dropped, client classes named as definitions."""
+    bare, _ = schema.unwrap(hint)
+    inner = schema.optional(bare)
+    if inner is not None:
+        return f"{shape(inner)} | None"
+    args = typing.get_args(bare)
+    if typing.get_origin(bare) in (list, dict):
+        return f"{typing.get_origin(bare).__name__}[{', '.join(shape(a) for a in args)}]"
+    if typing.get_origin(bare) is typing.Literal:
+        return shape(type(args[0]))
+    named = CLIENT_READS.get(bare, bare)
+    return str(named.__name__)
+
+
+def test_the_reviewer_apps_client_reads_every_field_the_server_sends_as_its_type() -> None:
+    for reader, definition in CLIENT_READS.items():
+        theirs = {f.name: shape(h) for f, h in zip_hints(reader)}
+        ours = {f.name: shape(h) for f, h in zip_hints(definition)}
+        assert theirs == ours, reader.__name__
+
+
+def zip_hints(cls: type) -> list[tuple[dataclasses.Field[Any], Any]]:
+    found = typing.get_type_hints(cls, include_extras=True)
+    return [(f, found[f.name]) for f in dataclasses.fields(cls)]
+
+
+def test_the_inbox_query_is_the_filters_the_inbox_takes() -> None:
+    names = [f.name for f in dataclasses.fields(schema.InboxQuery)]
+    assert names == [f.name for f in dataclasses.fields(inbox.Filters)]
+    assert names == [f.name for f in dataclasses.fields(client.InboxQuery)]
+    assert schema.InboxQuery() == schema.InboxQuery(**dataclasses.asdict(inbox.Filters()))
