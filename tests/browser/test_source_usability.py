@@ -127,8 +127,10 @@ def test_a_mistyped_codename_stays_in_the_box_and_the_unknown_word_is_named(
         snap(page, artifacts, f"login-unknown-words-{language}", width)
 
 
-# Issue 13, point 4: pages from the landing page to the receipt, at most.
+# Issue 13, point 4: pages from the landing page to the receipt, and the report
+# form's height on a phone in screens, at most.
 MAX_PAGES_TO_RECEIPT = 5
+MAX_FORM_SCREENS = 4
 
 
 def test_retaliation_questions_show_only_under_their_choice_on_a_short_path(
@@ -171,3 +173,20 @@ def test_retaliation_questions_show_only_under_their_choice_on_a_short_path(
     expect(page.locator(".notice-urgent")).to_be_visible()
     assert len(pages) <= MAX_PAGES_TO_RECEIPT, pages
     assert [p.rsplit("/", 1)[-1] for p in pages] == ["", "codename", "report", "receipt"], pages
+
+
+@pytest.mark.parametrize("language", ["en", "fr", "es"])
+def test_the_report_form_fits_four_phone_screens_in_every_language(
+    browser: Browser, servers: Servers, artifacts: Path, language: str
+) -> None:
+    """The common path (nothing optional opened) in each language's longer or shorter words."""
+    page = source_context(browser, viewport=PHONE).new_page()
+    page.goto(f"{servers.source_url}/language/{language}?next=generate")
+    page.locator("#written_down").check()
+    page.locator("form.confirm-form button[type=submit]").click()
+    expect(page.locator("form.report-form")).to_be_visible()
+    box = page.locator("html").bounding_box()
+    assert box is not None
+    screens = box["height"] / PHONE["height"]
+    snap(page, artifacts, f"report-{language}", PHONE["width"])
+    assert screens <= MAX_FORM_SCREENS, f"{language}: {screens:.2f} phone screens"
