@@ -3,17 +3,49 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Every package `make install` puts in the venv, pinned with its hashes (README: Dependencies).
+LOCK := requirements.lock
+# pip-tools refreshes the lock from a venv of its own: `make install` never needs it.
+LOCK_TOOL := $(VENV)/lock-tool
+PIP_TOOLS := pip-tools==7.6.2
 
-.PHONY: demo test install test-deps lint clean
+.PHONY: demo test install lock test-deps lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev]'
+# The lock holds the build backend too (setuptools), so the project itself is
+# built with no download: --no-build-isolation uses the venv's locked setuptools.
+$(STAMP): $(BIN)/python pyproject.toml $(LOCK)
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+$(LOCK_TOOL)/bin/pip-compile:
+	$(PYTHON) -m venv $(LOCK_TOOL)
+	$(LOCK_TOOL)/bin/pip install --quiet '$(PIP_TOOLS)'
+
+# Rewrites requirements.lock from pyproject.toml (runtime, the dev extra and the
+# build backend), resolved for Python 3.11 on Linux x86-64 against PyPI alone
+# (no pip settings of this machine: no local index, find-links or constraint).
+# Pins already in the lock are kept; LOCK_ARGS='--upgrade-package NAME' bumps one,
+# LOCK_ARGS=--upgrade bumps them all.
+lock: $(LOCK_TOOL)/bin/pip-compile
+	@test "$$(uname -sm)" = "Linux x86_64" || { echo "make lock: run it on Linux x86-64, the platform the lock is for"; exit 1; }
+	@$(LOCK_TOOL)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { echo "make lock: PYTHON must be Python 3.11, the version the lock is for"; exit 1; }
+	env -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_FIND_LINKS -u PIP_CONSTRAINT \
+		PIP_CONFIG_FILE=/dev/null $(LOCK_TOOL)/bin/pip-compile --quiet \
+		--no-header --extra dev --all-build-deps --allow-unsafe --strip-extras \
+		--generate-hashes --no-emit-index-url --no-emit-find-links \
+		$(LOCK_ARGS) --output-file $(LOCK) pyproject.toml
+	{ echo '# Every Python package `make install` installs, pinned with its hashes: the runtime'; \
+	  echo '# dependencies and the dev extra of pyproject.toml, and the build backend (setuptools).'; \
+	  echo '# For CPython 3.11 on Linux x86-64. Made by pip-compile ($(PIP_TOOLS)): do not edit;'; \
+	  echo '# change pyproject.toml and run `make lock` (README.md: Dependencies).'; \
+	  cat $(LOCK); } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
 
 demo: $(STAMP)
 	$(BIN)/dropbox demo --data-dir ./demo-data
