@@ -3,9 +3,9 @@
 It runs on the server behind the reviewer onion service. The reviewer app
 (journalist_interface/, on each officer's own machine) calls it through
 journalist_interface/client.py. Every request and answer body is defined
-once in case_server/schema.py, and the OpenAPI document is generated from
-those definitions (case_server/openapi.py). It
-never receives a passphrase, a secret key or the plaintext of an item: it
+once in dropbox/api_schema.py, which both ends read and write with, and the
+OpenAPI document is generated from those definitions (case_server/openapi.py).
+It never receives a passphrase, a secret key or the plaintext of an item: it
 checks an auth-key verifier and a TOTP code at sign-in, serves sealed items
 to the offices that may read them, records every reading in the audit log,
 and stores what the reviewer app sealed.

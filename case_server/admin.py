@@ -16,11 +16,12 @@ from flask import Blueprint, Flask, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from case_server import schema, tokens
+from case_server import tokens
 from case_server.errors import ApiError
-from case_server.schema import dump
 from case_server.wire import read
+from dropbox import api_schema as schema
 from dropbox import audit, officers, offices
+from dropbox.api_schema import dump
 from dropbox.config import Config
 from dropbox.models import AuditEvent, Officer
 
@@ -58,7 +59,7 @@ def _target(db: Session, officer_id: int) -> Officer:
 
 
 def officer_summary(db: Session, officer: Officer) -> schema.OfficerSummary:
-    """An officer as `client.OfficerSummary.parse` reads it."""
+    """An officer as an administrator sees them."""
     return schema.OfficerSummary(
         id=officer.id,
         username=officer.username,
@@ -72,7 +73,7 @@ def officer_summary(db: Session, officer: Officer) -> schema.OfficerSummary:
 
 
 def invitation(officer: Officer, code: str) -> dict[str, Any]:
-    """A one-time enrolment code as `client.Invitation.parse` reads it."""
+    """A one-time enrolment code for the officer, and until when it works."""
     return dump(
         schema.Invitation(officer_id=officer.id, code=code, expires_at=officer.enrolment_expires_at)
     )

@@ -1,7 +1,7 @@
 """The OpenAPI 3.0.3 document of the case server's API (/api/v2), built from the code itself.
 
 No field is written here. Each request and answer body is a definition in
-case_server/schema.py, which the routes read and write with, and its schema
+dropbox/api_schema.py, which the routes read and write with, and its schema
 is generated from the definition's type hints. The paths and methods come
 from the app's URL map, each summary from its view's docstring. What the URL
 map cannot tell (which definitions a route reads and answers with, and how
@@ -27,10 +27,11 @@ from typing import Annotated, Any
 
 from flask import Flask
 
-from case_server import schema, wire
+from case_server import wire
 from case_server.admin import MAX_ROW_ID
-from case_server.schema import Doc, Known
+from dropbox import api_schema as schema
 from dropbox import cases, inbox
+from dropbox.api_schema import Doc, Known
 from dropbox.config import Config
 from dropbox.models import ItemKind, Outcome, Status
 

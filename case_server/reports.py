@@ -6,8 +6,8 @@ it does not exist (404). Only the handling office may act on it (403 for a
 kept copy), except to reveal the identity (which a kept copy may, with its
 reason sealed to both offices) and to record what its officer's machine
 found. The database work is in dropbox/cases.py; this module reads requests
-and writes answers as the definitions of case_server/schema.py, the shapes
-journalist_interface/client.py parses.
+and writes answers as the definitions of dropbox/api_schema.py, with which
+journalist_interface/client.py reads them.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from flask import Blueprint, Flask, Response, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
-from case_server import schema, tokens, wire
+from case_server import tokens, wire
 from case_server.errors import ApiError
-from case_server.schema import dump
 from dropbox import access, cases, inbox
+from dropbox import api_schema as schema
+from dropbox.api_schema import dump
 from dropbox.config import Config
 from dropbox.models import Officer, Report, Status
 

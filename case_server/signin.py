@@ -33,11 +33,12 @@ from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from case_server import schema, tokens
+from case_server import tokens
 from case_server.errors import ApiError
-from case_server.schema import dump
 from case_server.wire import read
+from dropbox import api_schema as schema
 from dropbox import audit, officers
+from dropbox.api_schema import dump
 from dropbox.config import Config
 from dropbox.errors import DropboxError
 from dropbox.models import Office, OfficeGrant, Officer, Outcome, Status
@@ -190,7 +191,7 @@ def current_token_hash() -> bytes | None:
 
 
 def me_answer(db: Session, config: Config, officer: Officer) -> schema.Me:
-    """The signed-in officer as `client.Me.parse` reads it: keys opaque, labels to show."""
+    """The signed-in officer: keys opaque, labels to show."""
     grants = db.execute(
         select(OfficeGrant)
         .where(OfficeGrant.officer_id == officer.id)

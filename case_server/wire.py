@@ -1,4 +1,4 @@
-"""Reading requests: a JSON body as its definition in case_server/schema.py, and query flags.
+"""Reading requests: a JSON body as its definition in dropbox/api_schema.py, and query flags.
 
 A body that is not a JSON object, or a field of the wrong type, is a 400
 whose message names the field; answers are written with `schema.dump`.
@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 from flask import request
 
-from case_server import schema
 from case_server.errors import ApiError
+from dropbox import api_schema as schema
 
 T = TypeVar("T")
 TRUE_VALUES = frozenset({"1", "true", "yes"})

@@ -19,11 +19,12 @@ from flask_babel import gettext as _
 from nacl.public import PrivateKey
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from dropbox.api_schema import OfficerSummary
 from dropbox.config import fingerprint_digest
 from dropbox.offices import MALFORMED_FINGERPRINT
 from dropbox.web import MAX_ROW_ID, form_row_id
 from journalist_interface import casefile, vault
-from journalist_interface.client import ApiError, OfficerSummary, Unreachable
+from journalist_interface.client import ApiError, Unreachable
 from journalist_interface.signin import normalise_code, normalise_username, said
 
 blueprint = Blueprint("admin", __name__)

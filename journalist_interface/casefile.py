@@ -1,8 +1,9 @@
 """The reviewer app's cryptography: keys, threads, replies, referral and grants, in memory.
 
 Pure functions: no Flask, no database, no disk. The case server hands over
-ciphertext and public keys (`journalist_interface.client`); everything here
-runs on the officer's own machine and keeps what it decrypts in memory.
+ciphertext and public keys (the definitions of `dropbox.api_schema`, read by
+`journalist_interface.client`); everything here runs on the officer's own
+machine and keeps what it decrypts in memory.
 
 A server that cannot read anything can still try to hand out public keys of
 its own, so nothing is sealed to a key before it is checked (issue 12,
@@ -39,6 +40,7 @@ from crypto.keys import (
     wrap_parameters,
     wrap_with_wrapping_key,
 )
+from dropbox.api_schema import Me, NewItem, OfficerSummary, ReportBundle, SealedItem
 from dropbox.models import SOURCE_KINDS, ItemKind
 from dropbox.offices import MALFORMED_FINGERPRINT, OFFICER_KEY_WARNING
 from dropbox.reports import (
@@ -51,7 +53,6 @@ from dropbox.reports import (
     read_bound_source_key,
     read_message_document,
 )
-from journalist_interface.client import Me, NewItem, OfficerSummary, ReportBundle, SealedItem
 
 # --- errors ------------------------------------------------------------------------------
 

@@ -41,16 +41,11 @@ from nacl.public import PrivateKey
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from crypto.errors import DecryptionError
+from dropbox.api_schema import InboxQuery, ReportBundle, SealedItem
 from dropbox.web import form_row_id, size_text
 from journalist_interface import casefile, vault
 from journalist_interface.app import api_error_page
-from journalist_interface.client import (
-    ApiError,
-    CaseServerClient,
-    InboxQuery,
-    ReportBundle,
-    SealedItem,
-)
+from journalist_interface.client import ApiError, CaseServerClient
 
 bp = Blueprint("reports", __name__)
 

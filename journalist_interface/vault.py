@@ -36,8 +36,9 @@ from typing import Any, TypeVar
 from flask import abort, current_app, flash, g, redirect, request, session, url_for
 from flask_babel import gettext as _
 
+from dropbox.api_schema import Me
 from journalist_interface.casefile import Credentials, Keyring
-from journalist_interface.client import ApiError, CaseServerClient, Me
+from journalist_interface.client import ApiError, CaseServerClient
 from journalist_interface.settings import ReviewerSettings
 
 View = TypeVar("View", bound=Callable[..., Any])

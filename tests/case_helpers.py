@@ -164,7 +164,7 @@ def seal(report_id: str, text: str, kind: ItemKind, recipients: list[PublicKey])
         report_items.item_context(report_id, item_id),
         content_type=report_items.message_type(kind),
     )
-    return NewItem(item_id, len(data), key_block, body)
+    return NewItem(item_id=item_id, size=len(data), key_block=key_block, body=body)
 
 
 def open_item(

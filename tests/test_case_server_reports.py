@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from nacl.public import PrivateKey
 from sqlalchemy import select
 
 from crypto import envelope
+from dropbox.api_schema import dump
 from dropbox.instance import Instance
 from dropbox.models import Item, ItemKind, Report, ReportShare
 from dropbox.reports import read_message_document
@@ -250,13 +252,10 @@ def test_items_that_do_not_fit_are_refused(case_world: CaseWorld) -> None:
 
     assert refused("reveal", good).status == 400
     assert refused("message", good).status == 400
-    assert refused("note", NewItem("not-an-id", good.size, good.key_block, good.body)).status == 400
-    assert (
-        refused("note", NewItem(good.item_id, good.size + 1, good.key_block, good.body)).status
-        == 400
-    )
-    assert refused("note", NewItem(good.item_id, -1, good.key_block, good.body)).status == 400
-    assert refused("note", NewItem(good.item_id, good.size, b"\x07junk", good.body)).status == 400
+    assert refused("note", replace(good, item_id="not-an-id")).status == 400
+    assert refused("note", replace(good, size=good.size + 1)).status == 400
+    assert refused("note", replace(good, size=-1)).status == 400
+    assert refused("note", replace(good, key_block=b"\x07junk")).status == 400
     # Sealed to the other office only: the handling office could not read it.
     stray = seal(report_id, "A note.", ItemKind.NOTE, [case_world.office_public("OIO")])
     assert refused("note", stray).status == 400
@@ -270,7 +269,7 @@ def test_items_that_do_not_fit_are_refused(case_world: CaseWorld) -> None:
         response = http.post(f"/reports/{report_id}/items", content=b"{not json")
         assert response.status_code == 400
         response = http.post(
-            f"/reports/{report_id}/items", json={**good.json(), "kind": "note", "body": "%%%"}
+            f"/reports/{report_id}/items", json={**dump(good), "kind": "note", "body": "%%%"}
         )
         assert response.status_code == 400 and "body" in response.json()["error"]
     notes = [i for i in eco.report(report_id).items if i.kind == "note"]
@@ -514,8 +513,8 @@ def _requests(world: CaseWorld, report_id: str, file_id: str, role: str | None) 
     return [
         ("report", "GET", base, None, False),
         ("file body", "GET", f"{base}/items/{file_id}/body", None, False),
-        ("add item", "POST", f"{base}/items", {"kind": "note", **note.json()}, True),
-        ("reveal", "POST", f"{base}/reveal", {"reason": reason.json()}, False),
+        ("add item", "POST", f"{base}/items", {"kind": "note", **dump(note)}, True),
+        ("reveal", "POST", f"{base}/reveal", {"reason": dump(reason)}, False),
         ("assign", "POST", f"{base}/assign", {"assignee_id": None}, True),
         ("status", "POST", f"{base}/status", {"status": "under assessment"}, True),
         (
@@ -794,7 +793,7 @@ def test_only_a_reply_may_acknowledge(case_world: CaseWorld) -> None:
         reply = _reply(case_world, report_id, "Hello.")
         bad = http.post(
             f"/reports/{report_id}/items",
-            json={"kind": "reply", **reply.json(), "acknowledge": "yes"},
+            json={"kind": "reply", **dump(reply), "acknowledge": "yes"},
         )
     assert bad.status_code == 400 and "acknowledge" in bad.json()["error"]
     bundle = eco.report(report_id)

@@ -2,7 +2,7 @@
 
 Real envelopes throughout, made as the source interface and the case server
 make them (`message_document`, `message_type`, `item_context`), and the API's
-own result types (`client.ReportBundle`, `SealedItem`, `Me`) built by hand:
+own definitions (`ReportBundle`, `SealedItem`, `Me` of dropbox/api_schema.py) built by hand:
 no database, no server, no mocks. Each substitution of issue 12 point 5 is
 tested: a key the server hands out that nothing vouches for stops the action
 with KeyMismatch before anything is sealed.
@@ -28,6 +28,7 @@ from crypto.keys import (
     open_sealed_secret_key,
     seal_secret_key,
 )
+from dropbox.api_schema import Grant, Me, OfficeInfo, OfficerSummary, ReportBundle, SealedItem
 from dropbox.models import ItemKind
 from dropbox.reports import item_context, message_document, message_type, new_id
 from journalist_interface import casefile
@@ -40,14 +41,6 @@ from journalist_interface.casefile import (
     RecoveryError,
     SourceKeyMismatch,
     UnsafeHeader,
-)
-from journalist_interface.client import (
-    Grant,
-    Me,
-    OfficeInfo,
-    OfficerSummary,
-    ReportBundle,
-    SealedItem,
 )
 from tests.conftest import CHEAP_COST
 
@@ -84,12 +77,17 @@ class World:
             public_key=self.credentials.public_key,
             wrapped_secret_key=self.credentials.wrapped_secret_key,
             grants=[
-                Grant(c, seal_secret_key(keys[c], self.officer_key.public_key))
+                Grant(
+                    office=c,
+                    sealed_office_key=seal_secret_key(keys[c], self.officer_key.public_key),
+                )
                 for c in codes or ("OIO",)
             ],
             offices=[
-                OfficeInfo("OIO", "Integrity office", bytes(self.oio.public_key)),
-                OfficeInfo("ECO", "Ethics office", bytes(self.eco.public_key)),
+                OfficeInfo(
+                    code="OIO", name="Integrity office", public_key=bytes(self.oio.public_key)
+                ),
+                OfficeInfo(code="ECO", name="Ethics office", public_key=bytes(self.eco.public_key)),
             ],
             categories={},
             statuses=[],
@@ -172,6 +170,7 @@ def file_item(
         unread=True,
         key_block=key_block,
         body_length=len(body),
+        body=None,
         head=body[:HEAD_BYTES],
     )
     return item, body
@@ -434,6 +433,7 @@ def test_reply_is_sealed_to_the_checked_office_and_source_keys(world: World) -> 
         key_block=item.key_block,
         body_length=len(item.body),
         body=item.body,
+        head=None,
     )
     entries = casefile.open_thread(replace(bundle, items=[*bundle.items, sealed]), world.keyring())
     assert entries.entries[-1].text == "Thank you, we are on it."
@@ -521,7 +521,9 @@ def test_own_office_key_swapped_on_the_server_is_refused(world: World) -> None:
     swapped = replace(
         me,
         offices=[
-            OfficeInfo("OIO", "Integrity office", bytes(generate_keypair().public_key)),
+            OfficeInfo(
+                code="OIO", name="Integrity office", public_key=bytes(generate_keypair().public_key)
+            ),
             me.offices[1],
         ],
     )
@@ -546,8 +548,14 @@ def test_own_office_key_swapped_with_a_matching_grant_is_caught_by_the_pin(world
     fake = generate_keypair()
     me = replace(
         world.me(),
-        offices=[OfficeInfo("OIO", "Integrity office", bytes(fake.public_key))],
-        grants=[Grant("OIO", seal_secret_key(fake, world.officer_key.public_key))],
+        offices=[
+            OfficeInfo(code="OIO", name="Integrity office", public_key=bytes(fake.public_key))
+        ],
+        grants=[
+            Grant(
+                office="OIO", sealed_office_key=seal_secret_key(fake, world.officer_key.public_key)
+            )
+        ],
     )
     _, wrapping_key = casefile.derive_auth(PASSPHRASE, header_of(me), CHEAP_COST)
     keyring = casefile.open_keyring(me, wrapping_key)
@@ -560,7 +568,10 @@ def test_other_office_key_not_matching_its_pin_is_refused(world: World) -> None:
     me = world.me()
     swapped = replace(
         me,
-        offices=[me.offices[0], OfficeInfo("ECO", "Ethics", bytes(generate_keypair().public_key))],
+        offices=[
+            me.offices[0],
+            OfficeInfo(code="ECO", name="Ethics", public_key=bytes(generate_keypair().public_key)),
+        ],
     )
     with pytest.raises(KeyMismatch) as refused:
         casefile.trusted_office_key("ECO", swapped, world.keyring(), world.pins())
@@ -760,7 +771,16 @@ def test_a_file_of_another_item_is_refused(world: World) -> None:
 
 
 def summary(public_key: bytes | None) -> OfficerSummary:
-    return OfficerSummary(2, "bob", "Bob", False, True, True, public_key, [])
+    return OfficerSummary(
+        id=2,
+        username="bob",
+        display_name="Bob",
+        is_admin=False,
+        active=True,
+        enrolled=True,
+        public_key=public_key,
+        offices=[],
+    )
 
 
 def test_grant_is_sealed_to_the_key_read_out(world: World) -> None:
@@ -832,7 +852,12 @@ def test_an_office_key_granted_that_is_not_the_listed_key_is_refused(world: Worl
     me = world.me()
     fake = generate_keypair()
     swapped = replace(
-        me, grants=[Grant("OIO", seal_secret_key(fake, world.officer_key.public_key))]
+        me,
+        grants=[
+            Grant(
+                office="OIO", sealed_office_key=seal_secret_key(fake, world.officer_key.public_key)
+            )
+        ],
     )
     with pytest.raises(KeyMismatch):
         casefile.unlock(swapped, PASSPHRASE, header_of(me), CHEAP_COST)
@@ -840,7 +865,9 @@ def test_an_office_key_granted_that_is_not_the_listed_key_is_refused(world: Worl
 
 def test_a_grant_that_does_not_open_is_left_out(world: World) -> None:
     me = world.me("OIO", "ECO")
-    broken = replace(me, grants=[me.grants[0], Grant("ECO", b"garbage" * 10)])
+    broken = replace(
+        me, grants=[me.grants[0], Grant(office="ECO", sealed_office_key=b"garbage" * 10)]
+    )
     _, keyring = casefile.unlock(broken, PASSPHRASE, header_of(me), CHEAP_COST)
     assert list(keyring.office_keys) == ["OIO"]
     assert keyring.unopened == ["ECO"]

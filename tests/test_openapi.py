@@ -1,11 +1,12 @@
 """The case server's OpenAPI document is made from the definitions the API reads and writes with.
 
-Every body is a definition in case_server/schema.py; case_server/openapi.py
-builds the document from their type hints and from the app's URL map. These
-tests hold the three ends together: the document describes exactly the
-routes the app serves; the real answers (and the reviewer app's real
-requests) of a whole journey through the API match it; and a field added to
-a definition shows in the document with no other edit.
+Every body is a definition in dropbox/api_schema.py; case_server/openapi.py
+builds the document from their type hints and from the app's URL map, and the
+reviewer app's client reads and writes with the same definitions. These tests
+hold the ends together: the document describes exactly the routes the app
+serves; the real answers (and the reviewer app's real requests) of a whole
+journey through the API match it; a field added to a definition shows in the
+document with no other edit; and the client keeps no copy of a definition.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import dataclasses
 import json
 import re
 import secrets
+import subprocess
+import sys
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -29,13 +33,13 @@ from nacl.public import PrivateKey, PublicKey
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from openapi_spec_validator import validate as validate_document
 
-from case_server import schema
 from case_server.openapi import OPERATIONS, Operation, Schemas, build_document, known_rules
-from case_server.schema import Doc, Known, Malformed
 from crypto import envelope
 from crypto.kdf import SALT_BYTES
 from crypto.keys import derive_officer_keys, seal_secret_key, wrap_with_wrapping_key
+from dropbox import api_schema as schema
 from dropbox import inbox, officers
+from dropbox.api_schema import Doc, Known, Malformed
 from dropbox.instance import Instance
 from dropbox.models import ItemKind
 from journalist_interface import client
@@ -47,6 +51,7 @@ from tests.signin_helpers import Codes, derive, sign_in
 pytestmark = pytest.mark.database_engine
 
 API = "/api/v2"
+ROOT = Path(__file__).resolve().parent.parent
 VARIABLE = re.compile(r"<(?:[^:<>]+:)?([a-z_]+)>")
 
 
@@ -205,7 +210,7 @@ def mismatches(document: dict[str, Any], exchange: Exchange) -> list[str]:
     return found
 
 
-def referral_blocks(world: CaseWorld, bundle: client.ReportBundle, to: str) -> dict[str, bytes]:
+def referral_blocks(world: CaseWorld, bundle: schema.ReportBundle, to: str) -> dict[str, bytes]:
     """Every item's key block re-sealed to `to`, the referring office keeping a copy."""
     held = world.office_keys[bundle.office]
     return {
@@ -571,59 +576,126 @@ def test_times_travel_as_utc_and_days_as_dates() -> None:
     )
 
 
-# --- the reviewer app's client reads the same shapes ---------------------------------------------
-
-# client class -> the definition it parses
-CLIENT_READS = {
-    client.OfficeInfo: schema.OfficeInfo,
-    client.Grant: schema.Grant,
-    client.Me: schema.Me,
-    client.SignIn: schema.SignIn,
-    client.Row: schema.InboxRow,
-    client.Person: schema.Person,
-    client.InboxPage: schema.InboxPage,
-    client.StatusChange: schema.StatusChange,
-    client.SealedItem: schema.SealedItem,
-    client.ReportBundle: schema.ReportBundle,
-    client.NewItem: schema.NewItem,
-    client.OfficerSummary: schema.OfficerSummary,
-    client.Invitation: schema.Invitation,
-    client.AuditEntry: schema.AuditEntry,
-    client.AuditPage: schema.AuditPage,
-    client.AuditCheck: schema.AuditCheck,
-    client.InboxQuery: schema.InboxQuery,
-}
+# --- the reviewer app's client reads with the same definitions -----------------------------------
 
 
-def shape(hint: Any) -> str:
-    """A type hint as the wire sees it: Annotated dropped, client classes named as definitions."""
+def definitions() -> dict[str, type]:
+    """Every body definition of the API, by name."""
+    return {
+        name: value
+        for name, value in vars(schema).items()
+        if isinstance(value, type)
+        and dataclasses.is_dataclass(value)
+        and value.__module__ == schema.__name__
+    }
+
+
+def classes_named(hint: Any) -> Iterator[type]:
+    """The classes a type hint names, inside lists, maps, unions and `Annotated`."""
     bare, _ = schema.unwrap(hint)
-    inner = schema.optional(bare)
-    if inner is not None:
-        return f"{shape(inner)} | None"
-    args = typing.get_args(bare)
-    if typing.get_origin(bare) in (list, dict):
-        return f"{typing.get_origin(bare).__name__}[{', '.join(shape(a) for a in args)}]"
-    if typing.get_origin(bare) is typing.Literal:
-        return shape(type(args[0]))
-    named = CLIENT_READS.get(bare, bare)
-    return str(named.__name__)
+    if isinstance(bare, type):
+        yield bare
+    for arg in typing.get_args(bare):
+        yield from classes_named(arg)
 
 
-def test_the_reviewer_apps_client_reads_every_field_the_server_sends_as_its_type() -> None:
-    for reader, definition in CLIENT_READS.items():
-        theirs = {f.name: shape(h) for f, h in zip_hints(reader)}
-        ours = {f.name: shape(h) for f, h in zip_hints(definition)}
-        assert theirs == ours, reader.__name__
+def test_the_reviewer_apps_client_keeps_no_copy_of_a_definition() -> None:
+    """One copy of each body: the client defines no class with a definition's fields."""
+    fields_of = {name: [f.name for f in dataclasses.fields(d)] for name, d in definitions().items()}
+    own = [
+        value
+        for value in vars(client).values()
+        if isinstance(value, type) and value.__module__ == client.__name__
+    ]
+    assert own, "the client module defines its own classes (the client, its errors)"
+    for cls in own:
+        if dataclasses.is_dataclass(cls):
+            mine = [f.name for f in dataclasses.fields(cls)]
+            copied = [name for name, theirs in fields_of.items() if set(theirs) == set(mine)]
+            assert copied == [], f"client.{cls.__name__} repeats {copied}"
 
 
-def zip_hints(cls: type) -> list[tuple[dataclasses.Field[Any], Any]]:
-    found = typing.get_type_hints(cls, include_extras=True)
-    return [(f, found[f.name]) for f in dataclasses.fields(cls)]
+def test_the_reviewer_apps_client_takes_and_gives_the_api_definitions() -> None:
+    """Every body type in the client's methods is a definition of dropbox/api_schema.py."""
+    known = set(definitions().values())
+    used: set[type] = set()
+    for name, method in vars(CaseServerClient).items():
+        if name.startswith("_") or not callable(method):
+            continue
+        for hint in typing.get_type_hints(method).values():
+            used |= {c for c in classes_named(hint) if dataclasses.is_dataclass(c)}
+    assert used, "the client's methods name no body types"
+    assert used <= known, sorted(c.__qualname__ for c in used - known)
+    assert {schema.Me, schema.SignIn, schema.ReportBundle, schema.InboxQuery} <= used
+
+
+MALFORMED = "the case server sent a malformed answer"
+
+
+class Spoiling(httpx.WSGITransport):
+    """The real case server, with one field of its JSON answers changed on the way."""
+
+    def __init__(self, app: Flask, change: dict[str, Any]) -> None:
+        super().__init__(app=app)
+        self.change = change
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        answer = json.loads(response.read())
+        rows = answer.get("rows") or [answer]
+        for row in rows:
+            row.update({k: v for k, v in self.change.items() if k in row})
+        headers = {"Content-Type": "application/json"}
+        return httpx.Response(response.status_code, headers=headers, json=answer)
+
+
+def test_the_client_refuses_an_answer_that_leaves_its_definition(world: CaseWorld) -> None:
+    """A wrong type in an answer is a calm refusal (502, malformed), never a crash or a guess."""
+    submit(world, "retaliation", "The roster changed the day after I spoke to the auditors.")
+    token = world.people["eco"].token
+
+    def inbox_page(connect: CaseServerClient) -> object:
+        return connect.inbox(InboxQuery())
+
+    spoiled: list[tuple[str, Callable[[CaseServerClient], object], dict[str, Any]]] = [
+        ("a number sent as text", inbox_page, {"unread": "3"}),
+        ("a day that is not one", inbox_page, {"received": "soon"}),
+        ("a key that is not base64", CaseServerClient.me, {"public_key": "%%%"}),
+        ("a list sent as text", CaseServerClient.me, {"grants": "OIO"}),
+        ("a name sent as null", CaseServerClient.me, {"username": None}),
+    ]
+    for what, ask, change in spoiled:
+        connect = CaseServerClient(BASE_URL, transport=Spoiling(world.app, change), token=token)
+        world.clients.append(connect)
+        with pytest.raises(ApiError) as refused:
+            ask(connect)
+        assert (refused.value.status, refused.value.message) == (502, MALFORMED), what
+    # Untouched, the same answers read.
+    honest = CaseServerClient(BASE_URL, transport=Spoiling(world.app, {}), token=token)
+    world.clients.append(honest)
+    assert honest.me().username == "eco-officer"
+    assert honest.inbox(InboxQuery()).rows
+
+
+def modules_loaded_by(module: str) -> set[str]:
+    """The top-level packages a fresh interpreter has loaded after importing `module`."""
+    code = (
+        f"import sys, {module}; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return set(ran.stdout.split())
+
+
+def test_both_ends_may_import_the_definitions_and_neither_imports_the_other() -> None:
+    apps = {"case_server", "journalist_interface", "source_interface"}
+    loaded = modules_loaded_by("dropbox.api_schema")
+    assert loaded & {*apps, "crypto", "flask", "sqlalchemy", "httpx"} == set()
+    assert "case_server" not in modules_loaded_by("journalist_interface.client")
 
 
 def test_the_inbox_query_is_the_filters_the_inbox_takes() -> None:
     names = [f.name for f in dataclasses.fields(schema.InboxQuery)]
     assert names == [f.name for f in dataclasses.fields(inbox.Filters)]
-    assert names == [f.name for f in dataclasses.fields(client.InboxQuery)]
     assert schema.InboxQuery() == schema.InboxQuery(**dataclasses.asdict(inbox.Filters()))

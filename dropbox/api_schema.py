@@ -1,9 +1,11 @@
 """Every JSON body of the case server's API (/api/v2), each written once as a typed definition.
 
-A body is a frozen dataclass. The routes read a request with `load`
-(through `wire.read`) and write an answer with `dump`; case_server/openapi.py
-builds the OpenAPI document from the same type hints. `Error`, `LockedOut`
-and `Damaged` describe the refusals case_server/errors.py writes.
+Both ends use these definitions. The case server (case_server/) reads a
+request with `load` (through `case_server.wire.read`) and writes an answer
+with `dump`; case_server/openapi.py builds the OpenAPI document from the
+same type hints. The reviewer app's client (journalist_interface/client.py)
+writes its requests with `dump` and reads every answer with `load`. `Error`,
+`LockedOut` and `Damaged` describe the refusals case_server/errors.py writes.
 
 A value travels as its type says: bytes as standard base64, a datetime as
 RFC 3339 (a naive one is UTC, as the database stores it), a date as an ISO
@@ -14,12 +16,13 @@ an answer is always sent.
 OpenAPI keywords, `Known` a rule only the running server knows (the
 configured offices, the statuses of the lifecycle). `load` checks the JSON
 types (and the value of a `Literal`) only; the rules named by `Known` are
-the domain's to check, with its own messages.
+the domain's to check, with its own messages. A field that holds a secret
+(a token, the wrapped key, an enrolment code) is left out of the repr, so
+that a value printed or logged does not show it.
 
-The reviewer app's client (journalist_interface/client.py) parses the same
-shapes with classes of its own; tests/test_openapi.py checks that the two
-agree field by field. This module imports nothing of the project, of Flask
-or of the database.
+The module lives in the core so that both apps may import it, and they
+never import each other. It imports nothing of the project, of Flask or of
+the database.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import dataclasses
 import json
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -52,7 +55,7 @@ class Known:
 
 
 class Malformed(ValueError):
-    """A request body that does not have the types its definition says; the message names why."""
+    """A body that does not have the types its definition says; the message names why."""
 
 
 # --- the values that recur ------------------------------------------------------------
@@ -161,7 +164,7 @@ class Me:
     display_name: str
     is_admin: bool
     public_key: bytes
-    wrapped_secret_key: Annotated[bytes, Doc("Opaque to the server")]
+    wrapped_secret_key: Annotated[bytes, Doc("Opaque to the server")] = field(repr=False)
     grants: list[Grant]
     offices: list[OfficeInfo]
     categories: Annotated[dict[str, str], Doc("Category code -> label")]
@@ -173,8 +176,8 @@ class Me:
 class SignIn:
     """Signed in: a bearer token, a device token, and who signed in."""
 
-    token: Annotated[str, Doc("Send as 'Authorization: Bearer <token>'")]
-    device: Annotated[str, Doc("Keep it; send it with the next sign-in")]
+    token: Annotated[str, Doc("Send as 'Authorization: Bearer <token>'")] = field(repr=False)
+    device: Annotated[str, Doc("Keep it; send it with the next sign-in")] = field(repr=False)
     me: Me
 
 
@@ -518,7 +521,7 @@ class Invitation:
     """A one-time enrolment code, and until when it works."""
 
     officer_id: int
-    code: Annotated[str, Doc("The one-time enrolment code, shown once")]
+    code: Annotated[str, Doc("The one-time enrolment code, shown once")] = field(repr=False)
     expires_at: datetime | None
 
 
@@ -610,6 +613,11 @@ def optional(hint: Any) -> Any | None:
 # --- answers: a definition as JSON -----------------------------------------------------------
 
 
+def b64(data: bytes) -> str:
+    """Bytes as standard base64 text, as every binary value travels."""
+    return base64.b64encode(data).decode("ascii")
+
+
 def dump(value: Any) -> dict[str, Any]:
     """A definition's instance as the JSON object that travels."""
     return {name: _dump(getattr(value, name), hint) for name, hint in hints(type(value)).items()}
@@ -630,7 +638,7 @@ def _dump(value: Any, hint: Any) -> Any:
         _, item = typing.get_args(hint)
         return {str(k): _dump(v, item) for k, v in value.items()}
     if hint is bytes:
-        return base64.b64encode(value).decode("ascii")
+        return b64(value)
     if hint is datetime:
         aware = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
         return aware.isoformat()
@@ -649,13 +657,13 @@ def load(cls: type[T], data: Any, where: str = "") -> T:
     if not isinstance(data, dict):
         raise Malformed(f"'{where}' must be an object" if where else "send a JSON object")
     values: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
-        name = f"{where}.{field.name}" if where else field.name
-        raw = data.get(field.name)
-        if raw is None and field.default is not dataclasses.MISSING:
-            values[field.name] = field.default
+    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+        name = f"{where}.{spec.name}" if where else spec.name
+        raw = data.get(spec.name)
+        if raw is None and spec.default is not dataclasses.MISSING:
+            values[spec.name] = spec.default
         else:
-            values[field.name] = _load(raw, hints(cls)[field.name], name)
+            values[spec.name] = _load(raw, hints(cls)[spec.name], name)
     return cls(**values)
 
 
