@@ -54,7 +54,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/bandit -q -c pyproject.toml -r dropbox crypto source_interface case_server journalist_interface --severity-level medium
+	$(BIN)/lint-imports
+	$(BIN)/bandit -q -c pyproject.toml -r dropbox crypto source_interface case_server journalist_interface launcher --severity-level medium
 
 # Chromium (Debian's, at /usr/bin/chromium) and axe-core for tests/browser.
 test-deps: $(STAMP)

@@ -27,7 +27,7 @@ What it does:
    assigned, referred with a copy kept, 2-4 items each, some read. The
    inbox decrypts nothing, so these items carry placeholder key blocks and
    no blobs (their report pages are never opened).
-3. Makes two ECO reports for real, sealed with `dropbox.reports.seal_bytes`:
+3. Makes two ECO reports for real, sealed with `dropbox.items.seal_bytes`:
    a thread of ten items (the source's first message binding the source's
    public key with `message_document(text, source_key=...)`, as the source
    interface does, so that the report page's source-key check passes; the
@@ -112,6 +112,7 @@ from dropbox import inbox, officers, offices  # noqa: E402
 from dropbox.access import visible_condition  # noqa: E402
 from dropbox.config import Config, CryptoSettings  # noqa: E402
 from dropbox.instance import Instance  # noqa: E402
+from dropbox.items import add_item, message_document, message_type, new_id, seal_bytes  # noqa: E402
 from dropbox.models import (  # noqa: E402
     Item,
     ItemKind,
@@ -126,14 +127,9 @@ from dropbox.models import (  # noqa: E402
 from dropbox.reports import (  # noqa: E402
     ACKNOWLEDGE_DAYS,
     FEEDBACK_MONTHS,
-    add_item,
     add_months,
     designation_words,
-    message_document,
-    message_type,
     new_designation,
-    new_id,
-    seal_bytes,
 )
 
 if TYPE_CHECKING:

@@ -122,7 +122,7 @@ def write_config(work: Path, size_mib: int) -> Path:
 
 def dropbox_command(config_path: Path, *args: str) -> list[str]:
     """The `dropbox` command line, run with this interpreter."""
-    return [sys.executable, "-m", "dropbox", "--config", str(config_path), *args]
+    return [sys.executable, "-m", "launcher", "--config", str(config_path), *args]
 
 
 def set_up_instance(work: Path, config_path: Path) -> None:

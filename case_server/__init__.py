@@ -25,8 +25,8 @@ from case_server.reports import register_reports
 from case_server.signin import register_signin
 from dropbox.config import Config
 from dropbox.instance import Instance
-from dropbox.limits import DerivationGate, limiter_storage_uri
 from dropbox.web import register_robots_and_icon, register_security_headers, register_transport
+from dropbox.web.limits import DerivationGate, limiter_storage_uri
 
 # Bodies travel as base64 in JSON: a reply or note envelope fits well within this.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024

@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from dropbox.cases import Conflict
 from dropbox.errors import AccessDenied, DropboxError, NotFound
-from dropbox.limits import Busy
+from dropbox.web.limits import Busy
 
 # The HTTP authentication scheme of the bearer tokens (RFC 6750): not a secret.
 BEARER = "Bearer"

@@ -11,8 +11,9 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from dropbox import offices, reports
+from dropbox import offices
 from dropbox.errors import NotFound
+from dropbox.items import is_id
 from dropbox.models import Officer, Report, ReportShare
 
 
@@ -29,7 +30,7 @@ def visible_condition(codes: list[str]) -> ColumnElement[bool]:
 
 def report_for(session: Session, officer: Officer, report_id: str) -> Report:
     """The report, if the officer may see it; NotFound otherwise (whether or not it exists)."""
-    if not reports.is_id(report_id):
+    if not is_id(report_id):
         raise NotFound("there is no such report")
     codes = office_codes(session, officer)
     report = session.execute(

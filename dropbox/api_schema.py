@@ -60,7 +60,7 @@ class Malformed(ValueError):
 
 # --- the values that recur ------------------------------------------------------------
 
-AnId = Annotated[str, Doc(pattern="^[0-9a-f]{32}$")]  # dropbox.reports.new_id
+AnId = Annotated[str, Doc(pattern="^[0-9a-f]{32}$")]  # dropbox.items.new_id
 OfficeCode = Annotated[str, Known("offices")]
 CategoryCode = Annotated[str, Known("categories")]
 StatusName = Annotated[str, Known("statuses")]

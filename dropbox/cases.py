@@ -24,9 +24,11 @@ from sqlalchemy.orm import Session
 
 from crypto import envelope
 from crypto.errors import DecryptionError
-from dropbox import access, audit, reports
+from dropbox import access, audit
 from dropbox.errors import AccessDenied, DropboxError, NotFound
 from dropbox.instance import Instance
+from dropbox.items import StoredEnvelope, is_id, officer_now
+from dropbox.items import add_item as add_stored_item
 from dropbox.models import (
     AuditEvent,
     Item,
@@ -41,7 +43,6 @@ from dropbox.models import (
     Status,
     StatusChange,
 )
-from dropbox.reports import is_id, officer_now
 from dropbox.store import BlobNotFound, Store
 
 # The first bytes of a body: enough for the reviewer app to check a file's key, size and name.
@@ -314,8 +315,8 @@ def store_item(
     except BaseException:
         blob.discard()
         raise
-    stored = reports.StoredEnvelope(new.item_id, blob, new.key_block, new.size)
-    item = reports.add_item(session, report, stored, kind, officer_now(), officer.id)
+    stored = StoredEnvelope(new.item_id, blob, new.key_block, new.size)
+    item = add_stored_item(session, report, stored, kind, officer_now(), officer.id)
     session.add(ItemRead(officer_id=officer.id, item_id=item.id))
     return item
 

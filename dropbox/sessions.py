@@ -33,13 +33,9 @@ from typing import Any, Literal, Protocol, cast
 
 import nacl.exceptions
 import redis
-from flask import Flask, Request, Response
-from flask import request as current_request
-from flask.sessions import SessionInterface, SessionMixin
 from nacl.secret import SecretBox
 from sqlalchemy import Engine, delete
 from sqlalchemy.orm import Session, sessionmaker
-from werkzeug.datastructures import CallbackDict
 
 from dropbox.instance import Instance
 from dropbox.models import OfficerSession, SourceSession
@@ -47,39 +43,6 @@ from dropbox.models import OfficerSession, SourceSession
 # What a stored session is for: a source's cookie, an officer's cookie, an API token.
 Kind = Literal["source", "officer", "token"]
 REDIS_SCHEMES = ("redis://", "rediss://")
-
-
-class ServerSession(CallbackDict[str, Any], SessionMixin):
-    """The session dict; remembers its id and key, and whether an old one just expired."""
-
-    def __init__(
-        self,
-        initial: dict[str, Any] | None = None,
-        session_id: bytes | None = None,
-        key: bytes | None = None,
-        expires_at: datetime | None = None,
-        expired: bool = False,
-    ) -> None:
-        def on_update(_: CallbackDict[str, Any]) -> None:
-            self.modified = True
-
-        super().__init__(initial or {}, on_update)
-        self.session_id = session_id
-        self.key = key
-        self.expires_at = expires_at
-        self.expired = expired
-        self.modified = False
-        self.new = session_id is None
-        self.replaced_id: bytes | None = None
-
-    def regenerate(self) -> None:
-        """Take a new id, key and expiry at the next save (after sign-in); drop the old one."""
-        self.replaced_id = self.session_id
-        self.session_id = None
-        self.key = None
-        self.expires_at = None
-        self.new = True
-        self.modified = True
 
 
 def session_id_hash(session_id: bytes) -> bytes:
@@ -92,7 +55,7 @@ def token_id_hash(token_id: bytes) -> bytes:
     return hashlib.blake2b(token_id, digest_size=32, person=b"dropbox-apitoken").digest()
 
 
-def _now() -> datetime:
+def now_utc() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
@@ -107,14 +70,14 @@ def coarse_expiry(expires_at: datetime, lifetime: timedelta) -> datetime:
     return began.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=days)
 
 
-def _seal(key: bytes, state: dict[str, Any], expires_at: datetime) -> bytes:
+def seal_state(key: bytes, state: dict[str, Any], expires_at: datetime) -> bytes:
     """The session state and its exact expiry, encrypted under the cookie's key."""
     document = {"session": state, "expires_at": expires_at.isoformat()}
     return bytes(SecretBox(key).encrypt(json.dumps(document).encode("utf-8")))
 
 
-def _unseal(key: bytes, sealed: bytes) -> tuple[dict[str, Any], datetime] | None:
-    """The state and exact expiry sealed by `_seal`, or None if it does not open or parse."""
+def open_state(key: bytes, sealed: bytes) -> tuple[dict[str, Any], datetime] | None:
+    """The state and exact expiry sealed by `seal_state`, or None if it does not open or parse."""
     try:
         document = json.loads(SecretBox(key).decrypt(sealed))
         state, expires_at = document["session"], datetime.fromisoformat(document["expires_at"])
@@ -183,7 +146,7 @@ class DatabaseStore:
                 id_hash=id_hash,
                 officer_id=record.officer_id,
                 state=record.state,
-                last_seen_at=record.last_seen_at or _now(),
+                last_seen_at=record.last_seen_at or now_utc(),
                 expires_at=record.expires_at,
             )
         else:
@@ -192,7 +155,7 @@ class DatabaseStore:
             db.merge(row)
             if new:
                 # Sweep expired sessions now and then: when a new one is made.
-                db.execute(delete(model).where(model.expires_at <= _now()))
+                db.execute(delete(model).where(model.expires_at <= now_utc()))
 
     def delete(self, kind: Kind, id_hash: bytes) -> None:
         model = self._model(kind)
@@ -342,136 +305,6 @@ def end_officer_sessions(db: Session, officer_id: int, keep_id_hash: bytes | Non
         store.end_officer(officer_id, keep_id_hash)
 
 
-# --- the Flask session interface -----------------------------------------------------
-
-
-class ServerSessionInterface(SessionInterface):
-    """Server-side sessions of one kind in the instance's store: absolute expiry, optional idle."""
-
-    def __init__(
-        self,
-        instance: Instance,
-        kind: Literal["source", "officer"],
-        lifetime: timedelta,
-        idle: timedelta | None = None,
-        cookieless_prefix: str | None = None,
-    ) -> None:
-        self.instance = instance
-        # Paths under this prefix (the bearer-token API) neither read nor set the
-        # cookie: a browser's session must not be loaded, kept alive or renewed by them.
-        self.cookieless_prefix = cookieless_prefix
-        self.kind: Kind = kind
-        self.store = session_store(instance)
-        self.lifetime = lifetime
-        self.idle = idle
-
-    def _valid(self, record: Record, now: datetime) -> bool:
-        if record.expires_at <= now:
-            return False
-        if self.idle is not None and record.last_seen_at is not None:
-            return record.last_seen_at + self.idle > now
-        return True
-
-    def _stored_expiry(self, expires_at: datetime) -> datetime:
-        """What the store keeps: a source's session only to a day boundary (see module doc)."""
-        if self.kind == "source":
-            return coarse_expiry(expires_at, self.lifetime)
-        return expires_at
-
-    def _parse_cookie(self, value: str) -> tuple[bytes, bytes] | None:
-        try:
-            raw = base64.urlsafe_b64decode(value.encode("ascii") + b"==")
-        except (binascii.Error, ValueError, UnicodeEncodeError):
-            return None
-        if len(raw) != 64:
-            return None
-        return raw[:32], raw[32:]
-
-    def _cookieless(self, request: Request) -> bool:
-        return self.cookieless_prefix is not None and request.path.startswith(
-            self.cookieless_prefix
-        )
-
-    def open_session(self, app: Flask, request: Request) -> ServerSession:
-        """Load and decrypt the session named by the cookie, if it is still valid."""
-        if self._cookieless(request):
-            return ServerSession()
-        value = request.cookies.get(self.get_cookie_name(app))
-        if not value:
-            return ServerSession()
-        parsed = self._parse_cookie(value)
-        if parsed is None:
-            return ServerSession(expired=True)
-        session_id, key = parsed
-        id_hash = session_id_hash(session_id)
-        record = self.store.load(self.kind, id_hash)
-        if record is None:
-            return ServerSession(expired=True)
-        now = _now()
-        if not self._valid(record, now):
-            self.store.delete(self.kind, id_hash)
-            return ServerSession(expired=True)
-        opened = _unseal(key, record.state)
-        if opened is None:
-            return ServerSession(expired=True)
-        state, expires_at = opened
-        # The exact expiry: the store's may be later (a day boundary, for sources).
-        if expires_at <= now:
-            self.store.delete(self.kind, id_hash)
-            return ServerSession(expired=True)
-        return ServerSession(state, session_id, key, expires_at)
-
-    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        """Encrypt and store the session; an emptied session is deleted with its cookie."""
-        assert isinstance(session, ServerSession)  # noqa: S101 - open_session makes only these
-        if self._cookieless(current_request):
-            return
-        name = self.get_cookie_name(app)
-        cookie_options = {
-            "path": self.get_cookie_path(app),
-            # Secure whenever the request came over TLS (an onion service is plain HTTP).
-            "secure": self.get_cookie_secure(app) or current_request.is_secure,
-            "httponly": True,
-            "samesite": "Strict",
-        }
-        if not session:
-            for stale in (session.session_id, session.replaced_id):
-                if stale is not None:
-                    self.store.delete(self.kind, session_id_hash(stale))
-            if session.session_id is not None or session.replaced_id is not None:
-                response.delete_cookie(name, **cookie_options)  # type: ignore[arg-type]
-            return
-        if not session.modified and not (self.idle and session.session_id):
-            return
-        if session.session_id is None or session.key is None:
-            session.session_id = secrets.token_bytes(32)
-            session.key = secrets.token_bytes(32)
-            session.expires_at = session.expires_at or (_now() + self.lifetime)
-        if session.replaced_id is not None:
-            self.store.delete(self.kind, session_id_hash(session.replaced_id))
-            session.replaced_id = None
-        assert session.expires_at is not None  # noqa: S101 - set with the id
-        now = _now()
-        state = _seal(session.key, dict(session), session.expires_at)
-        officer_id = session.get("officer_id") if self.kind == "officer" else None
-        record = Record(
-            state=state,
-            expires_at=self._stored_expiry(session.expires_at),
-            officer_id=officer_id if isinstance(officer_id, int) else None,
-            last_seen_at=now if self.kind == "officer" else None,
-        )
-        self.store.save(self.kind, session_id_hash(session.session_id), record, new=session.new)
-        value = base64.urlsafe_b64encode(session.session_id + session.key).rstrip(b"=").decode()
-        response.set_cookie(name, value, **cookie_options)  # type: ignore[arg-type]
-
-
-def session_key(session: SessionMixin) -> str:
-    """A per-session rate-limit key that reveals nothing about the session's id."""
-    if isinstance(session, ServerSession) and session.session_id is not None:
-        return session_id_hash(session.session_id).hex()[:32]
-    return "no-session"
-
-
 # --- API tokens ------------------------------------------------------------------------
 
 
@@ -480,7 +313,7 @@ def issue_token(
 ) -> str:
     """A bearer token for the JSON API: like a session cookie, it holds the id and the key."""
     token_id, key = secrets.token_bytes(32), secrets.token_bytes(32)
-    now = _now()
+    now = now_utc()
     sealed = SecretBox(key).encrypt(json.dumps(state).encode("utf-8"))
     record = Record(bytes(sealed), now + lifetime, officer_id, now)
     session_store(instance).save("token", token_id_hash(token_id), record, new=True)
@@ -510,7 +343,7 @@ def open_token(
     record = store.load("token", id_hash)
     if record is None:
         return None
-    if record.expires_at <= _now():
+    if record.expires_at <= now_utc():
         store.delete("token", id_hash)
         return None
     try:
@@ -518,7 +351,7 @@ def open_token(
     except (nacl.exceptions.CryptoError, ValueError):
         return None
     if idle is not None:
-        now = _now()
+        now = now_utc()
         seen = record.last_seen_at or now
         if seen + idle <= now:
             store.delete("token", id_hash)

@@ -199,3 +199,13 @@ def open_quietly(path: Path) -> io.BufferedReader:
         # O_NOATIME is for the file's owner only: another user reads it plainly.
         fd = os.open(path, os.O_RDONLY)
     return os.fdopen(fd, "rb")
+
+
+def size_text(size: int) -> str:
+    """A blob's or a file's size for people: bytes, KB, MB or GB (powers of 1000)."""
+    value = float(size)
+    for unit in ("bytes", "KB", "MB"):
+        if value < 1000:
+            return f"{int(value)} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"

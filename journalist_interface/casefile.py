@@ -41,9 +41,7 @@ from crypto.keys import (
     wrap_with_wrapping_key,
 )
 from dropbox.api_schema import Me, NewItem, OfficerSummary, ReportBundle, SealedItem
-from dropbox.models import SOURCE_KINDS, ItemKind
-from dropbox.offices import MALFORMED_FINGERPRINT, OFFICER_KEY_WARNING
-from dropbox.reports import (
+from dropbox.items import (
     SourceKeyCheck,
     check_kind,
     item_context,
@@ -53,6 +51,8 @@ from dropbox.reports import (
     read_bound_source_key,
     read_message_document,
 )
+from dropbox.models import SOURCE_KINDS, ItemKind
+from dropbox.offices import MALFORMED_FINGERPRINT, OFFICER_KEY_WARNING
 
 # --- errors ------------------------------------------------------------------------------
 

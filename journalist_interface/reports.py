@@ -42,7 +42,8 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from crypto.errors import DecryptionError
 from dropbox.api_schema import InboxQuery, ReportBundle, SealedItem
-from dropbox.web import form_row_id, size_text
+from dropbox.store import size_text
+from dropbox.web import form_row_id
 from journalist_interface import casefile, vault
 from journalist_interface.app import api_error_page
 from journalist_interface.client import ApiError, CaseServerClient

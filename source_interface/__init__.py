@@ -15,14 +15,14 @@ from werkzeug.exceptions import HTTPException
 
 from dropbox.config import Category, Config, Office
 from dropbox.instance import Instance
-from dropbox.limits import Busy, DerivationGate, limiter_storage_uri
-from dropbox.sessions import ServerSessionInterface, session_key
 from dropbox.web import (
     refuse_nameless_form_fields,
     register_robots_and_icon,
     register_security_headers,
     register_transport,
 )
+from dropbox.web.limits import Busy, DerivationGate, limiter_storage_uri
+from dropbox.web.sessions import ServerSessionInterface, session_key
 from source_interface.uploads import (
     StreamingRequest,
     discard_upload,

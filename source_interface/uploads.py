@@ -8,16 +8,22 @@ instead, so no part of an upload ever touches the disk unencrypted.
 from __future__ import annotations
 
 import secrets
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
 from flask import Request, current_app, g, request, session
 from flask.typing import ResponseReturnValue
+from nacl.public import PrivateKey, PublicKey
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.formparser import FormDataParser, MultiPartParser
 
+from crypto import envelope
 from dropbox.instance import Instance
+from dropbox.items import StoredEnvelope, item_context, new_id
 from dropbox.models import Report
-from dropbox.reports import Upload
+from dropbox.store import Store
 from source_interface.views import error_page
 
 UPLOAD_ENDPOINTS = frozenset({"submit_report", "answer"})
@@ -35,6 +41,109 @@ READ_BLOCK = 1024 * 1024
 # chunk that would grow its buffer past MAX_FORM_MEMORY_SIZE (1 MiB), so this
 # stays well under it: the buffer holds one chunk plus a partial boundary.
 PARSE_BLOCK = 512 * 1024
+
+
+# The longest file name kept, in bytes of UTF-8 (a common file system limit).
+MAX_NAME_BYTES = 255
+
+
+def clean_file_name(name: str | None) -> str:
+    """A safe display name: no path, no control characters, at most 255 bytes of UTF-8."""
+    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(c for c in base if unicodedata.category(c)[0] != "C").strip().lstrip(".")
+    encoded = base.encode("utf-8")[:MAX_NAME_BYTES]
+    return encoded.decode("utf-8", "ignore") or "file"
+
+
+def clean_content_type(value: str | None) -> str:
+    """The declared content type if it looks like one; octet-stream otherwise."""
+    value = (value or "").split(";", 1)[0].strip().lower()
+    if 0 < len(value) <= 127 and value.count("/") == 1 and value.isascii() and " " not in value:
+        return value
+    return "application/octet-stream"
+
+
+class UploadedFile:
+    """One file of an upload: a writable that encrypts as the request streams in.
+
+    Werkzeug's multipart parser writes to it and calls ``seek(0)`` when the
+    part is complete; that is when the envelope is closed.
+    """
+
+    def __init__(self, upload: Upload, name: str, content_type: str) -> None:
+        self.item_id = new_id()
+        self.name = name
+        self.blob = upload.store.begin()
+        self._writer = envelope.EnvelopeWriter(
+            self.blob,
+            [upload.request_key.public_key],
+            item_context(upload.report_id, self.item_id),
+            name=name,
+            content_type=content_type,
+        )
+        self.key_block: bytes | None = None
+
+    def write(self, data: bytes) -> int:
+        """Encrypt a piece of the file."""
+        return self._writer.write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Called by the parser at the end of the part: finish the envelope."""
+        if self.key_block is None:
+            self.key_block = self._writer.close()
+        return 0
+
+    def read(self, size: int = -1) -> bytes:
+        """Plaintext is never kept, so there is nothing to read back."""
+        return b""
+
+    @property
+    def size(self) -> int:
+        """Bytes of content received."""
+        return self._writer.size
+
+    def discard(self) -> None:
+        """Drop the partial or unwanted blob."""
+        self.blob.discard()
+
+
+@dataclass
+class Upload:
+    """The files of one request, encrypted to a request key until the office is known."""
+
+    store: Store
+    report_id: str
+    request_key: PrivateKey = field(default_factory=PrivateKey.generate)
+    files: list[UploadedFile] = field(default_factory=list)
+
+    def open_file(self, filename: str | None, content_type: str | None) -> UploadedFile:
+        """Start receiving one file part."""
+        uploaded = UploadedFile(self, clean_file_name(filename), clean_content_type(content_type))
+        self.files.append(uploaded)
+        return uploaded
+
+    def complete_files(self) -> list[UploadedFile]:
+        """Files fully received and not empty (a browser sends an empty part for no file)."""
+        return [f for f in self.files if f.key_block is not None and (f.size or f.name != "file")]
+
+    def sealed_to(self, recipients: Sequence[PublicKey]) -> list[StoredEnvelope]:
+        """Every complete file, re-sealed to the recipients (`dropbox.reports.Attachments`)."""
+        return [self.reseal(uploaded, recipients) for uploaded in self.complete_files()]
+
+    def discard(self) -> None:
+        """Remove every blob not yet committed (a failed or refused request)."""
+        for uploaded in self.files:
+            if not uploaded.blob.committed:
+                uploaded.discard()
+
+    def reseal(self, uploaded: UploadedFile, recipients: Sequence[PublicKey]) -> StoredEnvelope:
+        """Give the recipients the file's key and forget the request key's entry."""
+        assert uploaded.key_block is not None  # noqa: S101 - complete_files guarantees it
+        key_block = uploaded.key_block
+        for recipient in recipients:
+            key_block = envelope.add_recipient(key_block, self.request_key, recipient)
+        key_block = envelope.remove_recipient(key_block, self.request_key.public_key)
+        return StoredEnvelope(uploaded.item_id, uploaded.blob, key_block, uploaded.size)
 
 
 class _BlockReader:

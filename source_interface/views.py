@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hmac
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import (
     Flask,
@@ -30,9 +30,13 @@ from dropbox import offices, reports
 from dropbox.config import Config
 from dropbox.errors import DropboxError, NotFound
 from dropbox.instance import Instance
-from dropbox.limits import DerivationGate
+from dropbox.items import new_id
 from dropbox.models import ItemKind, Report, Status
+from dropbox.web.limits import DerivationGate
 from source_interface import formats
+
+if TYPE_CHECKING:  # uploads.py imports this module
+    from source_interface.uploads import Upload
 
 LANGUAGE_NAMES = {"en": "English", "fr": "Français", "es": "Español"}
 # Far more than a codename's words from the lists ever take: longer input is not one,
@@ -256,7 +260,7 @@ def register_views(app: Flask, config: Config) -> None:
         # fails the free checks costs nothing, so it counts against nothing. There is
         # no limit shared by every visitor: fresh cookies cost nothing, so such a
         # limit would be a budget that anyone can spend for everyone. What bounds the
-        # work a flood makes is the derivation gate (dropbox/limits.py), in turn.
+        # work a flood makes is the derivation gate (dropbox/web/limits.py), in turn.
         return limiter.limit(  # type: ignore[no-any-return]
             per_session_attempts,
             methods=["POST"],
@@ -350,7 +354,7 @@ def register_views(app: Flask, config: Config) -> None:
         # Back from the report form shows the same one.
         session["pending_lookup_id"] = _b64(derived.lookup_id)
         session["secret_key"] = _b64(bytes(derived.secret_key))
-        session["new_report_id"] = reports.new_id()
+        session["new_report_id"] = new_id()
         return redirect(url_for("report_form"))
 
     def _render_form(
@@ -430,7 +434,7 @@ def register_views(app: Flask, config: Config) -> None:
         if not session.get("pending_lookup_id"):
             return _session_ended()
         values, errors = _check_report_form(request.form)
-        upload: reports.Upload = g.upload
+        upload: Upload = g.upload
         if errors:
             return _render_form(values, errors, 400, files_lost=bool(upload.complete_files()))
         category = config.category(values["category"])
@@ -597,7 +601,7 @@ def register_views(app: Flask, config: Config) -> None:
     def answer() -> Response | tuple[str, int]:
         """A returning source answers: text, files, or both."""
         text = request.form.get("message", "").strip()
-        upload: reports.Upload = g.upload
+        upload: Upload = g.upload
         with _instance().sessions.begin() as db:
             found = _signed_in_report(db)
             if found is None:

@@ -24,8 +24,8 @@ from sqlalchemy import select
 from crypto import envelope
 from crypto.keys import fingerprint
 from dropbox import officers, offices
-from dropbox import reports as report_items
 from dropbox.instance import Instance
+from dropbox.items import item_context, message_document, message_type, new_id
 from dropbox.models import AuditEvent, ItemKind, Officer, Report
 from journalist_interface.client import CaseServerClient, NewItem
 from tests.conftest import CHEAP_COST
@@ -156,13 +156,13 @@ def _report_ids(instance: Instance) -> set[str]:
 
 def seal(report_id: str, text: str, kind: ItemKind, recipients: list[PublicKey]) -> NewItem:
     """An officer's text sealed as an item of `kind` to `recipients`."""
-    item_id = report_items.new_id()
-    data = report_items.message_document(text)
+    item_id = new_id()
+    data = message_document(text)
     key_block, body = envelope.encrypt_bytes(
         data,
         recipients,
-        report_items.item_context(report_id, item_id),
-        content_type=report_items.message_type(kind),
+        item_context(report_id, item_id),
+        content_type=message_type(kind),
     )
     return NewItem(item_id=item_id, size=len(data), key_block=key_block, body=body)
 
@@ -171,9 +171,7 @@ def open_item(
     report_id: str, item_id: str, key_block: bytes, body: bytes, key: PrivateKey
 ) -> tuple[envelope.Contents, bytes]:
     """Decrypt an item the server sent, with an office's key."""
-    return envelope.decrypt_bytes(
-        key_block, body, key, report_items.item_context(report_id, item_id)
-    )
+    return envelope.decrypt_bytes(key_block, body, key, item_context(report_id, item_id))
 
 
 def audit_events(instance: Instance, report_id: str | None = None) -> list[tuple[str, str, str]]:

@@ -314,7 +314,7 @@ def invoke(
     """Run `dropbox` in this process (fast), through the same entry point and error handling."""
     from click.testing import CliRunner
 
-    from dropbox.cli import main
+    from launcher.cli import main
 
     runner = CliRunner()
     with runner.isolation(input=input, env=env) as (stdout, stderr, _):
@@ -332,7 +332,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `dropbox` command in a child process, as an operator would."""
     return subprocess.run(
-        [sys.executable, "-m", "dropbox", *args],
+        [sys.executable, "-m", "launcher", *args],
         input=input,
         capture_output=True,
         text=True,

@@ -42,6 +42,7 @@ from crypto import codenames
 from dropbox import offices, reports
 from dropbox.config import Config, load
 from dropbox.instance import Instance
+from dropbox.items import open_item, open_item_bytes, read_message_document
 from dropbox.models import Item, ItemKind
 from tests.conftest import CHEAP_COST, CHEAP_CRYPTO_TOML, free_port, new_database_url
 from tests.source_helpers import CODENAME, csrf_token
@@ -215,7 +216,7 @@ def start_source(
     With `umask`, the command starts with that umask, as a shell or service manager may give it.
     """
     log = config.parent / f"gunicorn-{port}.log"
-    command = [sys.executable, "-m", "dropbox", "--config", str(config), "run", "source"]
+    command = [sys.executable, "-m", "launcher", "--config", str(config), "run", "source"]
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
             with_umask(command, umask),
@@ -394,9 +395,9 @@ def arrived(
     )
     kinds = [item.kind for item in items]
     assert kinds == [ItemKind.MESSAGE, ItemKind.FILE, ItemKind.ACKNOWLEDGEMENT], kinds
-    text, _ = reports.read_message_document(reports.open_item_bytes(instance, items[0], key))
+    text, _ = read_message_document(open_item_bytes(instance, items[0], key))
     assert text == sent.message
-    reader, body = reports.open_item(instance, items[1], key)
+    reader, body = open_item(instance, items[1], key)
     digest, size = hashlib.sha256(), 0
     with body:
         for chunk in reader.chunks():
@@ -404,7 +405,7 @@ def arrived(
             size += len(chunk)
     assert (reader.contents.name, size) == (sent.file_name, sent.file_size)
     assert digest.hexdigest() == sent.file_sha256, f"{sent.file_name} differs from what was sent"
-    reports.read_message_document(reports.open_item_bytes(instance, items[2], key))
+    read_message_document(open_item_bytes(instance, items[2], key))
     return report.id
 
 
@@ -412,9 +413,9 @@ def arrived(
 
 
 def serve_case_server(config_path: str) -> None:
-    """The case server under gunicorn, by `dropbox.serve`'s own machinery (a child's entry point).
+    """The case server under gunicorn, by `launcher.serve`'s own machinery (a child's entry point).
 
-    `dropbox run reviewer` serves the case server once `dropbox.serve` builds
+    `dropbox run reviewer` serves the case server once `launcher.serve` builds
     `case_server.create_app` for the reviewer interface; until then this
     serves it the same way (same options, logger, umask, headers), with only
     the app factory swapped.
@@ -439,7 +440,7 @@ def case_server_switched() -> bool:
 def case_server_command(config: Path) -> list[str]:
     """The command that serves the case server for an instance."""
     if case_server_switched():
-        return [sys.executable, "-m", "dropbox", "--config", str(config), "run", "reviewer"]
+        return [sys.executable, "-m", "launcher", "--config", str(config), "run", "reviewer"]
     entry = "import sys; from tests.served import serve_case_server; serve_case_server(sys.argv[1])"
     return [sys.executable, "-c", entry, str(config)]
 
@@ -538,7 +539,7 @@ def reviewer_command(arguments: list[str]) -> list[str]:
     cost; everything else is the real command.
     """
     cost = f"{CHEAP_COST.iterations}:{CHEAP_COST.memory_bytes // 1024}"
-    return [sys.executable, "-m", "dropbox", "reviewer", "--minimum-cost", cost, *arguments]
+    return [sys.executable, "-m", "launcher", "reviewer", "--minimum-cost", cost, *arguments]
 
 
 def start_reviewer(

@@ -7,7 +7,15 @@ import re
 from typing import Any
 
 from flask.testing import FlaskClient
+from nacl.public import PublicKey
+from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse, encode_multipart
+
+from dropbox import offices
+from dropbox.errors import NotFound
+from dropbox.instance import Instance
+from dropbox.items import add_item, message_document, message_type, officer_now, seal_bytes
+from dropbox.models import Item, ItemKind, Office, Report
 
 CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="csrf_token"')
 CODENAME = re.compile(r'name="codename"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="codename"')
@@ -86,3 +94,37 @@ def logout(client: FlaskClient) -> TestResponse:
     """Log out through the button on any page."""
     page = client.get("/thread").get_data(as_text=True)
     return client.post("/logout", data={"csrf_token": csrf_token(page)})
+
+
+def post_reply(
+    instance: Instance,
+    session: Session,
+    report: Report,
+    text: str,
+    author_id: int | None,
+    *,
+    office_key: PublicKey | None = None,
+) -> Item:
+    """Post a message from the office to the source, sealed to both of them, on the server.
+
+    A stand-in for an officer's reply, which the reviewer app seals on the
+    officer's machine after checking the report row's key
+    (`journalist_interface.casefile.reply_recipients`): this seals to the key
+    in the row as it is. The office's key is `office_key`, or else the
+    database's, checked against its pin (`offices.trusted_public_key`).
+    """
+    if session.get(Office, report.office_code) is None:
+        raise NotFound("the office of this report has no key")
+    if office_key is None:
+        office_key = offices.trusted_public_key(session, instance.config, report.office_code)
+    recipients = [office_key, PublicKey(report.source_public_key)]
+    stored = seal_bytes(
+        instance.store,
+        report.id,
+        message_document(text),
+        recipients,
+        content_type=message_type(ItemKind.REPLY),
+    )
+    now = officer_now()
+    report.last_activity_at = now
+    return add_item(session, report, stored, ItemKind.REPLY, now, author_id)

@@ -23,8 +23,8 @@ from sqlalchemy import select
 from crypto import envelope
 from dropbox.api_schema import dump
 from dropbox.instance import Instance
+from dropbox.items import item_context, read_message_document
 from dropbox.models import Item, ItemKind, Report, ReportShare
-from dropbox.reports import read_message_document
 from journalist_interface.client import (
     ApiError,
     InboxQuery,
@@ -173,7 +173,6 @@ def test_report_bundle_serves_ciphertext_and_records_the_reading(case_world: Cas
 
 
 def open_context(report_id: str, item_id: str) -> bytes:
-    from dropbox.reports import item_context
 
     return item_context(report_id, item_id)
 

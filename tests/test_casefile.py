@@ -29,8 +29,8 @@ from crypto.keys import (
     seal_secret_key,
 )
 from dropbox.api_schema import Grant, Me, OfficeInfo, OfficerSummary, ReportBundle, SealedItem
+from dropbox.items import item_context, message_document, message_type, new_id
 from dropbox.models import ItemKind
-from dropbox.reports import item_context, message_document, message_type, new_id
 from journalist_interface import casefile
 from journalist_interface.casefile import (
     KEY_EVENTS,

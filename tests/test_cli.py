@@ -492,7 +492,7 @@ def test_demo_sets_up_serves_both_interfaces_and_stops_cleanly(tmp_path: Path) -
 
 def _run_with_umask_022(*args: str, cwd: Path, input: str | None = None) -> None:
     """Run the real `dropbox` in a child process started with umask 0022, as a shell gives it."""
-    command = [sys.executable, "-m", "dropbox", *args]
+    command = [sys.executable, "-m", "launcher", *args]
     result = subprocess.run(
         with_umask(command, 0o022),
         input=input,
@@ -615,7 +615,7 @@ def _demo_office_key(instance: Instance, session: object, login: dict[str, str])
 
 def _open_text(instance: Instance, report_id: str, item: object, key: PrivateKey) -> str:
     from crypto import envelope
-    from dropbox.reports import item_context, read_message_document
+    from dropbox.items import item_context, read_message_document
 
     with instance.store.open(item.blob) as blob:  # type: ignore[attr-defined]
         body = blob.read()

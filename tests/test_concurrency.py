@@ -14,12 +14,13 @@ import pytest
 from nacl.public import PrivateKey
 from sqlalchemy import select
 
-from dropbox import audit, officers, reports
+from dropbox import audit, officers
 from dropbox.instance import Instance
 from dropbox.models import AuditHead, Item, Report
 from source_interface import create_app
 from tests.conftest import CHEAP_COST
 from tests.reviewer_helpers import source_report
+from tests.source_helpers import post_reply
 
 pytestmark = pytest.mark.database_engine
 
@@ -61,7 +62,7 @@ def test_replies_posted_at_once_to_one_report_get_distinct_numbers(
             assert report is not None
             if instance.engine.dialect.name != "sqlite":  # SQLite lets in one at a time
                 barrier.wait(timeout=10)  # every one has read the report before any writes
-            return reports.post_reply(instance, db, report, f"Reply {n}", None).seq
+            return post_reply(instance, db, report, f"Reply {n}", None).seq
 
     results = at_once(reply)
     assert all(isinstance(seq, int) for seq in results), results

@@ -49,7 +49,8 @@ from sqlalchemy import select
 
 from case_server import create_app
 from crypto.envelope import body_size
-from dropbox import fsck, officers, offices
+from dropbox import officers, offices
+from dropbox.admin import fsck
 from dropbox.config import load
 from dropbox.instance import Instance
 from dropbox.models import Item, ItemKind, Report

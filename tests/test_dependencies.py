@@ -25,7 +25,14 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = ROOT / "pyproject.toml"
 LOCK = ROOT / "requirements.lock"
-PACKAGES = ("dropbox", "crypto", "source_interface", "case_server", "journalist_interface")
+PACKAGES = (
+    "dropbox",
+    "crypto",
+    "source_interface",
+    "case_server",
+    "journalist_interface",
+    "launcher",
+)
 # Imported by the tests and benchmarks, never installed: from the dev extra or the runtime.
 SUPPORT = ("tests", "bench")
 # Declared at runtime though no package imports it, each with the reason.
@@ -230,7 +237,7 @@ def test_a_declared_package_missing_or_pinned_outside_its_bounds_is_reported() -
 
 
 def test_an_import_of_a_package_only_another_one_brings_is_reported() -> None:
-    imports = {"werkzeug": {"dropbox/web.py"}, "flask": {"dropbox/web.py"}}
+    imports = {"werkzeug": {"dropbox/web/__init__.py"}, "flask": {"dropbox/web/__init__.py"}}
     assert undeclared_imports(imports, {"flask", "werkzeug"}) == []
     [wrong] = undeclared_imports(imports, {"flask"})
     assert wrong.startswith("werkzeug (from werkzeug)")

@@ -43,7 +43,8 @@ from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 from crypto import envelope
-from dropbox import officers, offices, operations
+from dropbox import officers, offices
+from dropbox.admin import operations
 from dropbox.config import Config, CryptoSettings, LimitSettings
 from dropbox.instance import Instance
 from dropbox.models import Item, ItemKind, Office, Officer, Report, SourceSession

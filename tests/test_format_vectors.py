@@ -46,7 +46,7 @@ from nacl.bindings import (
 from crypto import envelope
 from crypto.errors import DecryptionError
 from crypto.keys import PrivateKey, PublicKey, generate_keypair
-from dropbox.reports import check_kind, item_context, read_message_document
+from dropbox.items import check_kind, item_context, read_message_document
 
 ROOT = Path(__file__).parent.parent
 VECTORS = Path(__file__).parent / "vectors"

@@ -20,9 +20,11 @@ import pytest
 from nacl.public import PrivateKey
 from sqlalchemy import func, select
 
-from dropbox import audit, cases, fsck, offices, reports
+from dropbox import audit, cases, offices
+from dropbox.admin import fsck
 from dropbox.config import load
 from dropbox.instance import Instance
+from dropbox.items import add_item, message_type, open_item, seal_bytes, source_day
 from dropbox.models import AuditEvent, Item, ItemKind, Report
 from source_interface import create_app
 from tests.conftest import CHEAP_COST, CHEAP_CRYPTO_TOML, invoke, new_database_url
@@ -62,7 +64,7 @@ class Setup:
         with self.instance.sessions() as db:
             rows = db.execute(select(Item, Report.office_code).join(Report)).all()
             for item, office in rows:
-                reader, body = reports.open_item(self.instance, item, self.office_keys[office])
+                reader, body = open_item(self.instance, item, self.office_keys[office])
                 with body:
                     assert sum(len(chunk) for chunk in reader.chunks()) == item.size
 
@@ -100,12 +102,12 @@ def orphan_blob(setup: Setup) -> str:
     """A blob committed whose row never was: a crash between the two steps of `add_item`."""
     report = a_report(setup)
     office = PrivateKey.generate().public_key
-    stored = reports.seal_bytes(
+    stored = seal_bytes(
         setup.instance.store,
         report.id,
         b"never recorded",
         [office],
-        content_type=reports.message_type(ItemKind.MESSAGE),
+        content_type=message_type(ItemKind.MESSAGE),
     )
     stored.blob.commit()
     return stored.blob.name
@@ -177,12 +179,12 @@ def test_repair_keeps_a_blob_that_an_upload_committed_after_the_check(setup: Set
     """The race fsck must lose: the row arrives between the check and the removal."""
     report = a_report(setup)
     office = setup.office_keys[report.office_code].public_key
-    stored = reports.seal_bytes(
+    stored = seal_bytes(
         setup.instance.store,
         report.id,
         b"an answer",
         [office],
-        content_type=reports.message_type(ItemKind.MESSAGE),
+        content_type=message_type(ItemKind.MESSAGE),
     )
     stored.blob.commit()
     findings = fsck.check(setup.instance, now=LATER)
@@ -191,7 +193,7 @@ def test_repair_keeps_a_blob_that_an_upload_committed_after_the_check(setup: Set
     with setup.instance.sessions.begin() as db:
         loaded = db.get(Report, report.id)
         assert loaded is not None
-        reports.add_item(db, loaded, stored, ItemKind.MESSAGE, reports.source_day())
+        add_item(db, loaded, stored, ItemKind.MESSAGE, source_day())
     repairs = fsck.repair(setup.instance, findings)
 
     assert repairs.orphan_blobs == 0 and repairs.kept_referenced == 1

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from limits.storage import Storage, storage_from_string
 
-from dropbox.limits import LockedMemoryStorage, limiter_storage_uri
+from dropbox.web.limits import LockedMemoryStorage, limiter_storage_uri
 
 THREADS = 16
 SECONDS = 2.0

@@ -33,7 +33,8 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
-from dropbox import audit, fsck, reports
+from dropbox import audit, reports
+from dropbox.admin import fsck
 from dropbox.config import load
 from dropbox.instance import Instance
 from dropbox.models import AuditHead, Report

@@ -75,7 +75,7 @@ from crypto.keys import derive_officer_keys, wrap_parameters
 from dropbox import officers
 from dropbox.config import load
 from dropbox.instance import Instance
-from dropbox.limits import DerivationGate
+from dropbox.web.limits import DerivationGate
 from journalist_interface.client import ApiError, CaseServerClient, b64
 from source_interface import create_app
 from tests.conftest import CHEAP_COST, FIGURES, free_port, new_database_url

@@ -16,11 +16,12 @@ from nacl.public import PrivateKey
 from sqlalchemy import func, select, update
 
 from crypto import envelope
-from dropbox import audit, cases, officers, offices, operations
+from dropbox import audit, cases, officers, offices
+from dropbox.admin import operations
 from dropbox.config import Config
 from dropbox.instance import Instance
+from dropbox.items import item_context, open_item_bytes, read_message_document
 from dropbox.models import AuditEvent, Item, ItemKind, Officer, Report, Status
-from dropbox.reports import item_context, open_item_bytes, read_message_document
 from source_interface import create_app as create_source
 from tests.conftest import CHEAP_COST, CHEAP_CRYPTO_TOML, invoke, new_database_url
 from tests.reviewer_helpers import World, make_world, source_report

@@ -1,7 +1,7 @@
 """With `limits.storage_uri = "redis://..."`, limits and sessions are shared by every worker.
 
 A real `redis-server` runs on a free localhost port in a temporary directory
-(no persistence), and the source interface runs for real: `python -m dropbox
+(no persistence), and the source interface runs for real: `python -m launcher
 run source`, i.e. gunicorn with 4 worker processes, over an instance set up
 through the CLI.
 

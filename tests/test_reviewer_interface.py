@@ -313,7 +313,7 @@ def test_referral_moves_access_to_the_other_office(
     assert MESSAGE in page
     assert "Ethics and Conduct Office" in source_client.get("/thread").get_data(as_text=True)
     with world.instance.sessions() as db:
-        from dropbox.reports import open_item_bytes
+        from dropbox.items import open_item_bytes
 
         item = db.execute(select(Item).where(Item.report_id == rid, Item.seq == 1)).scalar_one()
         with pytest.raises(Exception):  # noqa: B017 - any failure: OIO's entry is gone

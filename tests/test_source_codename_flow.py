@@ -28,8 +28,8 @@ from werkzeug.test import TestResponse
 
 from crypto import codenames
 from dropbox.instance import Instance
-from dropbox.limits import DerivationGate
 from dropbox.models import SourceSession
+from dropbox.web.limits import DerivationGate
 from tests.source_helpers import CODENAME, csrf_token, login, new_codename, submit_report
 
 pytestmark = pytest.mark.database_engine

@@ -39,8 +39,8 @@ from sqlalchemy import select as sql_select
 from crypto import codenames
 from dropbox.config import LimitSettings
 from dropbox.instance import Instance
-from dropbox.limits import Busy, DerivationGate
 from dropbox.models import Report
+from dropbox.web.limits import Busy, DerivationGate
 from source_interface import create_app
 from tests.conftest import FIGURES, new_database_url
 from tests.served import prepare_instance, serving

@@ -16,9 +16,19 @@ from sqlalchemy import func, select, update
 from crypto import envelope
 from crypto.codenames import WORD_COUNT, normalise
 from crypto.errors import DecryptionError
-from dropbox import reports
 from dropbox.config import Config, LimitSettings
 from dropbox.instance import Instance
+from dropbox.items import (
+    MESSAGE_TYPE,
+    add_item,
+    item_context,
+    message_document,
+    message_type,
+    open_item_bytes,
+    read_message_document,
+    seal_bytes,
+    source_day,
+)
 from dropbox.models import Item, ItemKind, Report, SourceSession
 from source_interface import create_app
 from source_interface.uploads import PARSE_BLOCK, READ_BLOCK
@@ -28,6 +38,7 @@ from tests.source_helpers import (
     logout,
     new_codename,
     post_multipart,
+    post_reply,
     submit_report,
 )
 
@@ -54,7 +65,7 @@ def decrypt_item(
 ) -> tuple[envelope.Contents, bytes]:
     with instance.store.open(item.blob) as body:
         return envelope.decrypt_bytes(
-            item.key_block, body.read(), key, reports.item_context(item.report_id, item.id)
+            item.key_block, body.read(), key, item_context(item.report_id, item.id)
         )
 
 
@@ -138,7 +149,7 @@ def test_retaliation_report_goes_to_eco_encrypted_with_its_files(
 
     eco, oio = office_keys["ECO"], office_keys["OIO"]
     _, message = decrypt_item(instance, items[0], eco)
-    text, details = reports.read_message_document(message)
+    text, details = read_message_document(message)
     assert text == MESSAGE
     assert "I reported a fraud to OIO" in details.values()
     assert any("immediate risk" in value for value in details.values())
@@ -152,7 +163,7 @@ def test_retaliation_report_goes_to_eco_encrypted_with_its_files(
     source_key = reports_source_key(instance, codename)
     with pytest.raises(DecryptionError):
         decrypt_item(instance, items[0], source_key)  # a source cannot read back what it sent
-    ack_text, _ = reports.read_message_document(decrypt_item(instance, items[4], source_key)[1])
+    ack_text, _ = read_message_document(decrypt_item(instance, items[4], source_key)[1])
     assert "Ethics and Conduct Office" in ack_text
 
 
@@ -189,9 +200,9 @@ def test_files_arrive_intact_whatever_their_size_against_the_parser_blocks(
 @pytest.mark.parametrize(
     ("content_type", "opens"),
     [
-        (reports.message_type(ItemKind.MESSAGE), True),
-        (reports.MESSAGE_TYPE, False),  # names no kind: it could pass for any
-        (reports.message_type(ItemKind.NOTE), False),  # names another kind
+        (message_type(ItemKind.MESSAGE), True),
+        (MESSAGE_TYPE, False),  # names no kind: it could pass for any
+        (message_type(ItemKind.NOTE), False),  # names another kind
     ],
 )
 def test_a_message_opens_only_as_the_kind_sealed_inside_it(
@@ -205,23 +216,21 @@ def test_a_message_opens_only_as_the_kind_sealed_inside_it(
     submit_report(client, form, {"category": "fraud", "message": MESSAGE})
     report, _ = only_report(instance)
     key = office_keys["OIO"]
-    stored = reports.seal_bytes(
+    stored = seal_bytes(
         instance.store,
         report.id,
-        reports.message_document("An answer."),
+        message_document("An answer."),
         [key.public_key],
         content_type=content_type,
     )
     stored.blob.commit()
     with instance.sessions.begin() as db:
-        item = reports.add_item(db, report, stored, ItemKind.MESSAGE, reports.source_day())
+        item = add_item(db, report, stored, ItemKind.MESSAGE, source_day())
     if opens:
-        assert reports.read_message_document(reports.open_item_bytes(instance, item, key))[0] == (
-            "An answer."
-        )
+        assert read_message_document(open_item_bytes(instance, item, key))[0] == ("An answer.")
     else:
         with pytest.raises(DecryptionError):
-            reports.open_item_bytes(instance, item, key)
+            open_item_bytes(instance, item, key)
 
 
 def reports_source_key(instance: Instance, codename: str) -> PrivateKey:
@@ -288,7 +297,7 @@ def test_returning_source_reads_the_thread_answers_and_deletes_a_reply(
     with instance.sessions.begin() as db:
         stored = db.get(Report, report.id)
         assert stored is not None
-        reply = reports.post_reply(instance, db, stored, "Could you tell us the month?", None)
+        reply = post_reply(instance, db, stored, "Could you tell us the month?", None)
         reply_id = reply.id
     logout(client)
     assert client.get("/thread").status_code == 401
@@ -314,7 +323,7 @@ def test_returning_source_reads_the_thread_answers_and_deletes_a_reply(
     answer_items = [i for i in items if i.seq > 3]
     assert [i.kind for i in answer_items] == ["message", "file"]
     oio = office_keys["OIO"]
-    text, _ = reports.read_message_document(decrypt_item(instance, answer_items[0], oio)[1])
+    text, _ = read_message_document(decrypt_item(instance, answer_items[0], oio)[1])
     assert text == "It was in March."
     assert decrypt_item(instance, answer_items[1], oio)[1] == b"calendar"
 
@@ -329,7 +338,7 @@ def test_returning_source_reads_the_thread_answers_and_deletes_a_reply(
         assert item is not None and item.deleted_by_source
         with pytest.raises(DecryptionError):
             decrypt_item(instance, item, reports_source_key(instance, codename))
-        office_copy, _ = reports.read_message_document(decrypt_item(instance, item, oio)[1])
+        office_copy, _ = read_message_document(decrypt_item(instance, item, oio)[1])
         assert office_copy == "Could you tell us the month?"
 
 

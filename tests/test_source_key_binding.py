@@ -28,8 +28,14 @@ from sqlalchemy import delete, select, update
 from werkzeug.test import TestResponse
 
 from crypto import codenames, envelope
-from dropbox import reports
 from dropbox.instance import Instance
+from dropbox.items import (
+    check_source_key,
+    item_context,
+    message_document,
+    message_type,
+    open_item_bytes,
+)
 from dropbox.models import Item, ItemKind, ItemRead, Report
 from tests.reviewer_helpers import (
     World,
@@ -106,7 +112,7 @@ def items(instance: Instance, rid: str) -> list[Item]:
 
 def document(instance: Instance, item: Item, office_key: PrivateKey) -> dict[str, Any]:
     """An item's sealed message document, opened with the office's key, as JSON."""
-    data = reports.open_item_bytes(instance, item, office_key)
+    data = open_item_bytes(instance, item, office_key)
     parsed: dict[str, Any] = json.loads(data.decode("utf-8"))
     return parsed
 
@@ -165,14 +171,14 @@ def reseal_first_item_the_old_way(instance: Instance, rid: str, office_key: Priv
     first = items(instance, rid)[0]
     old = document(instance, first, office_key)
     assert "source_key" in old
-    data = reports.message_document(old["text"], old["details"])
+    data = message_document(old["text"], old["details"])
     assert b"source_key" not in data
     with instance.store.writer() as blob:
         writer = envelope.EnvelopeWriter(
             blob,
             [office_key.public_key],
-            reports.item_context(rid, first.id),
-            content_type=reports.message_type(ItemKind.MESSAGE),
+            item_context(rid, first.id),
+            content_type=message_type(ItemKind.MESSAGE),
         )
         writer.write(data)
         key_block = writer.close()
@@ -222,7 +228,7 @@ def test_the_first_item_binds_the_source_key_derived_from_the_codename(
     with instance.sessions() as db:
         report = db.get(Report, made.rid)
         assert report is not None
-        assert reports.check_source_key(instance, db, report, office_key) == "matches"
+        assert check_source_key(instance, db, report, office_key) == "matches"
 
 
 # --- a swapped key ------------------------------------------------------------------
@@ -393,4 +399,4 @@ def test_the_source_reads_answers_and_deletes_with_its_own_key_even_after_a_swap
         # The entry removed is the real source's, not the swapped-in key's: a
         # codename that leaks later no longer opens the reply; the office still does.
         assert envelope.recipient_id(real) not in envelope.recipient_ids(item.key_block)
-        assert reports.open_item_bytes(instance, item, world.office_keys["OIO"])
+        assert open_item_bytes(instance, item, world.office_keys["OIO"])

@@ -24,13 +24,13 @@ ENGINE_MODULES = (
     "sqlalchemy",
     "alembic",
     "dropbox.access",
+    "dropbox.admin.fsck",
+    "dropbox.admin.operations",
     "dropbox.audit",
     "dropbox.cases",
     "dropbox.database",
-    "dropbox.fsck",
     "dropbox.inbox",
     "dropbox.models",
-    "dropbox.operations",
     "dropbox.sessions",
 )
 # Names of tests/conftest.py whose value or behaviour depends on the engine under test.

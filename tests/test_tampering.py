@@ -60,10 +60,12 @@ from crypto import codenames, envelope
 from dropbox import offices, reports
 from dropbox.config import Config, CryptoSettings
 from dropbox.instance import Instance
+from dropbox.items import new_id
 from dropbox.models import AuditEvent, Item, ItemKind, ItemRead, Office, Report
-from dropbox.web import size_text
+from dropbox.store import size_text
 from journalist_interface import casefile
 from journalist_interface.client import CaseServerClient, InboxQuery
+from source_interface.uploads import Upload
 from tests.conftest import CHEAP_COST, FIGURES, PostgresServer, pinned_config, reviewer_settings
 from tests.reviewer_helpers import World, chain_intact, make_world, signed_in_client
 from tests.source_helpers import csrf_token, login
@@ -269,10 +271,10 @@ def fresh_report(scene: Scene) -> Fresh:
     derived = codenames.derive(
         codename, instance.secrets.codename_salt, instance.secrets.codename_cost
     )
-    report_id = reports.new_id()
+    report_id = new_id()
 
-    def upload(role: str) -> reports.Upload:
-        files = reports.Upload(instance.store, report_id)
+    def upload(role: str) -> Upload:
+        files = Upload(instance.store, report_id)
         name, data = FILES[role]
         part = files.open_file(name, "application/octet-stream")
         part.write(data)
@@ -459,12 +461,12 @@ def move_to_another_report(scene: Scene, fresh: Fresh, item_id: str) -> Damage:
 
 
 def give_a_new_id(scene: Scene, fresh: Fresh, item_id: str) -> Damage:
-    new_id = reports.new_id()
+    other_id = new_id()
     with scene.instance.sessions.begin() as db:
         db.execute(delete(ItemRead).where(ItemRead.item_id == item_id))
-        db.execute(update(Item).where(Item.id == item_id).values(id=new_id))
-    scene.roles[new_id] = scene.roles[item_id]
-    return Damage().of(fresh, new_id)
+        db.execute(update(Item).where(Item.id == item_id).values(id=other_id))
+    scene.roles[other_id] = scene.roles[item_id]
+    return Damage().of(fresh, other_id)
 
 
 def relabel(kind: str) -> Tampering:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from nacl.public import PrivateKey
 
+from dropbox.admin.tor import decode_key, encode_key
 from dropbox.config import load
 from dropbox.instance import Instance
-from dropbox.tor import decode_key, encode_key
 from source_interface import create_app
 from tests.conftest import CHEAP_CRYPTO_TOML, invoke
 

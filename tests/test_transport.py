@@ -17,7 +17,7 @@ only, and answers only requests addressed to its own address and port.
   is sent, and a claim of https is not believed, through the app and through
   gunicorn (`dropbox run`).
 - `dropbox run` refuses an interface on a non-loopback address unless it is
-  behind a TLS proxy, before anything binds; so does `dropbox.serve.serve`.
+  behind a TLS proxy, before anything binds; so does `launcher.serve.serve`.
 - The reviewer app: its settings and `dropbox reviewer` refuse any address
   but loopback; it refuses a Host that is not its own (DNS rebinding); it
   believes no X-Forwarded-Proto (never HSTS, never a Secure cookie).
@@ -45,9 +45,9 @@ from dropbox import config as config_module
 from dropbox.config import Config, ConfigError, ReviewerSettings, SourceSettings
 from dropbox.instance import Instance
 from dropbox.models import OfficerSession, SourceSession
-from dropbox.serve import serve
 from journalist_interface.app import create_reviewer_app
 from journalist_interface.settings import ReviewerSettings as ReviewerAppSettings
+from launcher.serve import serve
 from source_interface import create_app as create_source
 from tests.conftest import CHEAP_COST, CHEAP_CRYPTO_TOML, free_port, new_database_url
 from tests.reviewer_helpers import World, fresh_code
@@ -331,7 +331,7 @@ def run_interface(config: Path, name: str) -> subprocess.Popen[bytes]:
     """`dropbox run NAME` in a child process, its output in a file next to the configuration."""
     with (config.parent / f"{name}.log").open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "dropbox", "--config", str(config), "run", name],
+            [sys.executable, "-m", "launcher", "--config", str(config), "run", name],
             cwd=REPO,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -444,7 +444,7 @@ def test_dropbox_run_refuses_plain_http_on_a_network_address_naming_the_key(
     config = write_served_config(tmp_path, name, port)
     config.write_text(config.read_text().replace('host = "127.0.0.1"', f'host = "{host}"'))
     result = subprocess.run(
-        [sys.executable, "-m", "dropbox", "--config", str(config), "run", name],
+        [sys.executable, "-m", "launcher", "--config", str(config), "run", name],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -12,7 +12,7 @@ given a path and, for a form, a way to post it.
 - Every response (GET, HEAD and OPTIONS of each route, GET signed in too, and
   the 400, 404, 405 and 413 errors of each) carries the security headers of
   docs/security.md (section 9);
-  so do the responses of the real server (`dropbox.serve`, gunicorn), which
+  so do the responses of the real server (`launcher.serve`, gunicorn), which
   also sends no `Server` header.
 - Every state-changing form of the two HTML apps refuses a signed-in request
   without a CSRF token, or with a wrong one: a clear 400 page, and nothing in
@@ -965,7 +965,7 @@ def test_a_whole_journey_names_no_other_origin_and_logs_no_address_or_user_agent
 
 # --- the real server ----------------------------------------------------------------------
 
-# Serves one interface as `dropbox run` does (dropbox.serve.serve: gunicorn, its
+# Serves one interface as `dropbox run` does (launcher.serve.serve: gunicorn, its
 # logger and its response class), with gunicorn's error log at debug and every
 # Python logger of the worker at DEBUG, written to stderr.
 CHILD = """

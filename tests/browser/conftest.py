@@ -229,7 +229,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             logs[name] = workdir / f"{interface}.log"
             with logs[name].open("wb") as log:
                 processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", "dropbox", "--config", str(config), "run", interface],
+                    [sys.executable, "-m", "launcher", "--config", str(config), "run", interface],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     cwd=workdir,

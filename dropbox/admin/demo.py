@@ -11,8 +11,16 @@ sources.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from nacl.public import PrivateKey, PublicKey
 from sqlalchemy import select
@@ -21,6 +29,7 @@ from sqlalchemy.orm import Session
 from crypto import codenames, envelope
 from dropbox import cases, reports
 from dropbox.instance import Instance
+from dropbox.items import item_context, message_document, message_type, new_id
 from dropbox.models import Item, ItemKind, Officer, Outcome, Report, Status, StatusChange
 
 # Opens every sample's text, so that nobody takes it for a real report.
@@ -87,13 +96,13 @@ SAMPLES = (
 
 def _seal(report: Report, text: str, kind: ItemKind, to: list[PublicKey]) -> cases.NewSealed:
     """An officer's text sealed as the reviewer app seals it."""
-    item_id = reports.new_id()
-    data = reports.message_document(text)
+    item_id = new_id()
+    data = message_document(text)
     key_block, body = envelope.encrypt_bytes(
         data,
         to,
-        reports.item_context(report.id, item_id),
-        content_type=reports.message_type(kind),
+        item_context(report.id, item_id),
+        content_type=message_type(kind),
     )
     return cases.NewSealed(item_id, len(data), key_block, body)
 
@@ -105,7 +114,7 @@ def _submit(instance: Instance, session: Session, sample: Sample) -> Report:
         codenames.generate("en"), secrets.codename_salt, secrets.codename_cost
     )
     office = instance.config.office(instance.config.category(sample.category).office)
-    report_id = reports.new_id()
+    report_id = new_id()
     new = reports.NewReport(
         lookup_id=source.lookup_id,
         source_public_key=source.secret_key.public_key,
@@ -116,9 +125,7 @@ def _submit(instance: Instance, session: Session, sample: Sample) -> Report:
         urgent=sample.urgent,
         acknowledgement=ACKNOWLEDGEMENT.format(office=office.name, days=reports.ACKNOWLEDGE_DAYS),
     )
-    return reports.submit(
-        instance, session, report_id, new, reports.Upload(instance.store, report_id)
-    )
+    return reports.submit(instance, session, report_id, new)
 
 
 def _reply(
@@ -204,3 +211,86 @@ def seed(
         _move_back(session, report, sample.days_ago)
         made.append((sample.state, report.designation))
     return made
+
+
+# --- the demo's processes ---------------------------------------------------------
+
+# How long a stop of the demo may take before what is left is ended outright.
+DEMO_STOP_SECONDS = 4.0
+
+
+def stop_with_parent() -> None:
+    """In a demo child: be told to stop (SIGTERM) if the demo itself dies without stopping it."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return  # not glibc: the demo stops its children itself
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class DemoStopped(Exception):
+    """The demo ended otherwise than by being told to stop (each message one plain sentence)."""
+
+
+def serve_demo(command: list[str], reviewer_settings: Path) -> None:
+    """The three processes: source interface and case server (gunicorn), and the reviewer app.
+
+    `command` runs the `dropbox` command with the demo's configuration
+    (`dropbox demo` passes its own program); each child is it with `run
+    source`, `run reviewer` or `reviewer`.
+
+    Each child runs in a process group of its own, so that Ctrl-C in the
+    terminal reaches only this process, which then tells each child once
+    (SIGINT: gunicorn's quick stop, the reviewer app forgets its keys). A
+    gunicorn worker that got Ctrl-C from the terminal and then its master's
+    stop signal could hang in its signal handler until the master killed it
+    ("sent SIGKILL! Perhaps out of memory?"). Whatever has not stopped after
+    DEMO_STOP_SECONDS is ended outright.
+    """
+    arguments = [
+        ["run", "source"],
+        ["run", "reviewer"],
+        ["reviewer", "--settings", str(reviewer_settings)],
+    ]
+    children = [
+        subprocess.Popen(  # noqa: S603 - our own program
+            [*command, *args],
+            process_group=0,
+            preexec_fn=stop_with_parent,
+        )
+        for args in arguments
+    ]
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop)
+    while not stopping and all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    # Once only: a second Ctrl-C while stopping changes nothing.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + DEMO_STOP_SECONDS
+    while time.monotonic() < deadline and any(child.poll() is None for child in children):
+        time.sleep(0.05)
+    late = [child for child in children if child.poll() is None]
+    for child in late:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)  # the child and its gunicorn workers
+        child.wait()
+    if late:
+        print("dropbox: a demo server was slow to stop and was ended.", file=sys.stderr)
+    failed = [
+        child.returncode
+        for child in children
+        if child not in late and child.returncode not in (0, -signal.SIGINT, -signal.SIGTERM)
+    ]
+    if failed or not stopping:
+        raise DemoStopped("a server stopped with an error (see the lines above)")

@@ -152,13 +152,3 @@ def refuse_nameless_form_fields() -> None:
         not isinstance(key, str) for key in request.form
     ):
         abort(400)
-
-
-def size_text(size: int) -> str:
-    """A file size for people: bytes, KB, MB or GB (powers of 1000)."""
-    value = float(size)
-    for unit in ("bytes", "KB", "MB"):
-        if value < 1000:
-            return f"{int(value)} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} GB"

@@ -7,15 +7,10 @@ problems remain.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import io
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -28,15 +23,16 @@ import qrcode
 from sqlalchemy.orm import Session
 
 from crypto.keys import PrivateKey, PublicKey, fingerprint
-from dropbox import audit, fsck, officers, offices
+from dropbox import audit, officers, offices
+from dropbox.admin import fsck
+from dropbox.admin.tor import tor_config
 from dropbox.config import Config, ConfigError, fingerprint_digest, load
 from dropbox.errors import DropboxError
 from dropbox.instance import Instance, InstanceError
-from dropbox.serve import UMASK
 from dropbox.store import write_private_file
-from dropbox.tor import tor_config
 from journalist_interface.run import reviewer as reviewer_command
 from journalist_interface.settings import load_settings
+from launcher.serve import UMASK
 
 ACTOR = "command line"
 
@@ -549,7 +545,7 @@ def db_upgrade(state: _State) -> None:
 @pass_state
 def backup_command(state: _State, archive: Path) -> None:
     """Write ARCHIVE: the database and the encrypted blobs, consistent while the servers run."""
-    from dropbox import operations
+    from dropbox.admin import operations
 
     with _database_errors():
         instance = Instance.open(state.config())
@@ -572,7 +568,7 @@ def backup_command(state: _State, archive: Path) -> None:
 @pass_state
 def restore_command(state: _State, archive: Path) -> None:
     """Restore ARCHIVE into the configured data directory, which must be empty or absent."""
-    from dropbox import operations
+    from dropbox.admin import operations
 
     with _database_errors():
         summary = operations.restore(state.config(), archive)
@@ -589,7 +585,7 @@ def restore_command(state: _State, archive: Path) -> None:
 @pass_state
 def purge_command(state: _State, dry_run: bool) -> None:
     """Crypto-shred closed reports older than retention.closed_report_days."""
-    from dropbox import operations
+    from dropbox.admin import operations
 
     with _database_errors():
         instance = Instance.open(state.config())
@@ -613,43 +609,8 @@ def purge_command(state: _State, dry_run: bool) -> None:
 
 
 def _count(number: int, singular: str, plural: str) -> str:
-    """'1 blob', '2 blobs'."""
+    """'1 event was', '2 events were'."""
     return f"{number} {singular if number == 1 else plural}"
-
-
-def _fsck_lines(findings: fsck.Findings) -> Iterator[str]:
-    """One line per thing found, paths relative to the data directory."""
-    from dropbox.web import size_text
-
-    def shown(path: Path) -> str:
-        """The path relative to the data directory, where it is inside."""
-        return (
-            str(path.relative_to(findings.data_dir))
-            if path.is_relative_to(findings.data_dir)
-            else str(path)
-        )
-
-    labels = (
-        ("blob without an item", findings.orphan_blobs),
-        ("partial write", findings.partial_writes),
-        ("leftover backup folder", findings.backup_leftovers),
-    )
-    for label, strays in labels:
-        for stray in strays:
-            if stray.settled:
-                yield f"  {label + ':':<26} {shown(stray.path)} ({size_text(stray.size)})"
-    for path in findings.unexpected:
-        yield f"  {'unexpected, left alone:':<26} {shown(path)}"
-    for item in findings.broken_items:
-        where = f'item {item.item_id} ({item.kind}) of report "{item.designation}"'
-        blob = f"blobs/{item.blob[:2]}/{item.blob}"
-        if item.missing:
-            yield f"  {'item without its blob:':<26} {where}: {blob} is missing"
-        else:
-            yield (
-                f"  {'damaged blob:':<26} {where}: {blob} has {item.found_size} "
-                f"bytes, {item.expected_size} expected"
-            )
 
 
 @cli.command("fsck")
@@ -691,50 +652,12 @@ def fsck_command(state: _State, repair: bool, forget_missing: bool, grace_minute
             after = fsck.check(instance, grace) if repair else findings
         finally:
             instance.close()
-    click.echo(f"Checked {findings.data_dir}: {findings.blobs} blobs, {findings.items} items.")
-    for line in _fsck_lines(findings):
+    for line in fsck.report_lines(
+        findings, repairs, after, grace_minutes=grace_minutes, repaired=repair
+    ):
         click.echo(line)
-    if findings.in_progress:
-        click.echo(
-            f"Left alone: {_count(len(findings.in_progress), 'stray file', 'stray files')} "
-            f"younger than {grace_minutes} minutes (uploads or backups in progress?)."
-        )
-    if repairs is not None:
-        click.echo(
-            f"Removed {_count(repairs.orphan_blobs, 'blob', 'blobs')} without an item, "
-            f"{_count(repairs.partial_writes, 'partial write', 'partial writes')} and "
-            f"{_count(repairs.backup_leftovers, 'backup leftover', 'backup leftovers')}."
-        )
-        if repairs.kept_referenced:
-            click.echo(
-                f"Kept {_count(repairs.kept_referenced, 'blob', 'blobs')} that an item came to "
-                "refer to meanwhile."
-            )
-        if repairs.forgotten_items:
-            click.echo(
-                f"Removed {_count(repairs.forgotten_items, 'item', 'items')} whose blob is "
-                "missing (recorded in the audit log)."
-            )
-    if after.problems == 0:
-        click.echo("The blobs and the database agree.")
-        return
-    if after.missing_blobs:
-        click.echo(
-            "An item without its blob cannot be decrypted. Put the blob back from a backup "
-            "(the database still holds the item's key); if it is lost for good, remove the "
-            "item with 'dropbox fsck --repair --forget-missing'."
-        )
-    if after.damaged_blobs:
-        click.echo("A damaged blob cannot be decrypted: put it back from a backup.")
-    if after.unexpected:
-        click.echo("Unexpected entries are never removed: look at them, then move them away.")
-    if after.leftovers:
-        leftovers = _count(len(after.leftovers), "leftover", "leftovers")
-        click.echo(f"Run 'dropbox fsck --repair' to remove the {leftovers} above.")
-    problems = _count(after.problems, "problem", "problems")
-    verb = ("remains" if after.problems == 1 else "remain") if repair else "found"
-    click.echo(f"{problems} {verb}.")
-    sys.exit(1)
+    if after.problems:
+        sys.exit(1)
 
 
 # --- serving -----------------------------------------------------------------
@@ -749,7 +672,7 @@ def run(state: _State, interface: str) -> None:
     The reviewer app, which decrypts, is not served here: officers run
     `dropbox reviewer` on their own machines.
     """
-    from dropbox.serve import serve
+    from launcher.serve import serve
 
     serve(state.config(), interface)
 
@@ -871,8 +794,8 @@ def _create_demo(data_dir: Path, source_port: int, case_port: int, reviewer_port
 def _seed_demo_reports(
     config: Config, office_keys: dict[str, PrivateKey], logins: list[dict[str, str]]
 ) -> None:
-    """Sample reports in every state, sealed to the pinned office keys (see dropbox.demo)."""
-    from dropbox import demo
+    """Sample reports in every state, sealed to the pinned office keys (see dropbox.admin.demo)."""
+    from dropbox.admin import demo
 
     instance = Instance.open(config)
     try:
@@ -963,81 +886,15 @@ def demo(
     _print_demo(data_dir, config)
     if no_serve:
         return
-    _serve_demo(config_path, data_dir / DEMO_REVIEWER_SETTINGS)
+    from dropbox.admin import demo as demo_data
 
-
-# How long a stop of the demo may take before what is left is ended outright.
-DEMO_STOP_SECONDS = 4.0
-
-
-def _stop_with_parent() -> None:
-    """In a demo child: be told to stop (SIGTERM) if the demo itself dies without stopping it."""
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    except OSError:
-        return  # not glibc: the demo stops its children itself
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def _serve_demo(config_path: Path, reviewer_settings: Path) -> None:
-    """The three processes: source interface and case server (gunicorn), and the reviewer app.
-
-    Each child runs in a process group of its own, so that Ctrl-C in the
-    terminal reaches only this process, which then tells each child once
-    (SIGINT: gunicorn's quick stop, the reviewer app forgets its keys). A
-    gunicorn worker that got Ctrl-C from the terminal and then its master's
-    stop signal could hang in its signal handler until the master killed it
-    ("sent SIGKILL! Perhaps out of memory?"). Whatever has not stopped after
-    DEMO_STOP_SECONDS is ended outright.
-    """
-    command = [sys.executable, "-m", "dropbox", "--config", str(config_path)]
-    arguments = [
-        ["run", "source"],
-        ["run", "reviewer"],
-        ["reviewer", "--settings", str(reviewer_settings)],
-    ]
-    children = [
-        subprocess.Popen(  # noqa: S603 - our own program
-            [*command, *args],
-            process_group=0,
-            preexec_fn=_stop_with_parent,
+        demo_data.serve_demo(
+            [sys.executable, "-m", "launcher", "--config", str(config_path)],
+            data_dir / DEMO_REVIEWER_SETTINGS,
         )
-        for args in arguments
-    ]
-    stopping = False
-
-    def _stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _stop)
-    while not stopping and all(child.poll() is None for child in children):
-        time.sleep(0.2)
-    # Once only: a second Ctrl-C while stopping changes nothing.
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_IGN)
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + DEMO_STOP_SECONDS
-    while time.monotonic() < deadline and any(child.poll() is None for child in children):
-        time.sleep(0.05)
-    late = [child for child in children if child.poll() is None]
-    for child in late:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)  # the child and its gunicorn workers
-        child.wait()
-    if late:
-        click.echo("dropbox: a demo server was slow to stop and was ended.", err=True)
-    failed = [
-        child.returncode
-        for child in children
-        if child not in late and child.returncode not in (0, -signal.SIGINT, -signal.SIGTERM)
-    ]
-    if failed or not stopping:
-        raise CommandError("a server stopped with an error (see the lines above)")
+    except demo_data.DemoStopped as stopped:
+        raise CommandError(str(stopped)) from None
 
 
 cli.add_command(tor_config)

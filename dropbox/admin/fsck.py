@@ -2,7 +2,7 @@
 
 What a crash, an interrupted upload or a damaged disk can leave behind:
 
-* **A blob without an item.** `reports.add_item` makes the blob visible
+* **A blob without an item.** `items.add_item` makes the blob visible
   before its row is committed, so a crash in between leaves ciphertext whose
   key block was never stored: nothing can ever open it. A crash between
   removing a report's rows and unlinking its blobs leaves the same (its keys
@@ -53,7 +53,7 @@ from crypto.envelope import body_size
 from dropbox import audit
 from dropbox.instance import Instance
 from dropbox.models import Item, ItemRead, Report
-from dropbox.store import BlobNotFound, Store
+from dropbox.store import BlobNotFound, Store, size_text
 
 ACTOR = "fsck"
 # Longer than any request or backup can last: a 500 MiB upload over a slow
@@ -381,3 +381,102 @@ def repair(instance: Instance, findings: Findings, *, forget_missing: bool = Fal
     if forget_missing:
         forget_missing_items(instance, findings.broken_items, repairs)
     return repairs
+
+
+# --- what the command prints ---------------------------------------------------
+
+
+def count(number: int, singular: str, plural: str) -> str:
+    """'1 blob', '2 blobs'."""
+    return f"{number} {singular if number == 1 else plural}"
+
+
+def finding_lines(findings: Findings) -> Iterator[str]:
+    """One line per thing found, paths relative to the data directory."""
+
+    def shown(path: Path) -> str:
+        """The path relative to the data directory, where it is inside."""
+        return (
+            str(path.relative_to(findings.data_dir))
+            if path.is_relative_to(findings.data_dir)
+            else str(path)
+        )
+
+    labels = (
+        ("blob without an item", findings.orphan_blobs),
+        ("partial write", findings.partial_writes),
+        ("leftover backup folder", findings.backup_leftovers),
+    )
+    for label, strays in labels:
+        for stray in strays:
+            if stray.settled:
+                yield f"  {label + ':':<26} {shown(stray.path)} ({size_text(stray.size)})"
+    for path in findings.unexpected:
+        yield f"  {'unexpected, left alone:':<26} {shown(path)}"
+    for item in findings.broken_items:
+        where = f'item {item.item_id} ({item.kind}) of report "{item.designation}"'
+        blob = f"blobs/{item.blob[:2]}/{item.blob}"
+        if item.missing:
+            yield f"  {'item without its blob:':<26} {where}: {blob} is missing"
+        else:
+            yield (
+                f"  {'damaged blob:':<26} {where}: {blob} has {item.found_size} "
+                f"bytes, {item.expected_size} expected"
+            )
+
+
+def report_lines(
+    findings: Findings,
+    repairs: Repairs | None,
+    after: Findings,
+    *,
+    grace_minutes: int,
+    repaired: bool,
+) -> Iterator[str]:
+    """What `dropbox fsck` prints: what was found, what was removed, what is left to do.
+
+    `after` is the check run again after `repair` (`findings` itself when
+    nothing was repaired); the command exits 1 when it still has problems.
+    """
+    yield (f"Checked {findings.data_dir}: {findings.blobs} blobs, {findings.items} items.")
+    yield from finding_lines(findings)
+    if findings.in_progress:
+        yield (
+            f"Left alone: {count(len(findings.in_progress), 'stray file', 'stray files')} "
+            f"younger than {grace_minutes} minutes (uploads or backups in progress?)."
+        )
+    if repairs is not None:
+        yield (
+            f"Removed {count(repairs.orphan_blobs, 'blob', 'blobs')} without an item, "
+            f"{count(repairs.partial_writes, 'partial write', 'partial writes')} and "
+            f"{count(repairs.backup_leftovers, 'backup leftover', 'backup leftovers')}."
+        )
+        if repairs.kept_referenced:
+            yield (
+                f"Kept {count(repairs.kept_referenced, 'blob', 'blobs')} that an item came to "
+                "refer to meanwhile."
+            )
+        if repairs.forgotten_items:
+            yield (
+                f"Removed {count(repairs.forgotten_items, 'item', 'items')} whose blob is "
+                "missing (recorded in the audit log)."
+            )
+    if after.problems == 0:
+        yield "The blobs and the database agree."
+        return
+    if after.missing_blobs:
+        yield (
+            "An item without its blob cannot be decrypted. Put the blob back from a backup "
+            "(the database still holds the item's key); if it is lost for good, remove the "
+            "item with 'dropbox fsck --repair --forget-missing'."
+        )
+    if after.damaged_blobs:
+        yield ("A damaged blob cannot be decrypted: put it back from a backup.")
+    if after.unexpected:
+        yield ("Unexpected entries are never removed: look at them, then move them away.")
+    if after.leftovers:
+        leftovers = count(len(after.leftovers), "leftover", "leftovers")
+        yield (f"Run 'dropbox fsck --repair' to remove the {leftovers} above.")
+    problems = count(after.problems, "problem", "problems")
+    verb = ("remains" if after.problems == 1 else "remain") if repaired else "found"
+    yield (f"{problems} {verb}.")

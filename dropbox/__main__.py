@@ -1,5 +1,0 @@
-"""Allow `python -m dropbox`."""
-
-from dropbox.cli import main
-
-main()

@@ -1,0 +1,5 @@
+"""Allow `python -m launcher`."""
+
+from launcher.cli import main
+
+main()
