@@ -421,7 +421,7 @@ def serve_case_server(config_path: str) -> None:
     the app factory swapped.
     """
     import case_server
-    from dropbox import serve
+    from launcher import serve
 
     config = load(Path(config_path))
 

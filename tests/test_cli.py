@@ -424,7 +424,7 @@ def test_demo_sets_up_serves_both_interfaces_and_stops_cleanly(tmp_path: Path) -
         [
             sys.executable,
             "-m",
-            "dropbox",
+            "launcher",
             "demo",
             "--data-dir",
             str(data_dir),
@@ -671,7 +671,7 @@ def test_ctrl_c_stops_the_whole_demo_within_five_seconds_without_alarm(tmp_path:
         [
             sys.executable,
             "-m",
-            "dropbox",
+            "launcher",
             "demo",
             "--data-dir",
             str(data_dir),

@@ -970,7 +970,7 @@ def test_a_whole_journey_names_no_other_origin_and_logs_no_address_or_user_agent
 # Python logger of the worker at DEBUG, written to stderr.
 CHILD = """
 import logging, sys
-from dropbox import serve
+from launcher import serve
 from dropbox.config import load
 
 config, interface = load(sys.argv[1]), sys.argv[2]
