@@ -16,6 +16,9 @@ Where the sealed state lives is chosen in one place, `session_store`, from
 Redis (`redis://`, `rediss://`), where each session is one hash
 `dropbox:<kind>:<hex id hash>` that Redis itself drops at the stored
 expiry. API tokens live in the same store.
+
+This module holds the stores and the tokens and imports no web framework;
+Flask's session interface over them is `dropbox.web.sessions`.
 """
 
 from __future__ import annotations

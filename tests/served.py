@@ -434,7 +434,7 @@ def serve_case_server(config_path: str) -> None:
 
 def case_server_switched() -> bool:
     """True once `dropbox run reviewer` serves the case server itself."""
-    return "case_server" in (REPO / "dropbox" / "serve.py").read_text()
+    return "case_server" in (REPO / "launcher" / "serve.py").read_text()
 
 
 def case_server_command(config: Path) -> list[str]:

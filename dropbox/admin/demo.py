@@ -7,6 +7,8 @@ notes sealed here as the officer's machine would seal them. Only then are its
 dates moved back in the database, so that the inbox shows deadlines met,
 near and missed. The codenames are thrown away: nobody can sign in as these
 sources.
+
+`serve_demo` runs the demo's three processes and stops them together.
 """
 
 from __future__ import annotations

@@ -438,7 +438,7 @@ def report_lines(
     `after` is the check run again after `repair` (`findings` itself when
     nothing was repaired); the command exits 1 when it still has problems.
     """
-    yield (f"Checked {findings.data_dir}: {findings.blobs} blobs, {findings.items} items.")
+    yield f"Checked {findings.data_dir}: {findings.blobs} blobs, {findings.items} items."
     yield from finding_lines(findings)
     if findings.in_progress:
         yield (
@@ -471,12 +471,12 @@ def report_lines(
             "item with 'dropbox fsck --repair --forget-missing'."
         )
     if after.damaged_blobs:
-        yield ("A damaged blob cannot be decrypted: put it back from a backup.")
+        yield "A damaged blob cannot be decrypted: put it back from a backup."
     if after.unexpected:
-        yield ("Unexpected entries are never removed: look at them, then move them away.")
+        yield "Unexpected entries are never removed: look at them, then move them away."
     if after.leftovers:
         leftovers = count(len(after.leftovers), "leftover", "leftovers")
-        yield (f"Run 'dropbox fsck --repair' to remove the {leftovers} above.")
+        yield f"Run 'dropbox fsck --repair' to remove the {leftovers} above."
     problems = count(after.problems, "problem", "problems")
     verb = ("remains" if after.problems == 1 else "remain") if repaired else "found"
-    yield (f"{problems} {verb}.")
+    yield f"{problems} {verb}."

@@ -1,4 +1,9 @@
-"""What the Flask apps share: security headers on every response, and how requests arrive."""
+"""What the Flask apps share: security headers on every response, and how requests arrive.
+
+The package is the core's one part that uses Flask: `sessions.py` is Flask's
+session interface over `dropbox.sessions`, `limits.py` the derivation gate and
+the rate-limit storage. The core's other modules never import it.
+"""
 
 from __future__ import annotations
 
