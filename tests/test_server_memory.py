@@ -260,5 +260,10 @@ def test_no_server_process_holds_the_passphrase_a_secret_key_or_plaintext(
     # ... and it looks in the right place: the reviewer app holds the keys and the plaintext.
     assert in_app.found("officer secret key") > 0
     assert in_app.found("OIO office secret key") > 0
-    for name in canaries.all():
-        assert in_app.found(f"canary: {name}") > 0, f"{name} not found in the reviewer app"
+    # The identity details are opened only for the reveal page (the journey checks they
+    # were shown there) and the app keeps no copy after it: whether the freed bytes are
+    # still in memory when the search runs depends on the allocator. Every other
+    # canary the app holds while the report is open must be found.
+    found = {name: in_app.found(f"canary: {name}") > 0 for name in canaries.all()}
+    missing = {name for name, seen in found.items() if not seen}
+    assert missing <= {"identity name", "identity contact"}, f"not in the reviewer app: {missing}"
