@@ -9,6 +9,7 @@ design is docs/design.md (issue 14).
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from functools import cache
@@ -30,13 +31,11 @@ PACKAGES = (
 # Folders the table may name as a whole instead of file by file: Alembic's
 # environment and its revisions, each of which says what it does in its docstring.
 WHOLE_FOLDERS = ("dropbox/migrations/",)
-# What sends a reader outside the repository for the design: the shared folder
-# beside the checkout (by a relative or an absolute path), or an upper-case
-# design file the repository does not have. Every such name in this file is
-# written in pieces, so that the file does not match itself.
-DESIGN_FILE = "DESIGN" + ".md"
-SHARED = ".." + "/shared"
-OUTSIDE = re.compile(r"\.\.[/\\]shared\b|/work/[s]hared\b|\bDESIGN\.md\b")
+# A relative path in the project's prose: one or more "../" and what follows. ("..."
+# as an ellipsis, as in ".../reviewer", is not one.)
+RELATIVE_PATH = re.compile(r"(?<![\w.])(?:\.\./)+[\w.-][\w./-]*")
+# Files whose comments are prose (a "#" starts a comment in each).
+COMMENTED = (".py", ".toml", ".cfg", ".sh", "Makefile", ".importlinter")
 
 
 @cache
@@ -155,35 +154,65 @@ def test_a_module_counts_as_named_by_its_path_or_in_its_folders_row(
 # --- nothing points outside the repository ------------------------------------------------
 
 
-def test_no_file_sends_the_reader_to_a_design_document_outside_the_repository() -> None:
-    has_own = any(PurePosixPath(name).name == DESIGN_FILE for name in repository_files())
+def prose(name: str, text: str) -> list[tuple[int, str]]:
+    """The lines of a file a reader follows: all of a Markdown file, the comments of code.
+
+    Strings in code are left out: the fuzzers send paths such as "../../etc/passwd"
+    on purpose.
+    """
+    if name.endswith(".md"):
+        return list(enumerate(text.splitlines(), 1))
+    if name.endswith(COMMENTED):
+        return [
+            (number, line.split("#", 1)[1])
+            for number, line in enumerate(text.splitlines(), 1)
+            if "#" in line
+        ]
+    return []
+
+
+def leaves_the_repository(name: str, path: str) -> bool:
+    """True if `path`, read from the folder of the file `name`, is outside the repository."""
+    target = os.path.normpath(os.path.join(os.path.dirname(name), path))
+    return target == ".." or target.startswith("../")
+
+
+def test_no_file_sends_the_reader_outside_the_repository() -> None:
+    """Whoever clones the project has only the repository: no prose may point past it."""
     found = []
     for name in sorted(repository_files()):
         data = (ROOT / name).read_bytes()
         if b"\0" in data:
             continue  # compiled translations, images: no text to follow
-        for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
-            if any(m.group() != DESIGN_FILE or not has_own for m in OUTSIDE.finditer(line)):
-                found.append(f"{name}:{number}: {line.strip()}")
-    assert not found, "references to a design document outside the repository:\n" + "\n".join(found)
+        for number, line in prose(name, data.decode("utf-8", "replace")):
+            for path in RELATIVE_PATH.findall(line):
+                if leaves_the_repository(name, path):
+                    found.append(f"{name}:{number}: {path}")
+    assert not found, "paths outside the repository:\n" + "\n".join(found)
 
 
 @pytest.mark.parametrize(
-    ("text", "outside"),
+    ("name", "text", "outside"),
     [
-        (f"see {SHARED}/{DESIGN_FILE}", True),
-        ("see .." + "\\shared\\notes", True),
-        ("read /work" + "/shared/STYLE.md first", True),
-        (f"as {DESIGN_FILE} says", True),
-        ("see docs/design.md", False),
-        ("shared fixtures in tests/conftest.py", False),
-        ("../shared_state is a name", False),
+        ("README.md", "see ../notes/plan.md", True),
+        ("docs/design.md", "see ../../notes/plan.md", True),
+        ("dropbox/cli.py", "\N{NUMBER SIGN} as ../../notes/plan.md says", True),
+        ("dropbox/cli.py", "\N{NUMBER SIGN} as ../docs/design.md says", False),
+        ("docs/design.md", "see ../README.md", False),
+        ("docs/deploy.md", "the keys in `.../reviewer`", False),
+        ("tests/test_store.py", 'BAD = "../../etc/passwd"', False),  # code, not prose
     ],
 )
-def test_the_outside_pattern_catches_the_shared_folder_and_design_md(
-    text: str, outside: bool
+def test_the_check_finds_a_path_that_climbs_out_of_the_repository(
+    name: str, text: str, outside: bool
 ) -> None:
-    assert bool(OUTSIDE.search(text)) is outside
+    hits = [
+        path
+        for _, line in prose(name, text)
+        for path in RELATIVE_PATH.findall(line)
+        if leaves_the_repository(name, path)
+    ]
+    assert bool(hits) is outside, hits
 
 
 # --- links in the README and docs/ ------------------------------------------------------------
