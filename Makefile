@@ -65,10 +65,15 @@ test-deps: $(STAMP)
 # PostgreSQL the tests marked database_engine, those that work with the database
 # layer (the rule: tests/conftest.py): a throwaway server (Debian's) that
 # tests/conftest.py starts on a free loopback port and removes afterwards.
+# Each pass runs in two phases: the tests not marked `serial` spread over
+# TEST_WORKERS pytest-xdist workers (default 4: on 2 cores the tests wait on
+# disk, subprocesses and sleeps as much as they compute; the browser suite stays
+# on one worker), then the `serial` tests alone, one at a time (those that measure
+# time or memory: tests/conftest.py, SERIAL_MODULES and SERIAL_TESTS).
 # Each phase prints its wall time (CI's budget: well under 20 minutes); the first
 # phase that fails stops the run with its own exit code.
 test:
-	@started=$$(date +%s); summary=""; \
+	@started=$$(date +%s); summary=""; workers=$${TEST_WORKERS:-4}; \
 	clock() { printf '%d:%02d' $$(($$1 / 60)) $$(($$1 % 60)); }; \
 	phase() { \
 		name=$$1; shift; from=$$(date +%s); echo "make test: $$name: $$*"; \
@@ -79,8 +84,10 @@ test:
 	phase install $(MAKE) --no-print-directory install; \
 	phase lint $(MAKE) --no-print-directory lint; \
 	phase "test deps" $(MAKE) --no-print-directory test-deps; \
-	phase "SQLite and browser pass" $(BIN)/pytest; \
-	phase "PostgreSQL pass" env DROPBOX_TEST_DATABASE=postgresql $(BIN)/pytest -m "database_engine and not browser"; \
+	phase "SQLite in parallel (with the browser suite)" $(BIN)/pytest -n $$workers --dist loadgroup -m "not serial"; \
+	phase "SQLite serial" $(BIN)/pytest -m serial; \
+	phase "PostgreSQL in parallel" env DROPBOX_TEST_DATABASE=postgresql $(BIN)/pytest -n $$workers --dist loadgroup -m "database_engine and not browser and not serial"; \
+	phase "PostgreSQL serial" env DROPBOX_TEST_DATABASE=postgresql $(BIN)/pytest -m "database_engine and not browser and serial"; \
 	echo "make test: total $$(clock $$(($$(date +%s) - started)))$$summary"
 
 clean:

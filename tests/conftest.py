@@ -16,6 +16,19 @@ operations, sessions), or one of this file's names that depend on the engine
 (DATABASE, new_database_url, database_files, PostgresServer). Crypto, word
 lists, translations, formats and config parsing stay SQLite-only.
 tests/test_suite_layout.py checks the rule both ways.
+
+`make test` runs each pass in two parts: first every test not marked
+``serial``, spread over several pytest-xdist workers (each worker has its own
+temporary directories, its own slice of free ports and, on PostgreSQL, its
+own server), then the ``serial`` tests alone, one at a time: those that
+measure wall time or memory, or that pin requests to one gunicorn worker,
+and that a busy neighbour would disturb (SERIAL_MODULES and SERIAL_TESTS
+below).
+
+The `instance` fixture does not run the migrations for every test: each
+session (each worker) migrates one template database, and each test's
+instance starts from a copy of it (a file copy on SQLite, CREATE DATABASE
+... TEMPLATE on PostgreSQL), with its own data directory and new secrets.
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ from __future__ import annotations
 import atexit
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -38,6 +52,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from flask import Flask
+from jinja2 import BytecodeCache
+from jinja2.bccache import Bucket
 from nacl.public import PrivateKey
 
 from crypto.kdf import KdfCost
@@ -75,6 +91,166 @@ class Figures:
 
 
 FIGURES = Figures()
+
+
+class _SharedTemplateCache(BytecodeCache):
+    """Compiled templates kept in memory for every Flask app this test process makes.
+
+    Nearly every test makes its own apps, and each app's Jinja environment
+    would parse and compile every template it renders anew: a third of the
+    suite's time. Jinja still reads each template's source on every load and
+    uses the cached code only while the source's checksum matches, so what
+    renders is exactly what the template files say. A server process never
+    makes more than one app, so the packages have nothing to gain from this.
+    """
+
+    def __init__(self) -> None:
+        self._compiled: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        compiled = self._compiled.get(bucket.key)
+        if compiled is not None:
+            bucket.bytecode_from_string(compiled)
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        self._compiled[bucket.key] = bucket.bytecode_to_string()
+
+
+Flask.jinja_options = {**Flask.jinja_options, "bytecode_cache": _SharedTemplateCache()}
+
+
+def _share_url_builders() -> None:
+    """Reuse each URL rule's generated builder across the apps of this test process.
+
+    Werkzeug writes and compiles a small Python function for every route of
+    every new app (its Rule._compile_builder), about a tenth of the time of
+    a test that makes its apps. The function depends only on the rule's text
+    and its parsed parts, so apps with the same routes can share it. Rules
+    with defaults (which the builder resolves through the app's converters)
+    are left to Werkzeug; if a release renames what this relies on, nothing
+    is shared and the suite is only slower.
+    """
+    from werkzeug.routing.rules import Rule
+
+    original = getattr(Rule, "_compile_builder", None)
+    if original is None or not hasattr(Rule("/"), "_trace"):
+        return
+    builders: dict[tuple[object, ...], Any] = {}
+
+    def compile_builder(self: Rule, append_unknown: bool = True) -> Any:
+        if self.defaults:
+            return original(self, append_unknown)
+        key = (self.rule, tuple(self._trace), append_unknown)
+        builder = builders.get(key)
+        if builder is None:
+            builder = builders[key] = original(self, append_unknown)
+        return builder
+
+    Rule._compile_builder = compile_builder  # type: ignore[method-assign]
+
+
+_share_url_builders()
+
+
+# Tests that measure wall time or memory, or how gunicorn spreads connections over
+# its workers: a busy neighbour would change what they measure. They carry the
+# marker `serial`; `make test` runs the rest in parallel (pytest-xdist), and these
+# alone afterwards (-m serial). By module, and by test (module::name).
+SERIAL_MODULES = frozenset(
+    {
+        "test_bench_inbox.py",  # round-trip budgets
+        "test_crash_safety.py",  # workers killed at moments picked by time
+        "test_load.py",  # throughput and latency
+        "test_login_flood.py",  # memory cap and latency under a flood
+        "test_redis.py",  # requests pinned to one gunicorn worker
+        "test_server_memory.py",  # scans the memory of server processes
+        "test_source_hardening.py",  # bounded waits through floods
+    }
+)
+SERIAL_TESTS = frozenset(
+    {
+        "test_cli.py::test_ctrl_c_stops_the_whole_demo_within_five_seconds_without_alarm",
+        "test_cli.py::test_ctrl_c_on_dropbox_run_reaches_the_gunicorn_master_only",
+        "test_disk_traces.py::test_a_sources_session_ends_at_its_exact_expiry_though_the_row_says_a_later_day",
+        "test_officer_keys.py::test_a_cost_outside_the_bounds_is_refused_before_any_derivation",
+        "test_reviewer_signin.py::test_signing_in_takes_as_long_whether_the_username_exists_or_the_passphrase_is_right",
+    }
+)
+TESTS = Path(__file__).parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register `serial`, and check that every test the lists above name still exists."""
+    config.addinivalue_line(
+        "markers",
+        "serial: measures time or memory; `make test` runs these alone, after the parallel run "
+        "(SERIAL_MODULES and SERIAL_TESTS in tests/conftest.py)",
+    )
+    missing = sorted(name for name in SERIAL_MODULES if not (TESTS / name).is_file())
+    for entry in SERIAL_TESTS:
+        module, test = entry.split("::")
+        path = TESTS / module
+        if not path.is_file() or f"def {test}(" not in path.read_text(encoding="utf-8"):
+            missing.append(entry)
+    if missing:
+        raise pytest.UsageError(
+            "tests/conftest.py names serial tests that do not exist (renamed?): "
+            + ", ".join(sorted(missing))
+        )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests of SERIAL_MODULES and SERIAL_TESTS `serial`."""
+    for item in items:
+        module = Path(str(item.path))
+        if module.parent != TESTS:
+            continue
+        name = getattr(item, "originalname", item.name)
+        if module.name in SERIAL_MODULES or f"{module.name}::{name}" in SERIAL_TESTS:
+            item.add_marker(pytest.mark.serial)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In a pytest-xdist worker, hand this worker's figures to the main process."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["dropbox_figures"] = {
+            "lines": FIGURES.lines,
+            "counts": dict(FIGURES.counts),
+        }
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """In the main process of a pytest-xdist run, gather each worker's figures."""
+    figures = getattr(node, "workeroutput", {}).get("dropbox_figures")
+    if figures:
+        FIGURES.lines.extend(figures["lines"])
+        FIGURES.counts.update(figures["counts"])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With --dist loadgroup, keep the browser suite on one worker (its servers start once).
+
+    tests/browser/conftest.py marks those tests xdist_group("browser"), but
+    pytest-xdist 3.8 applies a group by rewriting `item._nodeid`, which
+    pytest 9 no longer reads: the group would be ignored. This scheduler
+    makes tests/browser one unit of work itself (the largest, so sent first)
+    and spreads every other test one by one, as --dist load does.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling  # type: ignore[import-untyped]
+
+    class BrowserTogether(LoadGroupScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith("tests/browser/"):
+                return "browser"
+            scope: str = super()._split_scope(nodeid)
+            return scope
+
+    return BrowserTogether(config, log)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -292,20 +468,133 @@ def config(tmp_path: Path) -> Config:
     )
 
 
+@dataclass(frozen=True)
+class InstanceTemplate:
+    """A database brought to the newest schema once per session, for `instance` to copy."""
+
+    sqlite_file: Path | None  # SQLite: the database file
+    postgres_database: str | None  # PostgreSQL: a database on the session's server
+
+
+TEMPLATE_DATABASE = "instance_template"
+
+
+@pytest.fixture(scope="session")
+def _instance_template(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer | None
+) -> Iterator[InstanceTemplate]:
+    """Run the migrations once per session (per pytest-xdist worker), not once per test.
+
+    Only the database is shared as a template: it holds the schema and the
+    audit log's empty head row, nothing secret. Each test's instance still
+    gets its own data directory and its own secrets (below).
+    """
+    from dropbox.database import create_schema, make_engine
+
+    if postgres_server is None:
+        data_dir = tmp_path_factory.mktemp("instance-template") / "data"
+        data_dir.mkdir(mode=0o700)
+        config = Config(data_dir=data_dir)
+        engine = make_engine(config.db_url)
+        create_schema(engine)
+        engine.dispose()  # the last connection's close empties and removes the WAL
+        database = data_dir / "dropbox.sqlite3"
+        leftover = sorted(p.name for p in data_dir.iterdir() if p != database)
+        assert leftover == [], f"the template database left files behind: {leftover}"
+        yield InstanceTemplate(sqlite_file=database, postgres_database=None)
+        return
+    assert postgres_server.admin is not None
+    postgres_server.admin.execute(f'CREATE DATABASE "{TEMPLATE_DATABASE}"')
+    engine = make_engine(postgres_server.url(TEMPLATE_DATABASE))
+    create_schema(engine)
+    engine.dispose()  # CREATE DATABASE ... TEMPLATE needs the template without connections
+    yield InstanceTemplate(sqlite_file=None, postgres_database=TEMPLATE_DATABASE)
+
+
+def _copy_template(config: Config, template: InstanceTemplate) -> None:
+    """Give `config` a copy of the template database, if it is a new, empty one of this suite."""
+    if template.sqlite_file is not None and not config.database_url:
+        database = Path(config.db_url.removeprefix("sqlite:///"))
+        if database.parent.exists():
+            return  # not a fresh data directory: let initialise meet what is there
+        # As Instance.initialise makes it (create_secrets), with the file's mode as SQLite made it.
+        database.parent.mkdir(parents=True, mode=0o700)
+        shutil.copyfile(template.sqlite_file, database)
+        shutil.copymode(template.sqlite_file, database)
+        return
+    if _postgres is None or _postgres.admin is None or template.postgres_database is None:
+        return
+    name = config.database_url.rsplit("/", 1)[-1]
+    if name not in _postgres.created or config.database_url != _postgres.url(name):
+        return
+    # new_database_url made it empty a moment ago and nothing has connected to it yet.
+    _postgres.admin.execute(f'DROP DATABASE "{name}"')
+    _postgres.admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template.postgres_database}"')
+
+
+# Modules whose `instance` is made on an empty database, migrations and all: those
+# that test the migrations (that Instance.initialise brings a new database to head).
+MIGRATE_FROM_EMPTY = frozenset({"test_migrations.py"})
+
+
 @pytest.fixture
-def instance(config: Config) -> Iterator[Instance]:
-    """An initialised instance (no offices or officers yet)."""
+def instance(
+    request: pytest.FixtureRequest, config: Config, _instance_template: InstanceTemplate
+) -> Iterator[Instance]:
+    """An initialised instance (no offices or officers yet).
+
+    Instance.initialise itself makes it, with new secrets and audit keys, but
+    on a copy of the session's migrated template database: its upgrade finds
+    the schema at the newest revision and does nothing. In the modules of
+    MIGRATE_FROM_EMPTY, and in every `dropbox init` of the suite, it still
+    migrates an empty database.
+    """
+    if request.path.name not in MIGRATE_FROM_EMPTY:
+        _copy_template(config, _instance_template)
     opened = Instance.initialise(config)
     yield opened
     opened.close()
 
 
+# Where free_port looks: below the kernel's ephemeral range, from which every
+# outgoing connection takes its source port. A port the kernel hands out (bind to
+# port 0) could be taken by any test's client connection between the pick and the
+# server's bind, which parallel runs make likely; a port below that range can only
+# be taken by another bind. Each pytest-xdist worker picks in its own slice.
+_LOWEST_PORT = 10000
+_recent_ports: list[int] = []
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
     """A TCP port on localhost that nothing listens on right now."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) if worker.isdigit() else 0
+    workers = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1), index + 1)
+    width = (_ephemeral_low() - _LOWEST_PORT) // workers
+    if width >= 100:
+        first = _LOWEST_PORT + index * width
+        for _ in range(200):
+            port = secrets.randbelow(width) + first
+            if port in _recent_ports:
+                continue  # handed out a moment ago, perhaps not bound yet
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _recent_ports[:] = [*_recent_ports[-63:], port]
+            return port
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+        chosen: int = probe.getsockname()[1]
+        return chosen
 
 
 def invoke(

@@ -402,7 +402,7 @@ def _get(url: str) -> tuple[int, dict[str, str], str]:
         return response.status, dict(response.headers), response.read().decode()
 
 
-def _wait_for(url: str, process: subprocess.Popen[str], seconds: float = 30) -> None:
+def _wait_for(url: str, process: subprocess.Popen[str], seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:

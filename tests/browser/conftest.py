@@ -56,12 +56,22 @@ CHROMIUM_ARGS = [
 TOTP_STEP = 30
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test in this folder is a browser test (`pytest -m browser` runs only these)."""
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the group
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test in this folder is a browser test (`pytest -m browser` runs only these).
+
+    Under pytest-xdist with --dist loadgroup (`make test`), they all go to one
+    worker, one after the other: the session's servers and Chromium are then
+    started once, and the other workers run the rest of the suite meanwhile
+    (the scheduler in tests/conftest.py sees to it).
+    """
     here = Path(__file__).parent
+    grouped = config.pluginmanager.hasplugin("xdist")
     for item in items:
         if here in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.browser)
+            if grouped:
+                item.add_marker(pytest.mark.xdist_group("browser"))
 
 
 @dataclass
