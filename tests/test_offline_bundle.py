@@ -42,7 +42,7 @@ MESSAGE = "Offline canary message: the storeroom keys went missing twice."
 FILE = b"%PDF-1.4 offline canary file " + bytes(range(256)) * 300
 REPLY = "Offline canary reply: thank you, we are looking into it."
 NOTE = "Offline canary note: check the storeroom log."
-CANARIES = (MESSAGE.encode(), FILE[:40], REPLY.encode(), NOTE.encode())
+CANARIES = (MESSAGE.encode(), FILE[:40], REPLY.encode(), NOTE.encode(), b"A. Person")
 
 
 @dataclass
@@ -109,14 +109,17 @@ def site(tmp_path: Path, instance: Instance) -> Iterator[Site]:
     yield Site(instance, config_path, tmp_path, recovery, source)
 
 
+IDENTITY = "Offline canary identity: A. Person"
+
+
 def report_to_oio(site: Site) -> tuple[str, FlaskClient]:
-    """A report with a file through the source interface; (codename, the source's client)."""
+    """A report with a file and identity details through the source interface;
+    (codename, the source's client)."""
     category = next(c.code for c in site.instance.config.categories if c.office == "OIO")
     client = site.source.test_client()
     codename, form = new_codename(client)
-    sent = submit_report(
-        client, form, {"category": category, "message": MESSAGE}, [("evidence.pdf", FILE)]
-    )
+    fields = {"category": category, "message": MESSAGE, "identity_name": IDENTITY}
+    sent = submit_report(client, form, fields, [("evidence.pdf", FILE)])
     assert sent.status_code == 302, sent.get_data(as_text=True)
     return codename, client
 
@@ -205,6 +208,12 @@ def test_a_reply_and_a_note_written_offline_reach_the_source_and_the_office(site
     assert code == 0 and "every item was imported before" in stdout
     assert site.counts() == after_first
 
+    # No plaintext anywhere on disk: the data directory, both bundles, the return bundle.
+    for path in site.work.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert not any(canary in content for canary in CANARIES), path
+
     login(source, codename)
     thread = source.get("/thread").get_data(as_text=True)
     assert REPLY in thread
@@ -252,6 +261,49 @@ def test_the_wrong_recovery_file_does_not_unlock(site: Site) -> None:
     assert refused.status_code == 400
     assert "office ECO's, not OIO's" in html.unescape(refused.get_data(as_text=True))
     assert client.get("/").status_code == 302
+
+
+def test_identity_details_never_travel_in_a_bundle(site: Site) -> None:
+    report_to_oio(site)
+    bundle = site.export("export.zip")
+    (report,) = bundles.ExportBundle(bundle).manifest.reports
+    identity = [i for i in report.items if i.kind == "identity"]
+    assert len(identity) == 1
+    assert (
+        identity[0].body is None
+        and identity[0].id not in bundles.ExportBundle(bundle).manifest.files
+    )
+    client = unlock(site.offline(bundle), site.recovery["OIO"])
+    page = html.unescape(client.get(f"/reports/{report.id}").get_data(as_text=True))
+    assert "They are not in the bundle: reveal them in the reviewer app connected" in page
+    assert IDENTITY not in page
+
+
+def test_the_offline_app_checks_host_and_csrf_and_forgets_the_key_at_lock(site: Site) -> None:
+    report_to_oio(site)
+    app = site.offline(site.export("export.zip"))
+    client = unlock(app, site.recovery["OIO"])
+    rid = report_id(site)
+    assert client.get("/", headers={"Host": "attacker.example:8081"}).status_code == 400
+    forged = client.post(f"/reports/{rid}/notes", data={"text": NOTE})
+    assert forged.status_code == 400
+    assert not (site.work / "replies.zip").exists()
+    token = csrf_token(client.get("/").get_data(as_text=True))
+    assert client.post("/lock", data={"csrf_token": token}).status_code == 302
+    assert client.get(f"/reports/{rid}").headers["Location"].endswith("/unlock")
+
+
+def test_an_idle_offline_session_forgets_the_key(site: Site) -> None:
+    from datetime import timedelta
+
+    report_to_oio(site)
+    app = site.offline(site.export("export.zip"))
+    client = unlock(app, site.recovery["OIO"])
+    desk = app.extensions["reviewer.desk"]
+    later = desk.clock() + timedelta(minutes=16)
+    desk.clock = lambda: later
+    desk.sweep()
+    assert client.get("/").headers["Location"].endswith("/unlock")
 
 
 # --- refusals on import: whole, with nothing stored -------------------------------------
