@@ -224,6 +224,9 @@ class Item(Base):
     # marked new only once. A flag, never a time: it says that the source came
     # back after the reply, not when. The case server never sends it to officers.
     seen_by_source: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The export bundle that first carried the item to an offline machine (`dropbox
+    # bundle export`); None until then, so that an export carries what is new.
+    exported_in: Mapped[str | None] = mapped_column(String(32))
 
     report: Mapped[Report] = relationship(back_populates="items")
 
@@ -242,6 +245,26 @@ class ReportShare(Base):
 
     report_id: Mapped[str] = mapped_column(ForeignKey("reports.id"), primary_key=True)
     office_code: Mapped[str] = mapped_column(ForeignKey("offices.code"), primary_key=True)
+
+
+class BundleTransfer(Base):
+    """An offline bundle written for an office, or one imported from it (dropbox/admin/bundles.py).
+
+    Counts and ids only: what a bundle held is in its file and, item by item,
+    in `Item.exported_in` and the audit log.
+    """
+
+    __tablename__ = "bundle_transfers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bundle_id: Mapped[str] = mapped_column(String(32), index=True)
+    direction: Mapped[str] = mapped_column(String(8))  # "export" or "import"
+    office_code: Mapped[str] = mapped_column(ForeignKey("offices.code"))
+    # For an import: the export bundle the offline machine answered.
+    answers: Mapped[str | None] = mapped_column(String(32))
+    reports: Mapped[int] = mapped_column(Integer)
+    items: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class ItemRead(Base):

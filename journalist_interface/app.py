@@ -17,7 +17,18 @@ import secrets
 from typing import Any
 
 import httpx
-from flask import Flask, Response, flash, g, redirect, render_template, request, session, url_for
+from flask import (
+    Flask,
+    Response,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_babel import Babel
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -72,6 +83,22 @@ def create_reviewer_app(
     app.extensions["reviewer.settings"] = settings
     app.extensions["reviewer.transport"] = transport
     app.extensions["reviewer.vault"] = vault.new_vault(settings)
+    configure_shell(app, settings.origins)
+    app.before_request(vault.load_entry)
+    _register_blueprints(app)
+    register_error_handlers(app)
+    _template_globals(app)
+    return app
+
+
+def configure_shell(app: Flask, origins: tuple[str, ...]) -> None:
+    """What every app served on the officer's loopback needs, online or offline (`offline.py`).
+
+    The cookie, the Host check against `origins` (the first is the usual
+    address), the Origin check, CSRF, the security headers; in this order,
+    before anything else reads the request.
+    """
+    app.extensions["reviewer.origins"] = origins
     app.config.update(
         # New at every start: a restart voids every session, as it forgets every key.
         SECRET_KEY=secrets.token_bytes(32),
@@ -80,7 +107,7 @@ def create_reviewer_app(
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_SECURE=False,  # plain http on loopback
         # Test clients and url_for outside a request use the app's own address.
-        SERVER_NAME=settings.origins[0],
+        SERVER_NAME=origins[0],
         MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH,
         WTF_CSRF_TIME_LIMIT=None,
         WTF_CSRF_SSL_STRICT=False,
@@ -92,15 +119,10 @@ def create_reviewer_app(
     app.before_request(refuse_nameless_form_fields)
     csrf = CSRFProtect(app)
     app.extensions["dropbox.csrf"] = csrf
-    app.before_request(vault.load_entry)
     Babel(app, locale_selector=lambda: "en")
     register_security_headers(app, "", allow_images=True)
     register_robots_and_icon(app)
-    _register_blueprints(app)
-    register_error_handlers(app)
-    _template_globals(app)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    return app
 
 
 def _register_blueprints(app: Flask) -> None:
@@ -126,12 +148,12 @@ def _refusal(title: Any, message: Any, status: int) -> Response:
 def _check_host() -> Response | None:
     """Only this app's own loopback address and port: a rebound DNS name is refused."""
     g.entry = None
-    settings = vault.settings()
+    origins: tuple[str, ...] = current_app.extensions["reviewer.origins"]
     host = request.environ.get("HTTP_HOST", "").lower()
-    if host in settings.origins:
+    if host in origins:
         return None
     g.host_refused = True
-    message = _("This page can only be opened at %(address)s", address=settings.address)
+    message = _("This page can only be opened at %(address)s", address=f"http://{origins[0]}")
     return _refusal(_("Wrong address"), message, 400)
 
 

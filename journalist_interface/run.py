@@ -11,12 +11,14 @@ import atexit
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import click
+from flask import Flask
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from crypto.kdf import KdfCost
@@ -90,14 +92,32 @@ class _PrivateHandler(WSGIRequestHandler):
         """No access log."""
 
 
-def _sweeper(vault: Vault, stop: threading.Event) -> None:
+def _sweeper(sweep: Callable[[], None], stop: threading.Event) -> None:
     """Forget idle sessions' keys even when no request comes."""
     while not stop.wait(SWEEP_SECONDS):
-        vault.sweep()
+        sweep()
 
 
 @click.command("reviewer")
 @click.option("--server", metavar="URL", help="The case server's address (http:// or https://).")
+@click.option(
+    "--bundle",
+    "bundle",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help=(
+        "Offline review: open this export bundle ('dropbox bundle export') with no case server."
+        " Unlock it with the office's recovery file."
+    ),
+)
+@click.option(
+    "--out",
+    "outgoing",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=(
+        "With --bundle: where replies and notes are saved, encrypted, for 'dropbox bundle"
+        " import' [default: beside the bundle, named BUNDLE-replies]."
+    ),
+)
 @click.option("--socks", metavar="HOST:PORT", help="Reach it through tor's SOCKS port.")
 @click.option("--port", type=int, default=None, help=f"Local port (default {DEFAULT_PORT}).")
 @click.option(
@@ -129,6 +149,8 @@ def _sweeper(vault: Vault, stop: threading.Event) -> None:
 )
 def reviewer(
     server: str | None,
+    bundle: Path | None,
+    outgoing: Path | None,
     socks: str | None,
     port: int | None,
     host: str,
@@ -136,7 +158,21 @@ def reviewer(
     minimum_cost: str | None,
     settings_path: Path | None,
 ) -> None:
-    """Serve the reviewer app on this machine's loopback address."""
+    """Serve the reviewer app on this machine's loopback address.
+
+    With --bundle, on an offline machine: open an export bundle read-only, with
+    no case server, and save replies and notes in a bundle to bring back.
+    """
+    if bundle is not None:
+        if server or socks or settings_path:
+            raise click.UsageError(
+                "--bundle reviews offline, with no case server: leave out --server, --socks"
+                " and --settings"
+            )
+        _serve_offline(bundle, outgoing, port, host, pins)
+        return
+    if outgoing is not None:
+        raise click.UsageError("--out goes with --bundle (offline review)")
     try:
         settings = build_settings(
             server, socks, port, host, pins, settings_path, parse_cost(minimum_cost)
@@ -147,28 +183,72 @@ def reviewer(
 
     app = create_reviewer_app(settings)
     vault: Vault = app.extensions["reviewer.vault"]
-    atexit.register(vault.forget_all)
+    announce = [f"Reviewer app: open {settings.address} in your browser (Ctrl-C stops it)."]
+    _serve(app, settings.host, settings.port, vault.forget_all, vault.sweep, announce)
+
+
+def _serve_offline(
+    bundle: Path, outgoing: Path | None, port: int | None, host: str, pins: tuple[str, ...]
+) -> None:
+    """Serve the offline reviewer app over an export bundle."""
+    from dropbox.bundles import BundleRefused
+    from journalist_interface.offline import (
+        Desk,
+        OfflineSettings,
+        create_offline_app,
+        default_outgoing,
+    )
+
+    try:
+        settings = OfflineSettings(
+            bundle=bundle,
+            outgoing=outgoing or default_outgoing(bundle),
+            host=host,
+            port=port if port is not None else DEFAULT_PORT,
+            pins=parse_pins(pins),
+        )
+        app = create_offline_app(settings)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except BundleRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    desk: Desk = app.extensions["reviewer.desk"]
+    announce = [
+        f"Offline review of {bundle.name}: open {settings.address} in your browser"
+        " (Ctrl-C stops it).",
+        f"Replies and notes are saved, encrypted, in {settings.outgoing}.",
+    ]
+    _serve(app, settings.host, settings.port, desk.lock, desk.sweep, announce)
+
+
+def _serve(
+    app: Flask,
+    host: str,
+    port: int,
+    forget: Callable[[], None],
+    sweep: Callable[[], None],
+    announce: list[str],
+) -> None:
+    """Serve `app` until stopped; `forget` drops every key at the end, whatever ends it."""
+    atexit.register(forget)
 
     def _stop(signum: int, _frame: FrameType | None) -> Any:
-        vault.forget_all()
+        forget()
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     stop = threading.Event()
-    threading.Thread(target=_sweeper, args=(vault, stop), daemon=True).start()
+    threading.Thread(target=_sweeper, args=(sweep, stop), daemon=True).start()
     try:
-        served = make_server(
-            settings.host, settings.port, app, threaded=True, request_handler=_PrivateHandler
-        )
+        served = make_server(host, port, app, threaded=True, request_handler=_PrivateHandler)
     except OSError as exc:
-        raise click.ClickException(
-            f"cannot listen on {settings.host}:{settings.port}: {exc}"
-        ) from None
-    click.echo(f"Reviewer app: open {settings.address} in your browser (Ctrl-C stops it).")
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+    for line in announce:
+        click.echo(line)
     try:
         served.serve_forever()
     finally:
         stop.set()
         served.server_close()
-        vault.forget_all()
+        forget()

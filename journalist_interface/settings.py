@@ -71,14 +71,19 @@ class ReviewerSettings:
     @property
     def origins(self) -> tuple[str, ...]:
         """The addresses the pages may be opened at (their Host header values), first the usual."""
-        own = f"{self.host}:{self.port}" if ":" not in self.host else f"[{self.host}]:{self.port}"
-        usual = (f"127.0.0.1:{self.port}", f"localhost:{self.port}")
-        return usual if own in usual else (*usual, own)
+        return served_origins(self.host, self.port)
 
     @property
     def address(self) -> str:
         """The address to open in the browser."""
         return f"http://{self.origins[0]}"
+
+
+def served_origins(host: str, port: int) -> tuple[str, ...]:
+    """The Host header values an app on `host`:`port` answers, the usual address first."""
+    own = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    usual = (f"127.0.0.1:{port}", f"localhost:{port}")
+    return usual if own in usual else (*usual, own)
 
 
 def check_server_url(url: str) -> None:

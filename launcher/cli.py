@@ -605,6 +605,119 @@ def purge_command(state: _State, dry_run: bool) -> None:
         click.echo("Nothing was changed (dry run).")
 
 
+# --- offline review --------------------------------------------------------------
+
+
+@cli.group("bundle")
+def bundle_group() -> None:
+    """Offline review: an office's ciphertext to an offline machine, its replies and notes back.
+
+    For an office that keeps its key off every networked machine. 'export'
+    writes a bundle file to carry to the offline machine, where
+    'dropbox reviewer --bundle FILE' opens it; 'import' stores the replies and
+    notes written there. The server decrypts nothing either way.
+    """
+
+
+@bundle_group.command("export")
+@click.option("--office", "code", required=True, metavar="CODE", help="The office, e.g. OIO.")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the bundle (a new file).",
+)
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Every report of the office and every file, not only what is new since the last export.",
+)
+@pass_state
+def bundle_export(state: _State, code: str, out: Path, everything: bool) -> None:
+    """Write OFFICE's new reports and items, still encrypted, to a bundle for offline review.
+
+    A report goes in, with its metadata and its whole sealed thread, when it
+    has anything not yet exported. A file exported before goes in as its name
+    only (--all carries it again). Identity details stay on the server: they
+    are revealed online, with a recorded reason. Each exported report is
+    recorded in the audit log. Nothing is decrypted: carry the file to the
+    offline machine and open it there with 'dropbox reviewer --bundle FILE'.
+    """
+    from dropbox.admin import bundles as offline
+
+    with _database_errors():
+        instance = Instance.open(state.config())
+        try:
+            summary = offline.export(instance, code, out, everything=everything)
+        finally:
+            instance.close()
+    if summary is None:
+        click.echo(
+            f"Nothing new for {code} since its last export; no bundle was written"
+            " (--all exports every report)."
+        )
+        return
+    reports = _count(summary.reports, "report", "reports")
+    new_items = _count(summary.new_items, "new item", "new items")
+    files = _count(summary.files, "file", "files")
+    click.echo(
+        f"Wrote {summary.path} ({summary.size / 2**20:.1f} MiB): {reports} with {new_items},"
+        f" {files} carried whole; bundle {summary.bundle_id}."
+    )
+    click.echo(
+        "It holds ciphertext and metadata only. Open it on the offline machine with"
+        f" 'dropbox reviewer --bundle {summary.path.name}', then bring back the bundle of"
+        " replies and notes it writes for 'dropbox bundle import'."
+    )
+
+
+@bundle_group.command("import")
+@click.argument("bundle_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--officer",
+    "officer_name",
+    metavar="USERNAME",
+    help="The officer who did the offline review: the author of every reply and note.",
+)
+@pass_state
+def bundle_import(state: _State, bundle_file: Path, officer_name: str | None) -> None:
+    """Store the replies and notes of FILE, a bundle written by an offline reviewer app.
+
+    The whole bundle is checked first: its format and version, that it
+    answers an export of this server, that every report exists and is still
+    the office's, and that every item is a whole envelope sealed exactly to
+    the office (a note) or to the office and the report's source (a reply).
+    Anything else refuses it whole: nothing is stored. Items stored by an
+    earlier import of the same bundle are skipped, so importing twice adds
+    nothing. Each item and the import are recorded in the audit log.
+    """
+    from dropbox.admin import bundles as offline
+    from dropbox.bundles import BundleRefused
+
+    with _database_errors():
+        instance = Instance.open(state.config())
+        try:
+            summary = offline.import_return(instance, bundle_file, officer_name)
+        except BundleRefused as refused:
+            raise CommandError(f"{refused}; nothing was imported") from None
+        finally:
+            instance.close()
+    added = summary.replies + summary.notes
+    before = f" ({_count(summary.already, 'item was', 'items were')} imported before)"
+    if not added:
+        click.echo(f"Nothing new in {bundle_file}: every item was imported before.")
+        return
+    click.echo(
+        f"Imported {bundle_file}: {_count(summary.replies, 'reply', 'replies')} and"
+        f" {_count(summary.notes, 'note', 'notes')} added to"
+        f" {_count(summary.reports, 'report', 'reports')}"
+        + (before if summary.already else "")
+        + "."
+    )
+
+
 # --- consistency ---------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ ENGINE_MODULES = (
     "sqlalchemy",
     "alembic",
     "dropbox.access",
+    "dropbox.admin.bundles",
     "dropbox.admin.fsck",
     "dropbox.admin.operations",
     "dropbox.audit",
