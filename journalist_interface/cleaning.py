@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import subprocess  # nosec B404 - mat2, with a fixed argument list and no shell
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path, PurePath
 
@@ -98,7 +98,9 @@ NO_MAT2 = (
     "No cleaned copy: mat2 is not installed on this machine (Debian's package mat2). Only"
     " the original is offered."
 )
-TOO_LARGE = "No cleaned copy: this file is too large to clean in memory. Only the original is offered."
+TOO_LARGE = (
+    "No cleaned copy: this file is too large to clean in memory. Only the original is offered."
+)
 
 
 class CleaningFailed(Exception):
@@ -130,7 +132,7 @@ def _environment(work: Path) -> dict[str, str]:
 def _supported(program: str) -> frozenset[str]:
     """The types `mat2 --list` says it can clean (an empty set if it cannot say)."""
     try:
-        listed = subprocess.run(  # nosec B603 - fixed arguments, no shell
+        listed = subprocess.run(  # noqa: S603 - fixed arguments, no shell
             [program, "--list"],
             capture_output=True,
             timeout=30,
@@ -199,7 +201,7 @@ def clean(chunks: Iterable[bytes], content_type: str | None, name: str | None) -
                 for chunk in chunks:
                     plain.write(chunk)
             try:
-                done = subprocess.run(  # nosec B603 - fixed arguments, no shell
+                done = subprocess.run(  # noqa: S603 - fixed arguments, no shell
                     [program, "--", source.name],
                     cwd=work,
                     env=_environment(work),

@@ -24,7 +24,7 @@ import io
 import json
 import os
 import shutil
-import subprocess  # nosec B404 - gpgconf, with a fixed argument list
+import subprocess
 import tempfile
 import unicodedata
 import zipfile
@@ -40,7 +40,7 @@ from dropbox.api_schema import AuditEntry, ReportBundle
 from journalist_interface.casefile import Thread, ThreadEntry
 
 # The memory-backed folder the private working directories are made in.
-MEMORY_DIR = Path("/dev/shm")
+MEMORY_DIR = Path("/dev/shm")  # noqa: S108 - a private 0700 directory is made in it  # nosec B108
 GPG_PROGRAM = "gpg"
 # A public key with all its signatures is rarely more than a few hundred KiB.
 MAX_KEY_BYTES = 1024 * 1024
@@ -108,7 +108,7 @@ def _gpg() -> Iterator[gnupg.GPG]:
         finally:
             gpgconf = shutil.which("gpgconf")
             if gpgconf is not None:
-                subprocess.run(  # nosec B603 - fixed arguments, no shell
+                subprocess.run(  # noqa: S603 - fixed arguments, no shell
                     [gpgconf, "--homedir", str(home), "--kill", "all"],
                     env=env,
                     capture_output=True,
@@ -355,8 +355,10 @@ def _report_text(export: Export) -> str:
 def _history_text(export: Export) -> str:
     lines = ["Status history, oldest first. Times are UTC.", ""]
     for change in export.bundle.status_changes:
-        move = f"{change.from_status} -> {change.to_status}" if change.from_status else (
-            change.to_status
+        move = (
+            f"{change.from_status} -> {change.to_status}"
+            if change.from_status
+            else (change.to_status)
         )
         outcome = f" ({change.outcome})" if change.outcome else ""
         who = f"by {change.officer}" if change.officer else "by the system"

@@ -395,7 +395,9 @@ def cleaned(report_id: str, item_id: str) -> Response | tuple[str, int] | Werkze
         return redirect(url_for("reports.report", report_id=report_id, _anchor=f"entry-{item_id}"))
     finally:
         spool.close()
-    return _attachment([data], cleaning.cleaned_name(contents.name, contents.content_type), len(data))
+    return _attachment(
+        [data], cleaning.cleaned_name(contents.name, contents.content_type), len(data)
+    )
 
 
 # --- actions -----------------------------------------------------------------------------

@@ -56,7 +56,13 @@ def jpeg_with_exif(artist: str) -> bytes:
     ifd = struct.pack(">H", 1) + struct.pack(">HHII", 0x013B, 2, len(text), 8 + 18)
     tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + ifd + struct.pack(">I", 0) + text
     payload = b"Exif\x00\x00" + tiff
-    return PLAIN_JPEG[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + PLAIN_JPEG[2:]
+    return (
+        PLAIN_JPEG[:2]
+        + b"\xff\xe1"
+        + struct.pack(">H", len(payload) + 2)
+        + payload
+        + PLAIN_JPEG[2:]
+    )
 
 
 def pdf_with_author(author: str) -> bytes:
@@ -220,8 +226,15 @@ def test_mat2_keeps_its_home_and_temporary_files_in_the_private_directory(
     env = cleaning._environment(tmp_path)
     for name in ("HOME", "TMPDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
         assert env[name] == str(tmp_path)
-    assert set(env) <= {"PATH", "HOME", "TMPDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "LANG",
-                        "LC_ALL"}  # fmt: skip
+    assert set(env) <= {
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "XDG_CACHE_HOME",
+        "XDG_CONFIG_HOME",
+        "LANG",
+        "LC_ALL",
+    }
 
 
 @pytest.mark.skipif(not Path(MAT2).exists(), reason="needs mat2 (scripts/install-test-deps)")

@@ -26,8 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from flask.testing import FlaskClient
 from nacl.public import PrivateKey
 from sqlalchemy import select
+from werkzeug.test import TestResponse
 
 from crypto.keys import fingerprint
 from dropbox.instance import Instance
@@ -66,8 +68,18 @@ class Investigator:
         return done.stdout
 
     def new_key(self, uid: str, algo: str, usage: str, expire: str, *extra: str) -> str:
-        self.gpg(*extra, "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key",
-                 uid, algo, usage, expire)  # fmt: skip
+        self.gpg(
+            *extra,
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            uid,
+            algo,
+            usage,
+            expire,
+        )
         return self.fpr(uid)
 
     def fpr(self, uid: str) -> str:
@@ -94,11 +106,15 @@ def unit() -> Iterator[dict[str, str]]:
             "--faked-system-time",
             "20200101T000000!",
         )
-        revoked = inv.new_key("Revoked <rev@investigations.example>", "future-default", "default", "2y")
+        revoked = inv.new_key(
+            "Revoked <rev@investigations.example>", "future-default", "default", "2y"
+        )
         certificate = (home / "openpgp-revocs.d" / f"{revoked}.rev").read_text()
         inv.gpg("--import", data=certificate.replace(":-----BEGIN", "-----BEGIN").encode())
         sign_only = inv.new_key("Signer <sign@investigations.example>", "ed25519", "sign", "2y")
-        other = inv.new_key("Other <other@investigations.example>", "future-default", "default", "2y")
+        other = inv.new_key(
+            "Other <other@investigations.example>", "future-default", "default", "2y"
+        )
         yield {
             "home": str(home),
             "good": inv.public(good),
@@ -110,13 +126,22 @@ def unit() -> Iterator[dict[str, str]]:
             "other": inv.public(other),
             "other_fpr": other,
             "private": inv.gpg(
-                "--pinentry-mode", "loopback", "--passphrase", "", "--armor",
-                "--export-secret-keys", good,
-            ).decode(),  # fmt: skip
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+                "--armor",
+                "--export-secret-keys",
+                good,
+            ).decode(),
         }
     finally:
-        subprocess.run([shutil.which("gpgconf") or "gpgconf", "--homedir", str(home), "--kill",
-                        "all"], capture_output=True, check=False, timeout=10)  # fmt: skip
+        subprocess.run(
+            [shutil.which("gpgconf") or "gpgconf", "--homedir", str(home), "--kill", "all"],
+            capture_output=True,
+            check=False,
+            timeout=10,
+        )
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -138,10 +163,10 @@ def events(instance: Instance, rid: str) -> list[tuple[str, str, str]]:
     return [(a, b, c) for a, b, c in rows]
 
 
-def check_key(client: object, rid: str, key: str) -> object:
+def check_key(client: FlaskClient, rid: str, key: str) -> TestResponse:
     """Paste `key` on the export page and send it to be checked."""
-    page = client.get(f"/reports/{rid}/export").get_data(as_text=True)  # type: ignore[attr-defined]
-    return client.post(  # type: ignore[attr-defined]
+    page = client.get(f"/reports/{rid}/export").get_data(as_text=True)
+    return client.post(
         f"/reports/{rid}/export/key", data={"csrf_token": csrf_token(page), "key": key}
     )
 
@@ -157,7 +182,7 @@ def test_an_export_opens_with_gpg_and_holds_every_byte_sent(
     desk: Desk, unit: dict[str, str]
 ) -> None:
     proof = os.urandom(200_000) + b"\x00\xff" * 10
-    log = "date;litres\n2024-05-03;1200\n".encode()
+    log = b"date;litres\n2024-05-03;1200\n"
     rid, _, _ = make_report(
         desk,
         "retaliation",
@@ -174,8 +199,8 @@ def test_an_export_opens_with_gpg_and_holds_every_byte_sent(
     before = shm_leftovers()
 
     checked = check_key(eco, rid, unit["good"])
-    shown = checked.get_data(as_text=True)  # type: ignore[attr-defined]
-    assert checked.status_code == 200, shown  # type: ignore[attr-defined]
+    shown = checked.get_data(as_text=True)
+    assert checked.status_code == 200, shown
     grouped = " ".join(unit["good_fpr"][i : i + 4] for i in range(0, 40, 4))
     assert grouped in shown
     assert "Ines Investigator &lt;ines@investigations.example&gt;" in shown
@@ -257,8 +282,8 @@ def test_a_key_that_cannot_be_used_is_refused_plainly(
         which, unit.get(which, "")
     )
     answer = check_key(oio, rid, key)
-    page = answer.get_data(as_text=True)  # type: ignore[attr-defined]
-    assert answer.status_code == 400, page  # type: ignore[attr-defined]
+    page = answer.get_data(as_text=True)
+    assert answer.status_code == 400, page
     assert says in page
     assert 'aria-invalid="true"' in page and "Traceback" not in page
     if which != "private":
@@ -298,7 +323,11 @@ def test_an_export_needs_the_key_whose_fingerprint_was_confirmed(
     page = page_text(oio, f"/reports/{rid}/export")
     sent = oio.post(
         f"/reports/{rid}/export",
-        data={"csrf_token": csrf_token(page), "key": unit["other"], "fingerprint": unit["good_fpr"]},
+        data={
+            "csrf_token": csrf_token(page),
+            "key": unit["other"],
+            "fingerprint": unit["good_fpr"],
+        },
     )
     assert sent.status_code == 400
     assert "not the one whose fingerprint you confirmed" in sent.get_data(as_text=True)
