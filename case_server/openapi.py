@@ -177,8 +177,9 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "reports.delete": Operation(schema.Deleted, refusals=(403, 404)),
     "reports.record": Operation(
-        schema.Recorded, status=201, body=schema.EventRequest, refusals=(404,)
+        schema.Recorded, status=201, body=schema.EventRequest, refusals=(403, 404)
     ),
+    "reports.report_events": Operation(schema.ReportEvents, refusals=(403, 404)),
     "reports.record_unattached": Operation(schema.Recorded, status=201, body=schema.EventRequest),
     # --- administration (case_server/admin.py)
     "admin.list_officers": Operation(schema.Officers, refusals=(403,)),

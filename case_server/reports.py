@@ -307,13 +307,33 @@ def register_reports(app: Flask, config: Config) -> None:
 
     @bp.post("/reports/<report_id>/events")
     def record(report_id: str) -> ResponseReturnValue:
-        """Record what the officer's machine found: `item.damaged` or `key.mismatch`."""
+        """Record what the officer's machine found or did: `item.damaged`, `key.mismatch`, or
+        `report.export` (the handling office only)."""
         caller = tokens.officer_id()
         sent = wire.read(schema.EventRequest)
         with tokens.instance().sessions.begin() as db:
             officer, report = _reading(db, caller, report_id)
             cases.record_event(db, officer, report, sent.action, sent.detail)
         return dump(schema.Recorded(recorded=sent.action)), 201
+
+    @bp.get("/reports/<report_id>/events")
+    def report_events(report_id: str) -> ResponseReturnValue:
+        """The report's audit events, for its export: the handling office only (403 for a copy)."""
+        caller = tokens.officer_id()
+        with tokens.instance().readers() as db:
+            _, report = _acting(db, caller, report_id)
+            events = [
+                schema.AuditEntry(
+                    id=e.id,
+                    at=e.at,
+                    actor=e.actor,
+                    action=e.action,
+                    report_id=e.report_id,
+                    detail=e.detail,
+                )
+                for e in cases.report_events(db, report)
+            ]
+        return dump(schema.ReportEvents(events=events))
 
     @bp.post("/events")
     def record_unattached() -> ResponseReturnValue:

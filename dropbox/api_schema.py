@@ -561,6 +561,13 @@ class AuditEntry:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReportEvents:
+    """A report's audit events, oldest first: for its export by the office handling it."""
+
+    events: list[AuditEntry]
+
+
+@dataclass(frozen=True, kw_only=True)
 class AuditPage:
     """A page of the audit log, newest first."""
 

@@ -62,9 +62,12 @@ SOURCE_KINDS = (ItemKind.MESSAGE, ItemKind.FILE, ItemKind.IDENTITY)
 HEAD_ONLY_KINDS = frozenset({ItemKind.FILE, ItemKind.IDENTITY})
 # What an officer's machine may add to a thread through `add_item`.
 OFFICER_KINDS = frozenset({ItemKind.REPLY, ItemKind.NOTE})
-# What an officer's machine may report about a report (never content).
-EVENT_ACTIONS = frozenset({"item.damaged", "key.mismatch"})
+# What an officer's machine may report about a report (never content). `report.export`:
+# the report was exported, encrypted to the OpenPGP key whose fingerprint is the detail.
+EVENT_ACTIONS = frozenset({"item.damaged", "key.mismatch", "report.export"})
 MAX_EVENT_DETAIL = 200
+# An OpenPGP fingerprint: 40 hexadecimal digits (v4 keys), or 64 (v5 and v6 keys).
+_OPENPGP_FINGERPRINT = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")
 # The largest item an officer's machine may store (a reply, a note, a reason).
 MAX_OFFICER_ITEM = 1024 * 1024
 
@@ -562,7 +565,10 @@ def refer(
 def record_event(
     session: Session, officer: Officer, report: Report | None, action: str, detail: str
 ) -> None:
-    """Record what the officer's machine found (damage, a key mismatch): never content.
+    """Record what the officer's machine found or did (damage, a key mismatch, an export).
+
+    Never content: an export's detail is the fingerprint of the key it was
+    encrypted to, and only the office handling the report exports it.
 
     Without a report only `key.mismatch` is taken: a key found wrong at
     sign-in (an office key the server lists) or at a grant (an officer's key).
@@ -579,8 +585,25 @@ def record_event(
         item = session.get(Item, detail) if is_id(detail) else None
         if report is None or item is None or item.report_id != report.id:
             raise DropboxError("'detail' must be the id of an item of this report")
+    if action == "report.export":
+        if report is None or access.reading_office(session, officer, report) != report.office_code:
+            raise AccessDenied("only the office handling a report can export it")
+        if not _OPENPGP_FINGERPRINT.fullmatch(detail):
+            raise DropboxError(
+                "'detail' must be the OpenPGP fingerprint the export was encrypted to"
+                " (40 or 64 hexadecimal digits, upper case)"
+            )
     report_id = report.id if report is not None else None
     audit.record(session, _actor(officer), action, report_id=report_id, detail=detail)
+
+
+def report_events(session: Session, report: Report) -> list[AuditEvent]:
+    """The report's audit events, oldest first (for its export: who did what, never content)."""
+    return list(
+        session.execute(
+            select(AuditEvent).where(AuditEvent.report_id == report.id).order_by(AuditEvent.id)
+        ).scalars()
+    )
 
 
 # --- deletion --------------------------------------------------------------------------

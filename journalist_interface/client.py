@@ -350,8 +350,14 @@ class CaseServerClient:
     def delete_report(self, report_id: str) -> schema.Deleted:
         return self._read(schema.Deleted, "POST", f"/reports/{_id(report_id)}/delete")
 
+    def report_events(self, report_id: str) -> list[schema.AuditEntry]:
+        """The report's audit events, oldest first (the handling office only: for an export)."""
+        path = f"/reports/{_id(report_id)}/events"
+        return self._read(schema.ReportEvents, "GET", path).events
+
     def record(self, report_id: str | None, action: str, detail: str) -> schema.Recorded:
-        """Record what this machine found: `item.damaged` (detail: item id) or `key.mismatch`.
+        """Record what this machine found or did: `item.damaged` (detail: item id),
+        `key.mismatch`, or `report.export` (detail: the OpenPGP fingerprint exported to).
 
         Without a report (a key found wrong at sign-in or at a grant), only
         `key.mismatch`.

@@ -54,6 +54,7 @@ from flask_babel import gettext as _
 from nacl.public import PrivateKey
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from crypto.envelope import Contents
 from crypto.errors import DecryptionError
 from dropbox.api_schema import Me, ReportBundle, SealedItem
 from dropbox.bundles import (
@@ -68,7 +69,7 @@ from dropbox.bundles import (
 )
 from dropbox.items import new_id
 from dropbox.store import size_text
-from journalist_interface import casefile
+from journalist_interface import casefile, cleaning
 from journalist_interface.app import configure_shell, register_error_handlers
 from journalist_interface.reports import _disposition, due_words
 from journalist_interface.settings import check_loopback, check_pin, check_port, served_origins
@@ -442,6 +443,7 @@ def report(report_id: str) -> str:
         is_handling=True,
         source_key=thread.source_key,
         format_size=size_text,
+        clean_offer=cleaning.offer,
         me_id=0,
         today=_today(),
         pending_ids={i.item_id for i in opened.pending(report_id)},
@@ -456,23 +458,31 @@ def _done(report_id: str, message: str, error: bool = False) -> WerkzeugResponse
     return redirect(url_for("reports.report", report_id=report_id))
 
 
-@reports.get("/reports/<report_id>/files/<item_id>")
-@_unlocked
-def download(report_id: str, item_id: str) -> Response | tuple[str, int]:
-    """A file, authenticated whole, then decrypted as it streams from the bundle."""
+class _Unopened(Exception):
+    """A file that cannot be opened: `page` says why (an error page and its status)."""
+
+    def __init__(self, page: tuple[str, int]) -> None:
+        super().__init__(page[1])
+        self.page = page
+
+
+def _open_file(report_id: str, item_id: str) -> tuple[Contents, Iterator[bytes], BinaryIO]:
+    """A file of the bundle, authenticated whole, to decrypt as it streams (or _Unopened)."""
     bundle = _report(report_id)
     item = next((i for i in bundle.items if i.id == item_id and i.kind == "file"), None)
     if item is None:
         abort(404)
     opened = desk()
     if not opened.export.has_body(item_id):
-        return _page(
-            _("File not in this bundle"),
-            _(
-                "This file came in an earlier bundle, so this one holds only its name. Open"
-                " the earlier bundle, or ask for a bundle made with --all."
-            ),
-            404,
+        raise _Unopened(
+            _page(
+                _("File not in this bundle"),
+                _(
+                    "This file came in an earlier bundle, so this one holds only its name. Open"
+                    " the earlier bundle, or ask for a bundle made with --all."
+                ),
+                404,
+            )
         )
     body: BinaryIO = opened.export.open_body(item_id)
     try:
@@ -481,7 +491,27 @@ def download(report_id: str, item_id: str) -> Response | tuple[str, int]:
         )
     except (DecryptionError, zipfile.BadZipFile):
         body.close()
-        return _page(_("Damaged file"), _("This file is damaged and cannot be decrypted."), 422)
+        damaged = _("This file is damaged and cannot be decrypted.")
+        raise _Unopened(_page(_("Damaged file"), damaged, 422)) from None
+    return contents, chunks, body
+
+
+def _attachment(body: Any, name: str, size: int) -> Response:
+    sent = Response(body, mimetype="application/octet-stream")
+    sent.headers["Content-Disposition"] = _disposition(name)
+    sent.headers["Content-Length"] = str(size)
+    sent.headers["Cache-Control"] = "no-store"
+    return sent
+
+
+@reports.get("/reports/<report_id>/files/<item_id>")
+@_unlocked
+def download(report_id: str, item_id: str) -> Response | tuple[str, int]:
+    """A file, authenticated whole, then decrypted as it streams from the bundle."""
+    try:
+        contents, chunks, body = _open_file(report_id, item_id)
+    except _Unopened as unopened:
+        return unopened.page
 
     def stream() -> Iterator[bytes]:
         try:
@@ -489,11 +519,27 @@ def download(report_id: str, item_id: str) -> Response | tuple[str, int]:
         finally:
             body.close()
 
-    sent = Response(stream_with_context(stream()), mimetype="application/octet-stream")
-    sent.headers["Content-Disposition"] = _disposition(contents.name)
-    sent.headers["Content-Length"] = str(contents.size)
-    sent.headers["Cache-Control"] = "no-store"
-    return sent
+    return _attachment(stream_with_context(stream()), contents.name, contents.size)
+
+
+@reports.get("/reports/<report_id>/files/<item_id>/cleaned")
+@_unlocked
+def cleaned(report_id: str, item_id: str) -> Response | tuple[str, int] | WerkzeugResponse:
+    """A copy with its metadata removed by mat2 on this machine, in memory, as online."""
+    try:
+        contents, chunks, body = _open_file(report_id, item_id)
+    except _Unopened as unopened:
+        return unopened.page
+    try:
+        data = cleaning.clean(chunks, contents.content_type, contents.name)
+    except cleaning.CleaningFailed as failed:
+        flash(f"{contents.name}: {failed.message}", "error")
+        return redirect(url_for("reports.report", report_id=report_id, _anchor=f"entry-{item_id}"))
+    finally:
+        body.close()
+    return _attachment(
+        [data], cleaning.cleaned_name(contents.name, contents.content_type), len(data)
+    )
 
 
 def _page(title: str, message: str, status: int) -> tuple[str, int]:

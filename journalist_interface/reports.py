@@ -40,11 +40,12 @@ from flask_babel import ngettext
 from nacl.public import PrivateKey
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from crypto.envelope import Contents
 from crypto.errors import DecryptionError
 from dropbox.api_schema import InboxQuery, ReportBundle, SealedItem
 from dropbox.store import size_text
 from dropbox.web import form_row_id
-from journalist_interface import casefile, vault
+from journalist_interface import casefile, cleaning, export, vault
 from journalist_interface.app import api_error_page
 from journalist_interface.client import ApiError, CaseServerClient
 
@@ -233,6 +234,7 @@ def _render_report(
         is_handling=bundle.handling,
         source_key=thread.source_key if bundle.handling else None,
         format_size=size_text,
+        clean_offer=cleaning.offer,
         me_id=entry.me.id,
         today=_today(),
     )
@@ -281,51 +283,87 @@ def _disposition(name: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
 
 
-@bp.get("/reports/<report_id>/files/<item_id>")
-@vault.signed_in
-def download(report_id: str, item_id: str) -> Response | tuple[str, int]:
-    """A file, decrypted as it streams; always a download, never shown inline."""
-    entry = _entry()
-    bundle = entry.client.report(report_id)
-    item = _file(bundle, item_id)
-    spool: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - closed when the stream ends
+class _Unopened(Exception):
+    """A file that cannot be opened: `page` says why (an error page and its status)."""
+
+    def __init__(self, page: tuple[str, int]) -> None:
+        super().__init__(page[1])
+        self.page = page
+
+
+def _open_file(
+    entry: vault.Entry, bundle: ReportBundle, item: SealedItem
+) -> tuple[Contents, Iterator[bytes], BinaryIO]:
+    """(contents, plaintext chunks, the ciphertext spool to close): the file authenticated whole.
+
+    _Unopened with the page to show for a file damaged on the server, one that
+    does not decrypt (recorded), or one never shared with a kept copy.
+    """
+    report_id = bundle.id
+    spool: BinaryIO = tempfile.TemporaryFile()  # noqa: SIM115 - the caller closes it
     try:
         # Ciphertext only: the case server never had anything else to send.
         try:
-            with entry.client.item_body(report_id, item_id) as response:
+            with entry.client.item_body(report_id, item.id) as response:
                 for chunk in response.iter_bytes():
                     spool.write(chunk)
         except ApiError as refused:
             if not refused.extra.get("damaged"):
                 raise
             # Its content is missing on the server, which recorded the damage itself.
-            spool.close()
-            return _error_page(
-                _("Damaged file"), _("This file is damaged and cannot be decrypted."), 422
-            )
+            raise _Unopened(
+                _error_page(
+                    _("Damaged file"), _("This file is damaged and cannot be decrypted."), 422
+                )
+            ) from None
         spool.seek(0)
         try:
             contents, chunks = casefile.decrypt_file(
-                item.key_block, spool, _reading_key(entry, bundle), report_id, item_id
+                item.key_block, spool, _reading_key(entry, bundle), report_id, item.id
             )
         except DecryptionError:
-            spool.close()
             if bundle.shared_up_to is not None and item.seq > bundle.shared_up_to:
-                return _error_page(
-                    _("File not shared with your office"),
-                    _(
-                        "This file was added after your office referred the report,"
-                        " and is not shared with your office."
-                    ),
-                    403,
+                raise _Unopened(
+                    _error_page(
+                        _("File not shared with your office"),
+                        _(
+                            "This file was added after your office referred the report,"
+                            " and is not shared with your office."
+                        ),
+                        403,
+                    )
+                ) from None
+            _record(entry.client, report_id, "item.damaged", item.id)
+            raise _Unopened(
+                _error_page(
+                    _("Damaged file"), _("This file is damaged and cannot be decrypted."), 422
                 )
-            _record(entry.client, report_id, "item.damaged", item_id)
-            return _error_page(
-                _("Damaged file"), _("This file is damaged and cannot be decrypted."), 422
-            )
+            ) from None
     except BaseException:
         spool.close()
         raise
+    return contents, chunks, spool
+
+
+def _attachment(body: Any, name: str, size: int | None = None) -> Response:
+    sent = Response(body, mimetype="application/octet-stream")
+    sent.headers["Content-Disposition"] = _disposition(name)
+    if size is not None:
+        sent.headers["Content-Length"] = str(size)
+    sent.headers["Cache-Control"] = "no-store"
+    return sent
+
+
+@bp.get("/reports/<report_id>/files/<item_id>")
+@vault.signed_in
+def download(report_id: str, item_id: str) -> Response | tuple[str, int]:
+    """A file, decrypted as it streams; always a download, never shown inline."""
+    entry = _entry()
+    bundle = entry.client.report(report_id)
+    try:
+        contents, chunks, spool = _open_file(entry, bundle, _file(bundle, item_id))
+    except _Unopened as unopened:
+        return unopened.page
 
     def body() -> Iterator[bytes]:
         try:
@@ -333,11 +371,33 @@ def download(report_id: str, item_id: str) -> Response | tuple[str, int]:
         finally:
             spool.close()
 
-    sent = Response(stream_with_context(body()), mimetype="application/octet-stream")
-    sent.headers["Content-Disposition"] = _disposition(contents.name)
-    sent.headers["Content-Length"] = str(contents.size)
-    sent.headers["Cache-Control"] = "no-store"
-    return sent
+    return _attachment(stream_with_context(body()), contents.name, contents.size)
+
+
+@bp.get("/reports/<report_id>/files/<item_id>/cleaned")
+@vault.signed_in
+def cleaned(report_id: str, item_id: str) -> Response | tuple[str, int] | WerkzeugResponse:
+    """A copy of a file with its metadata removed by mat2, in memory; the original is unchanged.
+
+    If it cannot be cleaned, back to the report page, which says why and still
+    offers the original.
+    """
+    entry = _entry()
+    bundle = entry.client.report(report_id)
+    try:
+        contents, chunks, spool = _open_file(entry, bundle, _file(bundle, item_id))
+    except _Unopened as unopened:
+        return unopened.page
+    try:
+        data = cleaning.clean(chunks, contents.content_type, contents.name)
+    except cleaning.CleaningFailed as failed:
+        flash(f"{contents.name}: {failed.message}", "error")
+        return redirect(url_for("reports.report", report_id=report_id, _anchor=f"entry-{item_id}"))
+    finally:
+        spool.close()
+    return _attachment(
+        [data], cleaning.cleaned_name(contents.name, contents.content_type), len(data)
+    )
 
 
 # --- actions -----------------------------------------------------------------------------
@@ -521,6 +581,134 @@ def reveal(report_id: str) -> Any:
         ],
     )
     return _render_report(entry, bundle, shown, identity=details)
+
+
+# --- export for an investigator ----------------------------------------------------------
+
+
+def _export_page(
+    bundle: ReportBundle,
+    *,
+    key: export.InvestigatorKey | None = None,
+    error: str = "",
+    pasted: str = "",
+    status: int = 200,
+) -> tuple[str, int]:
+    page = render_template(
+        "export.html", report=bundle, key=key, error=error, pasted=pasted, today=_today()
+    )
+    return page, status
+
+
+def _pasted_key() -> tuple[bytes, str]:
+    """The key the officer pasted or chose as a file: (its bytes, the pasted text to show again)."""
+    pasted = request.form.get("key", "")
+    upload = request.files.get("key_file")
+    if upload is not None and upload.filename:
+        data = upload.read(export.MAX_KEY_BYTES + 1)
+        if data.strip():
+            return data, pasted
+    return pasted.encode("utf-8", "replace"), pasted
+
+
+@bp.get("/reports/<report_id>/export")
+@vault.signed_in
+def export_form(report_id: str) -> tuple[str, int]:
+    """Ask for the investigator's public key."""
+    bundle = _entry().client.report(report_id)
+    _handling(bundle)
+    return _export_page(bundle)
+
+
+@bp.post("/reports/<report_id>/export/key")
+@vault.signed_in
+def export_key(report_id: str) -> tuple[str, int]:
+    """Check the key; show its fingerprint and user ids for the officer to confirm."""
+    bundle = _entry().client.report(report_id)
+    _handling(bundle)
+    data, pasted = _pasted_key()
+    try:
+        key = export.check_key(data)
+    except export.ExportRefused as refused:
+        # A private key pasted by mistake is never shown back (nor kept anywhere).
+        shown = "" if export.looks_private(pasted.encode("utf-8", "replace")) else pasted
+        return _export_page(bundle, error=refused.message, pasted=shown, status=400)
+    return _export_page(bundle, key=key)
+
+
+def _export_files(
+    entry: vault.Entry, bundle: ReportBundle, thread: casefile.Thread
+) -> list[export.ExportedFile]:
+    """Every file of the thread that opens, decrypted in memory (each download is recorded)."""
+    files: list[export.ExportedFile] = []
+    for shown in thread.entries:
+        if shown.kind != "file" or shown.damaged or shown.not_shared:
+            continue
+        try:
+            contents, chunks, spool = _open_file(entry, bundle, _file(bundle, shown.id))
+        except _Unopened:
+            continue  # the thread text says it is not included
+        try:
+            data = b"".join(chunks)
+        except DecryptionError:
+            continue
+        finally:
+            spool.close()
+        files.append(export.ExportedFile(shown.id, contents.name, contents.content_type, data))
+    return files
+
+
+@bp.post("/reports/<report_id>/export")
+@vault.signed_in
+def export_report(report_id: str) -> Response | tuple[str, int]:
+    """The report as one zip archive, encrypted to the confirmed key, sent as a download.
+
+    Built and encrypted in memory; recorded on the case server (`report.export`,
+    with the key's fingerprint) before anything is sent, and not sent if it
+    cannot be recorded.
+    """
+    entry = _entry()
+    key_text = request.form.get("key", "")
+    confirmed = request.form.get("fingerprint", "")
+    bundle = entry.client.report(report_id)
+    _handling(bundle)
+    try:
+        key = export.check_key(key_text.encode("utf-8", "replace"))
+        if key.fingerprint != "".join(confirmed.split()).upper():
+            raise export.ExportRefused(
+                _("The key is not the one whose fingerprint you confirmed. Check the key again.")
+            )
+        thread = _open(entry, bundle)
+        total = sum(e.size for e in thread.entries if e.kind == "file")
+        if total > export.MAX_EXPORT_BYTES:
+            raise export.ExportRefused(
+                _(
+                    "This report's files are too large to export in one archive (more than"
+                    " %(size)s). Nothing was exported.",
+                    size=size_text(export.MAX_EXPORT_BYTES),
+                )
+            )
+        files = _export_files(entry, bundle, thread)
+        events = entry.client.report_events(report_id)
+        offices = {o.code: o.name for o in entry.me.offices}
+        made = export.Export(
+            bundle=bundle,
+            thread=thread,
+            files=files,
+            events=events,
+            officer=f"{entry.me.display_name} ({entry.me.username})",
+            office_name=offices.get(bundle.office, bundle.office),
+            category_name=entry.me.categories.get(bundle.category, bundle.category),
+            at=datetime.now(UTC),
+            key=key,
+        )
+        sealed = export.encrypt(key.armored, key.fingerprint, export.build_archive(made))
+    except export.ExportRefused as refused:
+        shown = "" if export.looks_private(key_text.encode("utf-8", "replace")) else key_text
+        return _export_page(bundle, error=refused.message, pasted=shown, status=400)
+    # Recorded before it is sent: an export the audit log does not show is never handed over.
+    entry.client.record(report_id, "report.export", key.fingerprint)
+    return _attachment([sealed], made.download_name, len(sealed))
 
 
 @bp.get("/reports/<report_id>/delete")

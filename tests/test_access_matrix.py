@@ -64,6 +64,7 @@ ROLES = ["anonymous", "oio", "eco", "admin", "deactivated", "expired"]
 LOCAL: list[object] = ["login", "ok", "ok", "ok", "ok", "login"]
 SIGNED_IN: list[object] = ["login", "ok", "ok", "ok", "login", "login"]
 REPORT: list[object] = ["login", 404, "ok", 404, "login", "login"]
+REFUSED_FORM: list[object] = ["login", 404, 400, 404, "login", "login"]
 # A deactivated officer who was no administrator is refused by the app before
 # any call; the case server would refuse them too (tested below).
 ADMIN: list[object] = ["login", 403, 403, "ok", 403, "login"]
@@ -76,6 +77,11 @@ PAGES: list[tuple[str, str, dict[str, str], list[object]]] = [
     ("GET", "/?status=new&sort=activity&page=2", {}, SIGNED_IN),
     ("GET", "/reports/{rid}", {}, REPORT),
     ("GET", "/reports/{rid}/files/{fid}", {}, REPORT),
+    ("GET", "/reports/{rid}/files/{fid}/cleaned", {}, REPORT),
+    ("GET", "/reports/{rid}/export", {}, REPORT),
+    # Refused for its content (no key) with the form shown again: 400, nothing exported.
+    ("POST", "/reports/{rid}/export/key", {"key": "not a key"}, REFUSED_FORM),
+    ("POST", "/reports/{rid}/export", {"key": "x", "fingerprint": "0" * 40}, REFUSED_FORM),
     ("POST", "/reports/{rid}/reply", {"message": "Hello"}, REPORT),
     ("POST", "/reports/{rid}/notes", {"text": "A note"}, REPORT),
     ("POST", "/reports/{rid}/assign", {"assignee_id": ""}, REPORT),
@@ -292,6 +298,7 @@ REPORT_ROUTES = {
     ("POST", "/api/v2/reports/{report_id}/status"),
     ("POST", "/api/v2/reports/{report_id}/refer"),
     ("POST", "/api/v2/reports/{report_id}/events"),
+    ("GET", "/api/v2/reports/{report_id}/events"),
     ("POST", "/api/v2/reports/{report_id}/delete"),
 }
 

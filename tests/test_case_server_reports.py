@@ -524,6 +524,7 @@ def _requests(world: CaseWorld, report_id: str, file_id: str, role: str | None) 
             True,
         ),
         ("events", "POST", f"{base}/events", {"action": "key.mismatch", "detail": "m"}, False),
+        ("report events", "GET", f"{base}/events", None, True),
         ("delete", "POST", f"{base}/delete", {}, True),
     ]
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -231,6 +232,32 @@ def test_a_reply_and_a_note_written_offline_reach_the_source_and_the_office(site
         actions = list(db.execute(select(AuditEvent.action)).scalars())
     assert actions.count("bundle.export") == 2
     assert {"bundle.import", "report.reply", "report.note"} <= set(actions)
+
+
+def test_offline_a_cleaned_copy_lacks_the_metadata_and_the_original_keeps_it(
+    site: Site, tmp_path: Path
+) -> None:
+    from tests.test_reviewer_cleaning import ARTIST, MAT2, jpeg_with_exif, shown_metadata
+
+    photo = jpeg_with_exif(ARTIST)
+    category = next(c.code for c in site.instance.config.categories if c.office == "OIO")
+    source = site.source.test_client()
+    _, form = new_codename(source)
+    sent = submit_report(
+        source, form, {"category": category, "message": MESSAGE}, [("a.jpg", photo)]
+    )
+    assert sent.status_code == 302, sent.get_data(as_text=True)
+    client = unlock(site.offline(site.export("export.zip")), site.recovery["OIO"])
+    rid = report_id(site)
+    page = client.get(f"/reports/{rid}").get_data(as_text=True)
+    file_id = next(iter(re.findall(rf"/reports/{rid}/files/([\w-]+)/cleaned", page)))
+    assert client.get(f"/reports/{rid}/files/{file_id}").get_data() == photo
+    cleaned = client.get(f"/reports/{rid}/files/{file_id}/cleaned")
+    assert cleaned.status_code == 200, cleaned.get_data(as_text=True)
+    assert "attachment" in cleaned.headers["Content-Disposition"]
+    assert ARTIST in shown_metadata(photo, "original.jpg", tmp_path)
+    assert ARTIST not in shown_metadata(cleaned.get_data(), "cleaned.jpg", tmp_path)
+    assert Path(MAT2).exists()
 
 
 def test_an_export_with_nothing_new_writes_no_file(site: Site) -> None:

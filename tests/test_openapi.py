@@ -277,6 +277,8 @@ def journey(world: CaseWorld, record: list[Exchange]) -> None:
     eco.change_status(report_id, eco.report(report_id).next_statuses[0])
     eco.record(report_id, "item.damaged", file_item.id)
     eco.record(None, "key.mismatch", "office key of OIO: differs from the pin")
+    eco.record(report_id, "report.export", "0123456789ABCDEF0123456789ABCDEF01234567")
+    assert "report.export" in [event.action for event in eco.report_events(report_id)]
     with pytest.raises(ApiError) as malformed:
         eco.change_status(report_id, "closed")  # closing needs an outcome
     assert malformed.value.status in (400, 409)

@@ -38,7 +38,7 @@ ANSWER = "The review was dated 3 March. The e-mail that announced it is attached
 
 
 def download(page: Page, entry_title: str, file_name: str) -> bytes:
-    """Press the Download button of a file entry; return the bytes saved."""
+    """Press the button that downloads a file entry's original; return the bytes saved."""
     entry = (
         page.locator("ol.thread > li")
         .filter(has_text=file_name)
@@ -46,7 +46,7 @@ def download(page: Page, entry_title: str, file_name: str) -> bytes:
     )
     expect(entry).to_have_count(1)
     with page.expect_download() as info:
-        entry.get_by_role("link", name=re.compile(r"^Download")).click()
+        entry.get_by_role("link", name=re.compile(r"^Download the original")).click()
     saved = info.value
     assert saved.suggested_filename == file_name
     path = saved.path()

@@ -5,7 +5,8 @@ would. A source sends a report with a file and identity details through the
 real source interface. The OIO intake officer meets the sign-in page (and
 its error), the inbox (and a filter that matches nothing), the report
 (unread, after a reply, with the closing fields open, with the identity
-revealed), the delete confirmation, the account page and the 404 page, and
+revealed), the export for an investigator (and a key refused), the delete
+confirmation, the account page and the 404 page, and
 signs out. An administrator, made with `dropbox officer add --admin` as an
 operator would, opens the officers page, creates an account (its enrolment
 code shown once) and reads the audit log. The new officer enrols with that
@@ -55,6 +56,8 @@ REVIEWER_PAGES = (
     "report-replied",
     "report-closing",
     "report-identity",
+    "export",
+    "export-error",
     "confirm-delete",
     "account",
     "not-found",
@@ -245,6 +248,14 @@ def walk_reviewer_pages(
     expect(page.get_by_role("heading", name="Revealed identity details")).to_be_visible()
     expect(page.locator(".identity-box")).to_contain_text(IDENTITY["identity_name"])
     at(page, "report-identity")
+    page.get_by_role("link", name="Export…").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("for an investigator")
+    at(page, "export")
+    page.get_by_label("The investigator's public key").fill("not an OpenPGP key at all")
+    page.get_by_role("button", name="Check the key").click()
+    expect(page.get_by_role("alert")).to_contain_text("This is not an OpenPGP public key.")
+    at(page, "export-error")
+    page.get_by_role("link", name="Back to the report").click()
     page.get_by_role("link", name="Delete this report…").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("Delete report")
     at(page, "confirm-delete")
