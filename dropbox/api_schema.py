@@ -261,8 +261,7 @@ class NotificationSettingsRequest:
     openpgp_key: Annotated[
         str,
         Doc(
-            "An ASCII-armoured OpenPGP public key; refused if expired, revoked or unable"
-            " to encrypt"
+            "An ASCII-armoured OpenPGP public key; refused if expired, revoked or unable to encrypt"
         ),
     ] = ""
     remove_openpgp_key: bool = False

@@ -177,7 +177,9 @@ class RetentionSettings:
 # How the case server's `dropbox notify` reaches the mail server (RFC 8314: implicit TLS on
 # 465, STARTTLS on 587); "none" is plain SMTP, allowed only to a loopback relay.
 MAIL_SECURITY = ("starttls", "tls", "none")
-_MAIL_ADDRESS = re.compile(r"^[^@\s<>\"(),;:\\\[\]]+@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
+_MAIL_ADDRESS = re.compile(
+    r"^[^@\s<>\"(),;:\\\[\]]+@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+)
 MAX_MAIL_ADDRESS_CHARS = 254
 
 
@@ -475,9 +477,7 @@ def _check_mail(mail: MailSettings) -> None:
         "must be the reviewer app's address, starting with http:// or https://",
     )
     _require(0 <= mail.digest_hour <= 23, "mail.digest_hour", "must be between 0 and 23")
-    _require(
-        1 <= mail.timeout_seconds <= 600, "mail.timeout_seconds", "must be between 1 and 600"
-    )
+    _require(1 <= mail.timeout_seconds <= 600, "mail.timeout_seconds", "must be between 1 and 600")
 
 
 def _check_offices_and_categories(

@@ -21,10 +21,10 @@ import socket
 import ssl
 from dataclasses import dataclass
 from email.encoders import encode_7or8bit
-from email.message import Message
+from email.message import EmailMessage, Message
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
+from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, make_msgid
 from types import TracebackType
 
@@ -58,14 +58,18 @@ def build(settings: MailSettings, recipient: Recipient, subject: str, text: str)
 
     Raises openpgp.KeyRefused when the key cannot be used: never a clear-text fallback.
     """
-    body: Message = MIMEText(text, "plain", "utf-8")
+    plain = EmailMessage()
+    plain.set_content(text)  # 7bit for ASCII text, readable as it is
+    body: Message = plain
     if recipient.openpgp_key:
         ciphertext = openpgp.encrypt(
-            recipient.openpgp_key, recipient.openpgp_fingerprint or "", body.as_bytes()
+            recipient.openpgp_key, recipient.openpgp_fingerprint or "", plain.as_bytes()
         )
         control = MIMEApplication("Version: 1\n", "pgp-encrypted", encode_7or8bit)
         control["Content-Description"] = "PGP/MIME version identification"
-        encrypted = MIMEApplication(ciphertext, "octet-stream", encode_7or8bit, name="encrypted.asc")
+        encrypted = MIMEApplication(
+            ciphertext, "octet-stream", encode_7or8bit, name="encrypted.asc"
+        )
         encrypted["Content-Description"] = "OpenPGP encrypted message"
         encrypted.add_header("Content-Disposition", "inline", filename="encrypted.asc")
         body = MIMEMultipart(
@@ -85,12 +89,16 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, smtplib.SMTPAuthenticationError):
         return f"the mail server did not accept mail.username and mail.password ({exc.smtp_code})"
     if isinstance(exc, smtplib.SMTPNotSupportedError):
-        return 'the mail server does not offer STARTTLS: set mail.security to "tls" or fix the server'
+        return (
+            'the mail server does not offer STARTTLS: set mail.security to "tls" or fix the server'
+        )
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = sorted({code for code, _ in exc.recipients.values()})
         return f"the mail server refused the address ({', '.join(str(c) for c in codes)})"
     if isinstance(exc, smtplib.SMTPResponseException):
-        said = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else ""
+        said = (
+            exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else ""
+        )
         said = "".join(c if c.isprintable() else " " for c in said)[:120].strip()
         return f"the mail server refused the mail ({exc.smtp_code} {said})".strip()
     if isinstance(exc, smtplib.SMTPServerDisconnected):
@@ -169,7 +177,9 @@ class Delivery:
                 self._down = _reason(exc)
                 raise ConnectionLost(self._down) from None
         try:
-            self._smtp.sendmail(self.settings.from_address, [to], message.as_bytes())
+            # CRLF line ends, as SMTP requires: bytes are sent as they are.
+            data = message.as_bytes(policy=SMTP_POLICY)
+            self._smtp.sendmail(self.settings.from_address, [to], data)
         except (
             smtplib.SMTPRecipientsRefused,
             smtplib.SMTPSenderRefused,

@@ -326,7 +326,7 @@ class NotificationMode(enum.StrEnum):
 
 
 class NotificationPreference(Base):
-    """An officer's notification e-mail: where, how often, and the OpenPGP key it is encrypted to."""
+    """An officer's notification e-mails: where, how often, the OpenPGP key they go encrypted to."""
 
     __tablename__ = "notification_preferences"
 

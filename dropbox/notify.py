@@ -49,8 +49,8 @@ from dropbox.models import (
     NotificationPreference,
     OfficeGrant,
     Officer,
-    Report,
     ReminderSent,
+    Report,
     Status,
 )
 
@@ -126,7 +126,9 @@ def describe(counts: Counts) -> list[str]:
         )
     if news:
         single = len(news) == 1 and (counts.new_reports or counts.new_answers) == 1
-        lines.append(f"{' and '.join(news)} {'is' if single else 'are'} waiting in the reviewer app.")
+        lines.append(
+            f"{' and '.join(news)} {'is' if single else 'are'} waiting in the reviewer app."
+        )
     if counts.acknowledge_soon:
         verb = "is" if counts.acknowledge_soon == 1 else "are"
         lines.append(
@@ -321,9 +323,7 @@ def new_reminders(session: Session, officer_id: int, today: date) -> Counts:
         )
         found[stage] = list(
             session.execute(
-                select(Report.id).where(
-                    Report.office_code.in_(codes), condition, ~told.exists()
-                )
+                select(Report.id).where(Report.office_code.in_(codes), condition, ~told.exists())
             ).scalars()
         )
         if found[stage]:
@@ -491,7 +491,10 @@ def _send(delivery: Delivery, settings: MailSettings, mail: Outgoing) -> str | N
 
 
 def _record(
-    session: Session, results: Sequence[tuple[Outgoing, str | None]], now: datetime, summary: RunSummary
+    session: Session,
+    results: Sequence[tuple[Outgoing, str | None]],
+    now: datetime,
+    summary: RunSummary,
 ) -> None:
     """Remove the sent mails' rows; schedule the failed ones again, or give them up (audited)."""
     for mail, error in results:
@@ -511,7 +514,10 @@ def _record(
             row.next_attempt_at = None
             row.gave_up_on = now.date()
             summary.gave_up += 1
-            action, detail = "notify.gave_up", f"to {mail.username}, after {row.attempts} attempts: {error}"
+            action, detail = (
+                "notify.gave_up",
+                f"to {mail.username}, after {row.attempts} attempts: {error}",
+            )
         else:
             row.next_attempt_at = now + BACKOFF[row.attempts - 1]
             action = "notify.failed"

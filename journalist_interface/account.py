@@ -24,8 +24,8 @@ from flask_babel import gettext as _
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from crypto.errors import DecryptionError
-from dropbox.api_schema import NotificationSettings
 from crypto.keys import WRAP_HEADER_BYTES, fingerprint, unwrap_with_wrapping_key
+from dropbox.api_schema import NotificationSettings
 from journalist_interface import casefile, vault
 from journalist_interface.client import ApiError, Unreachable
 from journalist_interface.signin import (
@@ -213,7 +213,9 @@ def choose_notifications() -> Any:
     if form["mode"] not in MODES:
         error = _("Choose how you want to be told.")
     elif len(form["openpgp_key"]) > MAX_KEY_CHARS:
-        error = _("That key is far too large: export only your public key, with its minimal options.")
+        error = _(
+            "That key is far too large: export only your public key, with its minimal options."
+        )
     if error is None:
         try:
             entry.client.choose_notifications(
