@@ -184,7 +184,8 @@ def main() -> int:
             key = openpgp.check_public_key(officer_key(home))
         started = time.perf_counter()
         seed(instance, args.mails, args.encrypted, key)
-        print(f"seeded {args.mails} officers and queued mails in {time.perf_counter() - started:.1f} s")
+        seeded = time.perf_counter() - started
+        print(f"seeded {args.mails} officers and queued mails in {seeded:.1f} s")
 
         started = time.perf_counter()
         done = subprocess.run(
