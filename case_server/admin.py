@@ -20,7 +20,7 @@ from case_server import tokens
 from case_server.errors import ApiError
 from case_server.wire import read
 from dropbox import api_schema as schema
-from dropbox import audit, officers, offices
+from dropbox import audit, notify, officers, offices
 from dropbox.api_schema import dump
 from dropbox.config import Config
 from dropbox.models import AuditEvent, Officer
@@ -163,6 +163,25 @@ def register_admin(app: Flask, config: Config) -> None:
             _confirm(db, me, sent.code)
             offices.store_grant(db, code, target, sealed, me.username, granted_by=me)
         return dump(schema.Ok(ok=True))
+
+    @bp.get("/notifications/failures")
+    def notification_failures() -> dict[str, Any]:
+        """Notification mails that failed: being retried, or given up (each is audited too)."""
+        with tokens.instance().readers() as db:
+            _administrator(db)
+            rows = [
+                schema.NotificationFailure(
+                    officer=f.officer,
+                    display_name=f.display_name,
+                    what=f.what,
+                    attempts=f.attempts,
+                    last_error=f.last_error,
+                    next_attempt_at=f.next_attempt_at,
+                    gave_up_on=f.gave_up_on,
+                )
+                for f in notify.failures(db)
+            ]
+        return dump(schema.NotificationFailures(failures=rows, mail_enabled=config.mail.enabled))
 
     @bp.get("/audit")
     def audit_log() -> dict[str, Any]:

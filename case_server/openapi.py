@@ -154,6 +154,10 @@ OPERATIONS: dict[str, Operation] = {
     "signin.me": Operation(schema.Me),
     "signin.change_passphrase": Operation(schema.Ok, body=schema.PassphraseRequest),
     "signin.replace_totp": Operation(schema.Ok, body=schema.TotpRequest),
+    "signin.notification_settings": Operation(schema.NotificationSettings),
+    "signin.choose_notifications": Operation(
+        schema.NotificationSettings, body=schema.NotificationSettingsRequest
+    ),
     # --- reports (case_server/reports.py)
     "reports.list_reports": Operation(schema.InboxPage, query=schema.InboxQuery, refusals=(400,)),
     "reports.get_report": Operation(schema.ReportBundle, refusals=(404,)),
@@ -187,6 +191,7 @@ OPERATIONS: dict[str, Operation] = {
     "admin.reinvite": Operation(schema.Invitation, body=schema.ConfirmRequest, refusals=(403, 404)),
     "admin.deactivate": Operation(schema.Ok, body=schema.ConfirmRequest, refusals=(403, 404)),
     "admin.grant": Operation(schema.Ok, body=schema.GrantRequest, refusals=(403, 404)),
+    "admin.notification_failures": Operation(schema.NotificationFailures, refusals=(403,)),
     "admin.audit_log": Operation(schema.AuditPage, query=schema.AuditQuery, refusals=(400, 403)),
     "admin.audit_verify": Operation(schema.AuditCheck, refusals=(403,)),
 }

@@ -37,7 +37,7 @@ from case_server import tokens
 from case_server.errors import ApiError
 from case_server.wire import read
 from dropbox import api_schema as schema
-from dropbox import audit, officers
+from dropbox import audit, notify, officers, openpgp
 from dropbox.api_schema import dump
 from dropbox.config import Config
 from dropbox.errors import DropboxError
@@ -361,5 +361,43 @@ def register_signin(app: Flask, config: Config) -> None:
             officer = tokens.current_officer(db)
             officers.replace_totp(db, officer, sent.auth_key, sent.secret, sent.code)
         return dump(schema.Ok(ok=True))
+
+    def _settings_answer(choice: notify.Choice) -> dict[str, Any]:
+        return dump(
+            schema.NotificationSettings(
+                email=choice.email,
+                mode=choice.mode,  # type: ignore[arg-type]  # a NotificationMode value
+                openpgp_fingerprint=choice.openpgp_fingerprint,
+                openpgp_user_ids=list(choice.openpgp_user_ids),
+                openpgp_expires=choice.openpgp_expires,
+                mail_enabled=config.mail.enabled,
+            )
+        )
+
+    @bp.get("/account/notifications")
+    def notification_settings() -> dict[str, Any]:
+        """The officer's notification e-mails: address, how often, and their OpenPGP key."""
+        with tokens.instance().readers() as db:
+            return _settings_answer(notify.choice(db, tokens.current_officer(db)))
+
+    @bp.post("/account/notifications")
+    def choose_notifications() -> dict[str, Any]:
+        """Change them; a new OpenPGP key is checked first (expired, revoked, cannot encrypt)."""
+        sent = read(schema.NotificationSettingsRequest)
+        with tokens.instance().sessions.begin() as db:
+            officer = tokens.current_officer(db)
+            try:
+                chosen = notify.choose(
+                    db,
+                    officer,
+                    email=sent.email,
+                    mode=sent.mode,
+                    openpgp_key=sent.openpgp_key,
+                    remove_openpgp_key=sent.remove_openpgp_key,
+                )
+            except (DropboxError, openpgp.KeyRefused) as refused:
+                db.rollback()
+                raise ApiError(400, str(refused)) from None
+        return _settings_answer(chosen)
 
     app.register_blueprint(bp)

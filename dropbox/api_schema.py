@@ -230,6 +230,43 @@ class TotpRequest:
     code: TotpCode
 
 
+# --- notification e-mails ------------------------------------------------------------------
+
+NotificationMode = Annotated[
+    Literal["none", "immediate", "digest"],
+    Doc("none; a mail as soon as something arrives; or one daily summary"),
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotificationSettings:
+    """The signed-in officer's notification e-mails (they only ever count, never describe)."""
+
+    email: str
+    mode: NotificationMode
+    openpgp_fingerprint: Annotated[
+        str | None, Doc("The OpenPGP key every mail is encrypted to; null: none")
+    ]
+    openpgp_user_ids: list[str]
+    openpgp_expires: datetime | None
+    mail_enabled: Annotated[bool, Doc("Whether the server is set up to send mail at all")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotificationSettingsRequest:
+    """New notification settings; an empty `openpgp_key` keeps the key registered."""
+
+    email: str = ""
+    mode: NotificationMode
+    openpgp_key: Annotated[
+        str,
+        Doc(
+            "An ASCII-armoured OpenPGP public key; refused if expired, revoked or unable to encrypt"
+        ),
+    ] = ""
+    remove_openpgp_key: bool = False
+
+
 # --- reports ------------------------------------------------------------------------------
 
 
@@ -539,6 +576,27 @@ class GrantRequest:
     office: OfficeCode
     sealed_office_key: Annotated[bytes, Doc("The office key sealed to the officer's public key")]
     code: ConfirmCode
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotificationFailure:
+    """A notification mail that failed: retried later, or given up."""
+
+    officer: str
+    display_name: str
+    what: Annotated[str, Doc("What the mail counts, in words")]
+    attempts: int
+    last_error: str
+    next_attempt_at: Annotated[datetime | None, Doc("When it is tried again; null: given up")]
+    gave_up_on: date | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotificationFailures:
+    """Notification mails that failed and were not sent since."""
+
+    failures: list[NotificationFailure]
+    mail_enabled: bool
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from crypto import envelope
 from crypto.errors import DecryptionError
-from dropbox import access, audit
+from dropbox import access, audit, notify
 from dropbox.errors import AccessDenied, DropboxError, NotFound
 from dropbox.instance import Instance
 from dropbox.items import StoredEnvelope, is_id, officer_now
@@ -636,6 +636,7 @@ def shred_report(
     session.execute(delete(Item).where(Item.report_id == report.id))
     session.execute(delete(StatusChange).where(StatusChange.report_id == report.id))
     session.execute(delete(ReportShare).where(ReportShare.report_id == report.id))
+    notify.forget_report(session, report.id)
     audit.record(session, actor, action, report_id=report.id, detail=detail)
     session.delete(report)
     return blobs

@@ -174,6 +174,41 @@ class RetentionSettings:
     closed_report_days: int = 730
 
 
+# How the case server's `dropbox notify` reaches the mail server (RFC 8314: implicit TLS on
+# 465, STARTTLS on 587); "none" is plain SMTP, allowed only to a loopback relay.
+MAIL_SECURITY = ("starttls", "tls", "none")
+_MAIL_ADDRESS = re.compile(
+    r"^[^@\s<>\"(),;:\\\[\]]+@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$"
+)
+MAX_MAIL_ADDRESS_CHARS = 254
+
+
+def is_mail_address(text: str) -> bool:
+    """True if `text` is a plain mail address (local@domain): no name, no spaces, no line breaks."""
+    return len(text) <= MAX_MAIL_ADDRESS_CHARS and bool(_MAIL_ADDRESS.fullmatch(text))
+
+
+@dataclass(frozen=True)
+class MailSettings:
+    """The mail server that carries officers' notifications (`dropbox notify --once`)."""
+
+    host: str = ""
+    port: int = 587
+    security: str = "starttls"
+    username: str = ""
+    # Never printed: kept out of the repr, and out of every message and log line.
+    password: str = field(default="", repr=False)
+    from_address: str = ""
+    reviewer_link: str = "http://127.0.0.1:8081/"
+    digest_hour: int = 7
+    timeout_seconds: int = 30
+
+    @property
+    def enabled(self) -> bool:
+        """True when a mail server is configured."""
+        return bool(self.host)
+
+
 # The offices and categories an instance has when its configuration lists none. They
 # are written once, in this packaged file, in the form of a configuration file's
 # [[offices]] and [[categories]] tables; they are read at the end of this module,
@@ -194,6 +229,7 @@ class Config:
     limits: LimitSettings = field(default_factory=LimitSettings)
     crypto: CryptoSettings = field(default_factory=CryptoSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    mail: MailSettings = field(default_factory=MailSettings)
     offices: tuple[Office, ...] = field(default_factory=lambda: DEFAULT_OFFICES)
     categories: tuple[Category, ...] = field(default_factory=lambda: DEFAULT_CATEGORIES)
 
@@ -390,7 +426,58 @@ def _check(config: Config) -> None:
         "must be at least 1",
     )
 
+    _check_mail(config.mail)
     _check_offices_and_categories(config.offices, config.categories)
+
+
+def _check_mail(mail: MailSettings) -> None:
+    """The mail server's settings: checked even while host is empty, so a slip shows at once."""
+    _require(1 <= mail.port <= 65535, "mail.port", "must be between 1 and 65535")
+    _require(
+        mail.security in MAIL_SECURITY,
+        "mail.security",
+        f"must be {', '.join(repr(s) for s in MAIL_SECURITY)}, not {mail.security!r}",
+    )
+    _require(
+        not any(c in mail.host for c in " /\r\n\t@"),
+        "mail.host",
+        f"{mail.host!r} is not a host name or address (write only the name, e.g. smtp.example.org)",
+    )
+    _require(
+        mail.security != "none" or not mail.host or is_loopback(mail.host),
+        "mail.security",
+        f'"none" sends the password and the mails unencrypted: only a relay on this host '
+        f'(127.0.0.1) may use it; for {mail.host!r} use "starttls" or "tls"',
+    )
+    _require(
+        bool(mail.username) == bool(mail.password),
+        "mail.password" if mail.username else "mail.username",
+        "give both mail.username and mail.password, or neither",
+    )
+    _require(
+        not any(c in mail.username + mail.password for c in "\r\n\x00"),
+        "mail.username",
+        "the username and password must be on one line",
+    )
+    _require(
+        not mail.host or is_mail_address(mail.from_address),
+        "mail.from_address",
+        f"must be a mail address such as dropbox@example.org when mail.host is set, "
+        f"not {mail.from_address!r}",
+    )
+    _require(
+        not mail.from_address or is_mail_address(mail.from_address),
+        "mail.from_address",
+        f"{mail.from_address!r} is not a mail address such as dropbox@example.org",
+    )
+    _require(
+        mail.reviewer_link.startswith(("http://", "https://"))
+        and not any(c.isspace() for c in mail.reviewer_link),
+        "mail.reviewer_link",
+        "must be the reviewer app's address, starting with http:// or https://",
+    )
+    _require(0 <= mail.digest_hour <= 23, "mail.digest_hour", "must be between 0 and 23")
+    _require(1 <= mail.timeout_seconds <= 600, "mail.timeout_seconds", "must be between 1 and 600")
 
 
 def _check_offices_and_categories(

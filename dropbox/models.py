@@ -338,3 +338,65 @@ class OfficerSession(Base):
     state: Mapped[bytes] = mapped_column(LargeBinary)
     last_seen_at: Mapped[datetime] = mapped_column(DateTime)
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class NotificationMode(enum.StrEnum):
+    """How an officer wants to hear about their offices' reports by e-mail."""
+
+    NONE = "none"
+    IMMEDIATE = "immediate"  # a mail as soon as something arrives (`dropbox notify` runs)
+    DIGEST = "digest"  # one mail a day, which does not say when anything arrived
+
+
+class NotificationPreference(Base):
+    """An officer's notification e-mails: where, how often, the OpenPGP key they go encrypted to."""
+
+    __tablename__ = "notification_preferences"
+
+    officer_id: Mapped[int] = mapped_column(ForeignKey("officers.id"), primary_key=True)
+    email: Mapped[str] = mapped_column(String(254))
+    mode: Mapped[str] = mapped_column(String(16), default=NotificationMode.NONE)
+    # A minimal export of the officer's OpenPGP public key (never a secret key),
+    # checked when registered (dropbox/openpgp.py); None sends mail unencrypted.
+    openpgp_key: Mapped[str | None] = mapped_column(Text)
+    openpgp_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # The day the daily mail (digest and deadline reminders) last went to this officer.
+    last_daily_on: Mapped[date | None] = mapped_column(Date)
+
+
+class Notification(Base):
+    """A mail waiting to go to an officer: only counts, never a report's id or content.
+
+    Rows are made when something arrives (dated to the day, as everything a
+    source causes) and merged, per officer, into one mail when it is sent; a
+    sent mail's row is removed. A failed one waits for `next_attempt_at`;
+    after the last attempt it is kept, as given up, for administrators to see.
+    """
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    officer_id: Mapped[int] = mapped_column(ForeignKey("officers.id"), index=True)
+    new_reports: Mapped[int] = mapped_column(Integer, default=0)
+    new_answers: Mapped[int] = mapped_column(Integer, default=0)
+    acknowledge_soon: Mapped[int] = mapped_column(Integer, default=0)
+    feedback_soon: Mapped[int] = mapped_column(Integer, default=0)
+    overdue: Mapped[int] = mapped_column(Integer, default=0)
+    created_on: Mapped[date] = mapped_column(Date)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # None: due at the next run (or, for a digest, at the next daily mail).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str] = mapped_column(String(300), default="")
+    gave_up_on: Mapped[date | None] = mapped_column(Date)
+
+
+class ReminderSent(Base):
+    """A deadline reminder already sent to an officer, so that it is never sent twice."""
+
+    __tablename__ = "reminders_sent"
+
+    officer_id: Mapped[int] = mapped_column(ForeignKey("officers.id"), primary_key=True)
+    # Not a foreign key, like the audit log's: cases.shred_report removes these rows.
+    report_id: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
+    # "acknowledge-soon", "feedback-soon", "acknowledge-overdue" or "feedback-overdue".
+    stage: Mapped[str] = mapped_column(String(24), primary_key=True)

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from crypto import envelope
 from crypto.errors import DecryptionError
-from dropbox import offices
+from dropbox import notify, offices
 from dropbox.errors import DropboxError, NotFound
 from dropbox.instance import Instance
 from dropbox.items import (
@@ -213,6 +213,8 @@ def submit(
     session.add(
         StatusChange(report_id=report.id, from_status=None, to_status=Status.RECEIVED, at=day)
     )
+    # Queued in this transaction, sent later by `dropbox notify`: never while the source waits.
+    notify.report_arrived(session, report)
     return report
 
 
@@ -248,6 +250,7 @@ def add_answer(
         items.append(add_item(session, report, stored, ItemKind.FILE, day))
     if items:
         report.last_activity_at = day
+        notify.answer_arrived(session, report)
     return items
 
 

@@ -1,10 +1,15 @@
-"""The officer's own account: key fingerprint, passphrase change, a new authenticator app.
+"""The officer's own account: key fingerprint, passphrase, authenticator app, notification e-mails.
 
 The current passphrase is checked here, by deriving from it again and
 opening the officer's wrapped key; only the authentication key derived from
 it goes to the server, which checks it as at sign-in. A new passphrase
 re-wraps the key held here: the server gets the new auth key and the new
 wrap, never the key or the passphrase.
+
+Notification e-mails (`/account/notifications`) are the case server's to
+send (dropbox/notify.py): this page sends the officer's address, how often
+they want mail, and the OpenPGP public key the mails must be encrypted to,
+which the server checks before it keeps it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from crypto.errors import DecryptionError
 from crypto.keys import WRAP_HEADER_BYTES, fingerprint, unwrap_with_wrapping_key
+from dropbox.api_schema import NotificationSettings
 from journalist_interface import casefile, vault
 from journalist_interface.client import ApiError, Unreachable
 from journalist_interface.signin import (
@@ -161,3 +167,70 @@ def confirm_totp() -> Any:
     entry.pending_totp = None
     flash(_("Your new authenticator is set up."), "info")
     return redirect(url_for("account.account"))
+
+
+MODES = ("none", "immediate", "digest")
+MAX_KEY_CHARS = 64 * 1024
+
+
+def _spaced(fingerprint_text: str | None) -> str:
+    """An OpenPGP fingerprint in groups of four, as gpg and Kleopatra show it."""
+    text = fingerprint_text or ""
+    return " ".join(text[i : i + 4] for i in range(0, len(text), 4))
+
+
+def _notifications_page(
+    settings: NotificationSettings, form: dict[str, str] | None = None, error: str | None = None
+) -> Any:
+    return render_template(
+        "notifications.html",
+        settings=settings,
+        fingerprint=_spaced(settings.openpgp_fingerprint),
+        form=form or {"email": settings.email, "mode": settings.mode},
+        error=error,
+    ), (400 if error else 200)
+
+
+@blueprint.get("/account/notifications")
+@vault.signed_in
+def notifications() -> Any:
+    """The officer's notification e-mails, as the case server has them (one round trip)."""
+    return _notifications_page(_entry().client.notification_settings())
+
+
+@blueprint.post("/account/notifications")
+@vault.signed_in
+def choose_notifications() -> Any:
+    """Save the officer's choice; a refused key or address is told, and what was typed kept."""
+    entry = _entry()
+    form = {
+        "email": request.form.get("email", "").strip(),
+        "mode": request.form.get("mode", ""),
+        "openpgp_key": request.form.get("openpgp_key", ""),
+    }
+    remove = request.form.get("remove_openpgp_key") == "yes"
+    error = None
+    if form["mode"] not in MODES:
+        error = _("Choose how you want to be told.")
+    elif len(form["openpgp_key"]) > MAX_KEY_CHARS:
+        error = _(
+            "That key is far too large: export only your public key, with its minimal options."
+        )
+    if error is None:
+        try:
+            entry.client.choose_notifications(
+                email=form["email"],
+                mode=form["mode"],
+                openpgp_key=form["openpgp_key"],
+                remove_openpgp_key=remove,
+            )
+        except Unreachable:
+            raise
+        except ApiError as refused:
+            if refused.status in (401, 404):
+                raise
+            error = said(refused.message)
+    if error is not None:
+        return _notifications_page(entry.client.notification_settings(), form, error)
+    flash(_("Your notification settings were saved."), "info")
+    return redirect(url_for("account.notifications"))

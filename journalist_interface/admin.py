@@ -1,4 +1,5 @@
-"""Administration: officer accounts (invite, deactivate, grant an office) and the audit log.
+"""Administration: officer accounts (invite, deactivate, grant an office), the audit log, and
+the notification e-mails that failed.
 
 Granting an office seals the office's secret key to the new officer's
 public key, here: from the key this administrator holds, or from the
@@ -215,4 +216,14 @@ def audit_log() -> str:
         verification=verification,
         page=log.page,
         pages=log.pages,
+    )
+
+
+@blueprint.get("/admin/notifications")
+@vault.administrators
+def notification_failures() -> str:
+    """Notification e-mails that failed: retried later, or given up (each is in the audit log)."""
+    answer = _entry().client.notification_failures()
+    return render_template(
+        "notification_failures.html", failures=answer.failures, mail_enabled=answer.mail_enabled
     )

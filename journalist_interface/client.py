@@ -280,6 +280,22 @@ class CaseServerClient:
         body = schema.TotpRequest(auth_key=auth_key, secret=secret, code=code)
         self._read(schema.Ok, "POST", "/account/totp", body=body)
 
+    def notification_settings(self) -> schema.NotificationSettings:
+        return self._read(schema.NotificationSettings, "GET", "/account/notifications")
+
+    def choose_notifications(
+        self, *, email: str, mode: str, openpgp_key: str = "", remove_openpgp_key: bool = False
+    ) -> schema.NotificationSettings:
+        """Change the officer's notification e-mails; the server checks a new OpenPGP key."""
+        body = schema.NotificationSettingsRequest(
+            email=email,
+            mode=mode,  # type: ignore[arg-type]  # the server refuses another value
+            openpgp_key=openpgp_key,
+            remove_openpgp_key=remove_openpgp_key,
+        )
+        path = "/account/notifications"
+        return self._read(schema.NotificationSettings, "POST", path, body=body)
+
     # -- reports
 
     def inbox(self, query: InboxQuery) -> InboxPage:
@@ -389,6 +405,9 @@ class CaseServerClient:
     def grant(self, officer_id: int, office: str, sealed_office_key: bytes, code: str) -> None:
         body = schema.GrantRequest(office=office, sealed_office_key=sealed_office_key, code=code)
         self._read(schema.Ok, "POST", f"/officers/{officer_id}/grants", body=body)
+
+    def notification_failures(self) -> schema.NotificationFailures:
+        return self._read(schema.NotificationFailures, "GET", "/notifications/failures")
 
     def audit_log(self, page: int = 1) -> AuditPage:
         params = _params(schema.AuditQuery(page=page))

@@ -718,6 +718,44 @@ def bundle_import(state: _State, bundle_file: Path, officer_name: str | None) ->
     )
 
 
+# --- notification e-mails -------------------------------------------------------
+
+
+@cli.command("notify")
+@click.option("--once", is_flag=True, help="Send what is due now, then exit (for a timer or cron).")
+@pass_state
+def notify_command(state: _State, once: bool) -> None:
+    """Send officers' notification e-mails that are due: counts only, never report content.
+
+    Run it every minute from a timer (docs/deploy.md). Mails that fail are
+    retried by later runs, after 1, 5 and 30 minutes and 2 hours, then
+    given up; administrators see them in the reviewer app. Exit 1 if a mail
+    failed in this run.
+    """
+    from dropbox import notify
+
+    if not once:
+        raise CommandError("give --once: run 'dropbox notify --once' from a timer every minute")
+    with _database_errors():
+        instance = Instance.open(state.config())
+        try:
+            summary = notify.run_once(instance)
+        finally:
+            instance.close()
+    parts = [f"sent {_count(summary.sent, 'mail', 'mails')}"]
+    if summary.failed:
+        parts.append(f"{summary.failed} failed")
+    if summary.gave_up:
+        parts.append(f"{summary.gave_up} of them given up after {notify.MAX_ATTEMPTS} attempts")
+    if summary.waiting:
+        parts.append(f"{_count(summary.waiting, 'officer waits', 'officers wait')} for a retry")
+    click.echo(f"Notifications: {', '.join(parts)}.")
+    for error in summary.errors:
+        click.echo(f"  failed: {error}")
+    if summary.failed:
+        sys.exit(1)
+
+
 # --- consistency ---------------------------------------------------------------
 
 

@@ -104,6 +104,8 @@ PAGES: list[tuple[str, str, dict[str, str], list[object]]] = [
     ),
     ("POST", "/account/totp", {"current_passphrase": PASSPHRASE}, LOCAL),
     ("POST", "/account/totp/confirm", {"code": "123456"}, LOCAL),
+    ("GET", "/account/notifications", {}, SIGNED_IN),
+    ("POST", "/account/notifications", {"email": "me@example.org", "mode": "digest"}, SIGNED_IN),
     ("GET", "/admin/officers", {}, ADMIN),
     (
         "POST",
@@ -125,6 +127,7 @@ PAGES: list[tuple[str, str, dict[str, str], list[object]]] = [
         ADMIN,
     ),
     ("GET", "/admin/audit", {}, ADMIN),
+    ("GET", "/admin/notifications", {}, ADMIN),
     ("GET", "/login", {}, PUBLIC),
     (
         "POST",
@@ -410,6 +413,15 @@ API: list[tuple[str, str, str, dict[str, Any] | None, list[int]]] = [
         {"action": "key.mismatch", "detail": "office key: the matrix's test"},
         [401, 201, 201, 401],  # what an officer's machine found outside any report
     ),
+    ("GET", "/api/v2/account/notifications", "/account/notifications", None, OWN),
+    (
+        "POST",
+        "/api/v2/account/notifications",
+        "/account/notifications",
+        {"email": "me@example.org", "mode": "immediate"},
+        OWN,
+    ),
+    ("GET", "/api/v2/notifications/failures", "/notifications/failures", None, ADMIN_ONLY),
     ("GET", "/api/v2/audit", "/audit", None, ADMIN_ONLY),
     ("POST", "/api/v2/audit/verify", "/audit/verify", None, ADMIN_ONLY),
     ("POST", "/api/v2/signout", "/signout", None, [401, 204, 204, 401]),

@@ -23,6 +23,7 @@ from dropbox.config import (
     ConfigError,
     CryptoSettings,
     LimitSettings,
+    MailSettings,
     Office,
     RetentionSettings,
     ReviewerSettings,
@@ -38,6 +39,7 @@ SECTIONS: dict[str, type] = {
     "limits": LimitSettings,
     "crypto": CryptoSettings,
     "retention": RetentionSettings,
+    "mail": MailSettings,
 }
 
 
@@ -468,7 +470,63 @@ ERRORS = [
         "X-Forwarded-Proto",
         id="tls-proxy-without-its-header",
     ),
+    pytest.param("[mail]\nport = 0\n", "mail.port", "between 1 and 65535", id="mail-port"),
+    pytest.param(
+        '[mail]\nsecurity = "ssl"\n', "mail.security", "'starttls'", id="mail-unknown-security"
+    ),
+    pytest.param(
+        '[mail]\nhost = "smtp.example.org"\nsecurity = "none"\nfrom_address = "d@example.org"\n',
+        "mail.security",
+        "only a relay on this host",
+        id="mail-plain-smtp-across-a-network",
+    ),
+    pytest.param(
+        '[mail]\nhost = "smtp.example.org"\n',
+        "mail.from_address",
+        "must be a mail address",
+        id="mail-host-without-a-from-address",
+    ),
+    pytest.param(
+        '[mail]\nfrom_address = "dropbox at example.org"\n',
+        "mail.from_address",
+        "is not a mail address",
+        id="mail-from-address-malformed",
+    ),
+    pytest.param(
+        '[mail]\nusername = "dropbox"\n', "mail.password", "both", id="mail-user-without-password"
+    ),
+    pytest.param(
+        '[mail]\npassword = "secret"\n', "mail.username", "both", id="mail-password-without-user"
+    ),
+    pytest.param(
+        '[mail]\nhost = "smtp://smtp.example.org"\n',
+        "mail.host",
+        "not a host name",
+        id="mail-host-as-a-url",
+    ),
+    pytest.param(
+        '[mail]\nreviewer_link = "127.0.0.1:8081"\n',
+        "mail.reviewer_link",
+        "http://",
+        id="mail-link-without-scheme",
+    ),
+    pytest.param("[mail]\ndigest_hour = 24\n", "mail.digest_hour", "between 0 and 23", id="hour"),
+    pytest.param(
+        "[mail]\ntimeout_seconds = 0\n", "mail.timeout_seconds", "between 1", id="mail-timeout"
+    ),
+    pytest.param('[mail]\nport = "587"\n', "mail.port", "integer", id="mail-port-as-text"),
 ]
+
+
+def test_the_mail_password_is_never_in_the_configurations_repr(tmp_path: Path) -> None:
+    text = (
+        'data_dir = "data"\n[mail]\nhost = "smtp.example.org"\nfrom_address = "d@example.org"\n'
+        'username = "dropbox"\npassword = "correct horse battery staple"\n'
+    )
+    loaded = config.load(_write(tmp_path, text))
+    assert loaded.mail.password == "correct horse battery staple"
+    assert "correct horse" not in repr(loaded)
+    assert "correct horse" not in repr(loaded.mail)
 
 
 @pytest.mark.parametrize(("text", "key", "problem"), ERRORS)

@@ -109,6 +109,7 @@ REVIEWER_FORMS: dict[str, tuple[str, ...]] = {
     ),
     "account.reenrol_totp": ("current_passphrase",),
     "account.confirm_totp": ("code",),
+    "account.choose_notifications": ("email", "mode", "openpgp_key", "remove_openpgp_key"),
     "admin.officers": ("username", "display_name", "is_admin", "code"),
     "admin.reinvite": ("code",),
     "admin.deactivate": ("code",),
@@ -892,7 +893,7 @@ def test_every_field_the_reviewer_pages_render_is_fuzzed(
     rw = reviewer_world(reviewer, source, case_app, world)
     admin = rw.clients["admin"]
     pages = [reviewer.test_client().get(p).text for p in ("/login", "/enrol")]
-    for path in ("/", "/account", "/admin/officers", "/admin/audit"):
+    for path in ("/", "/account", "/account/notifications", "/admin/officers", "/admin/audit"):
         pages.append(admin.get(path).text)
     for report_id in [*rw.report_ids[:1], rw.doomed_id]:
         pages.append(admin.get(f"/reports/{report_id}").text)

@@ -340,6 +340,15 @@ def journey(world: CaseWorld, record: list[Exchange]) -> None:
     assert admin.audit_log().events
     assert admin.verify_audit().ok
 
+    # Notification e-mails: an officer's choice, a refusal, and the administrators' list.
+    assert eco.notification_settings().mode == "none"
+    chosen = eco.choose_notifications(email="eco-officer@example.org", mode="digest")
+    assert chosen.mode == "digest" and chosen.openpgp_fingerprint is None
+    with pytest.raises(ApiError) as bad_address:
+        eco.choose_notifications(email="not an address", mode="immediate")
+    assert bad_address.value.status == 400
+    assert admin.notification_failures().failures == []
+
 
 def test_every_answer_of_a_journey_through_the_api_matches_the_document(world: CaseWorld) -> None:
     record: list[Exchange] = []

@@ -32,6 +32,7 @@ ENGINE_MODULES = (
     "dropbox.database",
     "dropbox.inbox",
     "dropbox.models",
+    "dropbox.notify",
     "dropbox.sessions",
 )
 # Names of tests/conftest.py whose value or behaviour depends on the engine under test.

@@ -144,6 +144,7 @@ REVIEWER_ROUTES = {
     "/account/passphrase": "/account/passphrase",
     "/account/totp": "/account/totp",
     "/account/totp/confirm": "/account/totp/confirm",
+    "/account/notifications": "/account/notifications",
     "/enrol": "/enrol",
     "/enrol/confirm": "/enrol/confirm",
     "/admin/officers": "/admin/officers",
@@ -151,6 +152,7 @@ REVIEWER_ROUTES = {
     REINVITE: "/admin/officers/{officer}/invite",
     "/admin/grants": "/admin/grants",
     "/admin/audit": "/admin/audit",
+    "/admin/notifications": "/admin/notifications",
 }
 API = "/api/v2"
 OFFICER = "<int(max=2147483647):officer_id>"
@@ -168,6 +170,8 @@ CASE_ROUTES = {
     f"{API}/me": f"{API}/me",
     f"{API}/account/passphrase": f"{API}/account/passphrase",
     f"{API}/account/totp": f"{API}/account/totp",
+    f"{API}/account/notifications": f"{API}/account/notifications",
+    f"{API}/notifications/failures": f"{API}/notifications/failures",
     f"{API}/reports": f"{API}/reports",
     f"{API}/reports/<report_id>": f"{API}/reports/{{rid}}",
     f"{API}/reports/<report_id>/items/<item_id>/body": f"{API}/reports/{{rid}}/items/{{fid}}/body",
@@ -231,6 +235,7 @@ REVIEWER_FORMS: list[tuple[str, dict[str, str]]] = [
     (REINVITE, {"code": "000000"}),
     ("/account/totp", {"current_passphrase": "{passphrase}"}),
     ("/account/totp/confirm", {"code": "000000"}),
+    ("/account/notifications", {"email": "me@example.org", "mode": "digest"}),
     (
         "/account/passphrase",
         {
@@ -812,6 +817,7 @@ def journey(
     account = go(reviewer, "GET", "/account")
     again = {"current_passphrase": person.passphrase}
     go(reviewer, "POST", "/account/totp", again, form=account)
+    go(reviewer, "GET", "/account/notifications")
     go(reviewer, "GET", "/admin/officers")
     go(reviewer, "GET", "/admin/audit")
     go(reviewer, "GET", "/enrol")
