@@ -75,8 +75,12 @@ def memory_dir() -> Path:
 
 @contextmanager
 def private_directory(prefix: str) -> Iterator[Path]:
-    """A fresh directory under /dev/shm that only this user can enter (0700), removed after."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=memory_dir()))
+    """A fresh directory under /dev/shm that only this user can enter (0700), removed after.
+
+    Its name starts with `prefix` and this process's id, so that what a
+    process leaves behind can be told from what another one is working in.
+    """
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=memory_dir()))
     try:
         os.chmod(path, 0o700)
         yield path

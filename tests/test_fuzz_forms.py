@@ -101,6 +101,8 @@ REVIEWER_FORMS: dict[str, tuple[str, ...]] = {
     "reports.refer": ("office", "keep_copy"),
     "reports.reveal": ("reason",),
     "reports.delete": ("confirm",),
+    "reports.export_key": ("key", "key_file"),
+    "reports.export_report": ("key", "fingerprint"),
     "account.change_passphrase": (
         "current_passphrase",
         "new_passphrase",

@@ -12,6 +12,7 @@ offered.
 from __future__ import annotations
 
 import base64
+import os
 import re
 import shutil
 import struct
@@ -113,7 +114,7 @@ def file_links(page: str, rid: str) -> dict[str, str]:
 
 
 def shm_leftovers() -> set[str]:
-    return {p.name for p in Path("/dev/shm").glob("dropbox-clean-*")}
+    return {p.name for p in Path("/dev/shm").glob(f"dropbox-clean-{os.getpid()}-*")}
 
 
 @pytest.mark.skipif(not Path(MAT2).exists(), reason="needs mat2 (scripts/install-test-deps)")

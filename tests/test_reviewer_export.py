@@ -172,7 +172,7 @@ def check_key(client: FlaskClient, rid: str, key: str) -> TestResponse:
 
 
 def shm_leftovers() -> set[str]:
-    return {p.name for p in Path("/dev/shm").glob("dropbox-gpg-*")}
+    return {p.name for p in Path("/dev/shm").glob(f"dropbox-gpg-{os.getpid()}-*")}
 
 
 # --- the export ------------------------------------------------------------------------------
