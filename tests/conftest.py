@@ -15,8 +15,10 @@ layer's modules (dropbox.access, audit, cases, database, inbox, models,
 notify, sessions, and dropbox.admin's bundles, fsck and operations), or one of
 this file's names that depend on the engine (DATABASE, new_database_url,
 database_files, PostgresServer). Crypto, word lists, translations, formats and
-config parsing stay SQLite-only.
-tests/test_suite_layout.py checks the rule both ways.
+config parsing stay SQLite-only, and so do the few modules that import the
+database layer only to set up what they test, whose subject does not depend
+on the engine (SQLITE_ONLY in tests/test_suite_layout.py, each with its
+reason). tests/test_suite_layout.py checks the rule both ways.
 
 `make test` runs each pass in two parts: first every test not marked
 ``serial``, spread over several pytest-xdist workers (each worker has its own
@@ -160,7 +162,6 @@ _share_url_builders()
 SERIAL_MODULES = frozenset(
     {
         "test_bench_inbox.py",  # round-trip budgets
-        "test_crash_safety.py",  # workers killed at moments picked by time
         "test_load.py",  # throughput and latency
         "test_login_flood.py",  # memory cap and latency under a flood
         "test_redis.py",  # requests pinned to one gunicorn worker

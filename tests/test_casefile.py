@@ -44,8 +44,6 @@ from journalist_interface.casefile import (
 )
 from tests.conftest import CHEAP_COST
 
-pytestmark = pytest.mark.database_engine
-
 PASSPHRASE = "correct horse battery staple"
 
 

@@ -19,8 +19,6 @@ from dropbox.instance import Instance
 from dropbox.models import Report
 from tests.source_helpers import logout, new_codename, submit_report
 
-pytestmark = pytest.mark.database_engine
-
 MESSAGE = "My supervisor moved me off every project after I spoke to the oversight office."
 
 

@@ -3,8 +3,9 @@
 The rule, written in tests/conftest.py's docstring: a module of tests/ is
 marked ``database_engine`` if and only if it imports (at the top or inside a
 function) sqlalchemy, alembic, a module of the database layer, or a name of
-tests/conftest.py that depends on the engine. Checked here both ways, so
-that a new module working with the database is never left out of the
+tests/conftest.py that depends on the engine, unless SQLITE_ONLY below names
+it, with the reason its subject does not depend on the engine. Checked here
+both ways, so that a new module working with the database is never left out of the
 PostgreSQL pass, and a crypto or word-list module never slows it down.
 """
 
@@ -37,6 +38,14 @@ ENGINE_MODULES = (
 )
 # Names of tests/conftest.py whose value or behaviour depends on the engine under test.
 ENGINE_NAMES = ("DATABASE", "new_database_url", "database_files", "PostgresServer")
+# Modules that import the database layer only to set up or look up what they test,
+# whose subject is the same whichever engine stores it: not rerun on PostgreSQL.
+# Each needs a reason; an entry that no longer imports the database layer is stale.
+SQLITE_ONLY = {
+    "test_casefile.py": "the reviewer app's cryptography; it imports one enum of the models",
+    "test_transport.py": "how requests reach the servers: onion, TLS proxy, refused addresses",
+    "test_source_form.py": "the shape of the report form and what it says",
+}
 
 
 def imported(source: str) -> Iterator[str]:
@@ -101,7 +110,13 @@ def test_a_module_is_rerun_on_postgresql_if_and_only_if_it_works_with_the_databa
     for path in sorted(TESTS.glob("test_*.py")):
         ties = ties_to_the_engine(path.read_text(encoding="utf-8"))
         marked = is_marked(path)
-        if ties and not marked:
+        if path.name in SQLITE_ONLY:
+            if marked or not ties:
+                wrong.append(
+                    f"{path.name} is in SQLITE_ONLY, so it must import the database layer "
+                    f"and carry no {MARKER} marker"
+                )
+        elif ties and not marked:
             wrong.append(
                 f"{path.name} imports {', '.join(ties)} but is not rerun on PostgreSQL: "
                 f"add `pytestmark = pytest.mark.{MARKER}`"
@@ -121,3 +136,5 @@ def test_every_module_of_the_database_layer_named_by_the_rule_exists() -> None:
     conftest = importlib.import_module("tests.conftest")
     for name in ENGINE_NAMES:
         assert hasattr(conftest, name), name
+    for name in SQLITE_ONLY:
+        assert (TESTS / name).is_file(), name

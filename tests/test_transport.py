@@ -52,8 +52,6 @@ from source_interface import create_app as create_source
 from tests.conftest import CHEAP_COST, CHEAP_CRYPTO_TOML, free_port, new_database_url
 from tests.reviewer_helpers import World, fresh_code
 
-pytestmark = pytest.mark.database_engine
-
 REPO = Path(__file__).resolve().parent.parent
 PROXY = "192.0.2.10"  # the TLS proxy the configuration trusts (a documentation address)
 STRANGER = "192.0.2.99"  # any other machine on the network
