@@ -174,7 +174,12 @@ class Served:
         Without `identify` (and no worker asked for), the owner is not looked
         up and is given as 0: a load test should not spend its CPU in /proc.
         """
-        for _ in range(400):
+        # The kernel hands each connection to whichever worker waits in accept() first; on
+        # a busy machine one worker can win many times in a row. Keep asking, a little
+        # more slowly each time so that the others get back to accept(), for up to a minute.
+        deadline = time.monotonic() + 60
+        attempts = 0
+        while True:
             connection = HTTPConnection("127.0.0.1", self.port, timeout=timeout)
             connection.connect()
             if worker is None and not identify:
@@ -183,7 +188,10 @@ class Served:
             if worker is None or owner == worker:
                 return connection, owner
             connection.close()
-        raise AssertionError(f"400 connections and none went to worker {worker}")
+            attempts += 1
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{attempts} connections and none went to worker {worker}")
+            time.sleep(min(attempts, 50) / 1000)
 
     def stop(self) -> str:
         """Stop gunicorn (SIGINT: its quick shutdown) and return its log."""
