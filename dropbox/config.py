@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import ipaddress
 import re
+import ssl
 import tomllib
 import types
 import typing
@@ -202,6 +203,9 @@ class MailSettings:
     reviewer_link: str = "http://127.0.0.1:8081/"
     digest_hour: int = 7
     timeout_seconds: int = 30
+    # A PEM file of the certificate authorities to trust for the mail server instead of
+    # the system's (a relay with a private CA); empty: the system's trust store.
+    ca_file: str = ""
 
     @property
     def enabled(self) -> bool:
@@ -478,6 +482,43 @@ def _check_mail(mail: MailSettings) -> None:
     )
     _require(0 <= mail.digest_hour <= 23, "mail.digest_hour", "must be between 0 and 23")
     _require(1 <= mail.timeout_seconds <= 600, "mail.timeout_seconds", "must be between 1 and 600")
+    if mail.ca_file:
+        _check_ca_file(mail)
+
+
+def _check_ca_file(mail: MailSettings) -> None:
+    """mail.ca_file names a readable PEM file of certificates, used by a TLS connection."""
+    path = Path(mail.ca_file)
+    _require(
+        mail.security != "none",
+        "mail.ca_file",
+        'is only used with mail.security "starttls" or "tls": remove it, or change mail.security',
+    )
+    _require(
+        "\x00" not in mail.ca_file and path.is_absolute(),
+        "mail.ca_file",
+        f"{mail.ca_file!r} must be an absolute path, e.g. /etc/dropbox/mail-ca.pem",
+    )
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except FileNotFoundError:
+        raise ConfigError(f"mail.ca_file: {mail.ca_file!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"mail.ca_file: {mail.ca_file!r} is a directory, not a file") from None
+    except PermissionError:
+        raise ConfigError(
+            f"mail.ca_file: {mail.ca_file!r} cannot be read by this account "
+            "(make it readable to the account that runs dropbox)"
+        ) from None
+    except ssl.SSLError:
+        raise ConfigError(
+            f"mail.ca_file: {mail.ca_file!r} holds no certificate in PEM form "
+            '("-----BEGIN CERTIFICATE-----")'
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"mail.ca_file: cannot read {mail.ca_file!r} ({exc.strerror or type(exc).__name__})"
+        ) from None
 
 
 def _check_offices_and_categories(

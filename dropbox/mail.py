@@ -2,7 +2,10 @@
 
 The connection is TLS from the first byte (`mail.security = "tls"`), or
 upgraded with STARTTLS before anything else is said ("starttls"); both check
-the server's certificate and name with `ssl.create_default_context()`.
+the server's certificate and name with `ssl.create_default_context()`,
+against the system's certificate authorities or, when `mail.ca_file` is set,
+only the ones in that file. A server that does not offer STARTTLS is left
+before the password or any mail is sent: there is no fall-back to plain text.
 Plain SMTP ("none") is for a relay on the same host only (the configuration
 refuses anything else). The password goes to the server after TLS and
 nowhere else: no message here, and no error, ever holds it.
@@ -88,10 +91,6 @@ def _reason(exc: BaseException) -> str:
     """Plain words for why talking to the mail server failed (never the password)."""
     if isinstance(exc, smtplib.SMTPAuthenticationError):
         return f"the mail server did not accept mail.username and mail.password ({exc.smtp_code})"
-    if isinstance(exc, smtplib.SMTPNotSupportedError):
-        return (
-            'the mail server does not offer STARTTLS: set mail.security to "tls" or fix the server'
-        )
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = sorted({code for code, _ in exc.recipients.values()})
         return f"the mail server refused the address ({', '.join(str(c) for c in codes)})"
@@ -104,7 +103,8 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return "the mail server closed the connection"
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"the mail server's TLS certificate was not accepted ({exc.verify_message})"
+        why = (exc.verify_message or "no reason given").rstrip(".")
+        return f"the mail server's TLS certificate was not accepted ({why})"
     if isinstance(exc, ssl.SSLError):
         return f"the TLS connection to the mail server failed ({exc.reason or 'no reason given'})"
     if isinstance(exc, socket.gaierror):
@@ -116,6 +116,21 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return f"the mail server cannot be reached ({exc.strerror or type(exc).__name__})"
     return f"the mail could not be sent ({type(exc).__name__})"
+
+
+def tls_context(settings: MailSettings) -> ssl.SSLContext:
+    """What checks the server's certificate and name; MailError if mail.ca_file cannot be read."""
+    if not settings.ca_file:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=settings.ca_file)
+    except ssl.SSLError:
+        raise MailError(
+            f"mail.ca_file holds no certificate in PEM form ({settings.ca_file})"
+        ) from None
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise MailError(f"mail.ca_file cannot be read ({settings.ca_file}: {why})") from None
 
 
 class Delivery:
@@ -141,7 +156,7 @@ class Delivery:
 
     def _connect(self) -> smtplib.SMTP:
         settings = self.settings
-        context = ssl.create_default_context()
+        context = tls_context(settings)
         helo = _domain(settings.from_address)
         smtp: smtplib.SMTP
         if settings.security == "tls":
@@ -158,9 +173,22 @@ class Delivery:
             )
         try:
             if settings.security == "starttls":
-                smtp.starttls(context=context)
+                try:
+                    smtp.starttls(context=context)
+                except smtplib.SMTPNotSupportedError:
+                    # Never carry on in plain text: not the password, not a mail.
+                    raise MailError(
+                        "the mail server does not offer STARTTLS: "
+                        'set mail.security to "tls" or fix the server'
+                    ) from None
             if settings.username:
-                smtp.login(settings.username, settings.password)
+                try:
+                    smtp.login(settings.username, settings.password)
+                except smtplib.SMTPNotSupportedError:
+                    raise MailError(
+                        "the mail server does not offer to sign in (AUTH): "
+                        "remove mail.username and mail.password, or fix the server"
+                    ) from None
         except BaseException:
             smtp.close()
             raise
@@ -173,6 +201,9 @@ class Delivery:
         if self._smtp is None:
             try:
                 self._smtp = self._connect()
+            except MailError as exc:
+                self._down = str(exc)
+                raise ConnectionLost(self._down) from None
             except (smtplib.SMTPException, OSError) as exc:
                 self._down = _reason(exc)
                 raise ConnectionLost(self._down) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import re
+import subprocess
 import tempfile
 import tomllib
 from pathlib import Path
@@ -527,6 +528,53 @@ def test_the_mail_password_is_never_in_the_configurations_repr(tmp_path: Path) -
     assert loaded.mail.password == "correct horse battery staple"
     assert "correct horse" not in repr(loaded)
     assert "correct horse" not in repr(loaded.mail)
+
+
+def _ca_file(tmp_path: Path, which: str) -> str:
+    """A mail.ca_file value of the kind the test names."""
+    if which == "relative":
+        return "mail-ca.pem"
+    if which == "missing":
+        return str(tmp_path / "absent.pem")
+    if which == "directory":
+        return str(tmp_path)
+    not_pem = tmp_path / "mail-ca.pem"
+    not_pem.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI not a certificate\n")
+    return str(not_pem)
+
+
+@pytest.mark.parametrize(
+    ("which", "security", "problem"),
+    [
+        ("relative", "starttls", "must be an absolute path"),
+        ("missing", "starttls", "does not exist"),
+        ("directory", "tls", "is a directory, not a file"),
+        ("not-pem", "tls", "holds no certificate in PEM form"),
+        ("not-pem", "none", 'only used with mail.security "starttls" or "tls"'),
+    ],
+)
+def test_a_mail_ca_file_that_cannot_be_used_is_refused(
+    tmp_path: Path, which: str, security: str, problem: str
+) -> None:
+    ca_file = _ca_file(tmp_path, which)
+    text = f'data_dir = "data"\n[mail]\nsecurity = "{security}"\nca_file = "{ca_file}"\n'
+    with pytest.raises(ConfigError) as excinfo:
+        config.load(_write(tmp_path, text))
+    message = str(excinfo.value)
+    assert message.startswith("mail.ca_file: "), message
+    assert problem in message
+
+
+def test_a_mail_ca_file_of_pem_certificates_is_taken(tmp_path: Path) -> None:
+    # A certificate authority's certificate, as `openssl req -x509` writes it.
+    done = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=Mail CA"],
+        cwd=tmp_path, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    text = f'data_dir = "data"\n[mail]\nca_file = "{tmp_path / "ca.pem"}"\n'
+    assert config.load(_write(tmp_path, text)).mail.ca_file == str(tmp_path / "ca.pem")
 
 
 @pytest.mark.parametrize(("text", "key", "problem"), ERRORS)

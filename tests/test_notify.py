@@ -7,8 +7,8 @@ an aiosmtpd server this test starts on loopback, one that refuses mail, one
 that is not there, and one that disappears in the middle of a session. An
 encrypted mail is opened with the `gpg` program and a key pair made here.
 
-TLS to the mail server is not tested here: a test certificate would need the
-`cryptography` package, which this project does not install.
+These tests speak plain SMTP to a server on loopback; TLS to the mail
+server (STARTTLS, implicit TLS, certificates refused) is tests/test_mail_tls.py.
 """
 
 from __future__ import annotations

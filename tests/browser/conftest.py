@@ -117,6 +117,9 @@ class Servers:
     officers: dict[str, Officer]
     logs: dict[str, Path]
     case_url: str = ""  # the case server (`dropbox run reviewer`), which the reviewer app calls
+    # Each office's recovery file and its passphrase, and its key's fingerprint as pinned.
+    recovery: dict[str, tuple[Path, str]] = field(default_factory=dict)
+    pins: dict[str, str] = field(default_factory=dict)
 
 
 def _env() -> dict[str, str]:
@@ -251,7 +254,14 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         app = start_reviewer(workdir, urls["case server"], pins)
         logs["reviewer app"] = app.log
         yield Servers(
-            workdir, urls["source"], app.url, officers, logs, case_url=urls["case server"]
+            workdir,
+            urls["source"],
+            app.url,
+            officers,
+            logs,
+            case_url=urls["case server"],
+            recovery=recovery,
+            pins=pins,
         )
     finally:
         if app is not None:
