@@ -97,7 +97,12 @@ class PublicKey:
     @property
     def grouped(self) -> str:
         """The fingerprint in groups of four, as GnuPG and Kleopatra show it."""
-        return " ".join(self.fingerprint[i : i + 4] for i in range(0, len(self.fingerprint), 4))
+        return grouped(self.fingerprint)
+
+
+def grouped(fingerprint: str) -> str:
+    """A fingerprint in groups of four, as GnuPG and Kleopatra show it."""
+    return " ".join(fingerprint[i : i + 4] for i in range(0, len(fingerprint), 4))
 
 
 # --- gpg in a private home ------------------------------------------------------------------
@@ -290,6 +295,7 @@ __all__ = [
     "check_public_key",
     "encrypt",
     "fresh_gpg",
+    "grouped",
     "looks_private",
     "private_directory",
 ]
