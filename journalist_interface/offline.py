@@ -30,7 +30,7 @@ import secrets
 import threading
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -70,39 +70,18 @@ from dropbox.store import size_text
 from journalist_interface import casefile, cleaning, pages
 from journalist_interface.app import configure_shell, register_error_handlers
 from journalist_interface.reports import due_words
-from journalist_interface.settings import check_loopback, check_pin, check_port, served_origins
+from journalist_interface.settings import ServedSettings
 
 SESSION_KEY = "offline"
 MAX_RECOVERY_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
-class OfflineSettings:
+class OfflineSettings(ServedSettings):
     """Which bundle to open, where replies and notes go, and where the pages are served."""
 
     bundle: Path
     outgoing: Path
-    host: str = "127.0.0.1"
-    port: int = 8081
-    pins: dict[str, str] = field(default_factory=dict)
-    idle_minutes: int = 15
-    absolute_hours: int = 8
-
-    def __post_init__(self) -> None:
-        check_loopback(self.host)
-        check_port(self.port, "port")
-        for code, text in self.pins.items():
-            check_pin(code, text)
-
-    @property
-    def origins(self) -> tuple[str, ...]:
-        """The addresses the pages may be opened at, the usual first."""
-        return served_origins(self.host, self.port)
-
-    @property
-    def address(self) -> str:
-        """The address to open in the browser."""
-        return f"http://{self.origins[0]}"
 
 
 def _now() -> datetime:
