@@ -274,17 +274,7 @@ def register_reports(app: Flask, config: Config) -> None:
         caller = tokens.officer_id()
         with tokens.instance().readers() as db:
             _, report = _acting(db, caller, report_id)
-            events = [
-                schema.AuditEntry(
-                    id=e.id,
-                    at=e.at,
-                    actor=e.actor,
-                    action=e.action,
-                    report_id=e.report_id,
-                    detail=e.detail,
-                )
-                for e in cases.report_events(db, report)
-            ]
+            events = [cases.wire_event(e) for e in cases.report_events(db, report)]
         return dump(schema.ReportEvents(events=events))
 
     @bp.post("/events")

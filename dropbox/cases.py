@@ -200,6 +200,18 @@ def wire_item(shown: SealedItem) -> schema.SealedItem:
     )
 
 
+def wire_event(event: AuditEvent) -> schema.AuditEntry:
+    """An audit event as the API carries it (the audit page, a report's export)."""
+    return schema.AuditEntry(
+        id=event.id,
+        at=event.at,
+        actor=event.actor,
+        action=event.action,
+        report_id=event.report_id,
+        detail=event.detail,
+    )
+
+
 def report_bundle(
     session: Session,
     report: Report,

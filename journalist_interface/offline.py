@@ -507,19 +507,24 @@ def _seal(report_id: str, text: str, kind: str) -> str | None:
     return None
 
 
+def _save(report_id: str, kind: str, text: str, empty: str, saved: str) -> WerkzeugResponse:
+    """Seal `text` as a reply or a note into the return bundle; the report page says how it went."""
+    _report(report_id)
+    if not text:
+        return pages.done(report_id, empty, error=True)
+    refused = _seal(report_id, text, kind)
+    return pages.done(report_id, refused or saved, error=refused is not None)
+
+
 @reports.post("/reports/<report_id>/reply")
 @_unlocked
 def reply(report_id: str) -> WerkzeugResponse:
     """Seal a reply to the source and the office, into the return bundle."""
-    _report(report_id)
-    text = request.form.get("message", "").strip()
-    if not text:
-        return pages.done(report_id, _("write a message before saving it"), error=True)
-    refused = _seal(report_id, text, "reply")
-    if refused is not None:
-        return pages.done(report_id, refused, error=True)
-    return pages.done(
+    return _save(
         report_id,
+        "reply",
+        request.form.get("message", "").strip(),
+        _("write a message before saving it"),
         _(
             "Your reply is saved, encrypted, in %(path)s. The source can read it once the"
             " case server has imported that file.",
@@ -532,15 +537,11 @@ def reply(report_id: str) -> WerkzeugResponse:
 @_unlocked
 def note(report_id: str) -> WerkzeugResponse:
     """Seal an internal note to the office, into the return bundle."""
-    _report(report_id)
-    text = request.form.get("text", "").strip()
-    if not text:
-        return pages.done(report_id, _("write the note before saving"), error=True)
-    refused = _seal(report_id, text, "note")
-    if refused is not None:
-        return pages.done(report_id, refused, error=True)
-    return pages.done(
+    return _save(
         report_id,
+        "note",
+        request.form.get("text", "").strip(),
+        _("write the note before saving"),
         _(
             "The note is saved, encrypted, in %(path)s, for the case server to import.",
             path=str(desk().settings.outgoing),
