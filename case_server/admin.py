@@ -20,7 +20,7 @@ from case_server import tokens
 from case_server.errors import ApiError
 from case_server.wire import read
 from dropbox import api_schema as schema
-from dropbox import audit, notify, officers, offices
+from dropbox import audit, cases, notify, officers, offices
 from dropbox.api_schema import dump
 from dropbox.config import Config
 from dropbox.models import AuditEvent, Officer
@@ -201,17 +201,7 @@ def register_admin(app: Flask, config: Config) -> None:
                 .limit(AUDIT_PER_PAGE)
                 .offset((page - 1) * AUDIT_PER_PAGE)
             ).scalars()
-            entries = [
-                schema.AuditEntry(
-                    id=e.id,
-                    at=e.at,
-                    actor=e.actor,
-                    action=e.action,
-                    report_id=e.report_id,
-                    detail=e.detail,
-                )
-                for e in events
-            ]
+            entries = [cases.wire_event(e) for e in events]
             return dump(schema.AuditPage(events=entries, page=page, pages=pages))
 
     @bp.post("/audit/verify")

@@ -95,64 +95,16 @@ def _person(person: tuple[int, str]) -> schema.Person:
     return schema.Person(id=person[0], display_name=person[1])
 
 
-def _item(sealed: cases.SealedItem) -> schema.SealedItem:
-    item = sealed.item
-    return schema.SealedItem(
-        id=item.id,
-        seq=item.seq,
-        kind=item.kind,
-        author=sealed.author,
-        created_at=item.created_at,
-        size=item.size,
-        deleted_by_source=item.deleted_by_source,
-        unread=sealed.unread,
-        key_block=item.key_block,
-        body_length=sealed.body_length,
-        body=sealed.body,
-        head=sealed.head,
-    )
-
-
 def _bundle(
     db: Session, officer: Officer, report: Report, items: list[cases.SealedItem]
 ) -> schema.ReportBundle:
-    assignee = db.get(Officer, report.assignee_id) if report.assignee_id else None
-    handling = access.handles(db, officer, report)
-    reading = access.reading_office(db, officer, report)
-    return schema.ReportBundle(
-        id=report.id,
-        designation=report.designation,
-        office=report.office_code,
-        category=report.category,
-        status=report.status,
-        outcome=report.outcome,
-        urgent=report.urgent,
-        received=report.received_at,
-        last_activity=report.last_activity_at,
-        acknowledge_due=report.acknowledge_due,
-        feedback_due=report.feedback_due,
-        acknowledged_at=report.acknowledged_at,
-        closed_at=report.closed_at,
-        assignee_id=report.assignee_id,
-        assignee=assignee.display_name if assignee else None,
-        source_public_key=report.source_public_key,
-        reading_office=reading,
-        handling=handling,
-        shared_up_to=cases.shared_up_to(db, report, reading),
-        shared_with=cases.shared_with(db, report),
-        next_statuses=cases.next_statuses(report) if handling else [],
-        status_changes=[
-            schema.StatusChange(
-                from_status=change.from_status,
-                to_status=change.to_status,
-                outcome=change.outcome,
-                at=change.at,
-                officer=name,
-            )
-            for change, name in cases.status_changes(db, report)
-        ],
-        assignees=[_person(p) for p in cases.assignees(db, [report.office_code])],
-        items=[_item(i) for i in items],
+    return cases.report_bundle(
+        db,
+        report,
+        items,
+        reading_office=access.reading_office(db, officer, report),
+        handling=access.handles(db, officer, report),
+        assignees=cases.assignees(db, [report.office_code]),
     )
 
 
@@ -261,7 +213,7 @@ def register_reports(app: Flask, config: Config) -> None:
         with tokens.instance().sessions.begin() as db:
             officer, report = _reading(db, caller, report_id)
             items = cases.reveal(tokens.instance(), db, officer, report, reason)
-            return dump(schema.Revealed(items=[_item(i) for i in items]))
+            return dump(schema.Revealed(items=[cases.wire_item(i) for i in items]))
 
     @bp.post("/reports/<report_id>/assign")
     def assign(report_id: str) -> ResponseReturnValue:
@@ -322,17 +274,7 @@ def register_reports(app: Flask, config: Config) -> None:
         caller = tokens.officer_id()
         with tokens.instance().readers() as db:
             _, report = _acting(db, caller, report_id)
-            events = [
-                schema.AuditEntry(
-                    id=e.id,
-                    at=e.at,
-                    actor=e.actor,
-                    action=e.action,
-                    report_id=e.report_id,
-                    detail=e.detail,
-                )
-                for e in cases.report_events(db, report)
-            ]
+            events = [cases.wire_event(e) for e in cases.report_events(db, report)]
         return dump(schema.ReportEvents(events=events))
 
     @bp.post("/events")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from crypto import envelope
 from crypto.errors import DecryptionError
 from dropbox import access, audit, notify
+from dropbox import api_schema as schema
 from dropbox.errors import AccessDenied, DropboxError, NotFound
 from dropbox.instance import Instance
 from dropbox.items import StoredEnvelope, is_id, officer_now
@@ -99,7 +100,7 @@ class SealedItem:
     head: bytes | None = None
 
 
-def _read_blob(store: Store, name: str, limit: int | None) -> tuple[bytes, int]:
+def read_blob(store: Store, name: str, limit: int | None) -> tuple[bytes, int]:
     """The blob's first `limit` bytes (all if None) and its whole length; empty if it is gone."""
     try:
         blob = store.open(name)
@@ -125,18 +126,36 @@ def open_blob(store: Store, name: str) -> tuple[BinaryIO, int] | None:
 def sealed(instance: Instance, item: Item, *, author: str | None, unread: bool) -> SealedItem:
     """The item with its whole body, or only the head for files and identity details."""
     head_only = item.kind in HEAD_ONLY_KINDS
-    data, length = _read_blob(instance.store, item.blob, HEAD_BYTES if head_only else None)
+    data, length = read_blob(instance.store, item.blob, HEAD_BYTES if head_only else None)
     if head_only:
         return SealedItem(item, author, unread, length, head=data)
     return SealedItem(item, author, unread, length, body=data)
 
 
-def _authors(session: Session, items: list[Item]) -> dict[int, str]:
+def items_of(session: Session, report: Report) -> list[Item]:
+    """The report's items, in thread order."""
+    query = select(Item).where(Item.report_id == report.id).order_by(Item.seq)
+    return list(session.execute(query).scalars())
+
+
+def sealed_items(
+    instance: Instance, session: Session, items: list[Item], unread: Callable[[Item], bool]
+) -> list[SealedItem]:
+    """Each item as `sealed` gives it, with its author's name and whether it is `unread`."""
     ids = {i.author_id for i in items if i.author_id}
-    if not ids:
-        return {}
-    rows = session.execute(select(Officer.id, Officer.display_name).where(Officer.id.in_(ids)))
-    return {row.id: row.display_name for row in rows}
+    authors: dict[int, str] = {}
+    if ids:
+        rows = session.execute(select(Officer.id, Officer.display_name).where(Officer.id.in_(ids)))
+        authors = {row.id: row.display_name for row in rows}
+    return [
+        sealed(
+            instance,
+            item,
+            author=authors.get(item.author_id) if item.author_id else None,
+            unread=unread(item),
+        )
+        for item in items
+    ]
 
 
 def thread(
@@ -146,11 +165,7 @@ def thread(
 
     Identity items come as a head only: their content is released by `reveal`.
     """
-    items = list(
-        session.execute(
-            select(Item).where(Item.report_id == report.id).order_by(Item.seq)
-        ).scalars()
-    )
+    items = items_of(session, report)
     read = set(
         session.execute(
             select(ItemRead.item_id).where(
@@ -158,16 +173,96 @@ def thread(
             )
         ).scalars()
     )
-    authors = _authors(session, items)
-    out = []
-    for item in items:
-        unread = item.id not in read
-        author = authors.get(item.author_id) if item.author_id else None
-        out.append(sealed(instance, item, author=author, unread=unread))
-        if unread:
-            session.add(ItemRead(officer_id=officer.id, item_id=item.id))
+    out = sealed_items(instance, session, items, lambda item: item.id not in read)
+    for shown in out:
+        if shown.unread:
+            session.add(ItemRead(officer_id=officer.id, item_id=shown.item.id))
     audit.record(session, _actor(officer), "report.read", report_id=report.id)
     return out
+
+
+def wire_item(shown: SealedItem) -> schema.SealedItem:
+    """A sealed item as the API and the export bundle carry it."""
+    item = shown.item
+    return schema.SealedItem(
+        id=item.id,
+        seq=item.seq,
+        kind=item.kind,
+        author=shown.author,
+        created_at=item.created_at,
+        size=item.size,
+        deleted_by_source=item.deleted_by_source,
+        unread=shown.unread,
+        key_block=item.key_block,
+        body_length=shown.body_length,
+        body=shown.body,
+        head=shown.head,
+    )
+
+
+def wire_event(event: AuditEvent) -> schema.AuditEntry:
+    """An audit event as the API carries it (the audit page, a report's export)."""
+    return schema.AuditEntry(
+        id=event.id,
+        at=event.at,
+        actor=event.actor,
+        action=event.action,
+        report_id=event.report_id,
+        detail=event.detail,
+    )
+
+
+def report_bundle(
+    session: Session,
+    report: Report,
+    items: list[SealedItem],
+    *,
+    reading_office: str,
+    handling: bool,
+    assignees: list[tuple[int, str]],
+) -> schema.ReportBundle:
+    """The report with its sealed thread, as the API and the export bundle carry it.
+
+    `reading_office`: the office the reader reads it through; `handling`:
+    whether that office handles it (only then are next statuses listed);
+    `assignees`: whom it may be assigned to, (id, name).
+    """
+    assignee = session.get(Officer, report.assignee_id) if report.assignee_id else None
+    return schema.ReportBundle(
+        id=report.id,
+        designation=report.designation,
+        office=report.office_code,
+        category=report.category,
+        status=report.status,
+        outcome=report.outcome,
+        urgent=report.urgent,
+        received=report.received_at,
+        last_activity=report.last_activity_at,
+        acknowledge_due=report.acknowledge_due,
+        feedback_due=report.feedback_due,
+        acknowledged_at=report.acknowledged_at,
+        closed_at=report.closed_at,
+        assignee_id=report.assignee_id,
+        assignee=assignee.display_name if assignee else None,
+        source_public_key=report.source_public_key,
+        reading_office=reading_office,
+        handling=handling,
+        shared_up_to=shared_up_to(session, report, reading_office),
+        shared_with=shared_with(session, report),
+        next_statuses=next_statuses(report) if handling else [],
+        status_changes=[
+            schema.StatusChange(
+                from_status=change.from_status,
+                to_status=change.to_status,
+                outcome=change.outcome,
+                at=change.at,
+                officer=name,
+            )
+            for change, name in status_changes(session, report)
+        ],
+        assignees=[schema.Person(id=i, display_name=name) for i, name in assignees],
+        items=[wire_item(i) for i in items],
+    )
 
 
 def shared_up_to(session: Session, report: Report, office_code: str) -> int | None:
@@ -429,7 +524,7 @@ def reveal(
     )
     out = []
     for item in items:
-        data, length = _read_blob(instance.store, item.blob, None)
+        data, length = read_blob(instance.store, item.blob, None)
         out.append(SealedItem(item, None, item.id not in read, length, body=data))
     return out
 

@@ -56,6 +56,27 @@ def _domain(address: str) -> str:
     return address.rpartition("@")[2] or "localhost"
 
 
+def _encrypted(recipient: Recipient, data: bytes) -> str:
+    """`data` encrypted to the registered key; KeyRefused in words for administrators."""
+    try:
+        ciphertext = openpgp.encrypt(
+            recipient.openpgp_key or "", recipient.openpgp_fingerprint or "", data
+        )
+    except openpgp.KeyRefused as refused:
+        if refused.kind in openpgp.NO_LONGER_USABLE:
+            raise openpgp.KeyRefused(
+                refused.kind,
+                "the registered OpenPGP key can no longer encrypt (expired or revoked): "
+                "register a current key on the account page",
+            ) from None
+        if refused.kind == openpgp.MISMATCH:
+            raise openpgp.KeyRefused(
+                refused.kind, "the stored key does not match its fingerprint"
+            ) from None
+        raise
+    return ciphertext.decode("ascii")
+
+
 def build(settings: MailSettings, recipient: Recipient, subject: str, text: str) -> Message:
     """The message as it goes out: plain text, or PGP/MIME when the recipient has a key.
 
@@ -65,9 +86,7 @@ def build(settings: MailSettings, recipient: Recipient, subject: str, text: str)
     plain.set_content(text)  # 7bit for ASCII text, readable as it is
     body: Message = plain
     if recipient.openpgp_key:
-        ciphertext = openpgp.encrypt(
-            recipient.openpgp_key, recipient.openpgp_fingerprint or "", plain.as_bytes()
-        )
+        ciphertext = _encrypted(recipient, plain.as_bytes())
         control = MIMEApplication("Version: 1\n", "pgp-encrypted", encode_7or8bit)
         control["Content-Description"] = "PGP/MIME version identification"
         encrypted = MIMEApplication(

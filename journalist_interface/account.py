@@ -25,6 +25,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from crypto.errors import DecryptionError
 from crypto.keys import WRAP_HEADER_BYTES, fingerprint, unwrap_with_wrapping_key
+from dropbox import openpgp
 from dropbox.api_schema import NotificationSettings
 from journalist_interface import casefile, vault
 from journalist_interface.client import ApiError, Unreachable
@@ -173,19 +174,13 @@ MODES = ("none", "immediate", "digest")
 MAX_KEY_CHARS = 64 * 1024
 
 
-def _spaced(fingerprint_text: str | None) -> str:
-    """An OpenPGP fingerprint in groups of four, as gpg and Kleopatra show it."""
-    text = fingerprint_text or ""
-    return " ".join(text[i : i + 4] for i in range(0, len(text), 4))
-
-
 def _notifications_page(
     settings: NotificationSettings, form: dict[str, str] | None = None, error: str | None = None
 ) -> Any:
     return render_template(
         "notifications.html",
         settings=settings,
-        fingerprint=_spaced(settings.openpgp_fingerprint),
+        fingerprint=openpgp.grouped(settings.openpgp_fingerprint or ""),
         form=form or {"email": settings.email, "mode": settings.mode},
         error=error,
     ), (400 if error else 200)

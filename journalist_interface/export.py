@@ -12,6 +12,9 @@ standard output. `gpg` needs a home directory for the one public key it
 encrypts to: each call gets a fresh private one (0700) under /dev/shm,
 removed when the call ends, and holds nothing but that public key. No secret
 key is ever imported: a pasted private key is refused before `gpg` sees it.
+The key is checked and encrypted to by `dropbox.openpgp`, which the case
+server uses for officers' keys too; this module says its refusals in the
+words of the export page.
 
 The source's identity details are not part of an export: they stay sealed
 until an officer reveals them with a reason, and an export never does.
@@ -23,25 +26,20 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import subprocess
-import tempfile
 import unicodedata
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
-import gnupg
-
+from dropbox import openpgp
 from dropbox.api_schema import AuditEntry, ReportBundle
 from journalist_interface.casefile import Thread, ThreadEntry
 
 # The memory-backed folder the private working directories are made in.
 MEMORY_DIR = Path("/dev/shm")  # noqa: S108 - a private 0700 directory is made in it  # nosec B108
-GPG_PROGRAM = "gpg"
 # A public key with all its signatures is rarely more than a few hundred KiB.
 MAX_KEY_BYTES = 1024 * 1024
 # The files' plaintext, all of it held in memory (and its ciphertext beside it).
@@ -50,6 +48,43 @@ MAX_EXPORT_BYTES = 512 * 1024 * 1024
 _UNSAFE = set('<>:"/\\|?*')
 _RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{n}" for p in ("COM", "LPT") for n in range(1, 10)}
 MAX_NAME_CHARS = 120
+
+# The investigator's key is checked by dropbox.openpgp, as the case server checks an
+# officer's; the officer reads why a key is refused in these words.
+InvestigatorKey = openpgp.PublicKey
+looks_private = openpgp.looks_private
+_REFUSALS = {
+    openpgp.EMPTY: "Paste the investigator's public key, or choose its file.",
+    openpgp.TOO_LARGE: "This is too large to be one public key: check what you pasted.",
+    openpgp.PRIVATE: (
+        "This is a private key. Ask the investigator for their public key only, and"
+        " tell them a private key must never be shared."
+    ),
+    openpgp.NOT_A_KEY: (
+        "This is not an OpenPGP public key. Paste the whole block, from"
+        " -----BEGIN PGP PUBLIC KEY BLOCK----- to the END line, or choose the key's file."
+    ),
+    openpgp.SEVERAL: (
+        "This holds {count} keys. Paste only the key of the investigator who will open the export."
+    ),
+    openpgp.REVOKED: (
+        "This key has been revoked by its owner. Ask the investigator for their current key."
+    ),
+    openpgp.EXPIRED: ("This key expired on {expires}. Ask the investigator for their current key."),
+    openpgp.CANNOT_ENCRYPT: (
+        "This key cannot be used to encrypt: it has no valid encryption subkey. Ask the"
+        " investigator for a key that can receive encrypted files."
+    ),
+    openpgp.UNREADABLE: "This key could not be read back from GnuPG. Try again.",
+    openpgp.MISMATCH: (
+        "The key is not the one whose fingerprint you confirmed. Check the key again."
+    ),
+    openpgp.FAILED: "GnuPG could not encrypt the export to this key. Nothing was exported.",
+}
+_NO_GPG = (
+    "GnuPG (the gpg program) is not installed on this machine, so nothing can be"
+    " encrypted to an investigator's key."
+)
 
 
 class ExportRefused(Exception):
@@ -60,7 +95,7 @@ class ExportRefused(Exception):
         self.message = message
 
 
-# --- gpg in a private home ------------------------------------------------------------------
+# --- private working directories, in memory ------------------------------------------------
 
 
 def memory_dir() -> Path:
@@ -73,154 +108,39 @@ def memory_dir() -> Path:
     return MEMORY_DIR
 
 
-@contextmanager
-def private_directory(prefix: str) -> Iterator[Path]:
+def private_directory(prefix: str) -> AbstractContextManager[Path]:
     """A fresh directory under /dev/shm that only this user can enter (0700), removed after.
 
     Its name starts with `prefix` and this process's id, so that what a
     process leaves behind can be told from what another one is working in.
     """
-    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=memory_dir()))
-    try:
-        os.chmod(path, 0o700)
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _gpg_program() -> str:
-    found = shutil.which(GPG_PROGRAM)
-    if found is None:
-        raise ExportRefused(
-            "GnuPG (the gpg program) is not installed on this machine, so nothing can be"
-            " encrypted to an investigator's key."
-        )
-    return found
-
-
-@contextmanager
-def _gpg() -> Iterator[gnupg.GPG]:
-    """python-gnupg over a fresh private home under /dev/shm, removed (agents stopped) after."""
-    program = _gpg_program()
-    with private_directory("dropbox-gpg-") as home:
-        # An empty common.conf: GnuPG 2.4 would otherwise start keyboxd for a new home.
-        (home / "common.conf").write_text("")
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GNUPGHOME": str(home)}
-        env["LANG"] = env["LC_ALL"] = "C.UTF-8"
-        try:
-            yield gnupg.GPG(gpgbinary=program, gnupghome=str(home), env=env, encoding="utf-8")
-        finally:
-            gpgconf = shutil.which("gpgconf")
-            if gpgconf is not None:
-                subprocess.run(  # noqa: S603 - fixed arguments, no shell
-                    [gpgconf, "--homedir", str(home), "--kill", "all"],
-                    env=env,
-                    capture_output=True,
-                    timeout=10,
-                    check=False,
-                )
+    return openpgp.private_directory(prefix, memory_dir())
 
 
 # --- the investigator's key --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class InvestigatorKey:
-    """A public key checked to encrypt: what the officer confirms, and the key itself."""
-
-    fingerprint: str
-    user_ids: list[str]
-    created: date | None
-    expires: date | None
-    armored: str = field(repr=False)
-
-    @property
-    def grouped(self) -> str:
-        """The fingerprint in groups of four, as GnuPG and Kleopatra show it."""
-        return " ".join(self.fingerprint[i : i + 4] for i in range(0, len(self.fingerprint), 4))
-
-
-_PRIVATE_TAGS = {5, 7}  # OpenPGP packets: secret key, secret subkey
-
-
-def looks_private(data: bytes) -> bool:
-    """A private key block, armored or binary (its first packet is a secret key)."""
-    if b"PRIVATE KEY BLOCK" in data:
-        return True
-    if not data or not data[0] & 0x80:
-        return False
-    first = data[0]
-    tag = first & 0x3F if first & 0x40 else (first >> 2) & 0x0F
-    return tag in _PRIVATE_TAGS
-
-
-def _day(timestamp: str) -> date | None:
-    return datetime.fromtimestamp(int(timestamp), UTC).date() if timestamp.isdigit() else None
-
-
-def _checked(gpg: gnupg.GPG, data: bytes) -> InvestigatorKey:
-    """Import `data` into the fresh home and check it is one public key that can encrypt now."""
-    if not data.strip():
-        raise ExportRefused("Paste the investigator's public key, or choose its file.")
-    if len(data) > MAX_KEY_BYTES:
-        raise ExportRefused("This is too large to be one public key: check what you pasted.")
-    if looks_private(data):
-        raise ExportRefused(
-            "This is a private key. Ask the investigator for their public key only, and"
-            " tell them a private key must never be shared."
-        )
-    imported = gpg.import_keys(data)
-    keys = gpg.list_keys()
-    if not imported.fingerprints or not keys:
-        raise ExportRefused(
-            "This is not an OpenPGP public key. Paste the whole block, from"
-            " -----BEGIN PGP PUBLIC KEY BLOCK----- to the END line, or choose the key's file."
-        )
-    if len(keys) != 1:
-        raise ExportRefused(
-            f"This holds {len(keys)} keys. Paste only the key of the investigator who will open"
-            " the export."
-        )
-    if gpg.list_keys(secret=True):  # pragma: no cover - refused above; never hold a secret key
-        raise ExportRefused("This is a private key. Ask the investigator for their public key.")
-    key = keys[0]
-    fpr = str(key.get("fingerprint", "")).upper()
-    expires = _day(str(key.get("expires", "")))
-    validity = str(key.get("trust", ""))
-    if validity == "r":
-        raise ExportRefused(
-            "This key has been revoked by its owner. Ask the investigator for their current key."
-        )
-    if validity == "e" or (expires is not None and expires <= datetime.now(UTC).date()):
-        raise ExportRefused(
-            f"This key expired on {expires or 'an earlier date'}. Ask the investigator for their"
-            " current key."
-        )
-    if validity in ("d", "i", "n") or "E" not in str(key.get("cap", "")):
-        raise ExportRefused(
-            "This key cannot be used to encrypt: it has no valid encryption subkey. Ask the"
-            " investigator for a key that can receive encrypted files."
-        )
-    armored = str(gpg.export_keys(fpr, minimal=True))
-    if "BEGIN PGP PUBLIC KEY BLOCK" not in armored:  # pragma: no cover - gpg exports what it holds
-        raise ExportRefused("This key could not be read back from GnuPG. Try again.")
-    return InvestigatorKey(
-        fingerprint=fpr,
-        user_ids=[str(uid) for uid in key.get("uids", [])],
-        created=_day(str(key.get("date", ""))),
-        expires=expires,
-        armored=armored,
-    )
+@contextmanager
+def _in_words() -> Iterator[None]:
+    """dropbox.openpgp's refusals as ExportRefused, in the words of this app's pages."""
+    try:
+        yield
+    except openpgp.KeyRefused as refused:
+        expires = refused.expires.strftime("%Y-%m-%d") if refused.expires else "an earlier date"
+        words = _REFUSALS.get(refused.kind, str(refused))
+        raise ExportRefused(words.format(count=refused.count, expires=expires)) from None
+    except openpgp.GpgMissing:
+        raise ExportRefused(_NO_GPG) from None
 
 
 def check_key(data: bytes) -> InvestigatorKey:
     """The investigator's key, checked: ExportRefused (a plain message) for anything else.
 
     Refused: no key, a private key, several keys, a key revoked, expired, or
-    with no usable encryption subkey.
+    with no usable encryption subkey. gpg's home is made under /dev/shm.
     """
-    with _gpg() as gpg:
-        return _checked(gpg, data)
+    with _in_words():
+        return openpgp.check_key(data, max_bytes=MAX_KEY_BYTES, parent=memory_dir())
 
 
 def encrypt(key_text: str, confirmed: str, data: bytes) -> bytes:
@@ -228,19 +148,10 @@ def encrypt(key_text: str, confirmed: str, data: bytes) -> bytes:
 
     Binary OpenPGP (a .gpg file): GnuPG and Kleopatra open it as it is.
     """
-    with _gpg() as gpg:
-        key = _checked(gpg, key_text.encode("utf-8"))
-        if key.fingerprint != "".join(confirmed.split()).upper():
-            raise ExportRefused(
-                "The key is not the one whose fingerprint you confirmed. Check the key again."
-            )
-        # The officer confirmed the fingerprint: that is the trust decision.
-        sealed = gpg.encrypt(data, key.fingerprint, armor=False, always_trust=True)
-        if not sealed.ok or not sealed.data:
-            raise ExportRefused(
-                "GnuPG could not encrypt the export to this key. Nothing was exported."
-            )
-        return bytes(sealed.data)
+    with _in_words():
+        return openpgp.encrypt(
+            key_text, confirmed, data, armor=False, max_bytes=MAX_KEY_BYTES, parent=memory_dir()
+        )
 
 
 # --- the archive ---------------------------------------------------------------------------------

@@ -29,8 +29,8 @@ import hmac
 import secrets
 import threading
 import zipfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -47,14 +47,12 @@ from flask import (
     render_template,
     request,
     session,
-    stream_with_context,
     url_for,
 )
 from flask_babel import gettext as _
 from nacl.public import PrivateKey
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from crypto.envelope import Contents
 from crypto.errors import DecryptionError
 from dropbox.api_schema import Me, ReportBundle, SealedItem
 from dropbox.bundles import (
@@ -69,42 +67,21 @@ from dropbox.bundles import (
 )
 from dropbox.items import new_id
 from dropbox.store import size_text
-from journalist_interface import casefile, cleaning
+from journalist_interface import casefile, cleaning, pages
 from journalist_interface.app import configure_shell, register_error_handlers
-from journalist_interface.reports import _disposition, due_words
-from journalist_interface.settings import check_loopback, check_pin, check_port, served_origins
+from journalist_interface.reports import due_words
+from journalist_interface.settings import ServedSettings
 
 SESSION_KEY = "offline"
 MAX_RECOVERY_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
-class OfflineSettings:
+class OfflineSettings(ServedSettings):
     """Which bundle to open, where replies and notes go, and where the pages are served."""
 
     bundle: Path
     outgoing: Path
-    host: str = "127.0.0.1"
-    port: int = 8081
-    pins: dict[str, str] = field(default_factory=dict)
-    idle_minutes: int = 15
-    absolute_hours: int = 8
-
-    def __post_init__(self) -> None:
-        check_loopback(self.host)
-        check_port(self.port, "port")
-        for code, text in self.pins.items():
-            check_pin(code, text)
-
-    @property
-    def origins(self) -> tuple[str, ...]:
-        """The addresses the pages may be opened at, the usual first."""
-        return served_origins(self.host, self.port)
-
-    @property
-    def address(self) -> str:
-        """The address to open in the browser."""
-        return f"http://{self.origins[0]}"
 
 
 def _now() -> datetime:
@@ -376,10 +353,6 @@ def lock() -> WerkzeugResponse:
 reports = Blueprint("reports", __name__)
 
 
-def _today() -> Any:
-    return datetime.now(UTC).date()
-
-
 def _report(report_id: str) -> ReportBundle:
     found = desk().export.report(report_id)
     if found is None:
@@ -419,7 +392,7 @@ def inbox() -> str:
         (report, sum(1 for i in report.items if i.unread), len(opened.pending(report.id)))
         for report in opened.export.manifest.reports
     ]
-    return render_template("offline_inbox.html", rows=rows, today=_today())
+    return render_template("offline_inbox.html", rows=rows, today=pages.today())
 
 
 @reports.get("/reports/<report_id>")
@@ -445,7 +418,7 @@ def report(report_id: str) -> str:
         format_size=size_text,
         clean_offer=cleaning.offer,
         me_id=0,
-        today=_today(),
+        today=pages.today(),
         pending_ids={i.item_id for i in opened.pending(report_id)},
         missing_files={
             i.id for i in bundle.items if i.kind == "file" and not opened.export.has_body(i.id)
@@ -453,29 +426,16 @@ def report(report_id: str) -> str:
     )
 
 
-def _done(report_id: str, message: str, error: bool = False) -> WerkzeugResponse:
-    flash(message, "error" if error else "info")
-    return redirect(url_for("reports.report", report_id=report_id))
-
-
-class _Unopened(Exception):
-    """A file that cannot be opened: `page` says why (an error page and its status)."""
-
-    def __init__(self, page: tuple[str, int]) -> None:
-        super().__init__(page[1])
-        self.page = page
-
-
-def _open_file(report_id: str, item_id: str) -> tuple[Contents, Iterator[bytes], BinaryIO]:
-    """A file of the bundle, authenticated whole, to decrypt as it streams (or _Unopened)."""
+def _open_file(report_id: str, item_id: str) -> pages.OpenedFile:
+    """A file of the bundle, authenticated whole, to decrypt as it streams (or pages.Unopened)."""
     bundle = _report(report_id)
     item = next((i for i in bundle.items if i.id == item_id and i.kind == "file"), None)
     if item is None:
         abort(404)
     opened = desk()
     if not opened.export.has_body(item_id):
-        raise _Unopened(
-            _page(
+        raise pages.Unopened(
+            pages.error_page(
                 _("File not in this bundle"),
                 _(
                     "This file came in an earlier bundle, so this one holds only its name. Open"
@@ -491,59 +451,22 @@ def _open_file(report_id: str, item_id: str) -> tuple[Contents, Iterator[bytes],
         )
     except (DecryptionError, zipfile.BadZipFile):
         body.close()
-        damaged = _("This file is damaged and cannot be decrypted.")
-        raise _Unopened(_page(_("Damaged file"), damaged, 422)) from None
+        raise pages.damaged() from None
     return contents, chunks, body
-
-
-def _attachment(body: Any, name: str, size: int) -> Response:
-    sent = Response(body, mimetype="application/octet-stream")
-    sent.headers["Content-Disposition"] = _disposition(name)
-    sent.headers["Content-Length"] = str(size)
-    sent.headers["Cache-Control"] = "no-store"
-    return sent
 
 
 @reports.get("/reports/<report_id>/files/<item_id>")
 @_unlocked
 def download(report_id: str, item_id: str) -> Response | tuple[str, int]:
     """A file, authenticated whole, then decrypted as it streams from the bundle."""
-    try:
-        contents, chunks, body = _open_file(report_id, item_id)
-    except _Unopened as unopened:
-        return unopened.page
-
-    def stream() -> Iterator[bytes]:
-        try:
-            yield from chunks
-        finally:
-            body.close()
-
-    return _attachment(stream_with_context(stream()), contents.name, contents.size)
+    return pages.download(lambda: _open_file(report_id, item_id))
 
 
 @reports.get("/reports/<report_id>/files/<item_id>/cleaned")
 @_unlocked
 def cleaned(report_id: str, item_id: str) -> Response | tuple[str, int] | WerkzeugResponse:
     """A copy with its metadata removed by mat2 on this machine, in memory, as online."""
-    try:
-        contents, chunks, body = _open_file(report_id, item_id)
-    except _Unopened as unopened:
-        return unopened.page
-    try:
-        data = cleaning.clean(chunks, contents.content_type, contents.name)
-    except cleaning.CleaningFailed as failed:
-        flash(f"{contents.name}: {failed.message}", "error")
-        return redirect(url_for("reports.report", report_id=report_id, _anchor=f"entry-{item_id}"))
-    finally:
-        body.close()
-    return _attachment(
-        [data], cleaning.cleaned_name(contents.name, contents.content_type), len(data)
-    )
-
-
-def _page(title: str, message: str, status: int) -> tuple[str, int]:
-    return render_template("error.html", title=title, message=message, status=status), status
+    return pages.cleaned_copy(report_id, item_id, lambda: _open_file(report_id, item_id))
 
 
 def _seal(report_id: str, text: str, kind: str) -> str | None:
@@ -584,19 +507,24 @@ def _seal(report_id: str, text: str, kind: str) -> str | None:
     return None
 
 
+def _save(report_id: str, kind: str, text: str, empty: str, saved: str) -> WerkzeugResponse:
+    """Seal `text` as a reply or a note into the return bundle; the report page says how it went."""
+    _report(report_id)
+    if not text:
+        return pages.done(report_id, empty, error=True)
+    refused = _seal(report_id, text, kind)
+    return pages.done(report_id, refused or saved, error=refused is not None)
+
+
 @reports.post("/reports/<report_id>/reply")
 @_unlocked
 def reply(report_id: str) -> WerkzeugResponse:
     """Seal a reply to the source and the office, into the return bundle."""
-    _report(report_id)
-    text = request.form.get("message", "").strip()
-    if not text:
-        return _done(report_id, _("write a message before saving it"), error=True)
-    refused = _seal(report_id, text, "reply")
-    if refused is not None:
-        return _done(report_id, refused, error=True)
-    return _done(
+    return _save(
         report_id,
+        "reply",
+        request.form.get("message", "").strip(),
+        _("write a message before saving it"),
         _(
             "Your reply is saved, encrypted, in %(path)s. The source can read it once the"
             " case server has imported that file.",
@@ -609,15 +537,11 @@ def reply(report_id: str) -> WerkzeugResponse:
 @_unlocked
 def note(report_id: str) -> WerkzeugResponse:
     """Seal an internal note to the office, into the return bundle."""
-    _report(report_id)
-    text = request.form.get("text", "").strip()
-    if not text:
-        return _done(report_id, _("write the note before saving"), error=True)
-    refused = _seal(report_id, text, "note")
-    if refused is not None:
-        return _done(report_id, refused, error=True)
-    return _done(
+    return _save(
         report_id,
+        "note",
+        request.form.get("text", "").strip(),
+        _("write the note before saving"),
         _(
             "The note is saved, encrypted, in %(path)s, for the case server to import.",
             path=str(desk().settings.outgoing),

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any, BinaryIO
-from urllib.parse import quote
 
 from flask import (
     Blueprint,
@@ -31,7 +30,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask_babel import gettext as _
@@ -45,7 +43,7 @@ from crypto.errors import DecryptionError
 from dropbox.api_schema import InboxQuery, ReportBundle, SealedItem
 from dropbox.store import size_text
 from dropbox.web import form_row_id
-from journalist_interface import casefile, cleaning, export, vault
+from journalist_interface import casefile, cleaning, export, pages, vault
 from journalist_interface.app import api_error_page
 from journalist_interface.client import ApiError, CaseServerClient
 
@@ -107,10 +105,6 @@ def _pins() -> dict[str, str]:
     return dict(current_app.extensions["reviewer.settings"].pins)
 
 
-def _today() -> Any:
-    return datetime.now(UTC).date()
-
-
 def _record(client: CaseServerClient, report_id: str, action: str, detail: str) -> None:
     """Tell the case server what this machine found; a failure to record must not hide it."""
     try:
@@ -143,12 +137,7 @@ def _key_mismatch(refused: casefile.KeyMismatch) -> Any:
     if request.method == "POST":
         return _mismatch(entry.client, report_id, refused)
     _record(entry.client, report_id, "key.mismatch", refused.detail)
-    return _error_page(_("Keys do not match"), refused.message, 409)
-
-
-def _done(report_id: str, message: str, error: bool = False) -> WerkzeugResponse:
-    flash(message, "error" if error else "info")
-    return redirect(url_for("reports.report", report_id=report_id))
+    return pages.error_page(_("Keys do not match"), refused.message, 409)
 
 
 def _refusable(exc: ApiError) -> bool:
@@ -162,7 +151,7 @@ def _refused(exc: ApiError) -> Any:
     report page, saying why; anything else (access, sign-in, outage) as on every page."""
     report_id = (request.view_args or {}).get("report_id")
     if request.method == "POST" and isinstance(report_id, str) and _refusable(exc):
-        return _done(report_id, exc.message, error=True)
+        return pages.done(report_id, exc.message, error=True)
     return api_error_page(exc)
 
 
@@ -170,10 +159,6 @@ def _handling(bundle: ReportBundle) -> None:
     """Only the handling office acts; a kept copy is read-only (403 as before)."""
     if not bundle.handling:
         abort(403)
-
-
-def _error_page(title: str, message: str, status: int) -> tuple[str, int]:
-    return render_template("error.html", title=title, message=message, status=status), status
 
 
 # --- inbox -------------------------------------------------------------------------------
@@ -207,7 +192,7 @@ def inbox() -> str:
         args=args,
         categories=list(entry.me.categories.items()),
         statuses=[(s, s.capitalize()) for s in entry.me.statuses],
-        today=_today(),
+        today=pages.today(),
     )
 
 
@@ -236,7 +221,7 @@ def _render_report(
         format_size=size_text,
         clean_offer=cleaning.offer,
         me_id=entry.me.id,
-        today=_today(),
+        today=pages.today(),
     )
 
 
@@ -278,25 +263,12 @@ def _file(bundle: ReportBundle, item_id: str) -> SealedItem:
     abort(404)
 
 
-def _disposition(name: str) -> str:
-    ascii_name = name.encode("ascii", "replace").decode().replace('"', "")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
-
-
-class _Unopened(Exception):
-    """A file that cannot be opened: `page` says why (an error page and its status)."""
-
-    def __init__(self, page: tuple[str, int]) -> None:
-        super().__init__(page[1])
-        self.page = page
-
-
 def _open_file(
     entry: vault.Entry, bundle: ReportBundle, item: SealedItem
 ) -> tuple[Contents, Iterator[bytes], BinaryIO]:
     """(contents, plaintext chunks, the ciphertext spool to close): the file authenticated whole.
 
-    _Unopened with the page to show for a file damaged on the server, one that
+    pages.Unopened with the page to show for a file damaged on the server, one that
     does not decrypt (recorded), or one never shared with a kept copy.
     """
     report_id = bundle.id
@@ -311,11 +283,7 @@ def _open_file(
             if not refused.extra.get("damaged"):
                 raise
             # Its content is missing on the server, which recorded the damage itself.
-            raise _Unopened(
-                _error_page(
-                    _("Damaged file"), _("This file is damaged and cannot be decrypted."), 422
-                )
-            ) from None
+            raise pages.damaged() from None
         spool.seek(0)
         try:
             contents, chunks = casefile.decrypt_file(
@@ -323,8 +291,8 @@ def _open_file(
             )
         except DecryptionError:
             if bundle.shared_up_to is not None and item.seq > bundle.shared_up_to:
-                raise _Unopened(
-                    _error_page(
+                raise pages.Unopened(
+                    pages.error_page(
                         _("File not shared with your office"),
                         _(
                             "This file was added after your office referred the report,"
@@ -334,24 +302,11 @@ def _open_file(
                     )
                 ) from None
             _record(entry.client, report_id, "item.damaged", item.id)
-            raise _Unopened(
-                _error_page(
-                    _("Damaged file"), _("This file is damaged and cannot be decrypted."), 422
-                )
-            ) from None
+            raise pages.damaged() from None
     except BaseException:
         spool.close()
         raise
     return contents, chunks, spool
-
-
-def _attachment(body: Any, name: str, size: int | None = None) -> Response:
-    sent = Response(body, mimetype="application/octet-stream")
-    sent.headers["Content-Disposition"] = _disposition(name)
-    if size is not None:
-        sent.headers["Content-Length"] = str(size)
-    sent.headers["Cache-Control"] = "no-store"
-    return sent
 
 
 @bp.get("/reports/<report_id>/files/<item_id>")
@@ -360,43 +315,17 @@ def download(report_id: str, item_id: str) -> Response | tuple[str, int]:
     """A file, decrypted as it streams; always a download, never shown inline."""
     entry = _entry()
     bundle = entry.client.report(report_id)
-    try:
-        contents, chunks, spool = _open_file(entry, bundle, _file(bundle, item_id))
-    except _Unopened as unopened:
-        return unopened.page
-
-    def body() -> Iterator[bytes]:
-        try:
-            yield from chunks
-        finally:
-            spool.close()
-
-    return _attachment(stream_with_context(body()), contents.name, contents.size)
+    return pages.download(lambda: _open_file(entry, bundle, _file(bundle, item_id)))
 
 
 @bp.get("/reports/<report_id>/files/<item_id>/cleaned")
 @vault.signed_in
 def cleaned(report_id: str, item_id: str) -> Response | tuple[str, int] | WerkzeugResponse:
-    """A copy of a file with its metadata removed by mat2, in memory; the original is unchanged.
-
-    If it cannot be cleaned, back to the report page, which says why and still
-    offers the original.
-    """
+    """A copy of a file with its metadata removed by mat2, in memory; the original is unchanged."""
     entry = _entry()
     bundle = entry.client.report(report_id)
-    try:
-        contents, chunks, spool = _open_file(entry, bundle, _file(bundle, item_id))
-    except _Unopened as unopened:
-        return unopened.page
-    try:
-        data = cleaning.clean(chunks, contents.content_type, contents.name)
-    except cleaning.CleaningFailed as failed:
-        flash(f"{contents.name}: {failed.message}", "error")
-        return redirect(url_for("reports.report", report_id=report_id, _anchor=f"entry-{item_id}"))
-    finally:
-        spool.close()
-    return _attachment(
-        [data], cleaning.cleaned_name(contents.name, contents.content_type), len(data)
+    return pages.cleaned_copy(
+        report_id, item_id, lambda: _open_file(entry, bundle, _file(bundle, item_id))
     )
 
 
@@ -410,7 +339,7 @@ def reply(report_id: str) -> WerkzeugResponse:
     entry = _entry()
     text = request.form.get("message", "").strip()
     if not text:
-        return _done(report_id, _("write a message before sending"), error=True)
+        return pages.done(report_id, _("write a message before sending"), error=True)
     bundle = entry.client.report(report_id)
     _handling(bundle)
     # Only while the report is unacknowledged: a later reply never acknowledges again.
@@ -428,7 +357,7 @@ def reply(report_id: str) -> WerkzeugResponse:
         sent = _("Your message was sent to the source.")
     if acknowledge:
         sent += " " + _("The report is marked acknowledged: the 7-day deadline is met.")
-    return _done(report_id, sent)
+    return pages.done(report_id, sent)
 
 
 def _office_message(
@@ -448,12 +377,12 @@ def note(report_id: str) -> WerkzeugResponse:
     entry = _entry()
     text = request.form.get("text", "").strip()
     if not text:
-        return _done(report_id, _("write the note before saving"), error=True)
+        return pages.done(report_id, _("write the note before saving"), error=True)
     try:
         _office_message(entry, report_id, text, "note")
     except casefile.KeyMismatch as refused:
         return _mismatch(entry.client, report_id, refused)
-    return _done(report_id, _("The note was saved."))
+    return pages.done(report_id, _("The note was saved."))
 
 
 @bp.post("/reports/<report_id>/assign")
@@ -464,11 +393,11 @@ def assign(report_id: str) -> WerkzeugResponse:
     raw = request.form.get("assignee_id", "")
     assignee = form_row_id(raw) if raw else None
     if raw and assignee is None:
-        return _done(
+        return pages.done(
             report_id, _("Choose an officer of the office handling the report."), error=True
         )
     entry.client.assign(report_id, assignee)
-    return _done(report_id, _("The assignment was saved."))
+    return pages.done(report_id, _("The assignment was saved."))
 
 
 @bp.post("/reports/<report_id>/status")
@@ -501,10 +430,10 @@ def status(report_id: str) -> WerkzeugResponse:
             outcome = None
         entry.client.change_status(report_id, to_status, outcome)
     except Refused as refused:
-        return _done(report_id, refused.message, error=True)
+        return pages.done(report_id, refused.message, error=True)
     except casefile.KeyMismatch as refused:
         return _mismatch(entry.client, report_id, refused)
-    return _done(report_id, _("The status was changed."))
+    return pages.done(report_id, _("The status was changed."))
 
 
 @bp.post("/reports/<report_id>/refer")
@@ -516,11 +445,11 @@ def refer(report_id: str) -> WerkzeugResponse:
     keep_copy = request.form.get("keep_copy") == "yes"
     names = {o.code: o.name for o in entry.me.offices}
     if to_office not in names:
-        return _done(report_id, _("Choose an office to refer to."), error=True)
+        return pages.done(report_id, _("Choose an office to refer to."), error=True)
     bundle = entry.client.report(report_id)
     _handling(bundle)
     if to_office == bundle.office:
-        return _done(report_id, _("the report is already with that office"), error=True)
+        return pages.done(report_id, _("the report is already with that office"), error=True)
     try:
         pins = _pins()
         to_key = casefile.trusted_office_key(to_office, entry.me, entry.keyring, pins)
@@ -544,7 +473,7 @@ def reveal(report_id: str) -> Any:
     entry = _entry()
     reason = request.form.get("reason", "").strip()
     if len(reason) < MIN_REASON:
-        return _done(
+        return pages.done(
             report_id,
             _("write the reason for revealing the identity (at least 10 characters)"),
             error=True,
@@ -552,7 +481,7 @@ def reveal(report_id: str) -> Any:
     bundle = entry.client.report(report_id)
     thread = _open(entry, bundle)
     if not any(item.kind == "identity" for item in bundle.items):
-        return _done(report_id, _("the source gave no identity details"), error=True)
+        return pages.done(report_id, _("the source gave no identity details"), error=True)
     try:
         recipients = casefile.office_recipients(bundle, entry.keyring, entry.me, _pins())
     except casefile.KeyMismatch as refused:
@@ -562,7 +491,7 @@ def reveal(report_id: str) -> Any:
     details, damaged = casefile.open_identity(items, bundle, entry.keyring)
     _record_damaged(entry.client, report_id, damaged)
     if not details and damaged:
-        return _done(report_id, _("The identity details are damaged."), error=True)
+        return pages.done(report_id, _("The identity details are damaged."), error=True)
     # The reason just stored, shown in the thread as a reload would show it.
     shown = replace(
         thread,
@@ -595,7 +524,7 @@ def _export_page(
     status: int = 200,
 ) -> tuple[str, int]:
     page = render_template(
-        "export.html", report=bundle, key=key, error=error, pasted=pasted, today=_today()
+        "export.html", report=bundle, key=key, error=error, pasted=pasted, today=pages.today()
     )
     return page, status
 
@@ -646,7 +575,7 @@ def _export_files(
             continue
         try:
             contents, chunks, spool = _open_file(entry, bundle, _file(bundle, shown.id))
-        except _Unopened:
+        except pages.Unopened:
             continue  # the thread text says it is not included
         try:
             data = b"".join(chunks)
@@ -708,7 +637,7 @@ def export_report(report_id: str) -> Response | tuple[str, int]:
         return _export_page(bundle, error=refused.message, pasted=shown, status=400)
     # Recorded before it is sent: an export the audit log does not show is never handed over.
     entry.client.record(report_id, "report.export", key.fingerprint)
-    return _attachment([sealed], made.download_name, len(sealed))
+    return pages.attachment([sealed], made.download_name, len(sealed))
 
 
 @bp.get("/reports/<report_id>/delete")

@@ -36,31 +36,18 @@ MAX_ABSOLUTE_HOURS = 7 * 24
 _LOOPBACK_NAMES = ("localhost",)
 
 
-@dataclass(frozen=True)
-class ReviewerSettings:
-    """How this reviewer app reaches its case server and serves its pages.
+@dataclass(frozen=True, kw_only=True)
+class ServedSettings:
+    """Where the pages are served (a loopback address only), the pinned office keys, and how
+    long a session lasts: what the online app and the offline one (`offline.py`) share."""
 
-    `minimum_cost` is the floor below which a KDF cost the server hands out
-    at sign-in is refused (a server that asks for a trivial cost could guess
-    the passphrase from the auth key cheaply); `officer_cost` is the cost new
-    credentials are made with (enrolment, passphrase change). Both stay at
-    the production cost outside tests.
-    """
-
-    server_url: str
-    socks: str | None = None
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     pins: dict[str, str] = field(default_factory=dict)
     idle_minutes: int = 15
     absolute_hours: int = 8
-    minimum_cost: KdfCost = PRODUCTION_COST
-    officer_cost: KdfCost = PRODUCTION_COST
 
     def __post_init__(self) -> None:
-        check_server_url(self.server_url)
-        if self.socks is not None:
-            check_socks(self.socks)
         check_loopback(self.host)
         check_port(self.port, "port")
         for code, text in self.pins.items():
@@ -77,6 +64,29 @@ class ReviewerSettings:
     def address(self) -> str:
         """The address to open in the browser."""
         return f"http://{self.origins[0]}"
+
+
+@dataclass(frozen=True)
+class ReviewerSettings(ServedSettings):
+    """How this reviewer app reaches its case server and serves its pages.
+
+    `minimum_cost` is the floor below which a KDF cost the server hands out
+    at sign-in is refused (a server that asks for a trivial cost could guess
+    the passphrase from the auth key cheaply); `officer_cost` is the cost new
+    credentials are made with (enrolment, passphrase change). Both stay at
+    the production cost outside tests.
+    """
+
+    server_url: str
+    socks: str | None = None
+    minimum_cost: KdfCost = PRODUCTION_COST
+    officer_cost: KdfCost = PRODUCTION_COST
+
+    def __post_init__(self) -> None:
+        check_server_url(self.server_url)
+        if self.socks is not None:
+            check_socks(self.socks)
+        super().__post_init__()
 
 
 def served_origins(host: str, port: int) -> tuple[str, ...]:

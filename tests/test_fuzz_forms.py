@@ -22,15 +22,10 @@ from __future__ import annotations
 import functools
 import html
 import json
-import os
 import re
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -56,6 +51,7 @@ from tests.fuzz_helpers import (
     percent,
     urlencoded,
 )
+from tests.gpg_helpers import public_key
 from tests.reviewer_helpers import (
     PASSPHRASE,
     World,
@@ -69,7 +65,6 @@ from tests.reviewer_helpers import (
     source_report,
 )
 from tests.source_helpers import csrf_token, login, new_codename, submit_report
-from tests.test_reviewer_export import Investigator
 
 pytestmark = pytest.mark.database_engine
 
@@ -895,22 +890,6 @@ def reviewer_still_works(rw: ReviewerWorld) -> None:
     assert "Thank you, we are on it." in oio.get(path).text
 
 
-def investigator_key() -> str:
-    """An OpenPGP public key made by gpg in a home of its own, for the export form."""
-    home = Path(tempfile.mkdtemp(prefix="gpg-fuzz-"))
-    try:
-        os.chmod(home, 0o700)
-        unit = Investigator(home)
-        return unit.public(
-            unit.new_key("Fuzz <fuzz@example.org>", "future-default", "default", "1y")
-        )
-    finally:
-        subprocess.run(
-            ["gpgconf", "--homedir", str(home), "--kill", "all"], check=False, timeout=10
-        )
-        shutil.rmtree(home, ignore_errors=True)
-
-
 def test_every_field_the_reviewer_pages_render_is_fuzzed(
     reviewer: Flask, source: Flask, case_app: Flask, world: World
 ) -> None:
@@ -925,7 +904,7 @@ def test_every_field_the_reviewer_pages_render_is_fuzzed(
     export = admin.get(f"/reports/{rw.doomed_id}/export").text
     confirm = admin.post(
         f"/reports/{rw.doomed_id}/export/key",
-        data={"csrf_token": csrf_token(export), "key": investigator_key()},
+        data={"csrf_token": csrf_token(export), "key": public_key("Fuzz <fuzz@example.org>")},
     )
     assert confirm.status_code == 200, confirm.text
     pages += [export, confirm.text, rw.totp_page, rw.enrolment_page]

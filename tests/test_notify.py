@@ -17,7 +17,6 @@ import contextlib
 import email
 import email.policy
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +44,7 @@ from dropbox.models import (
     Report,
 )
 from tests.conftest import CHEAP_CRYPTO_TOML, free_port, invoke
+from tests.gpg_helpers import Keys, made_keys
 from tests.reviewer_helpers import World, post_form, signed_in_client, source_report
 
 pytestmark = pytest.mark.database_engine
@@ -185,100 +185,11 @@ def body_text(message: EmailMessage) -> str:
 # --- OpenPGP keys made by the `gpg` program ----------------------------------------------
 
 
-@dataclass(frozen=True)
-class GpgKeys:
-    """A private GNUPGHOME holding the officer's key pair; armoured public keys of every kind."""
-
-    home: Path
-    officer: str
-    expired: str
-    expired_fingerprint: str
-    revoked: str
-    signing_only: str
-    secret: str
-
-    def decrypt(self, armored: bytes) -> str:
-        """Decrypt with the gpg program, as the officer's mail client would."""
-        done = subprocess.run(
-            ["gpg", "--homedir", str(self.home), "--batch", "--quiet", "--decrypt"],
-            input=armored,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr.decode()
-        return done.stdout.decode("utf-8")
-
-
-def _gpg(home: Path, *args: str, stdin: bytes | None = None) -> bytes:
-    done = subprocess.run(
-        [
-            "gpg",
-            "--homedir",
-            str(home),
-            "--batch",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-            *args,
-        ],
-        input=stdin,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr.decode()
-    return done.stdout
-
-
-def _fingerprint(home: Path, uid: str) -> str:
-    listing = _gpg(home, "--with-colons", "--list-keys", uid).decode()
-    return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr"))
-
-
 @pytest.fixture(scope="module")
-def gpg_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GpgKeys]:
-    """Keys made with gpg in a GNUPGHOME of this test's own (0700), removed after."""
-    home = tmp_path_factory.mktemp("gnupg")
-    home.chmod(0o700)
-
-    def make(uid: str, *, encrypts: bool = True, past: bool = False) -> str:
-        faked = ["--faked-system-time", "20200101T000000"] if past else []
-        _gpg(home, *faked, "--quick-gen-key", uid, "ed25519", "cert,sign", "1d" if past else "2y")
-        fingerprint = _fingerprint(home, uid)
-        if encrypts:
-            _gpg(
-                home,
-                *faked,
-                "--quick-add-key",
-                fingerprint,
-                "cv25519",
-                "encr",
-                "1d" if past else "2y",
-            )
-        return fingerprint
-
-    officer = make("Officer <officer@example.org>")
-    expired = make("Expired <expired@example.org>", past=True)
-    make("Signing only <signing@example.org>", encrypts=False)
-    revoked = make("Revoked <revoked@example.org>")
-    certificate = (home / "openpgp-revocs.d" / f"{revoked}.rev").read_text()
-    _gpg(home, "--import", stdin=certificate.replace(":-----BEGIN", "-----BEGIN").encode())
-
-    def export(uid: str) -> str:
-        return _gpg(home, "--armor", "--export", uid).decode()
-
-    yield GpgKeys(
-        home=home,
-        officer=export(officer),
-        expired=export("expired@example.org"),
-        expired_fingerprint=expired,
-        revoked=export("revoked@example.org"),
-        signing_only=export("signing@example.org"),
-        secret=_gpg(home, "--armor", "--export-secret-keys", officer).decode(),
-    )
-    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False, timeout=30)
+def gpg_keys() -> Iterator[Keys]:
+    """The officer's key pair in a GnuPG home of this test's own, and keys of every kind."""
+    with made_keys("Officer <officer@example.org>") as keys:
+        yield keys
 
 
 # --- fixtures ----------------------------------------------------------------------------
@@ -376,9 +287,9 @@ def test_sending_never_waits_in_a_request_even_with_a_mail_server_that_never_ans
 
 
 def test_an_encrypted_mail_opens_with_gpg_and_holds_no_report_content(
-    world: World, mail_port: int, mailbox: Mailbox, source: Flask, gpg_keys: GpgKeys
+    world: World, mail_port: int, mailbox: Mailbox, source: Flask, gpg_keys: Keys
 ) -> None:
-    choose(world, "oio", key=gpg_keys.officer)
+    choose(world, "oio", key=gpg_keys.good)
     report_id = new_report(source, world.instance)
 
     summary = notify.run_once(world.instance)
@@ -391,7 +302,7 @@ def test_an_encrypted_mail_opens_with_gpg_and_holds_no_report_content(
     assert control.get_content_type() == "application/pgp-encrypted"
     raw = mail.as_string()
     assert "new report" not in raw and LINK not in raw  # only the ciphertext carries them
-    decrypted = gpg_keys.decrypt(encrypted.get_payload(decode=True))
+    decrypted = gpg_keys.decrypt(encrypted.get_payload(decode=True)).decode()
     inner = email.message_from_string(decrypted, policy=email.policy.default)
     assert inner.get_content_type() == "text/plain"
     plaintext = body_text(inner)  # type: ignore[arg-type]
@@ -407,12 +318,15 @@ def test_an_encrypted_mail_opens_with_gpg_and_holds_no_report_content(
     [
         ("expired", "has expired"),
         ("revoked", "has been revoked"),
-        ("signing_only", "cannot encrypt"),
-        ("secret", "secret key"),
+        ("sign_only", "cannot encrypt"),
+        ("private", "secret key"),
+        ("two", "holds 2 keys"),
+        ("garbage", "not an OpenPGP public key"),
+        ("huge", "too large (more than 64 KiB)"),
     ],
 )
 def test_a_key_that_cannot_be_used_is_refused_at_registration(
-    world: World, case_app: Flask, gpg_keys: GpgKeys, which: str, words: str
+    world: World, case_app: Flask, gpg_keys: Keys, which: str, words: str
 ) -> None:
     from tests.reviewer_helpers import api_headers
 
@@ -422,7 +336,7 @@ def test_a_key_that_cannot_be_used_is_refused_at_registration(
         json={
             "email": address("oio"),
             "mode": "immediate",
-            "openpgp_key": getattr(gpg_keys, which),
+            "openpgp_key": gpg_keys.pasted(which),
         },
         headers=headers,
     )
@@ -433,15 +347,15 @@ def test_a_key_that_cannot_be_used_is_refused_at_registration(
 
 
 def test_a_key_that_expired_after_registration_is_never_bypassed(
-    world: World, mail_port: int, mailbox: Mailbox, source: Flask, gpg_keys: GpgKeys
+    world: World, mail_port: int, mailbox: Mailbox, source: Flask, gpg_keys: Keys
 ) -> None:
-    choose(world, "oio", key=gpg_keys.officer)
+    choose(world, "oio", key=gpg_keys.good)
     with world.instance.sessions.begin() as db:
         preference = db.get(NotificationPreference, world.people["oio"].id)
         assert preference is not None
         # As if time had passed: the stored key is now one that has expired.
         preference.openpgp_key = gpg_keys.expired
-        preference.openpgp_fingerprint = gpg_keys.expired_fingerprint
+        preference.openpgp_fingerprint = gpg_keys.expired_fpr
     source_report(source, "fraud", MESSAGE)
     summary = notify.run_once(world.instance)
     assert (summary.sent, summary.failed) == (0, 1)
@@ -451,7 +365,7 @@ def test_a_key_that_expired_after_registration_is_never_bypassed(
 
 
 def test_the_account_page_registers_a_key_and_tells_a_refusal_in_plain_words(
-    world: World, mail_port: int, reviewer: Flask, gpg_keys: GpgKeys
+    world: World, mail_port: int, reviewer: Flask, gpg_keys: Keys
 ) -> None:
     client = signed_in_client(reviewer, world, "oio")
     page = "/account/notifications"
@@ -469,7 +383,7 @@ def test_the_account_page_registers_a_key_and_tells_a_refusal_in_plain_words(
         client,
         page,
         page,
-        {"email": address("oio"), "mode": "digest", "openpgp_key": gpg_keys.officer},
+        {"email": address("oio"), "mode": "digest", "openpgp_key": gpg_keys.good},
     )
     assert saved.status_code == 302
     shown = client.get(page).get_data(as_text=True)

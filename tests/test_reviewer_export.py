@@ -16,12 +16,8 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import subprocess
-import tempfile
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,12 +32,12 @@ from dropbox.instance import Instance
 from dropbox.models import AuditEvent
 from journalist_interface import export
 from tests.case_helpers import make_case_world
+from tests.gpg_helpers import Keys, made_keys
 from tests.source_helpers import csrf_token
 from tests.test_reviewer_app_reports import Desk, designation, followed, make_report, page_text
 
 pytestmark = pytest.mark.database_engine
 
-GPG = shutil.which("gpg") or "/usr/bin/gpg"
 MESSAGE = "The depot manager sells the fuel stock every Friday night; the logs are attached."
 INVESTIGATOR = "Ines Investigator <ines@investigations.example>"
 
@@ -49,100 +45,11 @@ INVESTIGATOR = "Ines Investigator <ines@investigations.example>"
 # --- the investigator's GnuPG --------------------------------------------------------------
 
 
-@dataclass
-class Investigator:
-    """A GnuPG home of the investigation unit's own, with the keys the tests hand over."""
-
-    home: Path
-
-    def gpg(self, *args: str, data: bytes | None = None, check: bool = True) -> bytes:
-        done = subprocess.run(
-            [GPG, "--homedir", str(self.home), "--batch", "--yes", *args],
-            input=data,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(done.stderr.decode("utf-8", "replace"))
-        return done.stdout
-
-    def new_key(self, uid: str, algo: str, usage: str, expire: str, *extra: str) -> str:
-        self.gpg(
-            *extra,
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-            "--quick-gen-key",
-            uid,
-            algo,
-            usage,
-            expire,
-        )
-        return self.fpr(uid)
-
-    def fpr(self, uid: str) -> str:
-        listing = self.gpg("--with-colons", "--list-keys", f"={uid}").decode()
-        return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr"))
-
-    def public(self, fpr: str) -> str:
-        return self.gpg("--armor", "--export", fpr).decode()
-
-
 @pytest.fixture(scope="module")
-def unit() -> Iterator[dict[str, str]]:
-    """The investigator's keys: a good one (and its fingerprint), and every kind refused."""
-    home = Path(tempfile.mkdtemp(prefix="gpg-unit-", dir="/tmp"))
-    os.chmod(home, 0o700)
-    inv = Investigator(home)
-    try:
-        good = inv.new_key(INVESTIGATOR, "future-default", "default", "2y")
-        expired = inv.new_key(
-            "Old Key <old@investigations.example>",
-            "future-default",
-            "default",
-            "1d",
-            "--faked-system-time",
-            "20200101T000000!",
-        )
-        revoked = inv.new_key(
-            "Revoked <rev@investigations.example>", "future-default", "default", "2y"
-        )
-        certificate = (home / "openpgp-revocs.d" / f"{revoked}.rev").read_text()
-        inv.gpg("--import", data=certificate.replace(":-----BEGIN", "-----BEGIN").encode())
-        sign_only = inv.new_key("Signer <sign@investigations.example>", "ed25519", "sign", "2y")
-        other = inv.new_key(
-            "Other <other@investigations.example>", "future-default", "default", "2y"
-        )
-        yield {
-            "home": str(home),
-            "good": inv.public(good),
-            "good_fpr": good,
-            "expired": inv.public(expired),
-            "revoked": inv.public(revoked),
-            "sign_only": inv.public(sign_only),
-            "two": inv.public(good) + inv.public(other),
-            "other": inv.public(other),
-            "other_fpr": other,
-            "private": inv.gpg(
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-                "--armor",
-                "--export-secret-keys",
-                good,
-            ).decode(),
-        }
-    finally:
-        subprocess.run(
-            [shutil.which("gpgconf") or "gpgconf", "--homedir", str(home), "--kill", "all"],
-            capture_output=True,
-            check=False,
-            timeout=10,
-        )
-        shutil.rmtree(home, ignore_errors=True)
+def unit() -> Iterator[Keys]:
+    """The investigation unit's GnuPG home: its good key, and keys of every kind refused."""
+    with made_keys(INVESTIGATOR) as keys:
+        yield keys
 
 
 @pytest.fixture
@@ -178,9 +85,7 @@ def shm_leftovers() -> set[str]:
 # --- the export ------------------------------------------------------------------------------
 
 
-def test_an_export_opens_with_gpg_and_holds_every_byte_sent(
-    desk: Desk, unit: dict[str, str]
-) -> None:
+def test_an_export_opens_with_gpg_and_holds_every_byte_sent(desk: Desk, unit: Keys) -> None:
     proof = os.urandom(200_000) + b"\x00\xff" * 10
     log = b"date;litres\n2024-05-03;1200\n"
     rid, _, _ = make_report(
@@ -198,17 +103,17 @@ def test_an_export_opens_with_gpg_and_holds_every_byte_sent(
     eco.post(f"/reports/{rid}/status", data={"csrf_token": token, "status": "under assessment"})
     before = shm_leftovers()
 
-    checked = check_key(eco, rid, unit["good"])
+    checked = check_key(eco, rid, unit.good)
     shown = checked.get_data(as_text=True)
     assert checked.status_code == 200, shown
-    grouped = " ".join(unit["good_fpr"][i : i + 4] for i in range(0, 40, 4))
+    grouped = " ".join(unit.good_fpr[i : i + 4] for i in range(0, 40, 4))
     assert grouped in shown
     assert "Ines Investigator &lt;ines@investigations.example&gt;" in shown
     assert not any(action == "report.export" for _, action, _ in events(desk.instance, rid))
 
     sent = eco.post(
         f"/reports/{rid}/export",
-        data={"csrf_token": csrf_token(shown), "key": unit["good"], "fingerprint": grouped},
+        data={"csrf_token": csrf_token(shown), "key": unit.good, "fingerprint": grouped},
     )
     assert sent.status_code == 200, sent.get_data(as_text=True)
     name = designation(desk.instance, rid)
@@ -220,13 +125,12 @@ def test_an_export_opens_with_gpg_and_holds_every_byte_sent(
     assert not sealed.startswith(b"PK") and MESSAGE.encode() not in sealed
 
     # The export is recorded, with the key's fingerprint, by the officer who made it.
-    assert events(desk.instance, rid)[-1] == ("eco-officer", "report.export", unit["good_fpr"])
+    assert events(desk.instance, rid)[-1] == ("eco-officer", "report.export", unit.good_fpr)
     # The private GnuPG homes are gone.
     assert shm_leftovers() <= before
 
     # The investigator's side: gpg, with its own home, decrypts the download.
-    investigator = Investigator(Path(unit["home"]))
-    plain = investigator.gpg("--decrypt", data=sealed)
+    plain = unit.decrypt(sealed)
     archive = zipfile.ZipFile(io.BytesIO(plain))
     folder = f"report-{name}"
     members = {info.filename: archive.read(info) for info in archive.infolist()}
@@ -255,7 +159,7 @@ def test_an_export_opens_with_gpg_and_holds_every_byte_sent(
     for path, entry in listed.items():
         assert entry["bytes"] == len(members[path])
         assert entry["sha256"] == hashlib.sha256(members[path]).hexdigest()
-    assert manifest["encrypted_to"] == unit["good_fpr"]
+    assert manifest["encrypted_to"] == unit.good_fpr
     assert manifest["report"] == name
     text_manifest = members[f"{folder}/MANIFEST.txt"].decode()
     assert hashlib.sha256(proof).hexdigest() in text_manifest
@@ -274,13 +178,11 @@ def test_an_export_opens_with_gpg_and_holds_every_byte_sent(
     ],
 )
 def test_a_key_that_cannot_be_used_is_refused_plainly(
-    desk: Desk, unit: dict[str, str], which: str, says: str
+    desk: Desk, unit: Keys, which: str, says: str
 ) -> None:
     rid, _, _ = make_report(desk, "fraud", MESSAGE)
     oio = desk.signed_in("oio")
-    key = {"garbage": "-----BEGIN PGP PUBLIC KEY BLOCK-----\nnonsense\n", "empty": ""}.get(
-        which, unit.get(which, "")
-    )
+    key = unit.pasted(which)
     answer = check_key(oio, rid, key)
     page = answer.get_data(as_text=True)
     assert answer.status_code == 400, page
@@ -299,12 +201,10 @@ def test_a_key_that_cannot_be_used_is_refused_plainly(
     assert not any(action == "report.export" for _, action, _ in events(desk.instance, rid))
 
 
-def test_a_key_uploaded_as_a_binary_file_is_checked_the_same_way(
-    desk: Desk, unit: dict[str, str]
-) -> None:
+def test_a_key_uploaded_as_a_binary_file_is_checked_the_same_way(desk: Desk, unit: Keys) -> None:
     rid, _, _ = make_report(desk, "fraud", MESSAGE)
     oio = desk.signed_in("oio")
-    binary = Investigator(Path(unit["home"])).gpg("--export", unit["good_fpr"])
+    binary = unit.binary(unit.good_fpr)
     page = page_text(oio, f"/reports/{rid}/export")
     answer = oio.post(
         f"/reports/{rid}/export/key",
@@ -312,12 +212,25 @@ def test_a_key_uploaded_as_a_binary_file_is_checked_the_same_way(
         content_type="multipart/form-data",
     )
     assert answer.status_code == 200
-    assert unit["good_fpr"][:4] in answer.get_data(as_text=True)
+    assert unit.good_fpr[:4] in answer.get_data(as_text=True)
 
 
-def test_an_export_needs_the_key_whose_fingerprint_was_confirmed(
-    desk: Desk, unit: dict[str, str]
-) -> None:
+def test_a_key_file_too_large_to_be_one_key_is_refused(desk: Desk, unit: Keys) -> None:
+    rid, _, _ = make_report(desk, "fraud", MESSAGE)
+    oio = desk.signed_in("oio")
+    one = unit.binary(unit.good_fpr)
+    huge = one * (export.MAX_KEY_BYTES // len(one) + 1)  # many keys, over the limit
+    page = page_text(oio, f"/reports/{rid}/export")
+    answer = oio.post(
+        f"/reports/{rid}/export/key",
+        data={"csrf_token": csrf_token(page), "key": "", "key_file": (io.BytesIO(huge), "i.gpg")},
+        content_type="multipart/form-data",
+    )
+    assert answer.status_code == 400
+    assert "This is too large to be one public key" in answer.get_data(as_text=True)
+
+
+def test_an_export_needs_the_key_whose_fingerprint_was_confirmed(desk: Desk, unit: Keys) -> None:
     rid, _, _ = make_report(desk, "fraud", MESSAGE)
     oio = desk.signed_in("oio")
     page = page_text(oio, f"/reports/{rid}/export")
@@ -325,8 +238,8 @@ def test_an_export_needs_the_key_whose_fingerprint_was_confirmed(
         f"/reports/{rid}/export",
         data={
             "csrf_token": csrf_token(page),
-            "key": unit["other"],
-            "fingerprint": unit["good_fpr"],
+            "key": unit.other,
+            "fingerprint": unit.good_fpr,
         },
     )
     assert sent.status_code == 400
@@ -335,7 +248,7 @@ def test_an_export_needs_the_key_whose_fingerprint_was_confirmed(
 
 
 def test_an_export_is_not_sent_when_the_case_server_does_not_record_it(
-    desk: Desk, unit: dict[str, str]
+    desk: Desk, unit: Keys
 ) -> None:
     """A kept copy may not export: the case server refuses to record it, and nothing is sent."""
     rid, _, _ = make_report(desk, "fraud", MESSAGE)
@@ -350,14 +263,14 @@ def test_an_export_is_not_sent_when_the_case_server_does_not_record_it(
     assert oio.get(f"/reports/{rid}/export").status_code == 403
     sent = oio.post(
         f"/reports/{rid}/export",
-        data={"csrf_token": token, "key": unit["good"], "fingerprint": unit["good_fpr"]},
+        data={"csrf_token": token, "key": unit.good, "fingerprint": unit.good_fpr},
     )
     assert sent.status_code == 403 and not sent.data.startswith(b"\x85")
     # The case server refuses to record an export by a kept copy, or with a detail that is
     # no fingerprint.
     with desk.world.http("oio") as http:
         answer = http.post(
-            f"/reports/{rid}/events", json={"action": "report.export", "detail": unit["good_fpr"]}
+            f"/reports/{rid}/events", json={"action": "report.export", "detail": unit.good_fpr}
         )
         assert answer.status_code == 403
         assert http.get(f"/reports/{rid}/events").status_code == 403

@@ -52,10 +52,6 @@ from dropbox.store import BlobNotFound
 ACTOR = "command line"
 # Who wrote an imported item, in the audit log, when no officer is named for it.
 OFFLINE_ACTOR = "offline review"
-# The body travels whole for these kinds; files as a member of their own, identity never.
-_WHOLE_KINDS = frozenset(
-    {ItemKind.MESSAGE, ItemKind.ACKNOWLEDGEMENT, ItemKind.REPLY, ItemKind.NOTE, ItemKind.REVEAL}
-)
 
 
 @dataclass(frozen=True)
@@ -84,53 +80,6 @@ class ImportSummary:
 # --- export ------------------------------------------------------------------------------
 
 
-def _blob_head(instance: Instance, name: str, limit: int | None) -> tuple[bytes, int]:
-    """The blob's first `limit` bytes (all if None) and its length; empty if it is gone."""
-    try:
-        blob = instance.store.open(name)
-    except (BlobNotFound, OSError):
-        return b"", 0
-    with blob:
-        data = blob.read() if limit is None else blob.read(limit)
-        return data, blob.seek(0, 2)
-
-
-def _authors(session: Session, items: list[Item]) -> dict[int, str]:
-    ids = {i.author_id for i in items if i.author_id}
-    if not ids:
-        return {}
-    rows = session.execute(select(Officer.id, Officer.display_name).where(Officer.id.in_(ids)))
-    return {row.id: row.display_name for row in rows}
-
-
-def _sealed(
-    instance: Instance, item: Item, author: str | None, everything: bool, files: dict[str, int]
-) -> schema.SealedItem:
-    body: bytes | None = None
-    head: bytes | None = None
-    if item.kind in _WHOLE_KINDS:
-        body, length = _blob_head(instance, item.blob, None)
-    else:
-        head, length = _blob_head(instance, item.blob, envelope.HEAD_BYTES)
-        carried = everything or item.exported_in is None
-        if item.kind == ItemKind.FILE and carried and length:
-            files[item.id] = length
-    return schema.SealedItem(
-        id=item.id,
-        seq=item.seq,
-        kind=item.kind,
-        author=author,
-        created_at=item.created_at,
-        size=item.size,
-        deleted_by_source=item.deleted_by_source,
-        unread=item.exported_in is None,
-        key_block=item.key_block,
-        body_length=length,
-        body=body,
-        head=head,
-    )
-
-
 def _report(
     instance: Instance,
     session: Session,
@@ -138,56 +87,19 @@ def _report(
     everything: bool,
     files: dict[str, int],
 ) -> schema.ReportBundle:
-    items = list(
-        session.execute(
-            select(Item).where(Item.report_id == report.id).order_by(Item.seq)
-        ).scalars()
+    """The report whole, as the office handling it reads it; its files to carry into `files`.
+
+    A file's body is carried when it was never exported (always with `everything`).
+    """
+    items = cases.sealed_items(
+        instance, session, cases.items_of(session, report), lambda i: i.exported_in is None
     )
-    authors = _authors(session, items)
-    assignee = session.get(Officer, report.assignee_id) if report.assignee_id else None
-    return schema.ReportBundle(
-        id=report.id,
-        designation=report.designation,
-        office=report.office_code,
-        category=report.category,
-        status=report.status,
-        outcome=report.outcome,
-        urgent=report.urgent,
-        received=report.received_at,
-        last_activity=report.last_activity_at,
-        acknowledge_due=report.acknowledge_due,
-        feedback_due=report.feedback_due,
-        acknowledged_at=report.acknowledged_at,
-        closed_at=report.closed_at,
-        assignee_id=report.assignee_id,
-        assignee=assignee.display_name if assignee else None,
-        source_public_key=report.source_public_key,
-        reading_office=report.office_code,
-        handling=True,
-        shared_up_to=None,
-        shared_with=cases.shared_with(session, report),
-        next_statuses=cases.next_statuses(report),
-        status_changes=[
-            schema.StatusChange(
-                from_status=change.from_status,
-                to_status=change.to_status,
-                outcome=change.outcome,
-                at=change.at,
-                officer=name,
-            )
-            for change, name in cases.status_changes(session, report)
-        ],
-        assignees=[],
-        items=[
-            _sealed(
-                instance,
-                item,
-                authors.get(item.author_id) if item.author_id else None,
-                everything,
-                files,
-            )
-            for item in items
-        ],
+    for shown in items:
+        carried = everything or shown.item.exported_in is None
+        if shown.item.kind == ItemKind.FILE and carried and shown.body_length:
+            files[shown.item.id] = shown.body_length
+    return cases.report_bundle(
+        session, report, items, reading_office=report.office_code, handling=True, assignees=[]
     )
 
 
@@ -297,7 +209,7 @@ def _same_item(instance: Instance, existing: Item, item: ReturnItem) -> bool:
     """Whether a stored item is this one, byte for byte (stored by an earlier import)."""
     if existing.report_id != item.report_id or existing.kind != item.kind:
         return False
-    body, _ = _blob_head(instance, existing.blob, None)
+    body, _ = cases.read_blob(instance.store, existing.blob, None)
     return hmac.compare_digest(existing.key_block, item.key_block) and hmac.compare_digest(
         body, item.body
     )
