@@ -1,4 +1,7 @@
-"""Cryptography for the dropbox: envelopes, keys, codenames and KDFs (PyNaCl only).
+"""Cryptography for the dropbox: envelopes, keys, codenames and KDFs.
+
+PyNaCl for everything but X-Wing (crypto/xwing.py), which takes ML-KEM-768 and
+X25519 from pyca/cryptography.
 
 This package depends on nothing else in the project.
 """

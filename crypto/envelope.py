@@ -4,7 +4,11 @@ An envelope has two parts, kept apart on purpose:
 
 * the **key block** (small, stored in the database row): a version byte, then
   for each recipient an 8-byte recipient id and the item's random file key
-  and plaintext size sealed to that recipient with ``crypto_box_seal``.
+  and plaintext size sealed to that recipient: with ``crypto_box_seal`` to an
+  X25519 key (versions 1 and 2), or under an X-Wing shared secret to a hybrid
+  post-quantum key (version 2, docs/format.md). A block whose recipients are
+  all X25519 keys is written as version 1, one with an X-Wing recipient as
+  version 2; readers open both.
   Because it is apart from the body, a referral adds a recipient without
   touching the body, and deleting an item destroys its keys first
   (crypto-shredding) even if the blob lingers on disk.
@@ -33,18 +37,22 @@ from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 import nacl.exceptions
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nacl.bindings import (
-    crypto_secretstream_xchacha20poly1305_ABYTES as _ABYTES,
-)
-from nacl.bindings import (
-    crypto_secretstream_xchacha20poly1305_HEADERBYTES as _HEADERBYTES,
-)
-from nacl.bindings import (
+    crypto_aead_chacha20poly1305_ietf_decrypt,
+    crypto_aead_chacha20poly1305_ietf_encrypt,
     crypto_secretstream_xchacha20poly1305_init_pull,
     crypto_secretstream_xchacha20poly1305_init_push,
     crypto_secretstream_xchacha20poly1305_pull,
     crypto_secretstream_xchacha20poly1305_push,
     crypto_secretstream_xchacha20poly1305_state,
+)
+from nacl.bindings import (
+    crypto_secretstream_xchacha20poly1305_ABYTES as _ABYTES,
+)
+from nacl.bindings import (
+    crypto_secretstream_xchacha20poly1305_HEADERBYTES as _HEADERBYTES,
 )
 from nacl.bindings import (
     crypto_secretstream_xchacha20poly1305_TAG_FINAL as _TAG_FINAL,
@@ -54,15 +62,20 @@ from nacl.bindings import (
 )
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
+from crypto import xwing
 from crypto.errors import DecryptionError
+from crypto.xwing import XWingPublicKey, XWingSecretKey
 
 __all__ = [
     "CHUNK_SIZE",
     "HEAD_BYTES",
+    "KEY_BLOCK_V2",
     "VERSION",
     "Contents",
     "EnvelopeReader",
     "EnvelopeWriter",
+    "Recipient",
+    "SecretKey",
     "add_recipient",
     "body_size",
     "context",
@@ -70,13 +83,15 @@ __all__ = [
     "decrypt_stream",
     "encrypt_bytes",
     "encrypt_stream",
+    "key_block_version",
     "read_head",
     "recipient_id",
     "recipient_ids",
     "remove_recipient",
 ]
 
-VERSION = 1
+VERSION = 1  # the body's version, and the key block's when every recipient is X25519
+KEY_BLOCK_V2 = 2  # a key block with an X-Wing recipient
 CHUNK_SIZE = 64 * 1024
 METADATA_SIZE = 1024
 _FILE_KEY_BYTES = 32
@@ -84,11 +99,27 @@ _RECIPIENT_ID_BYTES = 8
 _SEALED_PAYLOAD = struct.Struct(f">{_FILE_KEY_BYTES}sQ")  # file key, plaintext size
 _SEALED_BYTES = _SEALED_PAYLOAD.size + 48  # crypto_box_seal adds an ephemeral key and a MAC
 _ENTRY_BYTES = _RECIPIENT_ID_BYTES + _SEALED_BYTES
+# Version 2 entries start with their kind: 0x01 a sealed box to an X25519 key
+# (then exactly a version 1 entry), 0x02 X-Wing: ciphertext, then the payload
+# under ChaCha20-Poly1305 with a key derived from the X-Wing shared secret.
+_KIND_X25519 = 1
+_KIND_XWING = 2
+_WRAPPED_BYTES = _SEALED_PAYLOAD.size + 16  # ChaCha20-Poly1305 adds a 16-byte tag
+_V2_ENTRY_BYTES = {
+    _KIND_X25519: 1 + _ENTRY_BYTES,
+    _KIND_XWING: 1 + _RECIPIENT_ID_BYTES + xwing.CIPHERTEXT_BYTES + _WRAPPED_BYTES,
+}
+_XWING_WRAP_INFO = b"dropbox-envelope key block 2 X-Wing entry"
+_ZERO_NONCE = bytes(12)  # each wrapping key seals one payload, once: see _xwing_wrapping_key
 _MAX_RECIPIENTS = 255
 _AD_PREFIX = b"dropbox-envelope"
 # The start of every body: version byte, secretstream header, sealed metadata message.
 # Enough to check the key, the size and the sealed name and type without the content.
 HEAD_BYTES = 1 + _HEADERBYTES + METADATA_SIZE + _ABYTES
+
+
+Recipient = PublicKey | XWingPublicKey
+SecretKey = PrivateKey | XWingSecretKey
 
 
 class _Readable(Protocol):
@@ -117,7 +148,7 @@ def context(*parts: str) -> bytes:
     return bytes(out)
 
 
-def recipient_id(public_key: PublicKey) -> bytes:
+def recipient_id(public_key: Recipient) -> bytes:
     """The short id that marks which key-block entry belongs to which recipient."""
     return hashlib.blake2b(
         bytes(public_key), digest_size=_RECIPIENT_ID_BYTES, person=b"dropbox-rcpt"
@@ -155,38 +186,111 @@ def _decode_metadata(block: bytes) -> tuple[str, str]:
     return name, content_type
 
 
-def _build_key_block(file_key: bytes, size: int, recipients: Sequence[PublicKey]) -> bytes:
+def _xwing_wrapping_key(shared_secret: bytes, ciphertext: bytes, public_key: bytes) -> bytes:
+    """HKDF-SHA256 (RFC 5869) of the X-Wing shared secret, bound to its entry.
+
+    The salt is the entry's X-Wing ciphertext and the recipient's whole
+    public key, as a version 1 sealed box binds its nonce to its ephemeral
+    key and its recipient's key; the info names the format, the version and
+    the kind of entry. Every encapsulation is fresh, so every key wraps one
+    payload once and a fixed nonce is safe (as age does for its stanzas).
+    """
+    return HKDF(
+        algorithm=SHA256(), length=32, salt=ciphertext + public_key, info=_XWING_WRAP_INFO
+    ).derive(shared_secret)
+
+
+def _entry(payload: bytes, recipient: Recipient, version: int) -> bytes:
+    """One key-block entry sealing `payload` to `recipient`, in the layout of `version`."""
+    rid = recipient_id(recipient)
+    if isinstance(recipient, XWingPublicKey):
+        shared, ciphertext = recipient.encapsulate()
+        key = _xwing_wrapping_key(shared, ciphertext, bytes(recipient))
+        head = bytes([_KIND_XWING]) + rid
+        wrapped = crypto_aead_chacha20poly1305_ietf_encrypt(payload, head, _ZERO_NONCE, key)
+        return head + ciphertext + wrapped
+    sealed = rid + bytes(SealedBox(recipient).encrypt(payload))
+    return sealed if version == VERSION else bytes([_KIND_X25519]) + sealed
+
+
+def _version_for(recipients: Sequence[Recipient]) -> int:
+    return KEY_BLOCK_V2 if any(isinstance(r, XWingPublicKey) for r in recipients) else VERSION
+
+
+def _build_key_block(file_key: bytes, size: int, recipients: Sequence[Recipient]) -> bytes:
     if not recipients:
         raise ValueError("an envelope needs at least one recipient")
     unique = {recipient_id(pk): pk for pk in recipients}
     if len(unique) > _MAX_RECIPIENTS:
         raise ValueError("too many recipients")
+    version = _version_for(list(unique.values()))
     payload = _SEALED_PAYLOAD.pack(file_key, size)
-    entries = [rid + bytes(SealedBox(pk).encrypt(payload)) for rid, pk in unique.items()]
-    return bytes([VERSION, len(entries)]) + b"".join(entries)
+    entries = [_entry(payload, pk, version) for pk in unique.values()]
+    return bytes([version, len(entries)]) + b"".join(entries)
 
 
-def _parse_key_block(key_block: bytes) -> list[tuple[bytes, bytes]]:
-    if len(key_block) < 2 or key_block[0] != VERSION:
+@dataclass(frozen=True)
+class _Entry:
+    kind: int  # _KIND_X25519 or _KIND_XWING
+    rid: bytes
+    sealed: bytes  # after the recipient id: a sealed box, or X-Wing ciphertext and wrapped payload
+    raw: bytes  # the whole entry as it is in its key block
+
+
+def _parse_key_block(key_block: bytes) -> tuple[int, list[_Entry]]:
+    """The version and the entries; DecryptionError for any block that is not well formed."""
+    if len(key_block) < 2 or key_block[0] not in (VERSION, KEY_BLOCK_V2):
         raise DecryptionError()
-    count = key_block[1]
-    if len(key_block) != 2 + count * _ENTRY_BYTES:
-        raise DecryptionError()
+    version, count = key_block[0], key_block[1]
     entries = []
-    for i in range(count):
-        entry = key_block[2 + i * _ENTRY_BYTES : 2 + (i + 1) * _ENTRY_BYTES]
-        entries.append((entry[:_RECIPIENT_ID_BYTES], entry[_RECIPIENT_ID_BYTES:]))
-    return entries
+    if version == VERSION:
+        if len(key_block) != 2 + count * _ENTRY_BYTES:
+            raise DecryptionError()
+        for i in range(count):
+            raw = key_block[2 + i * _ENTRY_BYTES : 2 + (i + 1) * _ENTRY_BYTES]
+            entries.append(
+                _Entry(_KIND_X25519, raw[:_RECIPIENT_ID_BYTES], raw[_RECIPIENT_ID_BYTES:], raw)
+            )
+        return version, entries
+    offset = 2
+    for _ in range(count):
+        size = _V2_ENTRY_BYTES.get(key_block[offset]) if offset < len(key_block) else None
+        if size is None or offset + size > len(key_block):
+            raise DecryptionError()  # an unknown kind of entry, or a block cut short
+        raw = key_block[offset : offset + size]
+        entries.append(_Entry(raw[0], raw[1 : 1 + _RECIPIENT_ID_BYTES], raw[9:], raw))
+        offset += size
+    if offset != len(key_block):
+        raise DecryptionError()
+    return version, entries
 
 
-def _open_key_block(key_block: bytes, secret_key: PrivateKey) -> tuple[bytes, int]:
-    own_id = recipient_id(secret_key.public_key)
-    box = SealedBox(secret_key)
-    for rid, sealed in _parse_key_block(key_block):
-        if rid != own_id:
+def _public_key(secret_key: SecretKey) -> Recipient:
+    return secret_key.public_key
+
+
+def _open_entry(entry: _Entry, secret_key: SecretKey) -> bytes:
+    if isinstance(secret_key, XWingSecretKey):
+        if entry.kind != _KIND_XWING:
+            raise DecryptionError()
+        ciphertext = entry.sealed[: xwing.CIPHERTEXT_BYTES]
+        shared = secret_key.decapsulate(ciphertext)
+        key = _xwing_wrapping_key(shared, ciphertext, bytes(secret_key.public_key))
+        return crypto_aead_chacha20poly1305_ietf_decrypt(
+            entry.sealed[xwing.CIPHERTEXT_BYTES :], entry.raw[:9], _ZERO_NONCE, key
+        )
+    if entry.kind != _KIND_X25519:
+        raise DecryptionError()
+    return SealedBox(secret_key).decrypt(entry.sealed)
+
+
+def _open_key_block(key_block: bytes, secret_key: SecretKey) -> tuple[bytes, int]:
+    own_id = recipient_id(_public_key(secret_key))
+    for entry in _parse_key_block(key_block)[1]:
+        if entry.rid != own_id:
             continue
         try:
-            file_key, size = _SEALED_PAYLOAD.unpack(box.decrypt(sealed))
+            file_key, size = _SEALED_PAYLOAD.unpack(_open_entry(entry, secret_key))
         except (nacl.exceptions.CryptoError, struct.error) as exc:
             raise DecryptionError() from exc
         return file_key, size
@@ -195,32 +299,45 @@ def _open_key_block(key_block: bytes, secret_key: PrivateKey) -> tuple[bytes, in
 
 def recipient_ids(key_block: bytes) -> list[bytes]:
     """The recipient ids a key block holds an entry for."""
-    return [rid for rid, _ in _parse_key_block(key_block)]
+    return [entry.rid for entry in _parse_key_block(key_block)[1]]
 
 
-def add_recipient(key_block: bytes, secret_key: PrivateKey, new_recipient: PublicKey) -> bytes:
+def key_block_version(key_block: bytes) -> int:
+    """1 or 2; DecryptionError for a block that is not well formed."""
+    return _parse_key_block(key_block)[0]
+
+
+def _v2_raw(entry: _Entry, version: int) -> bytes:
+    """An entry as a version 2 block holds it: a version 1 entry gains its kind byte."""
+    return entry.raw if version == KEY_BLOCK_V2 else bytes([entry.kind]) + entry.raw
+
+
+def add_recipient(key_block: bytes, secret_key: SecretKey, new_recipient: Recipient) -> bytes:
     """Give `new_recipient` access to an envelope, proving access with `secret_key`.
 
-    The body is untouched: only the small key block changes.
+    The body is untouched: only the small key block changes. A version 1
+    block given an X-Wing recipient becomes a version 2 block.
     """
     file_key, size = _open_key_block(key_block, secret_key)
-    entries = _parse_key_block(key_block)
-    if recipient_id(new_recipient) in {rid for rid, _ in entries}:
+    version, entries = _parse_key_block(key_block)
+    if recipient_id(new_recipient) in {e.rid for e in entries}:
         return key_block
     if len(entries) >= _MAX_RECIPIENTS:
         raise ValueError("too many recipients")
-    sealed = bytes(SealedBox(new_recipient).encrypt(_SEALED_PAYLOAD.pack(file_key, size)))
-    entry = recipient_id(new_recipient) + sealed
-    return bytes([VERSION, len(entries) + 1]) + key_block[2:] + entry
+    new_version = max(version, _version_for([new_recipient]))
+    raws = [e.raw if new_version == VERSION else _v2_raw(e, version) for e in entries]
+    raws.append(_entry(_SEALED_PAYLOAD.pack(file_key, size), new_recipient, new_version))
+    return bytes([new_version, len(raws)]) + b"".join(raws)
 
 
-def remove_recipient(key_block: bytes, recipient: PublicKey) -> bytes:
+def remove_recipient(key_block: bytes, recipient: Recipient) -> bytes:
     """Take a recipient's entry out of a key block; the last entry cannot be removed."""
     rid = recipient_id(recipient)
-    entries = [(r, s) for r, s in _parse_key_block(key_block) if r != rid]
-    if not entries:
+    version, entries = _parse_key_block(key_block)
+    kept = [e for e in entries if e.rid != rid]
+    if not kept:
         raise ValueError("an envelope must keep at least one recipient")
-    return bytes([VERSION, len(entries)]) + b"".join(r + s for r, s in entries)
+    return bytes([version, len(kept)]) + b"".join(e.raw for e in kept)
 
 
 class EnvelopeWriter:
@@ -233,7 +350,7 @@ class EnvelopeWriter:
     def __init__(
         self,
         sink: _Writable,
-        recipients: Sequence[PublicKey],
+        recipients: Sequence[Recipient],
         ctx: bytes,
         *,
         name: str = "",
@@ -330,7 +447,7 @@ def _open_head(
 
 
 def read_head(
-    key_block: bytes, head: bytes, body_length: int, secret_key: PrivateKey, ctx: bytes
+    key_block: bytes, head: bytes, body_length: int, secret_key: SecretKey, ctx: bytes
 ) -> Contents:
     """What an envelope holds (name, type, size), from its key block and its body's head.
 
@@ -353,7 +470,7 @@ class EnvelopeReader:
     """Opens an envelope's body; `contents` is known before any content is released."""
 
     def __init__(
-        self, key_block: bytes, body: _Readable, secret_key: PrivateKey, ctx: bytes
+        self, key_block: bytes, body: _Readable, secret_key: SecretKey, ctx: bytes
     ) -> None:
         file_key, size = _open_key_block(key_block, secret_key)
         self._body = body
@@ -415,7 +532,7 @@ class EnvelopeReader:
 def encrypt_stream(
     source: _Readable,
     sink: _Writable,
-    recipients: Sequence[PublicKey],
+    recipients: Sequence[Recipient],
     ctx: bytes,
     *,
     name: str = "",
@@ -429,7 +546,7 @@ def encrypt_stream(
 
 
 def decrypt_stream(
-    key_block: bytes, body: _Readable, sink: BinaryIO, secret_key: PrivateKey, ctx: bytes
+    key_block: bytes, body: _Readable, sink: BinaryIO, secret_key: SecretKey, ctx: bytes
 ) -> Contents:
     """Decrypt `body` into the seekable `sink`; on failure the sink is truncated back."""
     if not sink.seekable():
@@ -449,7 +566,7 @@ def decrypt_stream(
 
 def encrypt_bytes(
     data: bytes,
-    recipients: Sequence[PublicKey],
+    recipients: Sequence[Recipient],
     ctx: bytes,
     *,
     name: str = "",
@@ -463,7 +580,7 @@ def encrypt_bytes(
 
 
 def decrypt_bytes(
-    key_block: bytes, body: bytes, secret_key: PrivateKey, ctx: bytes
+    key_block: bytes, body: bytes, secret_key: SecretKey, ctx: bytes
 ) -> tuple[Contents, bytes]:
     """Decrypt an envelope held in memory; return (contents, plaintext)."""
     reader = EnvelopeReader(key_block, io.BytesIO(body), secret_key, ctx)

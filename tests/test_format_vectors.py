@@ -9,6 +9,9 @@ Three parts:
     primitives alone (nacl.bindings; nothing from crypto/), does the same and
     opens envelopes the code makes now; and the code opens what `spec_seal`, a
     writer written from the same page, makes. So the page says all a reader needs.
+    Version 2 key blocks (X-Wing entries) are read the same way: X-Wing is
+    written here from its draft with pyca/cryptography's ML-KEM-768 and
+    libsodium's X25519, HKDF from Python's hmac.
 (c) The generator (tests/vectors/make_envelope_vectors.py) still makes the same
     cases with the same structure and verdicts. The code draws its file key,
     stream header and ephemeral keys from the system's random source and takes
@@ -20,6 +23,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import hmac
 import importlib.util
 import io
 import json
@@ -30,10 +34,17 @@ from typing import Any
 
 import nacl.exceptions
 import pytest
+from cryptography.hazmat.primitives.asymmetric.mlkem import (
+    MLKEM768PrivateKey,
+    MLKEM768PublicKey,
+)
 from nacl.bindings import (
+    crypto_aead_chacha20poly1305_ietf_decrypt,
+    crypto_aead_chacha20poly1305_ietf_encrypt,
     crypto_box_seal,
     crypto_box_seal_open,
     crypto_generichash_blake2b_salt_personal,
+    crypto_scalarmult,
     crypto_scalarmult_base,
     crypto_secretstream_xchacha20poly1305_init_pull,
     crypto_secretstream_xchacha20poly1305_init_push,
@@ -46,6 +57,7 @@ from nacl.bindings import (
 from crypto import envelope
 from crypto.errors import DecryptionError
 from crypto.keys import PrivateKey, PublicKey, generate_keypair
+from crypto.xwing import XWingPublicKey, XWingSecretKey
 from dropbox.items import check_kind, item_context, read_message_document
 
 ROOT = Path(__file__).parent.parent
@@ -75,6 +87,12 @@ def raw(vector: Vector, field: str) -> bytes:
 
 # Every constant as the page gives it, written out rather than imported from crypto/.
 S_VERSION = 0x01
+S_V2 = 0x02
+S_KIND_X25519, S_KIND_XWING = 0x01, 0x02
+S_XWING_CT_BYTES = 1088 + 32
+S_XWING_ENTRY_BYTES = 1 + 8 + S_XWING_CT_BYTES + 40 + 16
+S_XWING_INFO = b"dropbox-envelope key block 2 X-Wing entry"
+S_XWING_LABEL = bytes.fromhex("5c2e2f2f5e5c")
 S_ID_BYTES = 8
 S_ID_PERSON = b"dropbox-rcpt"
 S_PAYLOAD_BYTES = 32 + 8
@@ -138,30 +156,92 @@ def spec_body_size(size: int) -> int:
     return S_HEAD_BYTES + size + chunks * S_ABYTES
 
 
-def spec_entries(key_block: bytes) -> list[tuple[bytes, bytes]]:
-    """The (recipient id, sealed box) entries; KeyBlockFailure if the block is malformed."""
-    if len(key_block) < 2 or key_block[0] != S_VERSION:
+def spec_entries(key_block: bytes) -> list[tuple[bytes, int, bytes, bytes]]:
+    """(recipient id, kind, sealed part, whole entry) per entry; KeyBlockFailure if malformed."""
+    if len(key_block) < 2 or key_block[0] not in (S_VERSION, S_V2):
         raise KeyBlockFailure()
     count = key_block[1]
-    if len(key_block) != 2 + count * S_ENTRY_BYTES:
-        raise KeyBlockFailure()
     entries = []
-    for i in range(count):
-        entry = key_block[2 + i * S_ENTRY_BYTES : 2 + (i + 1) * S_ENTRY_BYTES]
-        entries.append((entry[:S_ID_BYTES], entry[S_ID_BYTES:]))
+    if key_block[0] == S_VERSION:
+        if len(key_block) != 2 + count * S_ENTRY_BYTES:
+            raise KeyBlockFailure()
+        for i in range(count):
+            entry = key_block[2 + i * S_ENTRY_BYTES : 2 + (i + 1) * S_ENTRY_BYTES]
+            entries.append((entry[:S_ID_BYTES], S_KIND_X25519, entry[S_ID_BYTES:], entry))
+        return entries
+    sizes = {S_KIND_X25519: 1 + S_ENTRY_BYTES, S_KIND_XWING: S_XWING_ENTRY_BYTES}
+    offset = 2
+    for _ in range(count):
+        if offset >= len(key_block) or key_block[offset] not in sizes:
+            raise KeyBlockFailure()
+        entry = key_block[offset : offset + sizes[key_block[offset]]]
+        if len(entry) != sizes[key_block[offset]]:
+            raise KeyBlockFailure()
+        entries.append((entry[1 : 1 + S_ID_BYTES], entry[0], entry[1 + S_ID_BYTES :], entry))
+        offset += len(entry)
+    if offset != len(key_block):
+        raise KeyBlockFailure()
     return entries
 
 
-def spec_open_key_block(key_block: bytes, secret_key: bytes) -> tuple[bytes, int]:
+def spec_xwing_keys(seed: bytes) -> tuple[MLKEM768PrivateKey, bytes, bytes]:
+    """The draft's expandDecapsulationKey: (ML-KEM key, X25519 secret, X-Wing public key)."""
+    expanded = hashlib.shake_256(seed).digest(96)
+    mlkem = MLKEM768PrivateKey.from_seed_bytes(expanded[:64])
+    sk_x = expanded[64:]
+    return mlkem, sk_x, mlkem.public_key().public_bytes_raw() + crypto_scalarmult_base(sk_x)
+
+
+def spec_combiner(ss_m: bytes, ss_x: bytes, ct_x: bytes, pk_x: bytes) -> bytes:
+    return hashlib.sha3_256(ss_m + ss_x + ct_x + pk_x + S_XWING_LABEL).digest()
+
+
+def spec_hkdf_sha256(ikm: bytes, salt: bytes, info: bytes) -> bytes:
+    """RFC 5869 with SHA-256, 32 bytes of output (one block)."""
+    prk = hmac.new(salt, ikm, hashlib.sha256).digest()
+    return hmac.new(prk, info + b"\x01", hashlib.sha256).digest()
+
+
+def spec_xwing_entry(payload: bytes, public_key: bytes) -> bytes:
+    """A version 2 X-Wing entry, as the page says a writer makes it."""
+    pk_m, pk_x = public_key[:1184], public_key[1184:]
+    ek_x = randombytes(32)
+    ct_x = crypto_scalarmult_base(ek_x)
+    ss_m, ct_m = MLKEM768PublicKey.from_public_bytes(pk_m).encapsulate()
+    ct = ct_m + ct_x
+    shared = spec_combiner(ss_m, crypto_scalarmult(ek_x, pk_x), ct_x, pk_x)
+    key = spec_hkdf_sha256(shared, ct + public_key, S_XWING_INFO)
+    head = bytes([S_KIND_XWING]) + spec_recipient_id(public_key)
+    return head + ct + crypto_aead_chacha20poly1305_ietf_encrypt(payload, head, bytes(12), key)
+
+
+def spec_open_key_block(
+    key_block: bytes, secret_key: bytes, kind: str = "x25519"
+) -> tuple[bytes, int]:
     """The file key and content size sealed to `secret_key`: the first entry with its id."""
-    public_key = crypto_scalarmult_base(secret_key)
+    if kind == "xwing":
+        mlkem, sk_x, public_key = spec_xwing_keys(secret_key)
+    else:
+        public_key = crypto_scalarmult_base(secret_key)
     own = spec_recipient_id(public_key)
-    for rid, sealed in spec_entries(key_block):
+    for rid, entry_kind, sealed, entry in spec_entries(key_block):
         if rid != own:
             continue
         try:
-            payload = crypto_box_seal_open(sealed, public_key, secret_key)
-        except nacl.exceptions.CryptoError as exc:
+            if kind == "xwing" and entry_kind == S_KIND_XWING:
+                ct, wrapped = sealed[:S_XWING_CT_BYTES], sealed[S_XWING_CT_BYTES:]
+                ss_m = mlkem.decapsulate(ct[:1088])
+                ss_x = crypto_scalarmult(sk_x, ct[1088:])
+                shared = spec_combiner(ss_m, ss_x, ct[1088:], public_key[1184:])
+                key = spec_hkdf_sha256(shared, ct + public_key, S_XWING_INFO)
+                payload = crypto_aead_chacha20poly1305_ietf_decrypt(
+                    wrapped, entry[:9], bytes(12), key
+                )
+            elif kind == "x25519" and entry_kind == S_KIND_X25519:
+                payload = crypto_box_seal_open(sealed, public_key, secret_key)
+            else:
+                raise KeyBlockFailure()
+        except (nacl.exceptions.CryptoError, RuntimeError) as exc:
             raise KeyBlockFailure() from exc
         return payload[:32], int.from_bytes(payload[32:40], "big")
     raise NoMatch()
@@ -185,10 +265,10 @@ def spec_metadata(block: bytes) -> tuple[str, str]:
 
 
 def spec_open(
-    key_block: bytes, body: bytes, secret_key: bytes, ctx: bytes
+    key_block: bytes, body: bytes, secret_key: bytes, ctx: bytes, kind: str = "x25519"
 ) -> tuple[dict[str, Any], bytes]:
     """Open an envelope reading its body front to back, as a stream; (contents, plaintext)."""
-    file_key, size = spec_open_key_block(key_block, secret_key)
+    file_key, size = spec_open_key_block(key_block, secret_key, kind)
     stream = io.BytesIO(body)
     head = stream.read(S_HEAD_BYTES)
     if len(head) != S_HEAD_BYTES or head[0] != S_VERSION:
@@ -250,9 +330,17 @@ def spec_seal(
     """Write an envelope as the page says a writer must; (key block, body)."""
     file_key = randombytes(32)
     payload = file_key + len(plaintext).to_bytes(8, "big")
-    key_block = bytes([S_VERSION, len(recipients)]) + b"".join(
-        spec_recipient_id(pk) + crypto_box_seal(payload, pk) for pk in recipients
-    )
+    if all(len(pk) == 32 for pk in recipients):
+        key_block = bytes([S_VERSION, len(recipients)]) + b"".join(
+            spec_recipient_id(pk) + crypto_box_seal(payload, pk) for pk in recipients
+        )
+    else:  # version 2: an X-Wing recipient (a 1216-byte public key)
+        key_block = bytes([S_V2, len(recipients)]) + b"".join(
+            spec_xwing_entry(payload, pk)
+            if len(pk) != 32
+            else bytes([S_KIND_X25519]) + spec_recipient_id(pk) + crypto_box_seal(payload, pk)
+            for pk in recipients
+        )
     text = json.dumps({"name": name, "type": content_type}, ensure_ascii=False).encode()
     metadata = len(text).to_bytes(2, "big") + text + bytes(S_METADATA_BYTES - 2 - len(text))
     state = crypto_secretstream_xchacha20poly1305_state()
@@ -268,11 +356,36 @@ def spec_seal(
     return key_block, body
 
 
-def spec_verdict(vector: Vector, secret_key: bytes) -> str:
+Identity = tuple[str, bytes]  # ("x25519" or "xwing", secret key)
+
+
+def identities(vector: Vector) -> list[Identity]:
+    """The keys a vector must be read with: X25519 secret keys, then X-Wing ones."""
+    return [("x25519", bytes.fromhex(k)) for k in vector["identities"]] + [
+        ("xwing", bytes.fromhex(k)) for k in vector.get("xwing_identities", [])
+    ]
+
+
+def code_key(identity: Identity) -> PrivateKey | XWingSecretKey:
+    kind, secret = identity
+    return XWingSecretKey(secret) if kind == "xwing" else PrivateKey(secret)
+
+
+def code_public(public_key: str) -> PublicKey | XWingPublicKey:
+    raw_key = bytes.fromhex(public_key)
+    return PublicKey(raw_key) if len(raw_key) == 32 else XWingPublicKey(raw_key)
+
+
+def spec_verdict(vector: Vector, identity: Identity) -> str:
     """What the spec reader makes of a vector: "success" or the stage of its refusal."""
+    kind, secret_key = identity
     try:
         contents, plaintext = spec_open(
-            raw(vector, "key_block"), raw(vector, "body"), secret_key, spec_context_of(vector)
+            raw(vector, "key_block"),
+            raw(vector, "body"),
+            secret_key,
+            spec_context_of(vector),
+            kind,
         )
         if "item_kind" in vector:
             spec_check_item(contents, vector["item_kind"])
@@ -312,10 +425,10 @@ def refused(exc: DecryptionError) -> str:
     return "refused"
 
 
-def code_verdict(vector: Vector, secret_key: bytes) -> dict[str, str]:
+def code_verdict(vector: Vector, identity: Identity) -> dict[str, str]:
     """What crypto/envelope.py makes of a vector, by each way the project reads an envelope."""
     key_block, body = raw(vector, "key_block"), raw(vector, "body")
-    key, ctx = PrivateKey(secret_key), bytes.fromhex(vector["context"])
+    key, ctx = code_key(identity), bytes.fromhex(vector["context"])
     wanted = vector.get("contents")
     verdict: dict[str, str] = {}
     opened: envelope.Contents | None = None
@@ -391,20 +504,18 @@ def test_the_vectors_are_there_good_and_bad() -> None:
         vector = load(name)
         assert (vector["expect"] == "success") == name.startswith("good-")
         assert vector["expect"] in STAGES | {"success"}
-        assert vector["identities"]
+        assert identities(vector)
 
 
 @pytest.mark.parametrize("name", GOOD)
 def test_the_code_opens_every_good_vector_to_its_plaintext(name: str) -> None:
     vector = load(name)
-    for secret_key in vector["identities"]:
-        assert code_verdict(vector, bytes.fromhex(secret_key)) == expected_code_verdict(vector)
+    for identity in identities(vector):
+        assert code_verdict(vector, identity) == expected_code_verdict(vector)
     key_block = raw(vector, "key_block")
     ids = [rid.hex() for rid in envelope.recipient_ids(key_block)]
     assert ids == vector["recipient_ids"]
-    assert ids == [
-        envelope.recipient_id(PublicKey(bytes.fromhex(pk))).hex() for pk in vector["recipients"]
-    ]
+    assert ids == [envelope.recipient_id(code_public(pk)).hex() for pk in vector["recipients"]]
     assert len(raw(vector, "body")) == envelope.body_size(vector["contents"]["size"])
 
 
@@ -412,17 +523,16 @@ def test_the_code_opens_every_good_vector_to_its_plaintext(name: str) -> None:
 def test_the_code_refuses_every_damaged_vector_at_its_stage(name: str) -> None:
     vector = load(name)
     expected = expected_code_verdict(vector)
-    for secret_key in vector["identities"]:
-        assert code_verdict(vector, bytes.fromhex(secret_key)) == expected
+    for identity in identities(vector):
+        assert code_verdict(vector, identity) == expected
 
 
 @pytest.mark.parametrize("name", [n for n in BAD if load(n)["expect"] == "no match"])
 def test_a_vector_with_no_match_has_no_entry_for_the_reader(name: str) -> None:
     vector = load(name)
     ids = envelope.recipient_ids(raw(vector, "key_block"))
-    for secret_key in vector["identities"]:
-        public_key = PrivateKey(bytes.fromhex(secret_key)).public_key
-        assert envelope.recipient_id(public_key) not in ids
+    for identity in identities(vector):
+        assert envelope.recipient_id(code_key(identity).public_key) not in ids
 
 
 @pytest.mark.parametrize("name", [n for n in BAD if load(n)["expect"] == "key block failure"])
@@ -431,8 +541,8 @@ def test_a_key_block_failure_is_a_malformed_block_or_an_entry_that_does_not_open
 ) -> None:
     vector = load(name)
     key_block = raw(vector, "key_block")
-    for secret_key in vector["identities"]:
-        own = envelope.recipient_id(PrivateKey(bytes.fromhex(secret_key)).public_key)
+    for identity in identities(vector):
+        own = envelope.recipient_id(code_key(identity).public_key)
         try:
             ids = envelope.recipient_ids(key_block)
         except DecryptionError:
@@ -452,10 +562,10 @@ def test_the_message_vector_holds_a_message_document() -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_the_spec_reader_gives_every_vector_its_expected_verdict(name: str) -> None:
     vector = load(name)
-    for secret_key in vector["identities"]:
-        assert spec_verdict(vector, bytes.fromhex(secret_key)) == vector["expect"]
+    for identity in identities(vector):
+        assert spec_verdict(vector, identity) == vector["expect"]
     if vector["expect"] == "success":
-        ids = [rid.hex() for rid, _ in spec_entries(raw(vector, "key_block"))]
+        ids = [rid.hex() for rid, *_ in spec_entries(raw(vector, "key_block"))]
         assert ids == vector["recipient_ids"]
         assert ids == [spec_recipient_id(bytes.fromhex(pk)).hex() for pk in vector["recipients"]]
 
@@ -524,6 +634,33 @@ def test_the_code_opens_envelopes_the_spec_writer_makes(size: int) -> None:
             envelope.decrypt_bytes(key_block, body, key, ctx + b"\x00")
 
 
+def test_the_spec_reader_opens_mixed_version_2_envelopes_the_code_makes_now() -> None:
+    source, office = generate_keypair(), XWingSecretKey.generate()
+    ctx = fresh_context()
+    plaintext = hashlib.shake_256(b"mixed").digest(S_CHUNK + 9)
+    key_block, body = envelope.encrypt_bytes(
+        plaintext, [source.public_key, office.public_key], ctx, name=NAME
+    )
+    assert key_block[0] == S_V2
+    assert spec_open(key_block, body, bytes(source), ctx)[1] == plaintext
+    assert spec_open(key_block, body, bytes(office), ctx, "xwing")[1] == plaintext
+    with pytest.raises(NoMatch):
+        spec_open(key_block, body, bytes(XWingSecretKey.generate()), ctx, "xwing")
+
+
+def test_the_code_opens_mixed_version_2_envelopes_the_spec_writer_makes() -> None:
+    source, office = generate_keypair(), XWingSecretKey.generate()
+    ctx = fresh_context()
+    plaintext = hashlib.shake_256(b"spec mixed").digest(300)
+    key_block, body = spec_seal(
+        plaintext, [bytes(office.public_key), bytes(source.public_key)], ctx, NAME, "text/plain"
+    )
+    for key in (source, office):
+        contents, opened = envelope.decrypt_bytes(key_block, body, key, ctx)
+        assert opened == plaintext
+        assert contents == envelope.Contents(NAME, "text/plain", 300)
+
+
 # --- (c) the generator ----------------------------------------------------------------------
 
 # Fields whose value is fixed by the generator's inputs; the rest come from random bytes.
@@ -532,6 +669,7 @@ FIXED_FIELDS = [
     "expect",
     "length_check",
     "identities",
+    "xwing_identities",
     "recipients",
     "recipient_ids",
     "context_parts",
@@ -584,11 +722,10 @@ def test_fresh_cases_get_the_same_verdicts_from_the_code_and_the_spec_reader(
     # The damage recipes do not depend on the stored bytes: made again, each case fails
     # (or opens) the same way.
     for name, vector in fresh.items():
-        for secret_key in vector["identities"]:
-            key = bytes.fromhex(secret_key)
-            assert spec_verdict(vector, key) == vector["expect"], name
+        for identity in identities(vector):
+            assert spec_verdict(vector, identity) == vector["expect"], name
             expected = expected_code_verdict(vector)
-            assert code_verdict(vector, key) == expected, name
+            assert code_verdict(vector, identity) == expected, name
 
 
 # --- the page and the vectors name each other -----------------------------------------------

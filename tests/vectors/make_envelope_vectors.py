@@ -37,6 +37,7 @@ from nacl.bindings import (
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from crypto import envelope
+from crypto.xwing import XWingSecretKey
 
 OUT = Path(__file__).parent / "envelope"
 CHUNK = envelope.CHUNK_SIZE
@@ -60,10 +61,24 @@ def key(label: str) -> PrivateKey:
     return PrivateKey(hashlib.sha256(b"dropbox envelope vector key: " + label.encode()).digest())
 
 
+def xkey(label: str) -> XWingSecretKey:
+    """A fixed X-Wing key for the vectors (its 32-byte decapsulation key), named by its role."""
+    return XWingSecretKey(
+        hashlib.sha256(b"dropbox envelope vector key: " + label.encode()).digest()
+    )
+
+
+Key = PrivateKey | XWingSecretKey
+
 OFFICE = key("office")
 SECOND = key("second office")
 STRANGER = key("stranger")
 REQUEST = key("request")
+SOURCE = key("source")
+HYBRID_OFFICE = xkey("hybrid office")
+HYBRID_SECOND = xkey("hybrid second office")
+HYBRID_STRANGER = xkey("hybrid stranger")
+XWING_ENTRY_BYTES = 1 + 8 + 1120 + 40 + 16
 
 
 def content(label: str, size: int) -> bytes:
@@ -80,8 +95,11 @@ def item_context(item_id: str = ITEM_ID) -> tuple[list[str], bytes]:
 # --- helpers that work on the bytes (the generator knows the keys) ---------------------------
 
 
-def open_entry(key_block: bytes, secret_key: PrivateKey) -> tuple[bytes, int]:
+def open_entry(key_block: bytes, secret_key: Key) -> tuple[bytes, int]:
     """The (file key, size) sealed to `secret_key` in a key block."""
+    if key_block[0] == envelope.KEY_BLOCK_V2 or isinstance(secret_key, XWingSecretKey):
+        return envelope._open_key_block(key_block, secret_key)
+    assert isinstance(secret_key, PrivateKey)
     rid = envelope.recipient_id(secret_key.public_key)
     for i in range(key_block[1]):
         entry = key_block[2 + i * ENTRY_BYTES : 2 + (i + 1) * ENTRY_BYTES]
@@ -158,8 +176,8 @@ class Case:
         key_block: bytes,
         body: bytes,
         ctx_parts: list[str],
-        recipients: list[PrivateKey],
-        identities: list[PrivateKey],
+        recipients: list[Key],
+        identities: list[Key],
         file_key: bytes,
         plaintext: bytes | None = None,
         name: str = "",
@@ -171,7 +189,10 @@ class Case:
         self.data: dict[str, Any] = {"comment": comment, "expect": expect}
         if length_check is not None:
             self.data["length_check"] = length_check
-        self.data["identities"] = [bytes(k).hex() for k in identities]
+        self.data["identities"] = [bytes(k).hex() for k in identities if isinstance(k, PrivateKey)]
+        hybrid = [bytes(k).hex() for k in identities if isinstance(k, XWingSecretKey)]
+        if hybrid:
+            self.data["xwing_identities"] = hybrid
         self.data["recipients"] = [bytes(k.public_key).hex() for k in recipients]
         self.data["recipient_ids"] = [envelope.recipient_id(k.public_key).hex() for k in recipients]
         self.data["context_parts"] = ctx_parts
@@ -197,7 +218,7 @@ class Good:
         comment: str,
         plaintext: bytes,
         *,
-        recipients: list[PrivateKey] | None = None,
+        recipients: list[Key] | None = None,
         name: str = "",
         content_type: str = "application/octet-stream",
         item_kind: str | None = None,
@@ -228,7 +249,7 @@ class Good:
         key_block: bytes | None = None,
         body: bytes | None = None,
         ctx_parts: list[str] | None = None,
-        identities: list[PrivateKey] | None = None,
+        identities: list[Key] | None = None,
         plaintext: bytes | None = None,
         sealed_size: int | None = None,
         length_check: str | None = None,
@@ -352,6 +373,7 @@ def build_cases() -> dict[str, Case]:
     cases.update(_head_damage(one))
     cases.update(_content_damage(one, one_chunk, plus_one, two))
     cases.update(_item_damage(message, named))
+    cases.update(_version_2())
     return cases
 
 
@@ -361,9 +383,9 @@ def _key_block_damage(one: Good, both: Good) -> dict[str, Case]:
     duplicate = bytes([1, 2]) + broken_first + both.key_block[2 : 2 + ENTRY_BYTES]
     return {
         "bad-key-block-version": one.variant(
-            "The key block's version byte is 2, a version this reader does not know.",
+            "The key block's version byte is 3, a version this reader does not know.",
             "key block failure",
-            key_block=b"\x02" + kb[1:],
+            key_block=b"\x03" + kb[1:],
         ),
         "bad-key-block-count": one.variant(
             "The entry count says 2, but the key block holds one entry.",
@@ -565,6 +587,127 @@ def _item_damage(message: Good, named: Good) -> dict[str, Case]:
             "item failure",
             plaintext=named.plaintext,
             item_kind="note",
+        ),
+    }
+
+
+def _resealed_hybrid() -> Case:
+    """An upload's re-sealing to a hybrid office: the version 1 block becomes version 2."""
+    ctx_parts, ctx = item_context()
+    plaintext = content("resealed hybrid", 300)
+    key_block, body = envelope.encrypt_bytes(
+        plaintext, [REQUEST.public_key], ctx, name="scan.png", content_type="image/png"
+    )
+    key_block = envelope.add_recipient(key_block, REQUEST, HYBRID_OFFICE.public_key)
+    key_block = envelope.remove_recipient(key_block, REQUEST.public_key)
+    file_key, _ = open_entry(key_block, HYBRID_OFFICE)
+    return Case(
+        "Version 2. Sealed to an X25519 request key (a version 1 block), then re-sealed to a "
+        "hybrid office, which makes it version 2, and the request key's entry removed.",
+        "success",
+        key_block=key_block,
+        body=body,
+        ctx_parts=ctx_parts,
+        recipients=[HYBRID_OFFICE],
+        identities=[HYBRID_OFFICE],
+        file_key=file_key,
+        plaintext=plaintext,
+        name="scan.png",
+        content_type="image/png",
+        size=len(plaintext),
+        item_kind="file",
+    )
+
+
+def _version_2() -> dict[str, Case]:
+    """Key blocks of version 2 (an X-Wing recipient), good and damaged."""
+    hybrid = Good(
+        "Version 2: one hybrid (X-Wing) recipient.",
+        content("hybrid", 100),
+        recipients=[HYBRID_OFFICE],
+    )
+    mixed = Good(
+        "Version 2, mixed: a source's X25519 key and two hybrid offices; each opens it.",
+        content("mixed", 100),
+        recipients=[SOURCE, HYBRID_OFFICE, HYBRID_SECOND],
+    )
+    other = Good(
+        "Another envelope to the same hybrid office.",
+        content("hybrid", 100),
+        recipients=[HYBRID_OFFICE],
+    )
+    kb = hybrid.key_block
+    ct_at = 2 + 1 + 8  # the X-Wing ciphertext of the first entry
+    wrapped_at = ct_at + 1120
+    with_other_ct = kb[:ct_at] + other.key_block[ct_at:wrapped_at] + kb[wrapped_at:]
+    return {
+        "good-v2-xwing": hybrid.case(),
+        "good-v2-mixed": mixed.case(),
+        "good-v2-resealed": _resealed_hybrid(),
+        "bad-v2-entry-from-other-envelope": hybrid.variant(
+            "The hybrid office's entry is the whole entry of another envelope to the same "
+            "office: it opens, to another file key, and the body does not authenticate.",
+            "head failure",
+            key_block=other.key_block,
+        ),
+        "bad-v2-ciphertext-swapped": hybrid.variant(
+            "The entry's X-Wing ciphertext is taken from another envelope's entry for the same "
+            "office: the wrapping key differs and the wrapped payload does not open.",
+            "key block failure",
+            key_block=with_other_ct,
+        ),
+        "bad-v2-mlkem-ciphertext-truncated": hybrid.variant(
+            "The ML-KEM ciphertext's last byte is missing (the block is one byte short).",
+            "key block failure",
+            key_block=kb[: ct_at + 1087] + kb[ct_at + 1088 :],
+        ),
+        "bad-v2-mlkem-ciphertext-flipped": hybrid.variant(
+            "A bit of the ML-KEM ciphertext is flipped: ML-KEM rejects it implicitly, the "
+            "shared secret is another, and the wrapped payload does not open.",
+            "key block failure",
+            key_block=flip(kb, ct_at + 400),
+        ),
+        "bad-v2-x25519-share-flipped": hybrid.variant(
+            "A bit of the X-Wing ciphertext's X25519 share is flipped.",
+            "key block failure",
+            key_block=flip(kb, ct_at + 1088 + 3),
+        ),
+        "bad-v2-wrapped-flipped": hybrid.variant(
+            "A bit of the wrapped file key is flipped.",
+            "key block failure",
+            key_block=flip(kb, wrapped_at + 10),
+        ),
+        "bad-v2-recipient-id-flipped": hybrid.variant(
+            "A bit of the hybrid entry's recipient id is flipped: no entry names the reader.",
+            "no match",
+            key_block=flip(kb, 2 + 1 + 2),
+        ),
+        "bad-v2-entry-kind-unknown": hybrid.variant(
+            "The entry's kind byte is 3, a kind this reader does not know.",
+            "key block failure",
+            key_block=kb[:2] + b"\x03" + kb[3:],
+        ),
+        "bad-v2-entry-kind-changed": mixed.variant(
+            "The first (X25519) entry's kind byte says X-Wing: the entries no longer fill "
+            "the block.",
+            "key block failure",
+            key_block=mixed.key_block[:2] + b"\x02" + mixed.key_block[3:],
+            identities=[HYBRID_OFFICE],
+        ),
+        "bad-v2-key-block-count": hybrid.variant(
+            "The entry count says 2, but the key block holds one entry.",
+            "key block failure",
+            key_block=kb[:1] + b"\x02" + kb[2:],
+        ),
+        "bad-v2-wrong-recipient": hybrid.variant(
+            "Opened with a hybrid key that is not a recipient.",
+            "no match",
+            identities=[HYBRID_STRANGER],
+        ),
+        "bad-v2-classical-key-of-no-entry": mixed.variant(
+            "Opened with an X25519 key that is not a recipient of a mixed block.",
+            "no match",
+            identities=[STRANGER],
         ),
     }
 
