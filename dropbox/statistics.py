@@ -47,7 +47,7 @@ from sqlalchemy import Date, Integer, case, cast, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from dropbox import inbox
+from dropbox import audit, inbox
 from dropbox.models import AuditEvent, Outcome, Report, Status, StatusChange
 from dropbox.suppression import Relation, Shown, suppress
 
@@ -508,3 +508,15 @@ def view(figures: Figures, office: str) -> View:
         )
     )
     return View(office, figures.period, figures.today, figures.threshold, tuple(tables))
+
+
+def record(session: Session, actor: str, shown: View, *, download: bool) -> None:
+    """Record that statistics were viewed (or downloaded): which office and which months."""
+    period = shown.period
+    audit.record(
+        session,
+        actor,
+        "statistics.download" if download else "statistics.view",
+        detail=f"{shown.office} {period.year}-{period.first_month:02d}"
+        f" to {period.year}-{period.last_month:02d}",
+    )

@@ -1,0 +1,121 @@
+"""Statistics under /api/v2: a period's figures for an office, from metadata only.
+
+An officer may see the statistics of the offices they belong to;
+administrators those of every office and of all of them together (`all`).
+Figures are computed and small counts hidden by dropbox/statistics.py, here
+on the server, so that a hidden count never leaves it. Each answer is
+recorded in the audit log: `statistics.view`, or `statistics.download`
+when the reviewer app asks for a download.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Flask, request
+
+from case_server import tokens, wire
+from case_server.errors import ApiError
+from dropbox import access, statistics
+from dropbox import api_schema as schema
+from dropbox.api_schema import dump
+from dropbox.config import Config
+from dropbox.models import Officer
+from sqlalchemy.orm import Session
+
+PREFIX = "/api/v2"
+
+
+def allowed_offices(db: Session, config: Config, officer: Officer) -> list[str]:
+    """The views the officer may see: their offices; for administrators every one, and all."""
+    if officer.is_admin:
+        return [*(o.code for o in config.offices), statistics.ALL]
+    held = set(access.office_codes(db, officer))
+    return [o.code for o in config.offices if o.code in held]
+
+
+def _number(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name, "")
+    if raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not low <= int(raw) <= high:
+        raise ApiError(400, f"'{name}' must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+def _period(today_year: int) -> statistics.Period:
+    """The period the query names; 400 for months or a year that make none."""
+    year = _number("year", 0, 0, today_year + 1) or today_year
+    if year < statistics.FIRST_YEAR:
+        raise ApiError(400, f"'year' must be from {statistics.FIRST_YEAR} to {today_year + 1}")
+    first = _number("from_month", 1, 1, 12)
+    last = _number("to_month", 12, 1, 12)
+    if first > last:
+        raise ApiError(400, "'from_month' must not come after 'to_month'")
+    return statistics.Period(year, first, last)
+
+
+def _table(table: statistics.Table) -> schema.StatisticsTable:
+    return schema.StatisticsTable(
+        key=table.key,
+        columns=list(table.columns),
+        rows=[
+            schema.StatisticsRow(
+                key=row.key,
+                cells=[
+                    schema.StatisticsCell(value=cell.value, shown=cell.shown.value)  # type: ignore[arg-type]
+                    for cell in row.cells
+                ],
+            )
+            for row in table.rows
+        ],
+    )
+
+
+def register_statistics(app: Flask, config: Config) -> None:
+    """Attach the statistics route under /api/v2."""
+    bp = Blueprint("statistics", __name__, url_prefix=PREFIX)
+
+    @bp.get("/statistics")
+    def statistics_for() -> dict[str, Any]:
+        """A period's statistics for one of the caller's offices, or all of them (administrators)."""
+        today = datetime.now(UTC).date()
+        period = _period(today.year)
+        download = wire.flag("download")
+        asked = request.args.get("office", "")
+        instance = tokens.instance()
+        with instance.readers() as db:
+            officer = tokens.current_officer(db)
+            allowed = allowed_offices(db, config, officer)
+            office = asked or (allowed[0] if allowed else "")
+            if office not in allowed:
+                raise ApiError(403, "you may see the statistics of your own offices only")
+            figures = statistics.compute(
+                db,
+                period,
+                today,
+                offices=[o.code for o in config.offices],
+                categories=[c.code for c in config.categories],
+                threshold=config.statistics.suppress_below,
+            )
+            shown = statistics.view(figures, office)
+            actor = officer.username
+        with instance.sessions.begin() as db:
+            # Recorded before the figures leave: an answer the log does not show is never sent.
+            tokens.current_officer(db)
+            statistics.record(db, actor, shown, download=download)
+        return dump(
+            schema.Statistics(
+                office=office,
+                year=period.year,
+                from_month=period.first_month,
+                to_month=period.last_month,
+                today=today,
+                threshold=shown.threshold,
+                offices=[code for code in allowed if code != statistics.ALL],
+                tables=[_table(t) for t in shown.tables],
+            )
+        )
+
+    app.register_blueprint(bp)
