@@ -475,8 +475,11 @@ def compute(
     if any(key.startswith(f"outcome:{UNRECORDED}:") for key in figures.values):
         figures.outcomes = (*figures.outcomes, UNRECORDED)
     _relations(figures)
+    # Between figures of equal value, one of the column of all offices is withheld first:
+    # the offices' own columns are what most officers see.
+    rank = {key: 0 if key.endswith(f":{ALL}") else 1 for key in figures.values}
     figures.states = suppress(
-        figures.values, figures.relations, threshold, frozenset(figures.internal)
+        figures.values, figures.relations, threshold, frozenset(figures.internal), rank
     )
     return figures
 

@@ -46,7 +46,7 @@ MIN_THRESHOLD = 2
 # How many partial moves one search may try before it calls the figure exposed.
 SEARCH_BUDGET = 4000
 # How many shown figures are tried, one at a time, as the partner of an exposed one.
-PARTNER_TRIALS = 12
+PARTNER_TRIALS = 40
 
 
 class Shown(enum.StrEnum):
@@ -78,8 +78,10 @@ class _System:
         relations: Sequence[Relation],
         states: dict[str, Shown],
         threshold: int,
+        rank: Mapping[str, int],
     ) -> None:
         self.values = values
+        self.rank = rank
         self.relations = list(relations)
         self.states = states
         self.threshold = threshold
@@ -112,11 +114,12 @@ class _System:
                     return True
         return False
 
-    def neighbours(self, key: str) -> list[str]:
-        """The shown figures nearest to `key`: in a relation with it, or with a hidden
-        figure linked to it, and so on; cheapest first."""
+    def neighbours(self, key: str) -> list[list[str]]:
+        """The shown figures linked to `key`, nearest first: those in a relation with it,
+        then those in a relation with a hidden figure in one with it, and so on."""
         seen = {key}
         frontier = [key]
+        layers: list[list[str]] = []
         while frontier:
             found: set[str] = set()
             further: list[str] = []
@@ -132,13 +135,13 @@ class _System:
                         else:
                             further.append(other)
             if found:
-                return sorted(found, key=self._cost)
+                layers.append(sorted(found, key=self._cost))
             frontier = further
-        return []
+        return layers
 
-    def _cost(self, key: str) -> tuple[int, int, str]:
-        """Withhold small figures first, and a part before a total (totals recur)."""
-        return (self.values[key], len(self.touching[key]), key)
+    def _cost(self, key: str) -> tuple[int, int, int, str]:
+        """Withhold small figures first, then by the caller's rank, then a part before a total."""
+        return (self.values[key], self.rank.get(key, 0), len(self.touching[key]), key)
 
 
 class _Search:
@@ -207,8 +210,12 @@ def suppress(
     relations: Sequence[Relation],
     threshold: int,
     internal: frozenset[str] = frozenset(),
+    rank: Mapping[str, int] | None = None,
 ) -> dict[str, Shown]:
-    """How each figure is shown: counts below `threshold` hidden, and partners so none comes back."""
+    """How each figure is shown: counts below `threshold` hidden, and partners so none comes back.
+
+    Among partners of equal value, those of lower `rank` (0 by default) are withheld first.
+    """
     if threshold < MIN_THRESHOLD:
         raise ValueError(f"the threshold must be at least {MIN_THRESHOLD}")
     for relation in relations:
@@ -218,7 +225,7 @@ def suppress(
         key: Shown.INTERNAL if key in internal else Shown.FEWER if value < threshold else Shown.VALUE
         for key, value in values.items()
     }
-    system = _System(values, relations, states, threshold)
+    system = _System(values, relations, states, threshold, rank or {})
     settled: set[str] = set()
     while True:
         exposed = None
@@ -231,14 +238,17 @@ def suppress(
                 settled.add(key)
         if exposed is None:
             return states
-        partners = system.neighbours(exposed)
-        if not partners:
+        layers = system.neighbours(exposed)
+        if not layers:
             # Everything linked to it is hidden already: nothing more can be withheld
             # for it (tests/test_suppression.py would find such a figure exposed).
             settled.add(exposed)
             continue
-        chosen = partners[0]
-        for partner in partners[:PARTNER_TRIALS]:
+        # The cheapest figure that gives it a move on its own, wherever it is; else
+        # the cheapest of the nearest, and look again.
+        chosen = layers[0][0]
+        trials = sorted((k for layer in layers for k in layer), key=system._cost)
+        for partner in trials[:PARTNER_TRIALS]:
             states[partner] = Shown.WITHHELD
             works = system.movable(exposed)
             states[partner] = Shown.VALUE
