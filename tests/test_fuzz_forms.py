@@ -349,7 +349,13 @@ query_strings = st.one_of(
     ),
     st.lists(
         st.tuples(
-            st.sampled_from(["page", "status", "category", "sort", "next", "mine", "urgent"]),
+            st.sampled_from(
+                [
+                    *("page", "status", "category", "sort", "next", "mine", "urgent"),
+                    # The statistics page's choices (a GET form).
+                    *("office", "year", "from_month", "to_month"),
+                ]
+            ),
             hostile_text.filter(lambda t: len(t) < 5_000),
         ),
         max_size=4,
@@ -917,7 +923,14 @@ def test_every_field_the_reviewer_pages_render_is_fuzzed(
     rw = reviewer_world(reviewer, source, case_app, world)
     admin = rw.clients["admin"]
     pages = [reviewer.test_client().get(p).text for p in ("/login", "/enrol")]
-    for path in ("/", "/account", "/account/notifications", "/admin/officers", "/admin/audit"):
+    for path in (
+        "/",
+        "/account",
+        "/account/notifications",
+        "/admin/officers",
+        "/admin/audit",
+        "/statistics",
+    ):
         pages.append(admin.get(path).text)
     for report_id in [*rw.report_ids[:1], rw.doomed_id]:
         pages.append(admin.get(f"/reports/{report_id}").text)

@@ -19,6 +19,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from dropbox.statistics import ALL
 from dropbox.suppression import Shown
 from tests.reviewer_helpers import World, audit_actions, signed_in_client
 from tests.test_statistics import (
@@ -138,7 +139,7 @@ def test_no_hidden_count_can_be_worked_out_from_the_csv_files(
     categories: list[str] = []
     labels = {c.label: c.code for c in world.instance.config.categories}
     statuses = {s.capitalize(): s for s in ("received", "acknowledged", "under assessment", "referred", "reopened")}
-    for office in (*OFFICES, "all"):
+    for office in (*OFFICES, ALL):
         text = client.get(f"/statistics.csv?office={office}&year={YEAR}").get_data(as_text=True)
         for table in _csv_tables(text):
             key = TITLES.get(table[0][0])
