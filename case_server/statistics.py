@@ -6,11 +6,20 @@ Figures are computed and small counts hidden by dropbox/statistics.py, here
 on the server, so that a hidden count never leaves it. Each answer is
 recorded in the audit log: `statistics.view`, or `statistics.download`
 when the reviewer app asks for a download.
+
+Computing a year of 100,000 reports reads every one of them twice (a few
+hundred milliseconds on a small server), so each worker keeps the figures
+of a period for `FRESH_SECONDS` (`Recent`): opening the page again, changing
+the office, downloading the CSV or printing within that time reuses them.
+The answer says when its figures were counted.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import threading
+import time
+from collections import OrderedDict
+from datetime import UTC, date, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, request
@@ -25,6 +34,50 @@ from dropbox.models import Officer
 from sqlalchemy.orm import Session
 
 PREFIX = "/api/v2"
+# How long a worker reuses the figures of a period, and for how many periods at most.
+FRESH_SECONDS = 60
+KEPT_PERIODS = 16
+
+
+class Recent:
+    """The figures of the periods asked for lately, each with when it was counted."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: OrderedDict[tuple[Any, ...], tuple[float, datetime, statistics.Figures]] = (
+            OrderedDict()
+        )
+
+    def forget(self) -> None:
+        """Count every period anew at its next request."""
+        with self._lock:
+            self._kept.clear()
+
+    def figures(
+        self, db: Session, config: Config, period: statistics.Period, today: date
+    ) -> tuple[datetime, statistics.Figures]:
+        """The period's figures, counted now or less than FRESH_SECONDS ago."""
+        key = (period, today, config.statistics.suppress_below)
+        now = time.monotonic()
+        with self._lock:
+            found = self._kept.get(key)
+            if found is not None and now - found[0] < FRESH_SECONDS:
+                return found[1], found[2]
+        counted_at = datetime.now(UTC).replace(microsecond=0)
+        figures = statistics.compute(
+            db,
+            period,
+            today,
+            offices=[o.code for o in config.offices],
+            categories=[c.code for c in config.categories],
+            threshold=config.statistics.suppress_below,
+        )
+        with self._lock:
+            self._kept[key] = (now, counted_at, figures)
+            self._kept.move_to_end(key)
+            while len(self._kept) > KEPT_PERIODS:
+                self._kept.popitem(last=False)
+        return counted_at, figures
 
 
 def allowed_offices(db: Session, config: Config, officer: Officer) -> list[str]:
@@ -76,6 +129,8 @@ def _table(table: statistics.Table) -> schema.StatisticsTable:
 def register_statistics(app: Flask, config: Config) -> None:
     """Attach the statistics route under /api/v2."""
     bp = Blueprint("statistics", __name__, url_prefix=PREFIX)
+    recent = Recent()
+    app.extensions["dropbox.statistics"] = recent
 
     @bp.get("/statistics")
     def statistics_for() -> dict[str, Any]:
@@ -91,14 +146,7 @@ def register_statistics(app: Flask, config: Config) -> None:
             office = asked or (allowed[0] if allowed else "")
             if office not in allowed:
                 raise ApiError(403, "you may see the statistics of your own offices only")
-            figures = statistics.compute(
-                db,
-                period,
-                today,
-                offices=[o.code for o in config.offices],
-                categories=[c.code for c in config.categories],
-                threshold=config.statistics.suppress_below,
-            )
+            counted_at, figures = recent.figures(db, config, period, today)
             shown = statistics.view(figures, office)
             actor = officer.username
         with instance.sessions.begin() as db:
@@ -112,6 +160,7 @@ def register_statistics(app: Flask, config: Config) -> None:
                 from_month=period.first_month,
                 to_month=period.last_month,
                 today=today,
+                counted_at=counted_at,
                 threshold=shown.threshold,
                 offices=[code for code in allowed if code != statistics.ALL],
                 tables=[_table(t) for t in shown.tables],

@@ -704,6 +704,9 @@ class Statistics:
     from_month: int
     to_month: int
     today: Annotated[date, Doc("The day what is overdue was counted")]
+    counted_at: Annotated[
+        datetime, Doc("When the figures were counted (a worker reuses them for a minute)")
+    ]
     threshold: Annotated[int, Doc("Counts below this are hidden")]
     offices: Annotated[list[OfficeCode], Doc("The offices the caller may see statistics of")]
     tables: list[StatisticsTable]

@@ -330,15 +330,20 @@ def _relations(figures: Figures) -> None:
 
 
 def _day(column: Any, dialect: str) -> ColumnElement[Any]:
-    """The day of a stored time, comparable with a stored date."""
-    return func.date(column) if dialect == "sqlite" else cast(column, Date)
+    """The day of a stored time, comparable with a stored date.
+
+    SQLite stores a time as text that starts with its day: the first ten
+    characters are the day, cheaper to take than to parse the time.
+    """
+    return func.substr(column, 1, 10) if dialect == "sqlite" else cast(column, Date)
 
 
 def _days(later: Any, earlier: Any, dialect: str) -> ColumnElement[Any]:
     """Whole days from one stored time's day to another's."""
     if dialect == "sqlite":
         return cast(
-            func.julianday(func.date(later)) - func.julianday(func.date(earlier)), Integer
+            func.julianday(func.substr(later, 1, 10)) - func.julianday(func.substr(earlier, 1, 10)),
+            Integer,
         )
     return cast(later, Date) - cast(earlier, Date)
 
@@ -347,22 +352,21 @@ def _in(period: Period) -> ColumnElement[bool]:
     return (Report.received_at >= period.start) & (Report.received_at < period.end)
 
 
+# How a report of the period stands with each deadline (the names of `table_keys`).
+ACK_CLASSES = ("within", "late", "pending")
+CLOSE_CLASSES = ("within", "closedlate", "openlate", "pending")
+
+
 def _count_reports(session: Session, figures: Figures, dialect: str) -> None:
-    """Category, status and outcome of the period's reports, by the office handling them."""
+    """The period's reports by office, category, status, outcome and deadline, then the days.
+
+    Two passes over the period's rows in `ix_reports_received_statistics`:
+    one grouped by every class a figure counts (a few hundred groups), one
+    grouped by the days taken to acknowledge and to close (for the
+    percentiles).
+    """
     period, today, v = figures.period, figures.today, figures.values
     offices = set(figures.offices)
-    for office, category, status, outcome, n in session.execute(
-        select(Report.office_code, Report.category, Report.status, Report.outcome, func.count())
-        .where(_in(period))
-        .group_by(Report.office_code, Report.category, Report.status, Report.outcome)
-    ):
-        if office not in offices:
-            continue
-        v[f"received:{category}:{office}"] = v.get(f"received:{category}:{office}", 0) + n
-        v[f"status:{status}:{office}"] = v.get(f"status:{status}:{office}", 0) + n
-        if status == Status.CLOSED:
-            key = f"outcome:{outcome or UNRECORDED}:{office}"
-            v[key] = v.get(key, 0) + n
     acknowledged = Report.acknowledged_at.is_not(None)
     ack_class = case(
         (acknowledged & (_day(Report.acknowledged_at, dialect) <= Report.acknowledge_due), 0),
@@ -370,20 +374,6 @@ def _count_reports(session: Session, figures: Figures, dialect: str) -> None:
         (inbox.acknowledge_overdue(today), 1),
         else_=2,
     )
-    ack_days = case((acknowledged, _days(Report.acknowledged_at, Report.received_at, dialect)))
-    names = ("within", "late", "pending")
-    for office, days, kind, n in session.execute(
-        select(Report.office_code, ack_days, ack_class, func.count())
-        .where(_in(period))
-        .group_by(Report.office_code, ack_days, ack_class)
-    ):
-        if office not in offices:
-            continue
-        key = f"ack:{names[kind]}:{office}"
-        v[key] = v.get(key, 0) + n
-        if days is not None:
-            for column in (office, ALL):
-                figures.days.setdefault(("acknowledge", column), Counter())[int(days)] += n
     closed = (Report.status == Status.CLOSED) & Report.closed_at.is_not(None)
     close_class = case(
         (closed & (_day(Report.closed_at, dialect) <= Report.feedback_due), 0),
@@ -391,24 +381,71 @@ def _count_reports(session: Session, figures: Figures, dialect: str) -> None:
         (inbox.feedback_overdue(today), 2),
         else_=3,
     )
-    close_days = case((closed, _days(Report.closed_at, Report.received_at, dialect)))
-    names = ("within", "closedlate", "openlate", "pending")
-    for office, days, kind, n in session.execute(
-        select(Report.office_code, close_days, close_class, func.count())
-        .where(_in(period))
-        .group_by(Report.office_code, close_days, close_class)
+    columns = (
+        Report.office_code,
+        Report.category,
+        Report.status,
+        Report.outcome,
+        ack_class,
+        close_class,
+    )
+    for office, category, status, outcome, ack, close, n in session.execute(
+        select(*columns, func.count()).where(_in(period)).group_by(*columns)
     ):
         if office not in offices:
             continue
-        key = f"fb:{names[kind]}:{office}"
-        v[key] = v.get(key, 0) + n
-        if days is not None:
-            for column in (office, ALL):
-                figures.days.setdefault(("close", column), Counter())[int(days)] += n
+        for key in (
+            f"received:{category}:{office}",
+            f"status:{status}:{office}",
+            f"ack:{ACK_CLASSES[ack]}:{office}",
+            f"fb:{CLOSE_CLASSES[close]}:{office}",
+            *((f"outcome:{outcome or UNRECORDED}:{office}",) if status == Status.CLOSED else ()),
+        ):
+            v[key] = v.get(key, 0) + n
+    ack_days = case((acknowledged, _days(Report.acknowledged_at, Report.received_at, dialect)))
+    close_days = case((closed, _days(Report.closed_at, Report.received_at, dialect)))
+    for office, to_acknowledge, to_close, n in session.execute(
+        select(Report.office_code, ack_days, close_days, func.count())
+        .where(_in(period), acknowledged | closed)
+        .group_by(Report.office_code, ack_days, close_days)
+    ):
+        if office not in offices:
+            continue
+        for what, days in (("acknowledge", to_acknowledge), ("close", to_close)):
+            if days is not None:
+                for column in (office, ALL):
+                    figures.days.setdefault((what, column), Counter())[int(days)] += n
+
+
+def _count_overdue(session: Session, figures: Figures) -> None:
+    """What is overdue today, among every report (the inbox's definitions).
+
+    Counted per status, so that the closed reports, most of them, are read
+    only where one was never acknowledged (`ix_reports_office_filters` holds
+    status, then the acknowledgement).
+    """
+    today, v = figures.today, figures.values
+    offices = set(figures.offices)
+    overdue_ack = func.sum(case((inbox.acknowledge_overdue(today), 1), else_=0))
+    overdue_fb = func.sum(case((inbox.feedback_overdue(today), 1), else_=0))
+    open_rows = session.execute(
+        select(Report.office_code, overdue_ack, overdue_fb)
+        .where(Report.status.in_([s.value for s in OPEN_STATUSES]))
+        .group_by(Report.office_code)
+    ).all()
+    closed_rows = session.execute(
+        select(Report.office_code, func.count(), 0)
+        .where(Report.status == Status.CLOSED, inbox.acknowledge_overdue(today))
+        .group_by(Report.office_code)
+    ).all()
+    for office, ack, fb in [*open_rows, *closed_rows]:
+        if office in offices:
+            v[f"overdue:ack:{office}"] = v.get(f"overdue:ack:{office}", 0) + int(ack or 0)
+            v[f"overdue:fb:{office}"] = v.get(f"overdue:fb:{office}", 0) + int(fb or 0)
 
 
 def _count_the_rest(session: Session, figures: Figures) -> None:
-    """The previous year's months, what is overdue now, referrals and exports."""
+    """The previous year's months, referrals and exports."""
     period, today, v = figures.period, figures.today, figures.values
     offices = set(figures.offices)
     before = period.previous()
@@ -417,22 +454,16 @@ def _count_the_rest(session: Session, figures: Figures) -> None:
     ):
         if office in offices:
             v[f"previous:{office}"] = n
-    overdue_ack = func.sum(case((inbox.acknowledge_overdue(today), 1), else_=0))
-    overdue_fb = func.sum(case((inbox.feedback_overdue(today), 1), else_=0))
-    for office, ack, fb in session.execute(
-        select(Report.office_code, overdue_ack, overdue_fb).group_by(Report.office_code)
-    ):
-        if office in offices:
-            v[f"overdue:ack:{office}"] = int(ack or 0)
-            v[f"overdue:fb:{office}"] = int(fb or 0)
-    in_period = select(Report.id).where(_in(period))
+    # From the few referral and export rows to their reports (by primary key), never the
+    # other way: the period may hold 100,000 reports.
     pairs: dict[tuple[str, str], int] = defaultdict(int)
     for from_office, to_office, n in session.execute(
         select(StatusChange.from_office, StatusChange.to_office, func.count())
+        .join(Report, Report.id == StatusChange.report_id)
         .where(
             StatusChange.to_status == Status.REFERRED,
-            StatusChange.report_id.in_(in_period),
             StatusChange.from_office.is_not(None),
+            _in(period),
         )
         .group_by(StatusChange.from_office, StatusChange.to_office)
     ):
@@ -442,13 +473,15 @@ def _count_the_rest(session: Session, figures: Figures) -> None:
         v[f"pair:{from_office}:{to_office}"] = n
     exported = (
         select(AuditEvent.report_id)
-        .where(AuditEvent.action == "report.export", AuditEvent.report_id.in_(in_period))
+        .where(AuditEvent.action == "report.export")
         .distinct()
         .subquery()
     )
     for office, n in session.execute(
         select(Report.office_code, func.count())
-        .join(exported, exported.c.report_id == Report.id)
+        .select_from(exported)
+        .join(Report, Report.id == exported.c.report_id)
+        .where(_in(period))
         .group_by(Report.office_code)
     ):
         if office in offices:
@@ -468,6 +501,7 @@ def compute(
     dialect = session.get_bind().dialect.name
     figures = Figures(period, today, threshold, tuple(offices), tuple(categories))
     _count_reports(session, figures, dialect)
+    _count_overdue(session, figures)
     _count_the_rest(session, figures)
     # A category no longer configured still has its reports counted, in a row of its own.
     found = {key.split(":")[1] for key in figures.values if key.startswith("received:")}

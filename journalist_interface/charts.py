@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from markupsafe import Markup, escape
 
 WIDTH = 640
-LABEL_WIDTH = 190
-VALUE_WIDTH = 110
+LABEL_WIDTH = 220
+VALUE_WIDTH = 120
 BAR_HEIGHT = 14
 BAR_GAP = 3
 GROUP_GAP = 10
 LEGEND_HEIGHT = 24
-MAX_LABEL_CHARS = 28
+MAX_LABEL_CHARS = 26
 
 
 @dataclass(frozen=True)

@@ -449,7 +449,7 @@ def csv_text(answer: Statistics, shown: list[Section], office: str, period: str)
         writer.writerow([f"'{c}" if c.startswith(_FORMULA_START) else c for c in cells])
 
     row([_("Statistics"), office, period])
-    row([_("Counted on"), answer.today.isoformat()])
+    row([_("Counted at (UTC)"), answer.counted_at.strftime("%Y-%m-%d %H:%M")])
     row([_("Counts below %(n)s are shown as fewer than %(n)s.", n=answer.threshold)])
     for section in shown:
         row([])

@@ -203,9 +203,26 @@ def test_statistics_read_metadata_only_not_a_key_block_or_a_stored_body(
         db.execute(update(Item).values(key_block=b"\x00"))
     for blob in blobs:
         instance.store.delete(blob)
+    case_world.app.extensions["dropbox.statistics"].forget()  # count again, not reuse
     after = case_world.client("oio").statistics(query)
+    assert after.counted_at >= before.counted_at
     assert _cells(after) == _cells(before)
     assert _cells(after)[("received", "total", "OIO")] == (4, "value")
+
+
+def test_a_worker_reuses_a_periods_figures_for_a_minute_and_says_when_they_were_counted(
+    case_world: CaseWorld,
+) -> None:
+    year = datetime.now(UTC).year
+    oio = case_world.client("oio")
+    first = oio.statistics(StatisticsQuery(year=year))
+    for _ in range(3):
+        submit(case_world, "fraud", "Invoices for deliveries that never arrived.")
+    again = oio.statistics(StatisticsQuery(year=year))
+    assert again.counted_at == first.counted_at and _cells(again) == _cells(first)
+    case_world.app.extensions["dropbox.statistics"].forget()
+    fresh = oio.statistics(StatisticsQuery(year=year))
+    assert _cells(fresh) != _cells(first)  # the three reports are counted now
 
 
 # --- who sees what, and the audit log -----------------------------------------------------------
@@ -424,6 +441,7 @@ def test_showing_only_the_small_counts_hidden_would_let_them_be_worked_out(
                 from_month=1,
                 to_month=12,
                 today=figures.today,
+                counted_at=datetime(year + 1, 6, 1),
                 threshold=3,
                 offices=list(OFFICES),
                 tables=[_api_table(t) for t in shown.tables],
