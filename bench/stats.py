@@ -115,8 +115,9 @@ def set_up(data_dir: Path) -> tuple[Instance, dict[str, Person]]:
             keys[office.code] = secret_key
         db.flush()
         officer, secret = officers.add(db, "oio-officer", PASSPHRASE, CHEAP, "bench")
-        from crypto.keys import fingerprint
         from nacl.public import PublicKey
+
+        from crypto.keys import fingerprint
 
         assert officer.public_key is not None
         offices.grant(
@@ -282,7 +283,9 @@ def check(instance: Instance, period: statistics.Period, today: date) -> list[st
         if r.acknowledged_at is not None:
             within = r.acknowledged_at.date() <= r.acknowledge_due
             expected[f"ack:{'within' if within else 'late'}:{office}"] += 1
-            ack_days.setdefault(office, []).append((r.acknowledged_at.date() - r.received_at.date()).days)
+            ack_days.setdefault(office, []).append(
+                (r.acknowledged_at.date() - r.received_at.date()).days
+            )
         elif r.acknowledge_due < today:
             expected[f"ack:late:{office}"] += 1
         else:
@@ -308,7 +311,7 @@ def check(instance: Instance, period: statistics.Period, today: date) -> list[st
     return problems
 
 
-# --- timing -----------------------------------------------------------------------------------------
+# --- timing -------------------------------------------------------------------------------
 
 
 def sign_in(client: Any, person: Person) -> None:
@@ -351,14 +354,18 @@ def run(args: argparse.Namespace) -> int:
     failed = False
     try:
         instance, people = set_up(workdir / "data")
-        rng = random.Random(16)
+        rng = random.Random(16)  # noqa: S311 - test data, not secrets
         seconds = seed(instance, year, count, rng, 1)
         seconds += seed(instance, year - 1, count // 5, rng, count + 1)
-        print(f"seeded {count:,} reports in {year} and {count // 5:,} in {year - 1}: {seconds:.1f} s")
+        print(
+            f"seeded {count:,} reports in {year} and {count // 5:,} in {year - 1}: {seconds:.1f} s"
+        )
         period = statistics.Period(year)
         today = datetime.now(UTC).date()
         problems = check(instance, period, today)
-        print("figures checked against counting report by report:", "ok" if not problems else "WRONG")
+        print(
+            "figures checked against counting report by report:", "ok" if not problems else "WRONG"
+        )
         for problem in problems[:20]:
             print("  ", problem)
         failed |= bool(problems)

@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, request
+from sqlalchemy.orm import Session
 
 from case_server import tokens, wire
 from case_server.errors import ApiError
@@ -31,7 +32,6 @@ from dropbox import api_schema as schema
 from dropbox.api_schema import dump
 from dropbox.config import Config
 from dropbox.models import Officer
-from sqlalchemy.orm import Session
 
 PREFIX = "/api/v2"
 # How long a worker reuses the figures of a period, and for how many periods at most.
@@ -134,7 +134,7 @@ def register_statistics(app: Flask, config: Config) -> None:
 
     @bp.get("/statistics")
     def statistics_for() -> dict[str, Any]:
-        """A period's statistics for one of the caller's offices, or all of them (administrators)."""
+        """A period's statistics for one of the caller's offices, or all (administrators)."""
         today = datetime.now(UTC).date()
         period = _period(today.year)
         download = wire.flag("download")

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, Integer, case, cast, func, select
+from sqlalchemy import Date, Integer, case, cast, func, literal, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -94,9 +94,7 @@ class Period:
     @property
     def last_day(self) -> date:
         """The period's last day."""
-        return date(
-            self.year, self.last_month, calendar.monthrange(self.year, self.last_month)[1]
-        )
+        return date(self.year, self.last_month, calendar.monthrange(self.year, self.last_month)[1])
 
     def previous(self) -> Period:
         """The same months a year earlier."""
@@ -278,7 +276,9 @@ def _relations(figures: Figures) -> None:
         opened = [f"status:{s.value}:{office}" for s in OPEN_STATUSES]
         _add(figures, f"open:{office}", opened)
         _add(figures, f"total:{office}", (f"open:{office}", f"status:closed:{office}"))
-        _add(figures, f"status:closed:{office}", (f"outcome:{o}:{office}" for o in figures.outcomes))
+        _add(
+            figures, f"status:closed:{office}", (f"outcome:{o}:{office}" for o in figures.outcomes)
+        )
         # What a reader knows of feedback: a closed report was closed in time or late,
         # an open one is overdue or not yet due, and "late" is both kinds of late.
         closed_late, open_late = f"fb:closedlate:{office}", f"fb:openlate:{office}"
@@ -434,7 +434,7 @@ def _count_overdue(session: Session, figures: Figures) -> None:
         .group_by(Report.office_code)
     ).all()
     closed_rows = session.execute(
-        select(Report.office_code, func.count(), 0)
+        select(Report.office_code, func.count(), literal(0))
         .where(Report.status == Status.CLOSED, inbox.acknowledge_overdue(today))
         .group_by(Report.office_code)
     ).all()
@@ -446,7 +446,7 @@ def _count_overdue(session: Session, figures: Figures) -> None:
 
 def _count_the_rest(session: Session, figures: Figures) -> None:
     """The previous year's months, referrals and exports."""
-    period, today, v = figures.period, figures.today, figures.values
+    period, v = figures.period, figures.values
     offices = set(figures.offices)
     before = period.previous()
     for office, n in session.execute(

@@ -222,7 +222,11 @@ def suppress(
         if values[relation.total] != sum(values[p] for p in relation.parts):
             raise ValueError(f"{relation.total} is not the sum of its parts")
     states = {
-        key: Shown.INTERNAL if key in internal else Shown.FEWER if value < threshold else Shown.VALUE
+        key: Shown.INTERNAL
+        if key in internal
+        else Shown.FEWER
+        if value < threshold
+        else Shown.VALUE
         for key, value in values.items()
     }
     system = _System(values, relations, states, threshold, rank or {})

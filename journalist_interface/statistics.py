@@ -85,16 +85,16 @@ def _count(cell: StatisticsCell, threshold: int) -> str:
     if cell.value is not None:
         return str(cell.value)
     if cell.shown == "fewer":
-        return _("fewer than %(n)s", n=threshold)
-    return _("not shown")
+        return str(_("fewer than %(n)s", n=threshold))
+    return str(_("not shown"))
 
 
 def _share(part: StatisticsCell, whole: int | None) -> str:
     """A part as a percentage of a whole, if both are shown and the whole is not zero."""
     if part.value is None or whole is None:
-        return _("not shown")
+        return str(_("not shown"))
     if whole == 0:
-        return _("none due")
+        return str(_("none due"))
     return f"{round(100 * part.value / whole)}%"
 
 
@@ -107,14 +107,14 @@ def _sum(*cells: StatisticsCell) -> int | None:
 def _change(before: StatisticsCell, now: StatisticsCell) -> str:
     """The change from the year before, in words (never starting with a sign)."""
     if before.value is None or now.value is None:
-        return _("not shown")
+        return str(_("not shown"))
     difference = now.value - before.value
     percent = f" ({difference * 100 / before.value:+.0f}%)" if before.value else ""
     if difference > 0:
-        return _("%(n)s more", n=difference) + percent
+        return str(_("%(n)s more", n=difference)) + percent
     if difference < 0:
-        return _("%(n)s fewer", n=-difference) + percent
-    return _("no change")
+        return str(_("%(n)s fewer", n=-difference)) + percent
+    return str(_("no change"))
 
 
 def _column_label(code: str, names: dict[str, str]) -> str:
@@ -135,7 +135,9 @@ class _Layout:
     def rows(self, key: str) -> dict[str, list[StatisticsCell]]:
         return {row.key: row.cells for row in self.tables[key].rows}
 
-    def counts(self, key: str, label: str, cells: list[StatisticsCell], charted: bool = True) -> Line:
+    def counts(
+        self, key: str, label: str, cells: list[StatisticsCell], charted: bool = True
+    ) -> Line:
         threshold = self.answer.threshold
         return Line(
             label,
@@ -145,7 +147,9 @@ class _Layout:
         )
 
 
-def sections(answer: Statistics, labels: dict[str, dict[str, str]], office_names: dict[str, str]) -> list[Section]:
+def sections(
+    answer: Statistics, labels: dict[str, dict[str, str]], office_names: dict[str, str]
+) -> list[Section]:
     """The page's tables, as text, in order (the CSV writes the same)."""
     layout = _Layout(answer, labels)
     months = _month_names()
@@ -174,7 +178,9 @@ def sections(answer: Statistics, labels: dict[str, dict[str, str]], office_names
         layout.counts("status", labels["status"].get(s, s.capitalize()), status[s])
         for s in ("received", "acknowledged", "under assessment", "referred", "reopened")
     ]
-    status_lines.append(layout.counts("status", _("Still open (all of the above)"), status["open"], False))
+    status_lines.append(
+        layout.counts("status", _("Still open (all of the above)"), status["open"], False)
+    )
     status_lines.append(layout.counts("status", _("Closed"), status["closed"]))
     status_lines.append(layout.counts("status", _("Total received"), status["total"], False))
     out.append(
@@ -220,8 +226,12 @@ def sections(answer: Statistics, labels: dict[str, dict[str, str]], office_names
             columns("referrals"),
             [
                 layout.counts("referrals", _("Referred to another office"), referrals["sent"]),
-                layout.counts("referrals", _("Referred here by another office"), referrals["received"]),
-                layout.counts("referrals", _("Exported for an investigator"), referrals["exported"]),
+                layout.counts(
+                    "referrals", _("Referred here by another office"), referrals["received"]
+                ),
+                layout.counts(
+                    "referrals", _("Exported for an investigator"), referrals["exported"]
+                ),
             ],
         )
     )
@@ -346,7 +356,7 @@ def _period_words(answer: Statistics, months: list[str], year: int | None = None
     first, last = months[answer.from_month - 1], months[answer.to_month - 1]
     if answer.from_month == answer.to_month:
         return f"{first} {year}"
-    return _("%(first)s to %(last)s %(year)s", first=first, last=last, year=year)
+    return str(_("%(first)s to %(last)s %(year)s", first=first, last=last, year=year))
 
 
 def _labels() -> dict[str, dict[str, str]]:
@@ -368,7 +378,11 @@ def _query(download: bool = False) -> tuple[StatisticsQuery, list[str]]:
     raw_year = args.get("year", "").strip()
     year = this_year
     if raw_year:
-        if raw_year.isascii() and raw_year.isdigit() and FIRST_YEAR <= int(raw_year) <= this_year + 1:
+        if (
+            raw_year.isascii()
+            and raw_year.isdigit()
+            and FIRST_YEAR <= int(raw_year) <= this_year + 1
+        ):
             year = int(raw_year)
         else:
             problems.append(
@@ -377,7 +391,9 @@ def _query(download: bool = False) -> tuple[StatisticsQuery, list[str]]:
     months = []
     for name, default in (("from_month", 1), ("to_month", 12)):
         raw = args.get(name, "").strip()
-        months.append(int(raw) if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 12 else default)
+        months.append(
+            int(raw) if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 12 else default
+        )
     first, last = months
     if first > last:
         problems.append(_("The first month must not come after the last; the whole year is shown."))
@@ -427,7 +443,9 @@ def statistics_page() -> Any:
     ), status
 
 
-def _office_choices(answer: Statistics | None, names: dict[str, str], admin: bool) -> list[tuple[str, str]]:
+def _office_choices(
+    answer: Statistics | None, names: dict[str, str], admin: bool
+) -> list[tuple[str, str]]:
     if answer is None:
         return []
     choices = [(code, names.get(code, code)) for code in answer.offices]
@@ -477,7 +495,8 @@ def statistics_csv() -> Any:
     office = _office_label(answer, names)
     period = _period_words(answer, _month_names())
     body = csv_text(answer, sections(answer, _labels(), names), office, period)
-    name = f"statistics-{answer.office}-{answer.year}-{answer.from_month:02d}-{answer.to_month:02d}.csv"
+    months = f"{answer.from_month:02d}-{answer.to_month:02d}"
+    name = f"statistics-{answer.office}-{answer.year}-{months}.csv"
     sent = Response(body, mimetype="text/csv")
     sent.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return sent

@@ -55,9 +55,7 @@ def _feasible(domains: Domains, relations: Sequence[Relation]) -> bool:
         return False
     open_figures = [k for k, (low, high) in narrowed.items() if low < high]
     if not open_figures:
-        return all(
-            narrowed[r.total][0] == sum(narrowed[p][0] for p in r.parts) for r in relations
-        )
+        return all(narrowed[r.total][0] == sum(narrowed[p][0] for p in r.parts) for r in relations)
     key = min(open_figures, key=lambda k: narrowed[k][1] - narrowed[k][0])
     low, high = narrowed[key]
     for value in range(low, high + 1):

@@ -330,9 +330,8 @@ def test_referrals_made_before_0007_get_their_offices_from_the_audit_log(tmp_pat
                 ),
                 {"l": b"l" * 32, "k": b"k" * 32, "now": now, "day": now.date()},
             )
-            for number, (to, detail) in enumerate(
-                [("ECO", "OIO -> ECO"), ("OIO", "ECO -> OIO (copy kept of items up to no. 3)")],
-                start=1,
+            for number, detail in enumerate(
+                ["OIO -> ECO", "ECO -> OIO (copy kept of items up to no. 3)"], start=1
             ):
                 connection.execute(
                     text(

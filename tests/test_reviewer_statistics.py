@@ -1,4 +1,4 @@
-"""The reviewer app's statistics page: tables with charts, its CSV and its print, as officers see them.
+"""The reviewer app's statistics page: tables and charts, its CSV and its print, as officers see it.
 
 The page and the CSV come from the real case server in-process. Reports are
 written as rows (statistics read metadata only). What a reader can work out
@@ -108,7 +108,7 @@ def test_the_page_shows_tables_charts_and_small_counts_as_fewer_than_three(
 def test_the_csv_holds_exactly_what_the_page_shows_and_its_download_is_recorded(
     reviewer: Flask, world: World
 ) -> None:
-    _insert(world.instance, _random_rows(random.Random(11), 40, YEAR))
+    _insert(world.instance, _random_rows(random.Random(11), 40, YEAR))  # noqa: S311 - test data, not secrets
     client = _client(reviewer, world, "admin")
     query = f"office=all&year={YEAR}&from_month=1&to_month=12"
     page = client.get(f"/statistics?{query}").get_data(as_text=True)
@@ -133,12 +133,15 @@ def test_no_hidden_count_can_be_worked_out_from_the_csv_files(
     reviewer: Flask, world: World, seed: int
 ) -> None:
     """The CSVs an administrator can download, read back as a reader would, hide what they hide."""
-    _insert(world.instance, _random_rows(random.Random(100 + seed), 45, YEAR))
+    _insert(world.instance, _random_rows(random.Random(100 + seed), 45, YEAR))  # noqa: S311 - test data, not secrets
     client = _client(reviewer, world, "admin")
     seen: dict[str, tuple[int | None, Shown]] = {}
     categories: list[str] = []
     labels = {c.label: c.code for c in world.instance.config.categories}
-    statuses = {s.capitalize(): s for s in ("received", "acknowledged", "under assessment", "referred", "reopened")}
+    statuses = {
+        s.capitalize(): s
+        for s in ("received", "acknowledged", "under assessment", "referred", "reopened")
+    }
     for office in (*OFFICES, ALL):
         text = client.get(f"/statistics.csv?office={office}&year={YEAR}").get_data(as_text=True)
         for table in _csv_tables(text):

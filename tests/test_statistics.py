@@ -349,7 +349,11 @@ def reader_relations(categories: list[str]) -> list[Relation]:
         "previous",
         *(f"status:{s}" for s in OPEN),
         *(f"outcome:{o}" for o in OUTCOMES),
-        *(f"{w}:{p}" for w in ("acknowledgement", "feedback") for p in ("within", "late", "pending")),
+        *(
+            f"{w}:{p}"
+            for w in ("acknowledgement", "feedback")
+            for p in ("within", "late", "pending")
+        ),
         *(f"referrals:{r}" for r in ("sent", "received", "exported")),
         *(f"overdue:{r}" for r in ("acknowledge", "feedback")),
     ]
@@ -406,7 +410,7 @@ def test_no_hidden_count_can_be_worked_out_from_every_page_an_administrator_sees
     case_world: CaseWorld, seed: int
 ) -> None:
     year = datetime.now(UTC).year - 1
-    _insert(case_world.instance, _random_rows(random.Random(seed), 45, year))
+    _insert(case_world.instance, _random_rows(random.Random(seed), 45, year))  # noqa: S311 - test data, not secrets
     admin = case_world.client("admin")
     answers = [
         admin.statistics(StatisticsQuery(office=office, year=year)) for office in (*OFFICES, "all")
@@ -425,7 +429,7 @@ def test_showing_only_the_small_counts_hidden_would_let_them_be_worked_out(
 ) -> None:
     """The reader finds something when only counts below the threshold are hidden."""
     year = 2024
-    _insert(instance, _random_rows(random.Random(7), 45, year))
+    _insert(instance, _random_rows(random.Random(7), 45, year))  # noqa: S311 - test data, not secrets
     figures = _compute(instance, statistics.Period(year), date(year + 1, 6, 1))
     figures.states = {
         k: Shown.INTERNAL if k in figures.internal else Shown.FEWER if v < 3 else Shown.VALUE

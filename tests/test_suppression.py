@@ -32,7 +32,9 @@ def _table(values: list[list[int]]) -> tuple[dict[str, int], list[Relation]]:
     return figures, relations
 
 
-def _exposed(figures: dict[str, int], relations: list[Relation], states: dict[str, Shown], k: int) -> dict[str, int]:
+def _exposed(
+    figures: dict[str, int], relations: list[Relation], states: dict[str, Shown], k: int
+) -> dict[str, int]:
     shown = {key: value if states[key] is Shown.VALUE else None for key, value in figures.items()}
     return recovered(shown, states, relations, k, max(figures.values()) + k)
 
@@ -85,7 +87,7 @@ def test_a_small_total_hides_its_parts_and_something_above_it() -> None:
 
 @pytest.mark.parametrize("threshold", [2, 3, 5])
 def test_random_tables_with_all_their_totals_leave_every_hidden_figure_open(threshold: int) -> None:
-    rng = random.Random(threshold)
+    rng = random.Random(threshold)  # noqa: S311 - test data, not secrets
     for _ in range(150):
         rows, columns = rng.randint(1, 5), rng.randint(1, 4)
         values = [
@@ -94,9 +96,7 @@ def test_random_tables_with_all_their_totals_leave_every_hidden_figure_open(thre
         ]
         figures, relations = _table(values)
         states = suppress(figures, relations, threshold)
-        assert all(
-            states[k] is Shown.FEWER for k, v in figures.items() if v < threshold
-        ), values
+        assert all(states[k] is Shown.FEWER for k, v in figures.items() if v < threshold), values
         found = _exposed(figures, relations, states, threshold)
         assert all(_beyond_any_marking(key, figures, relations, states) for key in found), values
 
@@ -116,7 +116,7 @@ def _beyond_any_marking(
 
 
 def test_at_a_threshold_of_two_one_and_one_making_two_cannot_be_hidden() -> None:
-    """"Fewer than 2" is 0 or 1, a hidden total is at least 2: only 1 + 1 = 2 fits. Any mark
+    """ "Fewer than 2" is 0 or 1, a hidden total is at least 2: only 1 + 1 = 2 fits. Any mark
     that set this case apart would tell it too, so docs/security.md says so, and 3 (the
     default) has no such case: its random tables above leave every hidden figure open."""
     figures = {"a": 1, "b": 1, "sub": 2, "c": 9, "total": 11}
@@ -140,7 +140,6 @@ def test_internal_figures_constrain_the_reader_but_need_no_protection() -> None:
 
 
 def test_the_reader_counts_every_possibility() -> None:
-    figures = {"a": 5, "b": 1, "c": 1, "total": 7}
     relations = [Relation("total", ("a", "b", "c"))]
     states = {"a": Shown.VALUE, "b": Shown.FEWER, "c": Shown.FEWER, "total": Shown.VALUE}
     shown = {"a": 5, "b": None, "c": None, "total": 7}
