@@ -23,6 +23,7 @@ from case_server.errors import register_error_handlers
 from case_server.openapi import register_openapi
 from case_server.reports import register_reports
 from case_server.signin import register_signin
+from case_server.statistics import register_statistics
 from dropbox.config import Config
 from dropbox.instance import Instance
 from dropbox.web import register_robots_and_icon, register_security_headers, register_transport
@@ -56,6 +57,7 @@ def create_app(config: Config, instance: Instance | None = None) -> Flask:
     register_reports(app, config)
     register_signin(app, config)
     register_admin(app, config)
+    register_statistics(app, config)
     register_openapi(app, config)
     register_error_handlers(app)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)

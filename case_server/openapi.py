@@ -30,7 +30,7 @@ from flask import Flask
 from case_server import wire
 from case_server.admin import MAX_ROW_ID
 from dropbox import api_schema as schema
-from dropbox import cases, inbox
+from dropbox import cases, inbox, statistics
 from dropbox.api_schema import Doc, Known
 from dropbox.config import Config
 from dropbox.models import ItemKind, Outcome, Status
@@ -194,6 +194,10 @@ OPERATIONS: dict[str, Operation] = {
     "admin.notification_failures": Operation(schema.NotificationFailures, refusals=(403,)),
     "admin.audit_log": Operation(schema.AuditPage, query=schema.AuditQuery, refusals=(400, 403)),
     "admin.audit_verify": Operation(schema.AuditCheck, refusals=(403,)),
+    # --- statistics (case_server/statistics.py)
+    "statistics.statistics_for": Operation(
+        schema.Statistics, query=schema.StatisticsQuery, refusals=(400, 403)
+    ),
 }
 
 
@@ -209,6 +213,7 @@ def known_rules(config: Config) -> dict[str, dict[str, Any]]:
         "event actions": {"enum": sorted(cases.EVENT_ACTIONS)},
         "event detail": {"maxLength": cases.MAX_EVENT_DETAIL},
         "sorts": {"enum": list(inbox.SORTS)},
+        "statistics_offices": {"enum": [*(o.code for o in config.offices), statistics.ALL]},
     }
 
 

@@ -643,6 +643,75 @@ class AuditCheck:
     problems: list[str]
 
 
+# --- statistics ------------------------------------------------------------------------------
+
+StatisticsOffice = Annotated[str, Known("statistics_offices")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatisticsQuery:
+    """Which office and which months (a query string); `download` records a download."""
+
+    office: Annotated[
+        StatisticsOffice,
+        Doc("An office code, or 'all' (administrators); left out: the caller's first office"),
+    ] = ""
+    year: Annotated[int, Doc("Left out: this year")] = 0
+    from_month: Annotated[int, Doc("The first month of the period", minimum=1, maximum=12)] = 1
+    to_month: Annotated[int, Doc("The last month of the period", minimum=1, maximum=12)] = 12
+    download: Annotated[
+        bool, Doc("The figures are for a download: recorded as statistics.download")
+    ] = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatisticsCell:
+    """One figure: its value, or none when hidden to protect a small count."""
+
+    value: int | None
+    shown: Annotated[
+        Literal["value", "fewer", "withheld"],
+        Doc(
+            "value: shown; fewer: below the threshold; withheld: not small, hidden so that"
+            " a small count cannot be worked out from the others"
+        ),
+    ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatisticsRow:
+    """A row of a table: what it counts, and one cell a column."""
+
+    key: str
+    cells: list[StatisticsCell]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatisticsTable:
+    """A table of figures: its columns (office codes, and 'all' for every office) and rows."""
+
+    key: str
+    columns: list[str]
+    rows: list[StatisticsRow]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Statistics:
+    """A period's statistics for an office, or every office: counts from metadata only."""
+
+    office: StatisticsOffice
+    year: int
+    from_month: int
+    to_month: int
+    today: Annotated[date, Doc("The day what is overdue was counted")]
+    counted_at: Annotated[
+        datetime, Doc("When the figures were counted (a worker reuses them for a minute)")
+    ]
+    threshold: Annotated[int, Doc("Counts below this are hidden")]
+    offices: Annotated[list[OfficeCode], Doc("The offices the caller may see statistics of")]
+    tables: list[StatisticsTable]
+
+
 # --- reading the type hints ------------------------------------------------------------------
 
 

@@ -641,6 +641,8 @@ def refer(
             to_status=Status.REFERRED,
             officer_id=officer.id,
             at=now,
+            from_office=from_office,
+            to_office=to_office,
         )
     )
     report.office_code = to_office

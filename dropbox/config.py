@@ -21,6 +21,7 @@ from typing import Any
 
 from crypto.codenames import LANGUAGES
 from crypto.kdf import PRODUCTION_COST, KdfCost
+from dropbox.suppression import MIN_THRESHOLD as MIN_SUPPRESS_BELOW
 
 
 class ConfigError(Exception):
@@ -175,6 +176,14 @@ class RetentionSettings:
     closed_report_days: int = 730
 
 
+@dataclass(frozen=True)
+class StatisticsSettings:
+    """The statistics page: how small a count must be to be hidden."""
+
+    # A count below this is shown as "fewer than N"; at least 2 (dropbox/suppression.py).
+    suppress_below: int = 3
+
+
 # How the case server's `dropbox notify` reaches the mail server (RFC 8314: implicit TLS on
 # 465, STARTTLS on 587); "none" is plain SMTP, allowed only to a loopback relay.
 MAIL_SECURITY = ("starttls", "tls", "none")
@@ -234,6 +243,7 @@ class Config:
     crypto: CryptoSettings = field(default_factory=CryptoSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     mail: MailSettings = field(default_factory=MailSettings)
+    statistics: StatisticsSettings = field(default_factory=StatisticsSettings)
     offices: tuple[Office, ...] = field(default_factory=lambda: DEFAULT_OFFICES)
     categories: tuple[Category, ...] = field(default_factory=lambda: DEFAULT_CATEGORIES)
 
@@ -428,6 +438,11 @@ def _check(config: Config) -> None:
         config.retention.closed_report_days >= 1,
         "retention.closed_report_days",
         "must be at least 1",
+    )
+    _require(
+        config.statistics.suppress_below >= MIN_SUPPRESS_BELOW,
+        "statistics.suppress_below",
+        f"must be at least {MIN_SUPPRESS_BELOW}: a lower value would hide no count at all",
     )
 
     _check_mail(config.mail)

@@ -107,11 +107,18 @@ class Page:
     pages: int
 
 
+def acknowledge_overdue(today: date) -> ColumnElement[bool]:
+    """A report not yet acknowledged whose acknowledgement was due before today."""
+    return and_(Report.acknowledged_at.is_(None), Report.acknowledge_due < today)
+
+
+def feedback_overdue(today: date) -> ColumnElement[bool]:
+    """A report not closed whose feedback was due before today."""
+    return and_(Report.status != Status.CLOSED, Report.feedback_due < today)
+
+
 def _overdue(today: date) -> ColumnElement[bool]:
-    return or_(
-        and_(Report.acknowledged_at.is_(None), Report.acknowledge_due < today),
-        and_(Report.status != Status.CLOSED, Report.feedback_due < today),
-    )
+    return or_(acknowledge_overdue(today), feedback_overdue(today))
 
 
 def _overdue_parts(today: date) -> list[ColumnElement[bool]]:
@@ -127,11 +134,7 @@ def _overdue_parts(today: date) -> list[ColumnElement[bool]]:
     return [
         and_(Report.status < closed, _overdue(today)),
         and_(Report.status > closed, _overdue(today)),
-        and_(
-            Report.status == closed,
-            Report.acknowledged_at.is_(None),
-            Report.acknowledge_due < today,
-        ),
+        and_(Report.status == closed, acknowledge_overdue(today)),
     ]
 
 

@@ -189,6 +189,20 @@ class Report(Base):
         _sort_index("acknowledge_due", "acknowledge_due"),
         _sort_index("feedback_due", "feedback_due"),
         Index("ix_reports_office_status_received", "office_code", "status", "received_at", "id"),
+        # Statistics (dropbox/statistics.py) read a period's reports in this
+        # index alone: every column they group or count by.
+        Index(
+            "ix_reports_received_statistics",
+            "received_at",
+            "office_code",
+            "category",
+            "status",
+            "outcome",
+            "acknowledged_at",
+            "acknowledge_due",
+            "closed_at",
+            "feedback_due",
+        ),
         Index(
             "ix_reports_office_filters",
             "office_code",
@@ -288,6 +302,16 @@ class StatusChange(Base):
     outcome: Mapped[str | None] = mapped_column(String(32))
     officer_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
     at: Mapped[datetime] = mapped_column(DateTime)
+    # For a referral: the office that referred the report and the one it went to
+    # (None for other changes, and for referrals made before migration 0007 that
+    # the audit log did not name).
+    from_office: Mapped[str | None] = mapped_column(String(32))
+    to_office: Mapped[str | None] = mapped_column(String(32))
+
+    __table_args__ = (
+        # Statistics count a period's referrals from here, without reading other changes.
+        Index("ix_status_changes_referrals", "to_status", "report_id", "from_office", "to_office"),
+    )
 
 
 class AuditEvent(Base):
@@ -304,6 +328,11 @@ class AuditEvent(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
     prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+    __table_args__ = (
+        # Statistics count the reports exported to an investigator (`report.export`).
+        Index("ix_audit_events_action_report", "action", "report_id"),
+    )
 
 
 class AuditHead(Base):

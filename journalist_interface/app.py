@@ -130,11 +130,13 @@ def _register_blueprints(app: Flask) -> None:
     from journalist_interface.admin import register_admin
     from journalist_interface.reports import register_reports
     from journalist_interface.signin import register_signin
+    from journalist_interface.statistics import register_statistics
 
     register_signin(app)
     register_reports(app)
     register_account(app)
     register_admin(app)
+    register_statistics(app)
 
 
 # --- where requests may come from ----------------------------------------------------

@@ -415,3 +415,9 @@ class CaseServerClient:
 
     def verify_audit(self) -> AuditCheck:
         return self._read(AuditCheck, "POST", "/audit/verify")
+
+    # -- statistics
+
+    def statistics(self, query: schema.StatisticsQuery) -> schema.Statistics:
+        """A period's statistics (small counts already hidden by the server); audited there."""
+        return self._read(schema.Statistics, "GET", "/statistics", params=_params(query))

@@ -12,7 +12,7 @@ at the end. Its URL is exported as ``DROPBOX_TEST_POSTGRES_URL``.
 (tests/browser always stays on SQLite) carries the marker if and only if it
 imports, anywhere in the file, sqlalchemy, alembic or one of the database
 layer's modules (dropbox.access, audit, cases, database, inbox, models,
-notify, sessions, and dropbox.admin's bundles, fsck and operations), or one of
+notify, sessions, statistics, and dropbox.admin's bundles, fsck and operations), or one of
 this file's names that depend on the engine (DATABASE, new_database_url,
 database_files, PostgresServer). Crypto, word lists, translations, formats and
 config parsing stay SQLite-only, and so do the few modules that import the

@@ -128,6 +128,11 @@ PAGES: list[tuple[str, str, dict[str, str], list[object]]] = [
     ),
     ("GET", "/admin/audit", {}, ADMIN),
     ("GET", "/admin/notifications", {}, ADMIN),
+    # Statistics: any officer, of their own offices; all of them for administrators only.
+    ("GET", "/statistics", {}, SIGNED_IN),
+    ("GET", "/statistics?office=all", {}, ["login", 400, 400, "ok", "login", "login"]),
+    ("GET", "/statistics?office=OIO", {}, ["login", "ok", 400, "ok", "login", "login"]),
+    ("GET", "/statistics.csv", {}, SIGNED_IN),
     ("GET", "/login", {}, PUBLIC),
     (
         "POST",
@@ -313,6 +318,9 @@ REFUSED_CONTENT = [401, 400, 400, 401]  # any active officer reaches it; the con
 ADMIN_ONLY = [401, 403, 200, 401]
 ANYONE_200 = [200] * 4  # needs no token: the same answer with any
 
+ONLY_ADMINISTRATORS = "only administrators may do this"
+FORBIDDEN = {"/api/v2/statistics": "you may see the statistics of your own offices only"}
+
 FAKE_KEY = b64(bytes(32))
 FAKE_WRAP = b64(bytes(officers.WRAPPED_KEY_BYTES))
 
@@ -423,6 +431,9 @@ API: list[tuple[str, str, str, dict[str, Any] | None, list[int]]] = [
     ),
     ("GET", "/api/v2/notifications/failures", "/notifications/failures", None, ADMIN_ONLY),
     ("GET", "/api/v2/audit", "/audit", None, ADMIN_ONLY),
+    ("GET", "/api/v2/statistics", "/statistics", None, OWN),
+    ("GET", "/api/v2/statistics", "/statistics?office=all", None, ADMIN_ONLY),
+    ("GET", "/api/v2/statistics", "/statistics?office=OIO", None, ADMIN_ONLY),
     ("POST", "/api/v2/audit/verify", "/audit/verify", None, ADMIN_ONLY),
     ("POST", "/api/v2/signout", "/signout", None, [401, 204, 204, 401]),
 ]
@@ -467,7 +478,7 @@ def test_case_server_access_matrix(case_world: CaseWorld, role: str) -> None:
             if response.status_code == 401 and route != "/api/v2/signin":
                 assert response.headers["WWW-Authenticate"].startswith("Bearer")
             if response.status_code == 403:
-                assert response.json() == {"error": "only administrators may do this"}
+                assert response.json() == {"error": FORBIDDEN.get(route, ONLY_ADMINISTRATORS)}
     if role in ("no token", "deactivated"):
         # Refused without a token that works: no officer's action was recorded (the
         # failed sign-in with a wrong auth key is the only event, as for anyone).

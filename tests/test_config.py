@@ -29,6 +29,7 @@ from dropbox.config import (
     RetentionSettings,
     ReviewerSettings,
     SourceSettings,
+    StatisticsSettings,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +42,7 @@ SECTIONS: dict[str, type] = {
     "crypto": CryptoSettings,
     "retention": RetentionSettings,
     "mail": MailSettings,
+    "statistics": StatisticsSettings,
 }
 
 
@@ -361,6 +363,12 @@ ERRORS = [
         "retention.closed_report_days",
         "at least",
         id="no-retention",
+    ),
+    pytest.param(
+        "[statistics]\nsuppress_below = 1\n",
+        "statistics.suppress_below",
+        "at least 2",
+        id="suppression-threshold-below-two",
     ),
     pytest.param(
         _category(office="HR"), "categories[0].office", "unknown office", id="unknown-office"

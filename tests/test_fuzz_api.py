@@ -61,7 +61,10 @@ API = "/api/v2"
 API_EXAMPLES = 20  # per route
 SCHEMA_EXAMPLES = 12  # per operation and generation mode
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-FILTER_NAMES = ["status", "category", "mine", "overdue", "urgent", "sort", "page", "office"]
+FILTER_NAMES = [
+    *("status", "category", "mine", "overdue", "urgent", "sort", "page", "office"),
+    *("year", "from_month", "to_month", "download"),
+]
 BODY_NAMES = [
     "username",
     "auth_key",
@@ -94,7 +97,7 @@ FILE_A = [("proof.pdf", b"%PDF-1.4 evidence")]
 FILE_B = [("ledger.csv", b"a,b\n1,2\n")]
 DELETE = f"{API}/reports/<report_id>/delete"
 # Administration needs an administrator's token to get past the first check.
-ADMIN_PREFIXES = (f"{API}/officers", f"{API}/audit")
+ADMIN_PREFIXES = (f"{API}/officers", f"{API}/audit", f"{API}/statistics")
 
 
 @dataclass
@@ -177,7 +180,9 @@ def path_segment(target: Target, rule: str, name: str) -> st.SearchStrategy[str]
 def query_string() -> st.SearchStrategy[str]:
     name = st.one_of(st.sampled_from(FILTER_NAMES), hostile_text.filter(lambda t: len(t) < 100))
     value = st.one_of(
-        st.sampled_from(["received", "closed", "fraud", "retaliation", "1", "true", "x", "ECO"]),
+        st.sampled_from(
+            ["received", "closed", "fraud", "retaliation", "1", "true", "x", "ECO", "all", "2025"]
+        ),
         hostile_text.filter(lambda t: len(t) < 10_000),
     )
     encoded = st.lists(st.tuples(name, value), max_size=6).map(

@@ -301,3 +301,59 @@ def test_an_instance_made_before_the_totp_key_gets_one_when_opened(instance: Ins
         assert again.secrets.totp_key == key
     finally:
         again.close()
+
+
+def test_referrals_made_before_0007_get_their_offices_from_the_audit_log(tmp_path: Path) -> None:
+    """0006 -> 0007: each referral row is named after its `report.refer` event, in order."""
+    from datetime import datetime
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    now = datetime(2026, 3, 4, 5, 6, 7)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "0006")
+        with engine.begin() as connection:
+            for code in ("OIO", "ECO"):
+                connection.execute(
+                    text(
+                        "INSERT INTO offices (code, name, public_key, created_at)"
+                        " VALUES (:code, :code, :pk, :now)"
+                    ),
+                    {"code": code, "pk": code.encode() * 11, "now": now},
+                )
+            connection.execute(
+                text(
+                    "INSERT INTO reports (id, lookup_id, source_public_key, designation,"
+                    " office_code, category, status, urgent, received_at, acknowledge_due,"
+                    " feedback_due, last_activity_at, next_seq) VALUES ('r1', :l, :k,"
+                    " 'amber lamp', 'ECO', 'fraud', 'referred', 0, :now, :day, :day, :now, 1)"
+                ),
+                {"l": b"l" * 32, "k": b"k" * 32, "now": now, "day": now.date()},
+            )
+            for number, detail in enumerate(
+                ["OIO -> ECO", "ECO -> OIO (copy kept of items up to no. 3)"], start=1
+            ):
+                connection.execute(
+                    text(
+                        "INSERT INTO status_changes (id, report_id, from_status, to_status, at)"
+                        " VALUES (:n, 'r1', 'received', 'referred', :now)"
+                    ),
+                    {"n": number, "now": now},
+                )
+                connection.execute(
+                    text(
+                        "INSERT INTO audit_events (id, at, actor, action, report_id, detail,"
+                        " prev_hash, hash) VALUES (:n, :now, 'x', 'report.refer', 'r1', :d, :h,"
+                        " :h)"
+                    ),
+                    {"n": number, "now": now, "d": detail, "h": bytes(32)},
+                )
+        assert upgrade_schema(engine) == head_revision()
+        assert schema_differences(engine) == []
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT from_office, to_office FROM status_changes ORDER BY id")
+            ).all()
+        assert [tuple(r) for r in rows] == [("OIO", "ECO"), ("ECO", "OIO")]
+    finally:
+        engine.dispose()

@@ -349,6 +349,16 @@ def journey(world: CaseWorld, record: list[Exchange]) -> None:
     assert bad_address.value.status == 400
     assert admin.notification_failures().failures == []
 
+    # Statistics: an officer's own office, a refusal, and every office for an administrator.
+    year = datetime.now(UTC).year
+    own = eco.statistics(schema.StatisticsQuery(year=year, from_month=1, to_month=12))
+    assert own.office == "ECO" and own.offices == ["ECO"]
+    with pytest.raises(ApiError) as not_theirs:
+        eco.statistics(schema.StatisticsQuery(office="all", year=year))
+    assert not_theirs.value.status == 403
+    everything = admin.statistics(schema.StatisticsQuery(office="all", year=year, download=True))
+    assert everything.tables[1].columns == ["OIO", "ECO", "all"]
+
 
 def test_every_answer_of_a_journey_through_the_api_matches_the_document(world: CaseWorld) -> None:
     record: list[Exchange] = []

@@ -35,6 +35,7 @@ ENGINE_MODULES = (
     "dropbox.models",
     "dropbox.notify",
     "dropbox.sessions",
+    "dropbox.statistics",
 )
 # Names of tests/conftest.py whose value or behaviour depends on the engine under test.
 ENGINE_NAMES = ("DATABASE", "new_database_url", "database_files", "PostgresServer")

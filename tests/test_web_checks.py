@@ -156,6 +156,8 @@ REVIEWER_ROUTES = {
     "/admin/grants": "/admin/grants",
     "/admin/audit": "/admin/audit",
     "/admin/notifications": "/admin/notifications",
+    "/statistics": "/statistics",
+    "/statistics.csv": "/statistics.csv",
 }
 API = "/api/v2"
 OFFICER = "<int(max=2147483647):officer_id>"
@@ -192,6 +194,7 @@ CASE_ROUTES = {
     f"{API}/officers/{OFFICER}/invite": f"{API}/officers/{{officer}}/invite",
     f"{API}/audit": f"{API}/audit",
     f"{API}/audit/verify": f"{API}/audit/verify",
+    f"{API}/statistics": f"{API}/statistics",
 }
 # What the case server answers without a token: its document, signing in and enrolling.
 CASE_PUBLIC = {

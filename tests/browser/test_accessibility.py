@@ -100,6 +100,9 @@ def test_main_reviewer_pages_pass_axe(
     page.get_by_role("link", name="Account").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Your account")
     check("account")
+    page.get_by_role("link", name="Statistics").click()
+    expect(page.locator("svg.chart-svg").first).to_be_visible()
+    check("statistics")
     context.close()
     log.finish()
 

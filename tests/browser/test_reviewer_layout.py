@@ -6,10 +6,11 @@ real source interface. The OIO intake officer meets the sign-in page (and
 its error), the inbox (and a filter that matches nothing), the report
 (unread, after a reply, with the closing fields open, with the identity
 revealed), the export for an investigator (and a key refused), the delete
-confirmation, the account page and the 404 page, and
-signs out. An administrator, made with `dropbox officer add --admin` as an
-operator would, opens the officers page, creates an account (its enrolment
-code shown once) and reads the audit log. The new officer enrols with that
+confirmation, the account page, the office's statistics and the 404 page,
+and signs out. An administrator, made with `dropbox officer add --admin` as
+an operator would, opens the officers page, creates an account (its
+enrolment code shown once), reads the audit log and the statistics of all
+offices. The new officer enrols with that
 code (the enrolment page and its error, the authenticator set-up and its
 error), signs in to an empty inbox and an account with no office yet.
 
@@ -77,11 +78,13 @@ REVIEWER_PAGES = (
     "export-error",
     "confirm-delete",
     "account",
+    "statistics",
     "not-found",
     "signed-out",
     "officers",
     "officers-invited",
     "audit",
+    "statistics-all",
     "enrol",
     "enrol-error",
     "totp-setup",
@@ -280,6 +283,10 @@ def walk_reviewer_pages(
     page.get_by_role("link", name="Account").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Your account")
     at(page, "account")
+    page.get_by_role("link", name="Statistics").click()
+    expect(page.get_by_role("heading", name="Reports received, by category")).to_be_visible()
+    expect(page.locator("svg.chart-svg").first).to_be_visible()
+    at(page, "statistics")
     response = page.goto(servers.reviewer_url + "/no-such-page")
     assert response is not None and response.status == 404
     at(page, "not-found")
@@ -308,6 +315,11 @@ def walk_reviewer_pages(
     expect(page.get_by_role("heading", level=1)).to_have_text("Audit log")
     expect(page.get_by_text("The audit log is intact.")).to_be_visible()
     at(page, "audit")
+    page.get_by_role("link", name="Statistics").click()
+    page.get_by_label("Office", exact=True).select_option(label="All offices")
+    page.get_by_role("button", name="Show").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("All offices")
+    at(page, "statistics-all")
     context.close()
 
     # --- the new officer enrols with that code ------------------------------------------------

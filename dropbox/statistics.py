@@ -1,0 +1,559 @@
+"""Statistics of a period, from metadata only: what an office publishes in its annual report.
+
+Nothing here reads an item, a key block or a blob: every figure is a count
+of report rows (category, status, outcome, office, dates), of referral rows
+in `status_changes`, and of `report.export` events in the audit log. The
+case server could not decrypt anything anyway.
+
+**Whose reports.** The reports of a period are those received in its
+months (`Period`). An office's column counts the ones it handles now: the
+reports its officers can see. A referral counts for the office that made it
+("sent to another office") and the one that received it ("received from
+another office"). The column of all offices (`ALL`) is the sum of the
+offices' columns.
+
+**Deadlines** are the inbox's (`dropbox.inbox.acknowledge_overdue`,
+`feedback_overdue`) and the dates stored with each report: acknowledged
+within 7 days means acknowledged on or before `acknowledge_due`; feedback
+within 3 months means closed on or before `feedback_due`, since the inbox
+counts a report's feedback as given when it is closed. A report whose date
+is still ahead and that has not met it is "not yet due".
+
+**Small counts.** Every figure of every office and of all offices is
+computed first, with the sums a reader can see between them (`relations`),
+and `dropbox.suppression.suppress` decides, for all of them at once, which
+are shown. A view of one office is a part of that one set of figures, so
+two views can never be put together to work out what either hides. Times
+(median and 90th percentile of days) are shown only for groups of at least
+the threshold.
+
+The queries group a period's rows in the database (one pass each through
+`ix_reports_received_statistics`, which holds every column they read), so
+that a year of 100,000 reports takes a few tens of milliseconds
+(bench/stats.py).
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Date, Integer, case, cast, func, literal, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from dropbox import audit, inbox
+from dropbox.models import AuditEvent, Outcome, Report, Status, StatusChange
+from dropbox.suppression import Relation, Shown, suppress
+
+ALL = "all"  # the column of every office together
+# Statuses of a report that is still open, in lifecycle order.
+OPEN_STATUSES = (
+    Status.RECEIVED,
+    Status.ACKNOWLEDGED,
+    Status.UNDER_ASSESSMENT,
+    Status.REFERRED,
+    Status.REOPENED,
+)
+# A closed report without an outcome (none should exist) is counted in a row of this name.
+UNRECORDED = "unrecorded"
+PERCENTILES = (("median", 50), ("p90", 90))
+# The earliest year a period may be asked for (before any instance existed).
+FIRST_YEAR = 2000
+
+
+@dataclass(frozen=True)
+class Period:
+    """Some months of a year (all of it by default), by the day a report was received."""
+
+    year: int
+    first_month: int = 1
+    last_month: int = 12
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.first_month <= self.last_month <= 12:
+            raise ValueError("the months must run from 1 to 12, the first not after the last")
+
+    @property
+    def start(self) -> datetime:
+        """The first moment of the period."""
+        return datetime(self.year, self.first_month, 1)
+
+    @property
+    def end(self) -> datetime:
+        """The first moment after the period."""
+        if self.last_month == 12:
+            return datetime(self.year + 1, 1, 1)
+        return datetime(self.year, self.last_month + 1, 1)
+
+    @property
+    def last_day(self) -> date:
+        """The period's last day."""
+        return date(self.year, self.last_month, calendar.monthrange(self.year, self.last_month)[1])
+
+    def previous(self) -> Period:
+        """The same months a year earlier."""
+        return Period(self.year - 1, self.first_month, self.last_month)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One figure as a view shows it: its value, or None when hidden."""
+
+    value: int | None
+    shown: Shown
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row of a table: its key (a category, a status...) and one cell a column."""
+
+    key: str
+    cells: tuple[Cell, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of a view: which columns (office codes, `ALL`) and its rows."""
+
+    key: str
+    columns: tuple[str, ...]
+    rows: tuple[Row, ...]
+
+
+@dataclass(frozen=True)
+class View:
+    """What one statistics page shows: one office's column, or every office's and all of them."""
+
+    office: str
+    period: Period
+    today: date
+    threshold: int
+    tables: tuple[Table, ...]
+
+
+@dataclass
+class Figures:
+    """Every figure of a period for every office, and how each is shown."""
+
+    period: Period
+    today: date
+    threshold: int
+    offices: tuple[str, ...]
+    categories: tuple[str, ...]
+    outcomes: tuple[str, ...] = tuple(o.value for o in Outcome)
+    values: dict[str, int] = field(default_factory=dict)
+    relations: list[Relation] = field(default_factory=list)
+    internal: set[str] = field(default_factory=set)
+    states: dict[str, Shown] = field(default_factory=dict)
+    # (what, column) -> {days: how many reports}; what is "acknowledge" or "close".
+    days: dict[tuple[str, str], Counter[int]] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every office, then all of them."""
+        return (*self.offices, ALL)
+
+    def cell(self, key: str) -> Cell:
+        """The figure as shown: hidden ones carry no value."""
+        shown = self.states[key]
+        return Cell(self.values[key] if shown is Shown.VALUE else None, shown)
+
+    def duration(self, what: str, column: str, percent: int) -> Cell:
+        """A percentile of days, shown only for a group of at least the threshold."""
+        counts = self.days.get((what, column), Counter())
+        n = sum(counts.values())
+        if n < self.threshold:
+            return Cell(None, Shown.FEWER)
+        rank = max(1, math.ceil(percent / 100 * n))  # nearest rank
+        seen = 0
+        for days in sorted(counts):
+            seen += counts[days]
+            if seen >= rank:
+                return Cell(days, Shown.VALUE)
+        raise AssertionError("unreachable: the ranks add up to n")  # pragma: no cover
+
+
+# --- the figures and the sums a reader can see between them ---------------------------------
+
+
+def _add(figures: Figures, total: str, parts: Iterable[str]) -> None:
+    """Record that `total` is the sum of `parts` (a total not counted is that sum)."""
+    parts = tuple(parts)
+    for part in parts:
+        figures.values.setdefault(part, 0)
+    figures.values.setdefault(total, sum(figures.values[p] for p in parts))
+    figures.relations.append(Relation(total, parts))
+
+
+def _across(figures: Figures, family: str) -> None:
+    """The `ALL` figure of a family is the sum of the offices' figures."""
+    for office in figures.offices:
+        figures.values.setdefault(f"{family}:{office}", 0)
+    figures.values[f"{family}:{ALL}"] = sum(
+        figures.values[f"{family}:{office}"] for office in figures.offices
+    )
+    _add(figures, f"{family}:{ALL}", (f"{family}:{office}" for office in figures.offices))
+
+
+def table_keys(figures: Figures) -> dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]]:
+    """Each table: its columns, and its rows as (row key, figure family); `{}` is the column."""
+    offices = figures.offices
+    return {
+        "received": (
+            offices,
+            (
+                *((c, f"received:{c}:{{}}") for c in figures.categories),
+                ("total", "total:{}"),
+            ),
+        ),
+        "status": (
+            figures.columns,
+            (
+                *((s.value, f"status:{s.value}:{{}}") for s in OPEN_STATUSES),
+                ("open", "open:{}"),
+                ("closed", "status:closed:{}"),
+                ("total", "total:{}"),
+            ),
+        ),
+        "outcome": (
+            figures.columns,
+            (
+                *((o, f"outcome:{o}:{{}}") for o in figures.outcomes),
+                ("closed", "status:closed:{}"),
+            ),
+        ),
+        "referrals": (
+            figures.columns,
+            (("sent", "sent:{}"), ("received", "taken:{}"), ("exported", "exported:{}")),
+        ),
+        "acknowledgement": (
+            figures.columns,
+            (
+                ("within", "ack:within:{}"),
+                ("late", "ack:late:{}"),
+                ("pending", "ack:pending:{}"),
+                ("total", "total:{}"),
+            ),
+        ),
+        "feedback": (
+            figures.columns,
+            (
+                ("within", "fb:within:{}"),
+                ("late", "fb:late:{}"),
+                ("pending", "fb:pending:{}"),
+                ("total", "total:{}"),
+            ),
+        ),
+        "overdue": (
+            figures.columns,
+            (("acknowledge", "overdue:ack:{}"), ("feedback", "overdue:fb:{}")),
+        ),
+        "year": (
+            figures.columns,
+            (("previous", "previous:{}"), ("current", "total:{}")),
+        ),
+    }
+
+
+DURATION_ROWS = tuple(
+    (f"{what}_{name}", what, percent)
+    for what in ("acknowledge", "close")
+    for name, percent in PERCENTILES
+)
+
+
+def _relations(figures: Figures) -> None:
+    """Every sum between figures that a reader of the pages can see or knows."""
+    for office in figures.offices:
+        cats = [f"received:{c}:{office}" for c in figures.categories]
+        _add(figures, f"total:{office}", cats)
+        opened = [f"status:{s.value}:{office}" for s in OPEN_STATUSES]
+        _add(figures, f"open:{office}", opened)
+        _add(figures, f"total:{office}", (f"open:{office}", f"status:closed:{office}"))
+        _add(
+            figures, f"status:closed:{office}", (f"outcome:{o}:{office}" for o in figures.outcomes)
+        )
+        # What a reader knows of feedback: a closed report was closed in time or late,
+        # an open one is overdue or not yet due, and "late" is both kinds of late.
+        closed_late, open_late = f"fb:closedlate:{office}", f"fb:openlate:{office}"
+        figures.internal.update((closed_late, open_late))
+        _add(figures, f"status:closed:{office}", (f"fb:within:{office}", closed_late))
+        _add(figures, f"fb:late:{office}", (closed_late, open_late))
+        _add(figures, f"open:{office}", (open_late, f"fb:pending:{office}"))
+        for what in ("ack", "fb"):
+            _add(
+                figures,
+                f"total:{office}",
+                (f"{what}:{part}:{office}" for part in ("within", "late", "pending")),
+            )
+        # Referrals between offices: each pair a figure no page shows.
+        pairs_out = [f"pair:{office}:{other}" for other in figures.offices if other != office]
+        pairs_in = [f"pair:{other}:{office}" for other in figures.offices if other != office]
+        figures.internal.update(pairs_out)
+        _add(figures, f"sent:{office}", pairs_out)
+        _add(figures, f"taken:{office}", pairs_in)
+    families = [
+        "total",
+        "open",
+        "sent",
+        "taken",
+        "exported",
+        "previous",
+        "overdue:ack",
+        "overdue:fb",
+        *(f"status:{s.value}" for s in Status),
+        *(f"outcome:{o}" for o in figures.outcomes),
+        *(f"{what}:{part}" for what in ("ack", "fb") for part in ("within", "late", "pending")),
+    ]
+    for family in families:
+        _across(figures, family)
+    # Seen from the column of all offices, the same sums hold.
+    _add(figures, f"open:{ALL}", (f"status:{s.value}:{ALL}" for s in OPEN_STATUSES))
+    _add(figures, f"total:{ALL}", (f"open:{ALL}", f"status:closed:{ALL}"))
+    _add(figures, f"status:closed:{ALL}", (f"outcome:{o}:{ALL}" for o in figures.outcomes))
+    for what in ("ack", "fb"):
+        _add(
+            figures,
+            f"total:{ALL}",
+            (f"{what}:{part}:{ALL}" for part in ("within", "late", "pending")),
+        )
+    _add(figures, f"taken:{ALL}", (f"sent:{ALL}",))
+
+
+# --- the queries -----------------------------------------------------------------------------
+
+
+def _day(column: Any, dialect: str) -> ColumnElement[Any]:
+    """The day of a stored time, comparable with a stored date.
+
+    SQLite stores a time as text that starts with its day: the first ten
+    characters are the day, cheaper to take than to parse the time.
+    """
+    return func.substr(column, 1, 10) if dialect == "sqlite" else cast(column, Date)
+
+
+def _days(later: Any, earlier: Any, dialect: str) -> ColumnElement[Any]:
+    """Whole days from one stored time's day to another's."""
+    if dialect == "sqlite":
+        return cast(
+            func.julianday(func.substr(later, 1, 10)) - func.julianday(func.substr(earlier, 1, 10)),
+            Integer,
+        )
+    return cast(later, Date) - cast(earlier, Date)
+
+
+def _in(period: Period) -> ColumnElement[bool]:
+    return (Report.received_at >= period.start) & (Report.received_at < period.end)
+
+
+# How a report of the period stands with each deadline (the names of `table_keys`).
+ACK_CLASSES = ("within", "late", "pending")
+CLOSE_CLASSES = ("within", "closedlate", "openlate", "pending")
+
+
+def _count_reports(session: Session, figures: Figures, dialect: str) -> None:
+    """The period's reports by office, category, status, outcome and deadline, then the days.
+
+    Two passes over the period's rows in `ix_reports_received_statistics`:
+    one grouped by every class a figure counts (a few hundred groups), one
+    grouped by the days taken to acknowledge and to close (for the
+    percentiles).
+    """
+    period, today, v = figures.period, figures.today, figures.values
+    offices = set(figures.offices)
+    acknowledged = Report.acknowledged_at.is_not(None)
+    ack_class = case(
+        (acknowledged & (_day(Report.acknowledged_at, dialect) <= Report.acknowledge_due), 0),
+        (acknowledged, 1),
+        (inbox.acknowledge_overdue(today), 1),
+        else_=2,
+    )
+    closed = (Report.status == Status.CLOSED) & Report.closed_at.is_not(None)
+    close_class = case(
+        (closed & (_day(Report.closed_at, dialect) <= Report.feedback_due), 0),
+        (Report.status == Status.CLOSED, 1),
+        (inbox.feedback_overdue(today), 2),
+        else_=3,
+    )
+    columns = (
+        Report.office_code,
+        Report.category,
+        Report.status,
+        Report.outcome,
+        ack_class,
+        close_class,
+    )
+    for office, category, status, outcome, ack, close, n in session.execute(
+        select(*columns, func.count()).where(_in(period)).group_by(*columns)
+    ):
+        if office not in offices:
+            continue
+        for key in (
+            f"received:{category}:{office}",
+            f"status:{status}:{office}",
+            f"ack:{ACK_CLASSES[ack]}:{office}",
+            f"fb:{CLOSE_CLASSES[close]}:{office}",
+            *((f"outcome:{outcome or UNRECORDED}:{office}",) if status == Status.CLOSED else ()),
+        ):
+            v[key] = v.get(key, 0) + n
+    ack_days = case((acknowledged, _days(Report.acknowledged_at, Report.received_at, dialect)))
+    close_days = case((closed, _days(Report.closed_at, Report.received_at, dialect)))
+    for office, to_acknowledge, to_close, n in session.execute(
+        select(Report.office_code, ack_days, close_days, func.count())
+        .where(_in(period), acknowledged | closed)
+        .group_by(Report.office_code, ack_days, close_days)
+    ):
+        if office not in offices:
+            continue
+        for what, days in (("acknowledge", to_acknowledge), ("close", to_close)):
+            if days is not None:
+                for column in (office, ALL):
+                    figures.days.setdefault((what, column), Counter())[int(days)] += n
+
+
+def _count_overdue(session: Session, figures: Figures) -> None:
+    """What is overdue today, among every report (the inbox's definitions).
+
+    Counted per status, so that the closed reports, most of them, are read
+    only where one was never acknowledged (`ix_reports_office_filters` holds
+    status, then the acknowledgement).
+    """
+    today, v = figures.today, figures.values
+    offices = set(figures.offices)
+    overdue_ack = func.sum(case((inbox.acknowledge_overdue(today), 1), else_=0))
+    overdue_fb = func.sum(case((inbox.feedback_overdue(today), 1), else_=0))
+    open_rows = session.execute(
+        select(Report.office_code, overdue_ack, overdue_fb)
+        .where(Report.status.in_([s.value for s in OPEN_STATUSES]))
+        .group_by(Report.office_code)
+    ).all()
+    closed_rows = session.execute(
+        select(Report.office_code, func.count(), literal(0))
+        .where(Report.status == Status.CLOSED, inbox.acknowledge_overdue(today))
+        .group_by(Report.office_code)
+    ).all()
+    for office, ack, fb in [*open_rows, *closed_rows]:
+        if office in offices:
+            v[f"overdue:ack:{office}"] = v.get(f"overdue:ack:{office}", 0) + int(ack or 0)
+            v[f"overdue:fb:{office}"] = v.get(f"overdue:fb:{office}", 0) + int(fb or 0)
+
+
+def _count_the_rest(session: Session, figures: Figures) -> None:
+    """The previous year's months, referrals and exports."""
+    period, v = figures.period, figures.values
+    offices = set(figures.offices)
+    before = period.previous()
+    for office, n in session.execute(
+        select(Report.office_code, func.count()).where(_in(before)).group_by(Report.office_code)
+    ):
+        if office in offices:
+            v[f"previous:{office}"] = n
+    # From the few referral and export rows to their reports (by primary key), never the
+    # other way: the period may hold 100,000 reports.
+    pairs: dict[tuple[str, str], int] = defaultdict(int)
+    for from_office, to_office, n in session.execute(
+        select(StatusChange.from_office, StatusChange.to_office, func.count())
+        .join(Report, Report.id == StatusChange.report_id)
+        .where(
+            StatusChange.to_status == Status.REFERRED,
+            StatusChange.from_office.is_not(None),
+            _in(period),
+        )
+        .group_by(StatusChange.from_office, StatusChange.to_office)
+    ):
+        if from_office in offices and to_office in offices and from_office != to_office:
+            pairs[(from_office, to_office)] += n
+    for (from_office, to_office), n in pairs.items():
+        v[f"pair:{from_office}:{to_office}"] = n
+    exported = (
+        select(AuditEvent.report_id)
+        .where(AuditEvent.action == "report.export")
+        .distinct()
+        .subquery()
+    )
+    for office, n in session.execute(
+        select(Report.office_code, func.count())
+        .select_from(exported)
+        .join(Report, Report.id == exported.c.report_id)
+        .where(_in(period))
+        .group_by(Report.office_code)
+    ):
+        if office in offices:
+            v[f"exported:{office}"] = n
+
+
+def compute(
+    session: Session,
+    period: Period,
+    today: date,
+    *,
+    offices: Sequence[str],
+    categories: Sequence[str],
+    threshold: int,
+) -> Figures:
+    """Every figure of the period for every office, with small counts hidden (once, for all)."""
+    dialect = session.get_bind().dialect.name
+    figures = Figures(period, today, threshold, tuple(offices), tuple(categories))
+    _count_reports(session, figures, dialect)
+    _count_overdue(session, figures)
+    _count_the_rest(session, figures)
+    # A category no longer configured still has its reports counted, in a row of its own.
+    found = {key.split(":")[1] for key in figures.values if key.startswith("received:")}
+    figures.categories = (*figures.categories, *sorted(found - set(figures.categories)))
+    if any(key.startswith(f"outcome:{UNRECORDED}:") for key in figures.values):
+        figures.outcomes = (*figures.outcomes, UNRECORDED)
+    _relations(figures)
+    # Between figures of equal value, one of the column of all offices is withheld first:
+    # the offices' own columns are what most officers see.
+    rank = {key: 0 if key.endswith(f":{ALL}") else 1 for key in figures.values}
+    figures.states = suppress(
+        figures.values, figures.relations, threshold, frozenset(figures.internal), rank
+    )
+    return figures
+
+
+def view(figures: Figures, office: str) -> View:
+    """The tables of one office's page (`office` a code), or of every office (`ALL`)."""
+    tables = []
+    for key, (columns, rows) in table_keys(figures).items():
+        shown_columns = columns if office == ALL else (office,)
+        tables.append(
+            Table(
+                key,
+                shown_columns,
+                tuple(
+                    Row(row, tuple(figures.cell(family.format(c)) for c in shown_columns))
+                    for row, family in rows
+                ),
+            )
+        )
+    shown_columns = figures.columns if office == ALL else (office,)
+    tables.append(
+        Table(
+            "durations",
+            shown_columns,
+            tuple(
+                Row(row, tuple(figures.duration(what, c, percent) for c in shown_columns))
+                for row, what, percent in DURATION_ROWS
+            ),
+        )
+    )
+    return View(office, figures.period, figures.today, figures.threshold, tuple(tables))
+
+
+def record(session: Session, actor: str, shown: View, *, download: bool) -> None:
+    """Record that statistics were viewed (or downloaded): which office and which months."""
+    period = shown.period
+    audit.record(
+        session,
+        actor,
+        "statistics.download" if download else "statistics.view",
+        detail=f"{shown.office} {period.year}-{period.first_month:02d}"
+        f" to {period.year}-{period.last_month:02d}",
+    )
