@@ -455,6 +455,7 @@ def _acknowledge_by_reply(
 ) -> None:
     """Record the acknowledgement a first reply makes; the status follows where it may."""
     report.acknowledged_at = now
+    report.acknowledge_days = report.days_since_received(now)
     if Status.ACKNOWLEDGED not in TRANSITIONS.get(report.status, frozenset()):
         # Under assessment or reopened already: the deadline is met, the status stays.
         audit.record(
@@ -565,12 +566,14 @@ def change_status(
             raise DropboxError("choose the outcome before closing the report")
         report.outcome = outcome
         report.closed_at = now
+        report.close_days = report.days_since_received(now)
     else:
         outcome = None
     if to_status == Status.ACKNOWLEDGED and report.acknowledged_at is None:
         report.acknowledged_at = now
+        report.acknowledge_days = report.days_since_received(now)
     if to_status == Status.REOPENED:
-        report.outcome, report.closed_at = None, None
+        report.outcome, report.closed_at, report.close_days = None, None, None
     _move(session, officer, report, to_status, now, outcome=outcome)
     report.last_activity_at = now
 

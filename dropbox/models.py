@@ -170,6 +170,11 @@ class Report(Base):
     acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_activity_at: Mapped[datetime] = mapped_column(DateTime)
     closed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Whole days from the received day to the acknowledgement's day and to the
+    # closing's day, stored when each happens (`days_since_received`; reopening
+    # clears the closing's), so that statistics count by small integers.
+    acknowledge_days: Mapped[int | None] = mapped_column(Integer)
+    close_days: Mapped[int | None] = mapped_column(Integer)
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
     next_seq: Mapped[int] = mapped_column(Integer, default=1)
 
@@ -202,6 +207,8 @@ class Report(Base):
             "acknowledge_due",
             "closed_at",
             "feedback_due",
+            "acknowledge_days",
+            "close_days",
         ),
         Index(
             "ix_reports_office_filters",
@@ -215,6 +222,10 @@ class Report(Base):
             "assignee_id",
         ),
     )
+
+    def days_since_received(self, at: datetime) -> int:
+        """Whole days from the day the report was received to the day of `at`."""
+        return (at.date() - self.received_at.date()).days
 
 
 class Item(Base):

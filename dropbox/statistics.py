@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, Integer, case, cast, func, literal, select
+from sqlalchemy import Date, case, cast, func, literal, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -338,16 +338,6 @@ def _day(column: Any, dialect: str) -> ColumnElement[Any]:
     return func.substr(column, 1, 10) if dialect == "sqlite" else cast(column, Date)
 
 
-def _days(later: Any, earlier: Any, dialect: str) -> ColumnElement[Any]:
-    """Whole days from one stored time's day to another's."""
-    if dialect == "sqlite":
-        return cast(
-            func.julianday(func.substr(later, 1, 10)) - func.julianday(func.substr(earlier, 1, 10)),
-            Integer,
-        )
-    return cast(later, Date) - cast(earlier, Date)
-
-
 def _in(period: Period) -> ColumnElement[bool]:
     return (Report.received_at >= period.start) & (Report.received_at < period.end)
 
@@ -402,12 +392,14 @@ def _count_reports(session: Session, figures: Figures, dialect: str) -> None:
             *((f"outcome:{outcome or UNRECORDED}:{office}",) if status == Status.CLOSED else ()),
         ):
             v[key] = v.get(key, 0) + n
-    ack_days = case((acknowledged, _days(Report.acknowledged_at, Report.received_at, dialect)))
-    close_days = case((closed, _days(Report.closed_at, Report.received_at, dialect)))
+    # The days taken, stored with each report when it was acknowledged and closed.
+    days = (Report.office_code, Report.acknowledge_days, Report.close_days)
     for office, to_acknowledge, to_close, n in session.execute(
-        select(Report.office_code, ack_days, close_days, func.count())
-        .where(_in(period), acknowledged | closed)
-        .group_by(Report.office_code, ack_days, close_days)
+        select(*days, func.count())
+        .where(
+            _in(period), Report.acknowledge_days.is_not(None) | Report.close_days.is_not(None)
+        )
+        .group_by(*days)
     ):
         if office not in offices:
             continue

@@ -357,3 +357,80 @@ def test_referrals_made_before_0007_get_their_offices_from_the_audit_log(tmp_pat
         assert [tuple(r) for r in rows] == [("OIO", "ECO"), ("ECO", "OIO")]
     finally:
         engine.dispose()
+
+
+def _days_taken_after_0007(engine: Engine) -> dict[str, tuple[int | None, int | None]]:
+    """Reports made at 0006, acknowledged and closed at times of day, then upgraded to head."""
+    from datetime import datetime
+
+    received = datetime(2025, 12, 30, 0, 0, 0)
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0006")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO offices (code, name, public_key, created_at)"
+                " VALUES ('ECO', 'ECO', :pk, :now)"
+            ),
+            {"pk": b"E" * 33, "now": received},
+        )
+        for report_id, status, acknowledged, closed in [
+            ("new", "received", None, None),
+            ("acked", "acknowledged", datetime(2026, 1, 2, 23, 59, 59), None),
+            ("closed", "closed", datetime(2025, 12, 30, 9, 0, 0), datetime(2026, 3, 31, 0, 0, 1)),
+            ("closed-unacked", "closed", None, datetime(2026, 1, 9, 12, 0, 0)),
+            ("reopened", "reopened", datetime(2026, 1, 1, 1, 0, 0), None),
+        ]:
+            connection.execute(
+                text(
+                    "INSERT INTO reports (id, lookup_id, source_public_key, designation,"
+                    " office_code, category, status, urgent, received_at, acknowledge_due,"
+                    " feedback_due, acknowledged_at, last_activity_at, closed_at, next_seq)"
+                    " VALUES (:id, :l, :k, :id, 'ECO', 'retaliation', :status, false, :received,"
+                    " :day, :day, :acknowledged, :received, :closed, 1)"
+                ),
+                {
+                    "id": report_id,
+                    "l": report_id.encode().ljust(32, b"-"),
+                    "k": bytes(32),
+                    "status": status,
+                    "received": received,
+                    "day": received.date(),
+                    "acknowledged": acknowledged,
+                    "closed": closed,
+                },
+            )
+    assert upgrade_schema(engine) == head_revision()
+    assert schema_differences(engine) == []
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT id, acknowledge_days, close_days FROM reports")
+        ).all()
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+# Whole days from the received day (2025-12-30), whatever the time of day.
+DAYS_TAKEN = {
+    "new": (None, None),
+    "acked": (3, None),
+    "closed": (0, 91),
+    "closed-unacked": (None, 10),
+    "reopened": (2, None),
+}
+
+
+def test_0007_counts_the_days_reports_took_from_their_stored_times(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    try:
+        assert _days_taken_after_0007(engine) == DAYS_TAKEN
+    finally:
+        engine.dispose()
+
+
+def test_0007_counts_the_days_taken_on_postgresql_too(postgres_url: str) -> None:
+    with fresh_postgres_database(postgres_url) as url:
+        engine = make_engine(url)
+        try:
+            assert _days_taken_after_0007(engine) == DAYS_TAKEN
+        finally:
+            engine.dispose()

@@ -10,22 +10,23 @@ reader can see on them, written here from the pages' meaning.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from nacl.public import PrivateKey
+from nacl.public import PrivateKey, PublicKey
 from sqlalchemy import insert, select, update
 
 from crypto import envelope
 from dropbox import statistics
 from dropbox.api_schema import Statistics, StatisticsQuery
 from dropbox.instance import Instance
-from dropbox.models import AuditEvent, Item, Report, StatusChange
+from dropbox.models import AuditEvent, Item, ItemKind, Report, StatusChange
 from dropbox.suppression import Relation, Shown
 from journalist_interface.client import ApiError
-from tests.case_helpers import CaseWorld, audit_events, make_case_world, submit
+from tests.case_helpers import CaseWorld, audit_events, make_case_world, seal, submit
 from tests.disclosure_helpers import recovered
 
 pytestmark = pytest.mark.database_engine
@@ -48,6 +49,10 @@ def case_world(instance: Instance, office_keys: dict[str, PrivateKey]) -> Iterat
     world.close()
 
 
+def _days(at: datetime, received: datetime) -> int:
+    return (at.date() - received.date()).days
+
+
 def _row(
     number: int,
     office: str,
@@ -59,7 +64,8 @@ def _row(
     acknowledged: datetime | None = None,
     closed: datetime | None = None,
 ) -> dict[str, Any]:
-    """A report row as `reports.submit` dates it (deadlines from the received day)."""
+    """A report row as `reports.submit` dates it (deadlines from the received day), with the
+    days taken as `cases` stores them when it acknowledges and closes."""
     return {
         "id": f"{number:032x}",
         "lookup_id": number.to_bytes(32, "big"),
@@ -76,6 +82,8 @@ def _row(
         "acknowledged_at": acknowledged,
         "last_activity_at": received,
         "closed_at": closed,
+        "acknowledge_days": None if acknowledged is None else _days(acknowledged, received),
+        "close_days": None if closed is None else _days(closed, received),
         "assignee_id": None,
         "next_seq": 1,
     }
@@ -187,6 +195,69 @@ def test_a_referral_counts_for_the_office_that_sent_it_and_the_one_that_took_it(
     figures = _compute(case_world.instance, statistics.Period(year), date(year, 12, 31))
     assert figures.values["sent:ECO"] == 1 and figures.values["taken:OIO"] == 1
     assert figures.values["sent:OIO"] == 0 and figures.values["received:retaliation:OIO"] == 1
+
+
+def _days_taken(world: CaseWorld, report_id: str) -> tuple[int | None, int | None]:
+    """The days stored with the report, checked against its stored times."""
+    with world.instance.readers() as db:
+        report = db.get(Report, report_id)
+        assert report is not None
+        received = report.received_at
+        expected = tuple(
+            None if at is None else _days(at, received)
+            for at in (report.acknowledged_at, report.closed_at)
+        )
+        stored = (report.acknowledge_days, report.close_days)
+    assert stored == expected
+    return stored
+
+
+def _time_passes(world: CaseWorld, report_id: str, days: int) -> None:
+    """Move the report's stored times `days` back, as if they had happened that much earlier."""
+    with world.instance.sessions.begin() as db:
+        report = db.get(Report, report_id)
+        assert report is not None
+        report.received_at -= timedelta(days=days)
+        if report.acknowledged_at is not None:
+            report.acknowledged_at -= timedelta(days=days)
+
+
+def test_the_days_taken_are_stored_when_a_report_is_acknowledged_closed_and_reopened(
+    case_world: CaseWorld,
+) -> None:
+    eco = case_world.client("eco")
+    by_status = submit(case_world, "retaliation", "My manager moved me after I reported fraud.")
+    by_reply = submit(case_world, "retaliation", "I was left off the rota after I complained.")
+    _time_passes(case_world, by_status, 10)
+    _time_passes(case_world, by_reply, 12)
+    assert _days_taken(case_world, by_status) == (None, None)
+
+    eco.change_status(by_status, "acknowledged")
+    assert _days_taken(case_world, by_status) == (10, None)
+    source = PublicKey(eco.report(by_reply).source_public_key)
+    reply = seal(
+        by_reply, "Thank you.", ItemKind.REPLY, [case_world.office_public("ECO"), source]
+    )
+    eco.add_item(by_reply, "reply", reply, acknowledge=True)
+    assert _days_taken(case_world, by_reply) == (12, None)
+
+    eco.change_status(by_status, "closed", "withdrawn")
+    assert _days_taken(case_world, by_status) == (10, 10)
+    eco.change_status(by_status, "reopened")
+    assert _days_taken(case_world, by_status) == (10, None)
+    _time_passes(case_world, by_status, 5)
+    eco.change_status(by_status, "closed", "out of scope")
+    assert _days_taken(case_world, by_status) == (10, 15)
+
+    # The statistics count those stored days.
+    taken: dict[str, Counter[int]] = {"acknowledge": Counter(), "close": Counter()}
+    with case_world.instance.readers() as db:
+        years = {r.received_at.year for r in db.execute(select(Report)).scalars()}
+    for year in years:
+        figures = _compute(case_world.instance, statistics.Period(year), date(year, 12, 31))
+        for what, counted in taken.items():
+            counted.update(figures.days.get((what, "ECO"), Counter()))
+    assert taken == {"acknowledge": Counter({10: 1, 12: 1}), "close": Counter({15: 1})}
 
 
 def test_statistics_read_metadata_only_not_a_key_block_or_a_stored_body(
