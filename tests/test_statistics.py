@@ -235,9 +235,7 @@ def test_the_days_taken_are_stored_when_a_report_is_acknowledged_closed_and_reop
     eco.change_status(by_status, "acknowledged")
     assert _days_taken(case_world, by_status) == (10, None)
     source = PublicKey(eco.report(by_reply).source_public_key)
-    reply = seal(
-        by_reply, "Thank you.", ItemKind.REPLY, [case_world.office_public("ECO"), source]
-    )
+    reply = seal(by_reply, "Thank you.", ItemKind.REPLY, [case_world.office_public("ECO"), source])
     eco.add_item(by_reply, "reply", reply, acknowledge=True)
     assert _days_taken(case_world, by_reply) == (12, None)
 
