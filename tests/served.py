@@ -167,9 +167,15 @@ class Served:
         raise AssertionError("no worker accepted the connection")
 
     def connect(
-        self, worker: int | None, *, identify: bool = True, timeout: float = 60
+        self,
+        worker: int | None,
+        *,
+        identify: bool = True,
+        timeout: float = 60,
+        not_by: int | None = None,
     ) -> tuple[HTTPConnection, int]:
-        """A fresh connection, accepted by `worker` (or by any, if None).
+        """A fresh connection, accepted by `worker` (or by any, if None; by any but
+        `not_by`, if that is given).
 
         Without `identify` (and no worker asked for), the owner is not looked
         up and is given as 0: a load test should not spend its CPU in /proc.
@@ -182,15 +188,16 @@ class Served:
         while True:
             connection = HTTPConnection("127.0.0.1", self.port, timeout=timeout)
             connection.connect()
-            if worker is None and not identify:
+            if worker is None and not_by is None and not identify:
                 return connection, 0
             owner = self.owner(connection)
-            if worker is None or owner == worker:
+            if (worker is None or owner == worker) and owner != not_by:
                 return connection, owner
             connection.close()
             attempts += 1
             if time.monotonic() > deadline:
-                raise AssertionError(f"{attempts} connections and none went to worker {worker}")
+                wanted = f"worker {worker}" if worker is not None else f"a worker but {not_by}"
+                raise AssertionError(f"{attempts} connections and none went to {wanted}")
             time.sleep(min(attempts, 50) / 1000)
 
     def stop(self) -> str:
@@ -271,13 +278,14 @@ class Browser:
         body: bytes | None = None,
         content_type: str | None = None,
         on_sent: Callable[[int, int], None] | None = None,
+        not_by: int | None = None,
     ) -> Reply:
         """One request over a fresh connection, served by `worker`; keeps the session cookie.
 
         The body goes out in pieces; `on_sent(bytes sent so far, worker)` is
         called after each (a crash test kills the worker from there).
         """
-        connection, owner = self.served.connect(worker, identify=self.identify)
+        connection, owner = self.served.connect(worker, identify=self.identify, not_by=not_by)
         try:
             connection.putrequest(method, path, skip_accept_encoding=True)
             connection.putheader("Connection", "close")
@@ -306,10 +314,18 @@ class Browser:
         self.served_by.append(owner)
         return reply
 
-    def form(self, path: str, fields: dict[str, str], worker: int | None = None) -> Reply:
+    def form(
+        self,
+        path: str,
+        fields: dict[str, str],
+        worker: int | None = None,
+        not_by: int | None = None,
+    ) -> Reply:
         """POST a urlencoded form."""
         body = urlencode(fields).encode()
-        return self.request("POST", path, worker, body, "application/x-www-form-urlencoded")
+        return self.request(
+            "POST", path, worker, body, "application/x-www-form-urlencoded", not_by=not_by
+        )
 
     def new_codename(self) -> tuple[str, str]:
         """Get a codename and confirm it is written down; return (codename, report form page)."""
