@@ -71,6 +71,7 @@ import httpx  # noqa: E402
 import pyotp  # noqa: E402
 from sqlalchemy import insert, select  # noqa: E402
 
+from bench.inbox import pick_status  # noqa: E402 - the inbox bench draws statuses the same way
 from case_server import create_app as create_case_server  # noqa: E402
 from case_server import tokens  # noqa: E402
 from crypto.kdf import KdfCost  # noqa: E402
@@ -138,29 +139,6 @@ def set_up(data_dir: Path) -> tuple[Instance, dict[str, Person]]:
 # --- seeding ------------------------------------------------------------------------------------
 
 
-def _status(rng: random.Random, age: int) -> str:
-    """A status that fits the report's age (days since it arrived, as of today)."""
-    if age < 90:
-        table = [
-            (Status.RECEIVED, 10),
-            (Status.ACKNOWLEDGED, 20),
-            (Status.UNDER_ASSESSMENT, 50),
-            (Status.REFERRED, 5),
-            (Status.CLOSED, 15),
-        ]
-    else:
-        table = [
-            (Status.RECEIVED, 1),
-            (Status.ACKNOWLEDGED, 3),
-            (Status.UNDER_ASSESSMENT, 8),
-            (Status.REFERRED, 2),
-            (Status.REOPENED, 2),
-            (Status.CLOSED, 84),
-        ]
-    statuses, weights = zip(*table, strict=True)
-    return str(rng.choices(statuses, weights)[0])
-
-
 def _days(at: datetime | None, received: datetime) -> int | None:
     return None if at is None else (at.date() - received.date()).days
 
@@ -185,7 +163,7 @@ def seed(instance: Instance, year: int, count: int, rng: random.Random, start_id
                 office = office_of[category]
                 received = first + timedelta(days=rng.randrange(days_in_year))
                 age = (now - received).days
-                status = _status(rng, age)
+                status = pick_status(rng, age)
                 acknowledged = None
                 if status != Status.RECEIVED:
                     acknowledged = received + timedelta(days=rng.randrange(12), hours=10)
