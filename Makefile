@@ -72,6 +72,9 @@ test-deps: $(STAMP)
 # time or memory: tests/conftest.py, SERIAL_MODULES and SERIAL_TESTS).
 # Each phase prints its wall time (CI's budget: well under 20 minutes); the first
 # phase that fails stops the run with its own exit code.
+# Where each test process records which project lines sent SQL (tests/sql_sites.py).
+SQL_SITES = tests/artifacts/sql-sites
+
 test:
 	@started=$$(date +%s); summary=""; workers=$${TEST_WORKERS:-4}; \
 	clock() { printf '%d:%02d' $$(($$1 / 60)) $$(($$1 % 60)); }; \
@@ -84,10 +87,12 @@ test:
 	phase install $(MAKE) --no-print-directory install; \
 	phase lint $(MAKE) --no-print-directory lint; \
 	phase "test deps" $(MAKE) --no-print-directory test-deps; \
+	rm -rf $(SQL_SITES); export DROPBOX_TEST_SQL_SITES=$(SQL_SITES); \
 	phase "SQLite in parallel (with the browser suite)" $(BIN)/pytest -n $$workers --dist loadgroup -m "not serial"; \
 	phase "SQLite serial" $(BIN)/pytest -m serial; \
 	phase "PostgreSQL in parallel" env DROPBOX_TEST_DATABASE=postgresql $(BIN)/pytest -n $$workers --dist loadgroup -m "database_engine and not browser and not serial"; \
 	phase "PostgreSQL serial" env DROPBOX_TEST_DATABASE=postgresql $(BIN)/pytest -m "database_engine and not browser and serial"; \
+	phase "PostgreSQL reached every line that sent SQL" $(BIN)/python -m tests.sql_sites $(SQL_SITES); \
 	echo "make test: total $$(clock $$(($$(date +%s) - started)))$$summary"
 
 clean:

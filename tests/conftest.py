@@ -62,6 +62,8 @@ from nacl.public import PrivateKey
 from crypto.kdf import KdfCost
 from dropbox.config import Config, CryptoSettings
 from dropbox.instance import Instance
+from tests.sql_sites import ENVIRONMENT as SQL_SITES_ENVIRONMENT
+from tests.sql_sites import Recorder
 
 if TYPE_CHECKING:
     from tests.reviewer_helpers import World
@@ -181,8 +183,13 @@ SERIAL_TESTS = frozenset(
 TESTS = Path(__file__).parent
 
 
+SQL_SITES = Recorder() if os.environ.get(SQL_SITES_ENVIRONMENT) else None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Register `serial`, and check that every test the lists above name still exists."""
+    if SQL_SITES is not None:
+        SQL_SITES.install()
     config.addinivalue_line(
         "markers",
         "serial: measures time or memory; `make test` runs these alone, after the parallel run "
@@ -212,8 +219,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.serial)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Credit the SQL a test sends (its fixtures' too) to its module (tests/sql_sites.py)."""
+    if SQL_SITES is not None:
+        SQL_SITES.module = item.nodeid.split("::")[0]
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """In a pytest-xdist worker, hand this worker's figures to the main process."""
+    """In a pytest-xdist worker, hand this worker's figures to the main process.
+
+    With DROPBOX_TEST_SQL_SITES set, also write which project lines sent SQL.
+    """
+    if SQL_SITES is not None:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        SQL_SITES.write(Path(os.environ[SQL_SITES_ENVIRONMENT]), DATABASE, worker)
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
         workeroutput["dropbox_figures"] = {
