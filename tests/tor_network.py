@@ -39,6 +39,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from nacl.bindings import crypto_scalarmult
@@ -330,8 +331,11 @@ class Control:
     def command(self, line: str) -> list[str]:
         """AUTHENTICATE, then `line`, on a new connection: the reply's lines."""
         cookie = (self.node.directory / "control_auth_cookie").read_bytes()
-        with socket.create_connection(("127.0.0.1", self.node.control_port), self.timeout) as conn:
-            reader = conn.makefile("rb")
+        address = ("127.0.0.1", self.node.control_port)
+        with (
+            socket.create_connection(address, self.timeout) as conn,
+            conn.makefile("rb") as reader,
+        ):
             conn.sendall(f"AUTHENTICATE {cookie.hex()}\r\n".encode())
             first = self._reply(reader)
             if not first[-1].startswith("250"):
@@ -351,11 +355,12 @@ class Control:
         return first.split("=", 1)[1]
 
     @staticmethod
-    def _reply(reader: object) -> list[str]:
+    def _reply(reader: BinaryIO) -> list[str]:
+        """One reply: its lines up to the final "NNN " line, data blocks included."""
         lines: list[str] = []
         in_data = False
         while True:
-            raw = reader.readline()  # type: ignore[attr-defined]
+            raw = reader.readline()
             if not raw:
                 raise TorNetworkError("the control connection closed")
             line = raw.decode("utf-8", "replace").rstrip("\r\n")

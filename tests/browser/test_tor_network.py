@@ -128,6 +128,21 @@ def _first_page(over: OverTor, deadline: float) -> None:
     )
 
 
+def _reviewer_reachable(over: OverTor, deadline: float) -> None:
+    """Until the officer's client tor connects to the reviewer service."""
+    code = -1
+    while time.monotonic() < deadline:
+        over.network.check_running()
+        code = socks_connect(over.officer_client.socks_port, over.reviewer_onion, 80)
+        if code == SOCKS_SUCCEEDED:
+            return
+        time.sleep(0.5)
+    raise AssertionError(
+        f"the officer's tor did not reach the reviewer service in {FIRST_PAGE_SECONDS} s "
+        f"(SOCKS reply {code:#x})" + over.network.logs()
+    )
+
+
 @pytest.fixture(scope="module")
 def over_tor(servers: Servers) -> Iterator[OverTor]:
     """The network, the project's onion-service tor for `servers`, and both client tors."""
@@ -188,6 +203,8 @@ def over_tor(servers: Servers) -> Iterator[OverTor]:
             f"first page of the source service through Tor: {time.monotonic() - built:.1f} s "
             "after the network was ready (the service's descriptor published and fetched)"
         )
+        # The reviewer service's descriptor is published too before any test starts.
+        _reviewer_reachable(over, built + FIRST_PAGE_SECONDS)
         yield over
     finally:
         network.stop()
