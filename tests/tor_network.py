@@ -128,11 +128,14 @@ class TorNetwork:
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="dropbox-tornet-")))
     nodes: list[Node] = field(default_factory=list)
     authority_lines: str = ""
+    key_seconds: float = 0.0  # how long tor-gencert and tor took to make the authorities' keys
 
     def start(self, relays: int = 2) -> None:
         """Make the authorities' keys, then start the authorities and relays (without waiting)."""
         authorities = [self._node(f"auth{i}") for i in range(3)]
+        started = time.monotonic()
         self.authority_lines = "".join(self._authority_keys(authorities))
+        self.key_seconds = time.monotonic() - started
         for node in authorities:
             self._run(node, _AUTHORITY + f"ContactInfo {node.name}@test.invalid\n")
         for i in range(relays):
