@@ -277,13 +277,37 @@ def test_the_reviewer_app_signs_in_over_tor_with_the_officers_client_key(
 
 
 def test_a_tor_without_the_officers_key_cannot_connect_to_the_reviewer_service(
-    over_tor: OverTor,
+    browser: Browser, servers: Servers, totp: TotpCodes, over_tor: OverTor
 ) -> None:
     stranger = over_tor.stranger_client.socks_port
     # The stranger's tor works: it reaches the public source service ...
     assert socks_connect(stranger, over_tor.source_onion, 80) == SOCKS_SUCCEEDED
     # ... but not the reviewer service: tor says the client authorisation is missing.
     assert socks_connect(stranger, over_tor.reviewer_onion, 80) == SOCKS_ONION_MISSING_CLIENT_AUTH
+    # A reviewer app whose tor lacks the key says, in its own words, that the case server
+    # cannot be reached (this tor, like Tor Browser's, gives tor's extended SOCKS replies).
+    app = start_reviewer(
+        servers.workdir,
+        f"http://{over_tor.reviewer_onion}",
+        servers.pins,
+        extra=("--socks", f"127.0.0.1:{stranger}"),
+    )
+    try:
+        context = browser.new_context()
+        context.set_default_timeout(STEP_MS)
+        page = context.new_page()
+        officer = servers.officers["OIO"]
+        page.goto(app.url + "/login")
+        page.get_by_label("Username").fill(officer.username)
+        page.get_by_label("Passphrase").fill(officer.passphrase)
+        page.get_by_label("Code from your authenticator app").fill(totp.code(officer))
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_text("The case server cannot be reached.")).to_be_visible()
+        expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
+        context.close()
+    finally:
+        app.stop()
+    assert "Traceback" not in app.log.read_text(errors="replace")
     # The officer's tor, with the key, connects.
     officer = over_tor.officer_client.socks_port
     assert socks_connect(officer, over_tor.reviewer_onion, 80) == SOCKS_SUCCEEDED
