@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import httpx
+from socksio.exceptions import ProtocolError as SocksReplyError
 
 from dropbox import api_schema as schema
 
@@ -123,6 +124,13 @@ def _id(text: str) -> str:
     return text
 
 
+# What a request that never reached the case server raises: httpx's errors, and socksio's
+# when tor's SOCKS port refuses with one of tor's own reply codes (a SocksPort with
+# ExtendedErrors, as Tor Browser's has: "onion service missing client authorization"),
+# which socksio cannot parse.
+CONNECTION_ERRORS = (httpx.HTTPError, SocksReplyError)
+
+
 class CaseServerClient:
     """One officer's connection to the case server (one bearer token at most)."""
 
@@ -165,7 +173,7 @@ class CaseServerClient:
             response = self._http.request(
                 method, path, json=json, params=params, headers=self._headers()
             )
-        except httpx.HTTPError:
+        except CONNECTION_ERRORS:
             raise Unreachable() from None
         return self._answer(response)
 
@@ -318,7 +326,7 @@ class CaseServerClient:
                     response.read()
                     self._answer(response)
                 yield response
-        except httpx.HTTPError:
+        except CONNECTION_ERRORS:
             raise Unreachable() from None
 
     def add_item(self, report_id: str, kind: str, item: NewItem, acknowledge: bool = False) -> int:

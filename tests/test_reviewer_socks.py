@@ -156,3 +156,41 @@ def test_without_the_proxy_the_app_says_the_server_cannot_be_reached(world: Worl
     text = refused.get_data(as_text=True)
     assert refused.status_code == 502
     assert "cannot be reached" in text and "Traceback" not in text
+
+
+def test_tors_extended_socks_reply_is_a_server_that_cannot_be_reached(world: World) -> None:
+    """A SocksPort with ExtendedErrors (Tor Browser's) refuses with tor's own codes.
+
+    Here 0xF4, "onion service missing client authorization", what a tor
+    without the officer's client key answers: the same calm page as any
+    other failure to connect, never "Something went wrong".
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def refuse() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                with client:
+                    _, methods = _read(client, 2)
+                    _read(client, methods)
+                    client.sendall(b"\x05\x00")
+                    _, _, _, kind = _read(client, 4)
+                    _read(client, _read(client, 1)[0] if kind == 3 else 4)
+                    _read(client, 2)
+                    client.sendall(b"\x05\xf4\x00\x01" + bytes(6))
+
+    threading.Thread(target=refuse, daemon=True).start()
+    try:
+        settings = reviewer_settings(
+            world.instance.config, server_url=f"http://{ONION}", socks=f"127.0.0.1:{port}"
+        )
+        app = create_reviewer_app(settings)
+        app.config["TESTING"] = True
+        refused = _sign_in(app.test_client(), world)
+    finally:
+        listener.close()
+    text = refused.get_data(as_text=True)
+    assert refused.status_code == 502, text
+    assert "cannot be reached" in text and "Traceback" not in text
