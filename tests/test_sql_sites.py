@@ -1,0 +1,103 @@
+"""tests/sql_sites.py: the check that PostgreSQL is sent every statement SQLite is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+
+from dropbox import database
+from dropbox.models import Base, Report
+from tests import sql_sites
+from tests.sql_sites import DRIVER_LEVEL, Recorder, main, missing_on_postgresql
+
+
+def write(directory: Path, engine: str, worker: str, sites: dict[str, list[str]]) -> None:
+    directory.mkdir(exist_ok=True)
+    document = {"engine": engine, "sites": sites, "texts": {}}
+    (directory / f"{engine}-{worker}.json").write_text(json.dumps(document), encoding="utf-8")
+
+
+def test_a_statement_only_sqlite_was_sent_is_named_with_the_modules_sending_it(
+    tmp_path: Path, capsys: object
+) -> None:
+    write(tmp_path, "sqlite", "gw0", {"tests/test_a.py": ["dropbox/x.py::f:1 aaa"]})
+    write(
+        tmp_path,
+        "sqlite",
+        "gw1",
+        {"tests/test_b.py": ["dropbox/x.py::f:1 aaa", "dropbox/x.py::g:9 bbb"]},
+    )
+    write(tmp_path, "postgresql", "gw0", {"tests/test_a.py": ["dropbox/x.py::f:1 aaa"]})
+    assert missing_on_postgresql(tmp_path) == {"dropbox/x.py::g:9 bbb": {"tests/test_b.py"}}
+    assert main([str(tmp_path)]) == 1
+    write(tmp_path, "postgresql", "gw1", {"tests/test_c.py": ["dropbox/x.py::g:9 bbb"]})
+    assert missing_on_postgresql(tmp_path) == {}
+    assert main([str(tmp_path)]) == 0
+
+
+def test_the_same_line_with_another_statement_is_still_missing(tmp_path: Path) -> None:
+    write(tmp_path, "sqlite", "gw0", {"tests/test_a.py": ["dropbox/x.py::f:1 aaa"]})
+    write(tmp_path, "postgresql", "gw0", {"tests/test_a.py": ["dropbox/x.py::f:1 ccc"]})
+    assert missing_on_postgresql(tmp_path) == {"dropbox/x.py::f:1 aaa": {"tests/test_a.py"}}
+
+
+def test_a_driver_level_string_is_met_by_anything_from_its_line_and_listed_code_is_excused(
+    tmp_path: Path,
+) -> None:
+    listed = next(iter(sql_sites.ONE_ENGINE_ONLY))
+    write(
+        tmp_path,
+        "sqlite",
+        "gw0",
+        {"tests/test_a.py": [f"dropbox/x.py::f:1 {DRIVER_LEVEL}", f"{listed}:5 ddd"]},
+    )
+    write(tmp_path, "postgresql", "gw0", {"tests/test_a.py": ["dropbox/x.py::f:1 eee"]})
+    assert missing_on_postgresql(tmp_path) == {}
+    write(tmp_path, "postgresql", "gw0", {"tests/test_a.py": ["dropbox/x.py::f:2 eee"]})
+    assert missing_on_postgresql(tmp_path) == {
+        f"dropbox/x.py::f:1 {DRIVER_LEVEL}": {"tests/test_a.py"}
+    }
+
+
+def test_a_record_of_one_engine_alone_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, "sqlite", "gw0", {"tests/test_a.py": ["dropbox/x.py::f:1 aaa"]})
+    assert main([str(tmp_path)]) == 2
+
+
+def test_the_recorder_names_the_project_line_and_the_same_query_alike_on_each_engine(
+    tmp_path: Path,
+) -> None:
+    recorder = Recorder()
+    recorder.install()
+    try:
+        engine = create_engine("sqlite://")
+        Base.metadata.create_all(engine)
+        recorder.module = "tests/test_here.py"
+        with engine.connect() as connection:
+            database.current_revision(connection)  # Alembic, in the project's function
+            connection.execute(select(Report.id).where(Report.office_code == "OIO"))
+            connection.execute(text("SELECT 1"))
+    finally:
+        recorder.uninstall()
+    sites = recorder.sites["tests/test_here.py"]
+    # The SELECT and the text() were sent from this test, not from the project: not counted.
+    assert len(sites) == 1
+    (site,) = sites
+    assert site.startswith("dropbox/database.py::current_revision:")
+
+    # The name of a statement does not depend on the engine: it is the dialect-free text,
+    # not what each dialect hands its driver (? on SQLite, %(name)s on PostgreSQL).
+    def named(dialect: Any) -> str:
+        query = select(Report.id).where(Report.office_code == "OIO").limit(5)
+        return recorder._shape("ignored", SimpleNamespace(compiled=query.compile(dialect=dialect)))
+
+    assert named(sqlite.dialect()) == named(postgresql.dialect())
+    other = select(Report.id).where(Report.office_code == "ECO")
+    assert named(sqlite.dialect()) != recorder._shape(
+        "ignored", SimpleNamespace(compiled=other.compile(dialect=sqlite.dialect()))
+    )
