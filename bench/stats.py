@@ -143,6 +143,10 @@ def _days(at: datetime | None, received: datetime) -> int | None:
     return None if at is None else (at.date() - received.date()).days
 
 
+def _in_time(at: datetime | None, due: date) -> bool | None:
+    return None if at is None else at.date() <= due
+
+
 def seed(instance: Instance, year: int, count: int, rng: random.Random, start_id: int) -> float:
     """Bulk-insert `count` reports received in `year`, with referrals and exports; seconds."""
     config = instance.config
@@ -170,6 +174,8 @@ def seed(instance: Instance, year: int, count: int, rng: random.Random, start_id
                 closed = None
                 if status == Status.CLOSED:
                     closed = received + timedelta(days=rng.randrange(20, 160), hours=15)
+                acknowledge_due = received.date() + timedelta(days=ACKNOWLEDGE_DAYS)
+                feedback_due = add_months(received.date(), FEEDBACK_MONTHS)
                 report_id = f"{n:032x}"
                 if rng.random() < 0.05:
                     to = "ECO" if office == "OIO" else "OIO"
@@ -209,14 +215,16 @@ def seed(instance: Instance, year: int, count: int, rng: random.Random, start_id
                         "outcome": rng.choice(outcomes) if closed else None,
                         "urgent": False,
                         "received_at": received,
-                        "acknowledge_due": received.date() + timedelta(days=ACKNOWLEDGE_DAYS),
-                        "feedback_due": add_months(received.date(), FEEDBACK_MONTHS),
+                        "acknowledge_due": acknowledge_due,
+                        "feedback_due": feedback_due,
                         "acknowledged_at": acknowledged,
                         "last_activity_at": closed or acknowledged or received,
                         "closed_at": closed,
                         # As dropbox/cases.py stores them when it acknowledges and closes.
                         "acknowledge_days": _days(acknowledged, received),
                         "close_days": _days(closed, received),
+                        "acknowledged_in_time": _in_time(acknowledged, acknowledge_due),
+                        "feedback_in_time": _in_time(closed, feedback_due),
                         "assignee_id": None,
                         "next_seq": 1,
                     }

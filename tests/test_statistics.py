@@ -65,7 +65,9 @@ def _row(
     closed: datetime | None = None,
 ) -> dict[str, Any]:
     """A report row as `reports.submit` dates it (deadlines from the received day), with the
-    days taken as `cases` stores them when it acknowledges and closes."""
+    days taken and the deadlines met as `cases` stores them when it acknowledges and closes."""
+    acknowledge_due = received.date() + timedelta(days=7)
+    feedback_due = received.date() + timedelta(days=92)
     return {
         "id": f"{number:032x}",
         "lookup_id": number.to_bytes(32, "big"),
@@ -77,13 +79,17 @@ def _row(
         "outcome": outcome,
         "urgent": False,
         "received_at": received,
-        "acknowledge_due": received.date() + timedelta(days=7),
-        "feedback_due": received.date() + timedelta(days=92),
+        "acknowledge_due": acknowledge_due,
+        "feedback_due": feedback_due,
         "acknowledged_at": acknowledged,
         "last_activity_at": received,
         "closed_at": closed,
         "acknowledge_days": None if acknowledged is None else _days(acknowledged, received),
         "close_days": None if closed is None else _days(closed, received),
+        "acknowledged_in_time": None
+        if acknowledged is None
+        else acknowledged.date() <= acknowledge_due,
+        "feedback_in_time": None if closed is None else closed.date() <= feedback_due,
         "assignee_id": None,
         "next_seq": 1,
     }
