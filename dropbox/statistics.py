@@ -45,7 +45,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from sqlalchemy import String, case, column, func, literal, select, values
+from sqlalchemy import String, case, column, func, literal, select, true, values
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -431,24 +431,26 @@ def _count_classes_by_range(session: Session, figures: Figures) -> bool:
     and the caller groups them instead.
     """
     period, today = figures.period, figures.today
-    closed = [(Status.CLOSED.value, outcome) for outcome in figures.outcomes]
-    enumerated = (
-        values(
-            column("office_code", String),
-            column("category", String),
-            column("status", String),
-            column("outcome", String),
-            name="classes",
-        )
+    # Every class as a join of three short lists, so that the statement has few parameters.
+    offices = (
+        values(column("office_code", String), name="offices")
+        .data([(office,) for office in figures.offices])
+        .cte("offices")
+    )
+    categories = (
+        values(column("category", String), name="categories")
+        .data([(category,) for category in figures.categories])
+        .cte("categories")
+    )
+    kinds = (
+        values(column("status", String), column("outcome", String), name="kinds")
         .data(
             [
-                (office, category, status, outcome)
-                for office in figures.offices
-                for category in figures.categories
-                for status, outcome in [*((s.value, None) for s in OPEN_STATUSES), *closed]
+                *((status.value, None) for status in OPEN_STATUSES),
+                *((Status.CLOSED.value, outcome) for outcome in figures.outcomes),
             ]
         )
-        .cte("classes")
+        .cte("kinds")
     )
     not_yet_due = Report.acknowledged_in_time.is_(None) & (Report.acknowledge_due >= today)
     met = (
@@ -462,16 +464,22 @@ def _count_classes_by_range(session: Session, figures: Figures) -> bool:
             )
         )
         .where(
-            Report.office_code == enumerated.c.office_code,
-            Report.status == enumerated.c.status,
-            Report.category == enumerated.c.category,
-            Report.outcome.is_not_distinct_from(enumerated.c.outcome),
+            Report.office_code == offices.c.office_code,
+            Report.status == kinds.c.status,
+            Report.category == categories.c.category,
+            Report.outcome.is_not_distinct_from(kinds.c.outcome),
             _in(period),
         )
         .scalar_subquery()
     )
+    enumerated = (
+        select(offices, categories, kinds, met)
+        .select_from(offices)
+        .join(categories, true())
+        .join(kinds, true())
+    )
     classes: Classes = {}
-    for office, category, status, outcome, found in session.execute(select(enumerated, met)):
+    for office, category, status, outcome, found in session.execute(enumerated):
         n, ack_within, ack_ahead, fb_within, fb_ahead = map(int, json.loads(found))
         if n:
             ack, fb = _met(classes, (office, category, status, outcome))

@@ -218,12 +218,31 @@ def _days_taken(world: CaseWorld, report_id: str) -> tuple[int | None, int | Non
     return stored
 
 
+def _deadlines_met(world: CaseWorld, report_id: str) -> tuple[bool | None, bool | None]:
+    """The deadlines met as stored with the report, checked against its stored times and dates."""
+    with world.instance.readers() as db:
+        report = db.get(Report, report_id)
+        assert report is not None
+        expected = tuple(
+            None if at is None else at.date() <= due
+            for at, due in (
+                (report.acknowledged_at, report.acknowledge_due),
+                (report.closed_at, report.feedback_due),
+            )
+        )
+        stored = (report.acknowledged_in_time, report.feedback_in_time)
+    assert stored == expected
+    return stored
+
+
 def _time_passes(world: CaseWorld, report_id: str, days: int) -> None:
     """Move the report's stored times `days` back, as if they had happened that much earlier."""
     with world.instance.sessions.begin() as db:
         report = db.get(Report, report_id)
         assert report is not None
         report.received_at -= timedelta(days=days)
+        report.acknowledge_due -= timedelta(days=days)
+        report.feedback_due -= timedelta(days=days)
         if report.acknowledged_at is not None:
             report.acknowledged_at -= timedelta(days=days)
 
@@ -262,6 +281,46 @@ def test_the_days_taken_are_stored_when_a_report_is_acknowledged_closed_and_reop
         for what, counted in taken.items():
             counted.update(figures.days.get((what, "ECO"), Counter()))
     assert taken == {"acknowledge": Counter({10: 1, 12: 1}), "close": Counter({15: 1})}
+
+
+def test_whether_each_deadline_was_met_is_stored_when_it_happens_and_reopening_forgets_it(
+    case_world: CaseWorld,
+) -> None:
+    eco = case_world.client("eco")
+    on_time = submit(case_world, "retaliation", "My manager moved me after I reported fraud.")
+    late = submit(case_world, "retaliation", "I was left off the rota after I complained.")
+    _time_passes(case_world, late, 8)  # received 8 days ago: the acknowledgement was due by 7
+    assert _deadlines_met(case_world, on_time) == (None, None)
+
+    eco.change_status(on_time, "acknowledged")
+    source = PublicKey(eco.report(late).source_public_key)
+    reply = seal(late, "Thank you.", ItemKind.REPLY, [case_world.office_public("ECO"), source])
+    eco.add_item(late, "reply", reply, acknowledge=True)
+    assert _deadlines_met(case_world, on_time) == (True, None)
+    assert _deadlines_met(case_world, late) == (False, None)
+
+    eco.change_status(on_time, "closed", "withdrawn")  # feedback the same day: in time
+    assert _deadlines_met(case_world, on_time) == (True, True)
+    eco.change_status(on_time, "reopened")
+    assert _deadlines_met(case_world, on_time) == (True, None)
+    _time_passes(case_world, on_time, 100)  # past the 3 months of feedback_due
+    eco.change_status(on_time, "closed", "out of scope")
+    assert _deadlines_met(case_world, on_time) == (True, False)
+
+    # The statistics count those stored flags.
+    with case_world.instance.readers() as db:
+        years = {r.received_at.year for r in db.execute(select(Report)).scalars()}
+    counted: Counter[str] = Counter()
+    for year in years:
+        figures = _compute(case_world.instance, statistics.Period(year), date(year + 1, 6, 30))
+        counted.update(
+            {
+                f"{what}:{part}": figures.values.get(f"{what}:{part}:ECO", 0)
+                for what in ("ack", "fb")
+                for part in ("within", "late")
+            }
+        )
+    assert counted == {"ack:within": 1, "ack:late": 1, "fb:within": 0, "fb:late": 2}
 
 
 def test_statistics_read_metadata_only_not_a_key_block_or_a_stored_body(
