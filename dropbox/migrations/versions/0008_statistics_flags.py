@@ -58,9 +58,9 @@ _CLASSES = [
     "status",
     "category",
     "outcome",
-    "received_at",
     "acknowledged_in_time",
     "feedback_in_time",
+    "received_at",
     "acknowledge_due",
     "feedback_due",
 ]
