@@ -8,7 +8,8 @@ Run from the repository root:
 What it does:
 
 1. Builds a throw-away instance in a temporary directory (SQLite, the
-   application's own engine and pragmas, every migration; a cheap Argon2id
+   application's own engine and pragmas, or the empty PostgreSQL database
+   given by ``--database-url``; every migration; a cheap Argon2id
    cost, since this measures a page, not the KDF): both offices, an
    officer of each, and an administrator.
 2. Seeds ``--reports`` reports received in one year (the year before this
@@ -104,10 +105,11 @@ class Person:
     totp_secret: str
 
 
-def set_up(data_dir: Path) -> tuple[Instance, dict[str, Person]]:
+def set_up(data_dir: Path, database_url: str = "") -> tuple[Instance, dict[str, Person]]:
     """Initialise the instance, both offices, an OIO officer and an administrator."""
     config = Config(
         data_dir=data_dir,
+        database_url=database_url,
         crypto=CryptoSettings(
             kdf_iterations=CHEAP.iterations, kdf_memory_kib=CHEAP.memory_bytes // 1024
         ),
@@ -367,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="dropbox-bench-stats-", dir=args.dir))
     failed = False
     try:
-        instance, people = set_up(workdir / "data")
+        instance, people = set_up(workdir / "data", args.database_url)
         rng = random.Random(16)  # noqa: S311 - test data, not secrets
         seconds = seed(instance, year, count, rng, 1)
         seconds += seed(instance, year - 1, count // 5, rng, count + 1)
@@ -495,6 +497,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2,000 reports; latency not judged")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--dir", default=None, help="where to make the temporary directory")
+    parser.add_argument(
+        "--database-url",
+        default="",
+        help="an empty PostgreSQL database to use (postgresql+psycopg://...); default SQLite",
+    )
     return run(parser.parse_args())
 
 

@@ -202,10 +202,10 @@ class Report(Base):
         Index("ix_reports_office_status_received", "office_code", "status", "received_at", "id"),
         # Statistics (dropbox/statistics.py) read a period's reports in these
         # indexes alone. On SQLite, which has no hash aggregation, they count
-        # each class (office, status, category, outcome) as a range of
-        # `ix_reports_statistics_classes` and each number of days as a range of
-        # the two days indexes, so that nothing is sorted; elsewhere they group
-        # the range of `ix_reports_received_statistics`.
+        # each class (office, status, category, outcome, deadlines met) as a
+        # range of `ix_reports_statistics_classes` and each number of days as a
+        # range of the two days indexes, so that nothing is sorted; elsewhere
+        # they group the period's range of `ix_reports_received_statistics`.
         Index(
             "ix_reports_received_statistics",
             "received_at",
