@@ -7,7 +7,7 @@ on the server, so that a hidden count never leaves it. Each answer is
 recorded in the audit log: `statistics.view`, or `statistics.download`
 when the reviewer app asks for a download.
 
-Computing a year of 100,000 reports takes about 100 ms of CPU (bench/stats.py),
+Computing a year of 100,000 reports takes about 115 ms of CPU (bench/stats.py),
 more on a busy server, so each worker keeps the figures of a period for
 `FRESH_SECONDS` (`Recent`): opening the page again, changing the office,
 downloading the CSV or printing within that time reuses them.
