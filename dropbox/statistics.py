@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import String, case, column, func, literal, select, true, values
+from sqlalchemy import case, func, literal, select, true
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import ScalarSelect
@@ -555,23 +555,22 @@ def _count_days_by_range(session: Session, figures: Figures) -> None:
     """The same counts as `_count_days_grouped`, each number of days a range of an index.
 
     For each office, the numbers of days any of its reports took are found
-    by stepping through `ix_reports_acknowledge_days` (`_close_days`) from
-    one value to the next, a seek each (a few hundred values, whatever the
-    number of reports), and the period's reports of each value are a range
-    of it: nothing is sorted (SQLite has no hash aggregation).
+    by stepping through `ix_reports_acknowledge_days` (for the days to
+    close, `ix_reports_close_days`) from one value to the next, a seek each
+    (a few hundred values, whatever the number of reports), and the period's
+    reports of each value are a range of it: nothing is sorted (SQLite has
+    no hash aggregation).
     """
-    offices = (
-        values(column("code", String), name="offices")
-        .data([(office,) for office in figures.offices])
-        .cte("offices")
-    )
+    offices = func.json_each(json.dumps(figures.offices)).table_valued("value", name="offices")
     for what, days in (("acknowledge", Report.acknowledge_days), ("close", Report.close_days)):
         first = (
             select(func.min(days))
-            .where(Report.office_code == offices.c.code, days.is_not(None))
+            .where(Report.office_code == offices.c.value, days.is_not(None))
             .scalar_subquery()
         )
-        seen = select(offices.c.code, first.label("days")).cte("seen", recursive=True)
+        seen = select(offices.c.value.label("code"), first.label("days")).cte(
+            "seen", recursive=True
+        )
         following = (
             select(func.min(days))
             .where(Report.office_code == seen.c.code, days > seen.c.days)
