@@ -8,7 +8,8 @@ Run from the repository root:
 What it does:
 
 1. Builds a throw-away instance in a temporary directory (SQLite, the
-   application's own engine and pragmas, every migration; a cheap Argon2id
+   application's own engine and pragmas, or the empty PostgreSQL database
+   given by ``--database-url``; every migration; a cheap Argon2id
    cost, since this measures a page, not the KDF): both offices, an
    officer of each, and an administrator.
 2. Seeds ``--reports`` reports received in one year (the year before this
@@ -40,15 +41,19 @@ What it does:
    printed without a target.
 
 It prints p50 and p95 in ms of each against the target (the page's p95 <=
-200 ms) and exits with 1 if a page misses it or a figure is wrong (with
-``--quick``, a smoke run, latency is printed but not judged). The
-temporary directory is removed at the end unless ``--keep`` is given.
+200 ms), with the p95 of the CPU time the process spent on it (everything
+runs in this process, so that figure does not grow when other programs
+keep the machine busy; the load average is printed too), and exits with 1
+if a page misses the target or a figure is wrong (with ``--quick``, a
+smoke run, latency is printed but not judged). The temporary directory is
+removed at the end unless ``--keep`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import re
 import shutil
@@ -100,10 +105,11 @@ class Person:
     totp_secret: str
 
 
-def set_up(data_dir: Path) -> tuple[Instance, dict[str, Person]]:
+def set_up(data_dir: Path, database_url: str = "") -> tuple[Instance, dict[str, Person]]:
     """Initialise the instance, both offices, an OIO officer and an administrator."""
     config = Config(
         data_dir=data_dir,
+        database_url=database_url,
         crypto=CryptoSettings(
             kdf_iterations=CHEAP.iterations, kdf_memory_kib=CHEAP.memory_bytes // 1024
         ),
@@ -143,6 +149,10 @@ def _days(at: datetime | None, received: datetime) -> int | None:
     return None if at is None else (at.date() - received.date()).days
 
 
+def _in_time(at: datetime | None, due: date) -> bool | None:
+    return None if at is None else at.date() <= due
+
+
 def seed(instance: Instance, year: int, count: int, rng: random.Random, start_id: int) -> float:
     """Bulk-insert `count` reports received in `year`, with referrals and exports; seconds."""
     config = instance.config
@@ -170,6 +180,8 @@ def seed(instance: Instance, year: int, count: int, rng: random.Random, start_id
                 closed = None
                 if status == Status.CLOSED:
                     closed = received + timedelta(days=rng.randrange(20, 160), hours=15)
+                acknowledge_due = received.date() + timedelta(days=ACKNOWLEDGE_DAYS)
+                feedback_due = add_months(received.date(), FEEDBACK_MONTHS)
                 report_id = f"{n:032x}"
                 if rng.random() < 0.05:
                     to = "ECO" if office == "OIO" else "OIO"
@@ -209,14 +221,16 @@ def seed(instance: Instance, year: int, count: int, rng: random.Random, start_id
                         "outcome": rng.choice(outcomes) if closed else None,
                         "urgent": False,
                         "received_at": received,
-                        "acknowledge_due": received.date() + timedelta(days=ACKNOWLEDGE_DAYS),
-                        "feedback_due": add_months(received.date(), FEEDBACK_MONTHS),
+                        "acknowledge_due": acknowledge_due,
+                        "feedback_due": feedback_due,
                         "acknowledged_at": acknowledged,
                         "last_activity_at": closed or acknowledged or received,
                         "closed_at": closed,
                         # As dropbox/cases.py stores them when it acknowledges and closes.
                         "acknowledge_days": _days(acknowledged, received),
                         "close_days": _days(closed, received),
+                        "acknowledged_in_time": _in_time(acknowledged, acknowledge_due),
+                        "feedback_in_time": _in_time(closed, feedback_due),
                         "assignee_id": None,
                         "next_seq": 1,
                     }
@@ -326,15 +340,22 @@ def sign_in(client: Any, person: Person) -> None:
     assert response.status_code in (302, 303), response.get_data(as_text=True)[:500]
 
 
-def timed(call: Callable[[], None], warmup: int, requests: int) -> list[float]:
+def timed(call: Callable[[], None], warmup: int, requests: int) -> tuple[list[float], list[float]]:
+    """Milliseconds of each call: on the clock, and of this process's CPU time.
+
+    Everything runs in this process (both apps and SQLite), so the CPU time
+    is the work a request costs, whatever else the machine is doing; the
+    clock time is what is judged.
+    """
     for _ in range(warmup):
         call()
-    out = []
+    wall, cpu = [], []
     for _ in range(requests):
-        started = time.perf_counter()
+        started, used = time.perf_counter(), time.process_time()
         call()
-        out.append((time.perf_counter() - started) * 1000)
-    return out
+        wall.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.process_time() - used) * 1000)
+    return wall, cpu
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -348,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="dropbox-bench-stats-", dir=args.dir))
     failed = False
     try:
-        instance, people = set_up(workdir / "data")
+        instance, people = set_up(workdir / "data", args.database_url)
         rng = random.Random(16)  # noqa: S311 - test data, not secrets
         seconds = seed(instance, year, count, rng, 1)
         seconds += seed(instance, year - 1, count // 5, rng, count + 1)
@@ -429,16 +450,17 @@ def run(args: argparse.Namespace) -> int:
             ("case server route alone (all offices)", api_call, False),
             ("dropbox.statistics.compute alone", compute_only, False),
         ]
-        best: dict[str, list[float]] = {}
+        best: dict[str, tuple[list[float], list[float]]] = {}
         for _ in range(args.rounds):
             for name, call, _judged in cases:
-                values = timed(call, args.warmup, args.requests)
-                if name not in best or percentile(values, 0.95) < percentile(best[name], 0.95):
-                    best[name] = values
+                wall, cpu = timed(call, args.warmup, args.requests)
+                if name not in best or percentile(wall, 0.95) < percentile(best[name][0], 0.95):
+                    best[name] = wall, cpu
         print()
-        print(f"{'what':42} {'p50 ms':>8} {'p95 ms':>8}  target")
+        print(f"load average (1, 5, 15 min): {' '.join(f'{n:.2f}' for n in os.getloadavg())}")
+        print(f"{'what':42} {'p50 ms':>8} {'p95 ms':>8} {'CPU p95':>8}  target")
         for name, _call, judged in cases:
-            values = best[name]
+            values, cpu = best[name]
             p95 = percentile(values, 0.95)
             verdict = ""
             if judged:
@@ -446,7 +468,10 @@ def run(args: argparse.Namespace) -> int:
                 verdict = f"p95 <= {TARGET_P95_MS:.0f}: {'ok' if ok else 'MISSED'}"
                 if not ok and not args.quick:
                     failed = True
-            print(f"{name:42} {stats.median(values):8.1f} {p95:8.1f}  {verdict}")
+            print(
+                f"{name:42} {stats.median(values):8.1f} {p95:8.1f}"
+                f" {percentile(cpu, 0.95):8.1f}  {verdict}"
+            )
     finally:
         if args.keep:
             print(f"kept {workdir}")
@@ -472,6 +497,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2,000 reports; latency not judged")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--dir", default=None, help="where to make the temporary directory")
+    parser.add_argument(
+        "--database-url",
+        default="",
+        help="an empty PostgreSQL database to use (postgresql+psycopg://...); default SQLite",
+    )
     return run(parser.parse_args())
 
 

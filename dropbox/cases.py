@@ -454,8 +454,7 @@ def _acknowledge_by_reply(
     session: Session, officer: Officer, report: Report, now: datetime
 ) -> None:
     """Record the acknowledgement a first reply makes; the status follows where it may."""
-    report.acknowledged_at = now
-    report.acknowledge_days = report.days_since_received(now)
+    report.acknowledged(now)
     if Status.ACKNOWLEDGED not in TRANSITIONS.get(report.status, frozenset()):
         # Under assessment or reopened already: the deadline is met, the status stays.
         audit.record(
@@ -564,16 +563,13 @@ def change_status(
     if to_status == Status.CLOSED:
         if outcome not in set(Outcome):
             raise DropboxError("choose the outcome before closing the report")
-        report.outcome = outcome
-        report.closed_at = now
-        report.close_days = report.days_since_received(now)
+        report.closed(now, outcome)
     else:
         outcome = None
     if to_status == Status.ACKNOWLEDGED and report.acknowledged_at is None:
-        report.acknowledged_at = now
-        report.acknowledge_days = report.days_since_received(now)
+        report.acknowledged(now)
     if to_status == Status.REOPENED:
-        report.outcome, report.closed_at, report.close_days = None, None, None
+        report.reopened()
     _move(session, officer, report, to_status, now, outcome=outcome)
     report.last_activity_at = now
 

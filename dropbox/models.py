@@ -175,6 +175,12 @@ class Report(Base):
     # clears the closing's), so that statistics count by small integers.
     acknowledge_days: Mapped[int | None] = mapped_column(Integer)
     close_days: Mapped[int | None] = mapped_column(Integer)
+    # Whether the acknowledgement came by `acknowledge_due` and the closing (the
+    # feedback) by `feedback_due`, stored when each happens (`acknowledged`,
+    # `closed`; reopening clears the closing's), so that statistics count
+    # deadlines met by a column, not by comparing dates in every row.
+    acknowledged_in_time: Mapped[bool | None] = mapped_column(Boolean)
+    feedback_in_time: Mapped[bool | None] = mapped_column(Boolean)
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
     next_seq: Mapped[int] = mapped_column(Integer, default=1)
 
@@ -194,8 +200,12 @@ class Report(Base):
         _sort_index("acknowledge_due", "acknowledge_due"),
         _sort_index("feedback_due", "feedback_due"),
         Index("ix_reports_office_status_received", "office_code", "status", "received_at", "id"),
-        # Statistics (dropbox/statistics.py) read a period's reports in this
-        # index alone: every column they group or count by.
+        # Statistics (dropbox/statistics.py) read a period's reports in these
+        # indexes alone. On SQLite, which has no hash aggregation, they count
+        # each class (office, status, category, outcome, deadlines met) as a
+        # range of `ix_reports_statistics_classes` and each number of days as a
+        # range of the two days indexes, so that nothing is sorted; elsewhere
+        # they group the period's range of `ix_reports_received_statistics`.
         Index(
             "ix_reports_received_statistics",
             "received_at",
@@ -203,13 +213,27 @@ class Report(Base):
             "category",
             "status",
             "outcome",
-            "acknowledged_at",
+            "acknowledged_in_time",
+            "feedback_in_time",
             "acknowledge_due",
-            "closed_at",
             "feedback_due",
             "acknowledge_days",
             "close_days",
         ),
+        Index(
+            "ix_reports_statistics_classes",
+            "office_code",
+            "status",
+            "category",
+            "outcome",
+            "acknowledged_in_time",
+            "feedback_in_time",
+            "received_at",
+            "acknowledge_due",
+            "feedback_due",
+        ),
+        Index("ix_reports_acknowledge_days", "office_code", "acknowledge_days", "received_at"),
+        Index("ix_reports_close_days", "office_code", "close_days", "received_at"),
         Index(
             "ix_reports_office_filters",
             "office_code",
@@ -226,6 +250,24 @@ class Report(Base):
     def days_since_received(self, at: datetime) -> int:
         """Whole days from the day the report was received to the day of `at`."""
         return (at.date() - self.received_at.date()).days
+
+    def acknowledged(self, at: datetime) -> None:
+        """Record the acknowledgement: when, the days it took, and whether it was in time."""
+        self.acknowledged_at = at
+        self.acknowledge_days = self.days_since_received(at)
+        self.acknowledged_in_time = at.date() <= self.acknowledge_due
+
+    def closed(self, at: datetime, outcome: str) -> None:
+        """Record the closing (the feedback): outcome, when, the days it took, whether in time."""
+        self.outcome = outcome
+        self.closed_at = at
+        self.close_days = self.days_since_received(at)
+        self.feedback_in_time = at.date() <= self.feedback_due
+
+    def reopened(self) -> None:
+        """Forget the closing: the report is open again."""
+        self.outcome, self.closed_at = None, None
+        self.close_days, self.feedback_in_time = None, None
 
 
 class Item(Base):

@@ -27,17 +27,25 @@ two views can never be put together to work out what either hides. Times
 (median and 90th percentile of days) are shown only for groups of at least
 the threshold.
 
-The queries group a period's rows in the database (one pass each through
-`ix_reports_received_statistics`, which holds every column they read). The
-days taken to acknowledge and to close are stored with each report when it
-is acknowledged and closed (`Report.acknowledge_days`, `close_days`), so the
-percentiles are counts by two small integers, not date arithmetic over every
-row (bench/stats.py measures a year of 100,000 reports).
+**How they are counted.** Whether each deadline was met is stored with
+each report when it is acknowledged and closed (`Report.acknowledged_in_time`,
+`feedback_in_time`), and so are the days it took (`acknowledge_days`,
+`close_days`), so nothing works out a date per row. On PostgreSQL the
+period's rows are grouped by class and by days (`_count_classes_grouped`,
+`_count_days_grouped`). SQLite has no hash aggregation: a GROUP BY sorts
+every row of the period, about 130 ms for a year of 100,000 reports. So
+there, each class a report can be in is a range of an index, and so is each
+number of days (`_count_classes_by_range`, `_count_days_by_range`): index
+seeks and counts, nothing sorted; if the classes listed do not add up to
+the period's reports (a category no longer configured...), the period is
+grouped instead. bench/stats.py measures both against counting report by
+report.
 """
 
 from __future__ import annotations
 
 import calendar
+import json
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -45,9 +53,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, case, cast, func, literal, select
+from sqlalchemy import case, func, literal, select, true
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from dropbox import audit, inbox
 from dropbox.models import AuditEvent, Outcome, Report, Status, StatusChange
@@ -331,15 +340,6 @@ def _relations(figures: Figures) -> None:
 # --- the queries -----------------------------------------------------------------------------
 
 
-def _day(column: Any, dialect: str) -> ColumnElement[Any]:
-    """The day of a stored time, comparable with a stored date.
-
-    SQLite stores a time as text that starts with its day: the first ten
-    characters are the day, cheaper to take than to parse the time.
-    """
-    return func.substr(column, 1, 10) if dialect == "sqlite" else cast(column, Date)
-
-
 def _in(period: Period) -> ColumnElement[bool]:
     return (Report.received_at >= period.start) & (Report.received_at < period.end)
 
@@ -348,73 +348,269 @@ def _in(period: Period) -> ColumnElement[bool]:
 ACK_CLASSES = ("within", "late", "pending")
 CLOSE_CLASSES = ("within", "closedlate", "openlate", "pending")
 
+# A class of reports (office, category, status, outcome) -> how many of them stand in each
+# of the `ACK_CLASSES` and in each of the `CLOSE_CLASSES`.
+Classes = dict[tuple[str, str, str, str | None], tuple[list[int], list[int]]]
 
-def _count_reports(session: Session, figures: Figures, dialect: str) -> None:
-    """The period's reports by office, category, status, outcome and deadline, then the days.
 
-    Two passes over the period's rows in `ix_reports_received_statistics`:
-    one grouped by every class a figure counts (a few hundred groups), one
-    grouped by the stored days taken to acknowledge and to close (for the
-    percentiles; a few thousand groups).
+def _met(classes: Classes, key: tuple[str, str, str, str | None]) -> tuple[list[int], list[int]]:
+    return classes.setdefault(key, ([0] * len(ACK_CLASSES), [0] * len(CLOSE_CLASSES)))
+
+
+def _tally(figures: Figures, classes: Classes) -> None:
+    """Add the classes' counts to the figures, in the order of the classes.
+
+    The same counts give the same figures in the same order whichever query
+    counted them: `suppress` settles the hidden figures in that order.
     """
-    period, today, v = figures.period, figures.today, figures.values
-    offices = set(figures.offices)
-    acknowledged = Report.acknowledged_at.is_not(None)
-    ack_class = case(
-        (acknowledged & (_day(Report.acknowledged_at, dialect) <= Report.acknowledge_due), 0),
-        (acknowledged, 1),
-        (inbox.acknowledge_overdue(today), 1),
-        else_=2,
-    )
-    closed = (Report.status == Status.CLOSED) & Report.closed_at.is_not(None)
-    close_class = case(
-        (closed & (_day(Report.closed_at, dialect) <= Report.feedback_due), 0),
-        (Report.status == Status.CLOSED, 1),
-        (inbox.feedback_overdue(today), 2),
-        else_=3,
-    )
+    v = figures.values
+    for (office, category, status, outcome), (ack, fb) in sorted(
+        classes.items(), key=lambda item: (*item[0][:3], item[0][3] or "")
+    ):
+        n = sum(ack)
+        keys = [
+            (f"received:{category}:{office}", n),
+            (f"status:{status}:{office}", n),
+            *((f"ack:{name}:{office}", k) for name, k in zip(ACK_CLASSES, ack, strict=True)),
+            *((f"fb:{name}:{office}", k) for name, k in zip(CLOSE_CLASSES, fb, strict=True)),
+        ]
+        if status == Status.CLOSED:
+            keys.append((f"outcome:{outcome or UNRECORDED}:{office}", n))
+        for key, k in keys:
+            if k:
+                v[key] = v.get(key, 0) + k
+
+
+def _count_classes_grouped(session: Session, figures: Figures) -> None:
+    """The period's reports by office, category, status, outcome and deadline, grouped.
+
+    One pass through the period's range of `ix_reports_received_statistics`,
+    grouped by every class a figure counts (a few hundred groups). A
+    deadline not met is late once its date is behind `today`, pending before.
+    """
+    period, today = figures.period, figures.today
     columns = (
         Report.office_code,
         Report.category,
         Report.status,
         Report.outcome,
-        ack_class,
-        close_class,
+        Report.acknowledged_in_time,
+        Report.feedback_in_time,
+        Report.acknowledge_due >= today,
+        Report.feedback_due >= today,
     )
-    for office, category, status, outcome, ack, close, n in session.execute(
-        select(*columns, func.count()).where(_in(period)).group_by(*columns)
-    ):
-        if office not in offices:
+    classes: Classes = {}
+    for (
+        office,
+        category,
+        status,
+        outcome,
+        ack_met,
+        fb_met,
+        ack_ahead,
+        fb_ahead,
+        n,
+    ) in session.execute(select(*columns, func.count()).where(_in(period)).group_by(*columns)):
+        if office not in figures.offices:
             continue
-        for key in (
-            f"received:{category}:{office}",
-            f"status:{status}:{office}",
-            f"ack:{ACK_CLASSES[ack]}:{office}",
-            f"fb:{CLOSE_CLASSES[close]}:{office}",
-            *((f"outcome:{outcome or UNRECORDED}:{office}",) if status == Status.CLOSED else ()),
-        ):
-            v[key] = v.get(key, 0) + n
-    # The days taken, stored with each report when it was acknowledged and closed.
+        ack, fb = _met(classes, (office, category, status, outcome))
+        if ack_met is not None:
+            ack[0 if ack_met else 1] += n
+        else:
+            ack[2 if ack_ahead else 1] += n
+        if status == Status.CLOSED:
+            fb[0 if fb_met else 1] += n
+        else:
+            fb[3 if fb_ahead else 2] += n
+    _tally(figures, classes)
+
+
+def _count_classes_by_range(session: Session, figures: Figures) -> bool:
+    """The same counts as `_count_classes_grouped`, each class a range of an index; True if
+    they are every report of the period.
+
+    SQLite has no hash aggregation: grouping a year of 100,000 reports sorts
+    them all (about 130 ms). Here each class an office's report can be in
+    (every configured category by every status, by every outcome when
+    closed, and by the deadlines met) is a range of
+    `ix_reports_statistics_classes` ending with the period: about a thousand
+    index seeks, nothing sorted, and only the classes whose deadlines may
+    still be ahead compare a date in each row (about 15 ms in all). A report
+    of any other class (a category no longer configured, a closed report
+    without an outcome) is not counted here: then the counts do not add up
+    to the period's reports, and the caller groups them instead.
+    """
+    period, today = figures.period, figures.today
+    # Every class as a join of three lists, each passed as one JSON text so that the
+    # statement is the same at every request (compiled once).
+    offices = func.json_each(json.dumps(figures.offices)).table_valued("value", name="offices")
+    categories = func.json_each(json.dumps(figures.categories)).table_valued(
+        "value", name="categories"
+    )
+    met = (None, False, True)
+    kinds = func.json_each(
+        json.dumps(
+            [
+                *((status.value, None, ack, None) for status in OPEN_STATUSES for ack in met),
+                *(
+                    (Status.CLOSED.value, outcome, ack, fb)
+                    for outcome in figures.outcomes
+                    for ack in met
+                    for fb in met
+                ),
+            ]
+        )
+    ).table_valued("value", name="kinds")
+    office, category = offices.c.value, categories.c.value
+    status, outcome, acknowledged, fed_back = (
+        func.json_extract(kinds.c.value, f"$[{n}]") for n in range(4)
+    )
+
+    def counted(ack_ahead: bool, fb_ahead: bool) -> ScalarSelect[Any]:
+        """How many reports of the class, and of them how many deadlines are still ahead."""
+        return (
+            select(
+                func.json_array(
+                    func.count(),
+                    func.total(Report.acknowledge_due >= today) if ack_ahead else 0,
+                    func.total(Report.feedback_due >= today) if fb_ahead else 0,
+                )
+            )
+            .where(
+                Report.office_code == office,
+                Report.status == status,
+                Report.category == category,
+                Report.outcome.is_not_distinct_from(outcome),
+                Report.acknowledged_in_time.is_not_distinct_from(acknowledged),
+                Report.feedback_in_time.is_not_distinct_from(fed_back),
+                _in(period),
+            )
+            .scalar_subquery()
+        )
+
+    # SQLite evaluates only the subquery of the case that holds: a date is compared only
+    # where a deadline not met may still be ahead (not acknowledged; not closed).
+    not_acknowledged = acknowledged.is_(None)
+    open_ = status != Status.CLOSED.value
+    found = case(
+        (not_acknowledged & open_, counted(True, True)),
+        (not_acknowledged, counted(True, False)),
+        (open_, counted(False, True)),
+        else_=counted(False, False),
+    )
+    enumerated = (
+        select(office, category, status, outcome, acknowledged, fed_back, found)
+        .select_from(offices)
+        .join(categories, true())
+        .join(kinds, true())
+    )
+    classes: Classes = {}
+    for code, category_, status_, outcome_, ack_met, fb_met, answer in session.execute(enumerated):
+        if answer.startswith("[0,"):
+            continue  # most classes have no report: not worth decoding
+        n, ack_ahead, fb_ahead = map(int, json.loads(answer))
+        ack, fb = _met(classes, (code, category_, status_, outcome_))
+        if ack_met is None:
+            ack[1] += n - ack_ahead
+            ack[2] += ack_ahead
+        else:
+            ack[0 if ack_met else 1] += n
+        if status_ == Status.CLOSED:
+            fb[0 if fb_met else 1] += n
+        else:
+            fb[2] += n - fb_ahead
+            fb[3] += fb_ahead
+    everyone = session.execute(
+        select(func.count()).where(_in(period), Report.office_code.in_(figures.offices))
+    ).scalar_one()
+    if sum(sum(ack) for ack, _ in classes.values()) != everyone:
+        return False
+    _tally(figures, classes)
+    return True
+
+
+def _add_days(figures: Figures, what: str, office: str, days: int, n: int) -> None:
+    if office in figures.offices and n:
+        for column in (office, ALL):
+            figures.days.setdefault((what, column), Counter())[int(days)] += n
+
+
+def _count_days_grouped(session: Session, figures: Figures) -> None:
+    """The stored days taken to acknowledge and to close, grouped (a few thousand groups)."""
     taken = (Report.office_code, Report.acknowledge_days, Report.close_days)
     for office, to_acknowledge, to_close, n in session.execute(
         select(*taken, func.count())
-        .where(_in(period), Report.acknowledge_days.is_not(None) | Report.close_days.is_not(None))
+        .where(
+            _in(figures.period),
+            Report.acknowledge_days.is_not(None) | Report.close_days.is_not(None),
+        )
         .group_by(*taken)
     ):
-        if office not in offices:
-            continue
         for what, days in (("acknowledge", to_acknowledge), ("close", to_close)):
             if days is not None:
-                for column in (office, ALL):
-                    figures.days.setdefault((what, column), Counter())[int(days)] += n
+                _add_days(figures, what, office, days, n)
+
+
+def _count_days_by_range(session: Session, figures: Figures) -> None:
+    """The same counts as `_count_days_grouped`, each number of days a range of an index.
+
+    For each office, the numbers of days any of its reports took are found
+    by stepping through `ix_reports_acknowledge_days` (for the days to
+    close, `ix_reports_close_days`) from one value to the next, a seek each
+    (a few hundred values, whatever the number of reports), and the period's
+    reports of each value are a range of it: nothing is sorted (SQLite has
+    no hash aggregation).
+    """
+    offices = func.json_each(json.dumps(figures.offices)).table_valued("value", name="offices")
+    for what, days in (("acknowledge", Report.acknowledge_days), ("close", Report.close_days)):
+        first = (
+            select(func.min(days))
+            .where(Report.office_code == offices.c.value, days.is_not(None))
+            .scalar_subquery()
+        )
+        seen = select(offices.c.value.label("code"), first.label("days")).cte(
+            "seen", recursive=True
+        )
+        following = (
+            select(func.min(days))
+            .where(Report.office_code == seen.c.code, days > seen.c.days)
+            .scalar_subquery()
+        )
+        seen = seen.union_all(select(seen.c.code, following).where(seen.c.days.is_not(None)))
+        counted = (
+            select(func.count())
+            .where(Report.office_code == seen.c.code, days == seen.c.days, _in(figures.period))
+            .scalar_subquery()
+        )
+        for office, value, n in session.execute(
+            select(seen.c.code, seen.c.days, counted).where(seen.c.days.is_not(None))
+        ):
+            _add_days(figures, what, office, value, n)
+
+
+def _count_reports(session: Session, figures: Figures, dialect: str) -> None:
+    """The period's reports by class and deadline, then the days taken.
+
+    By ranges of indexes on SQLite (falling back to grouping when a report
+    is of a class not enumerated), grouped elsewhere: a database with hash
+    aggregation groups without sorting.
+    """
+    if dialect == "sqlite":
+        if not _count_classes_by_range(session, figures):
+            _count_classes_grouped(session, figures)
+        _count_days_by_range(session, figures)
+    else:
+        _count_classes_grouped(session, figures)
+        _count_days_grouped(session, figures)
 
 
 def _count_overdue(session: Session, figures: Figures) -> None:
     """What is overdue today, among every report (the inbox's definitions).
 
-    Counted per status, so that the closed reports, most of them, are read
-    only where one was never acknowledged (`ix_reports_office_filters` holds
-    status, then the acknowledgement).
+    Counted per office and status, so that the closed reports, most of them,
+    are read only where one was never acknowledged: each is a range of
+    `ix_reports_office_filters` (office, status, then the acknowledgement),
+    which the office's code lets SQLite seek to instead of reading it whole.
     """
     today, v = figures.today, figures.values
     offices = set(figures.offices)
@@ -422,12 +618,19 @@ def _count_overdue(session: Session, figures: Figures) -> None:
     overdue_fb = func.sum(case((inbox.feedback_overdue(today), 1), else_=0))
     open_rows = session.execute(
         select(Report.office_code, overdue_ack, overdue_fb)
-        .where(Report.status.in_([s.value for s in OPEN_STATUSES]))
+        .where(
+            Report.office_code.in_(figures.offices),
+            Report.status.in_([s.value for s in OPEN_STATUSES]),
+        )
         .group_by(Report.office_code)
     ).all()
     closed_rows = session.execute(
         select(Report.office_code, func.count(), literal(0))
-        .where(Report.status == Status.CLOSED, inbox.acknowledge_overdue(today))
+        .where(
+            Report.office_code.in_(figures.offices),
+            Report.status == Status.CLOSED,
+            inbox.acknowledge_overdue(today),
+        )
         .group_by(Report.office_code)
     ).all()
     for office, ack, fb in [*open_rows, *closed_rows]:

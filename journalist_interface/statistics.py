@@ -349,6 +349,12 @@ def _with_chart(section: Section) -> Section:
     return Section(section.key, section.title, section.hint, section.columns, section.lines, chart)
 
 
+def mostly_hidden(answer: Statistics) -> bool:
+    """Whether most of the figures the page shows are hidden: a period with few reports."""
+    cells = [cell for table in answer.tables for row in table.rows for cell in row.cells]
+    return 2 * sum(cell.value is None for cell in cells) > len(cells)
+
+
 def _period_words(answer: Statistics, months: list[str], year: int | None = None) -> str:
     year = answer.year if year is None else year
     if (answer.from_month, answer.to_month) == (1, 12):
@@ -435,6 +441,7 @@ def statistics_page() -> Any:
         query=query,
         problems=problems,
         sections=sections(answer, _labels(), names) if answer else [],
+        few_reports=answer is not None and mostly_hidden(answer),
         months=list(enumerate(_month_names(), start=1)),
         years=list(range(datetime.now(UTC).year + 1, FIRST_YEAR - 1, -1)),
         office_choices=_office_choices(answer, names, entry.me.is_admin),

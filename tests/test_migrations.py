@@ -434,3 +434,91 @@ def test_0007_counts_the_days_taken_on_postgresql_too(postgres_url: str) -> None
             assert _days_taken_after_0007(engine) == DAYS_TAKEN
         finally:
             engine.dispose()
+
+
+def _deadlines_met_after_0008(engine: Engine) -> dict[str, tuple[bool | None, bool | None]]:
+    """Reports made at 0007, acknowledged and closed at times of day, then upgraded to head."""
+    from datetime import date, datetime
+
+    received = datetime(2025, 12, 30, 0, 0, 0)
+    acknowledge_due, feedback_due = date(2026, 1, 6), date(2026, 3, 30)
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0007")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO offices (code, name, public_key, created_at)"
+                " VALUES ('ECO', 'ECO', :pk, :now)"
+            ),
+            {"pk": b"E" * 33, "now": received},
+        )
+        for report_id, status, acknowledged, closed in [
+            ("new", "received", None, None),
+            ("acked-on-the-due-day", "acknowledged", datetime(2026, 1, 6, 23, 59, 59), None),
+            ("acked-a-day-late", "acknowledged", datetime(2026, 1, 7, 0, 0, 1), None),
+            ("closed-on-the-due-day", "closed", received, datetime(2026, 3, 30, 23, 0, 0)),
+            ("closed-late-unacked", "closed", None, datetime(2026, 3, 31, 0, 0, 1)),
+            ("closed-no-time", "closed", received, None),
+            ("reopened", "reopened", datetime(2026, 1, 8, 1, 0, 0), None),
+        ]:
+            connection.execute(
+                text(
+                    "INSERT INTO reports (id, lookup_id, source_public_key, designation,"
+                    " office_code, category, status, urgent, received_at, acknowledge_due,"
+                    " feedback_due, acknowledged_at, last_activity_at, closed_at, next_seq)"
+                    " VALUES (:id, :l, :k, :id, 'ECO', 'retaliation', :status, false, :received,"
+                    " :ack_due, :fb_due, :acknowledged, :received, :closed, 1)"
+                ),
+                {
+                    "id": report_id,
+                    "l": report_id.encode().ljust(32, b"-")[:32],
+                    "k": bytes(32),
+                    "status": status,
+                    "received": received,
+                    "ack_due": acknowledge_due,
+                    "fb_due": feedback_due,
+                    "acknowledged": acknowledged,
+                    "closed": closed,
+                },
+            )
+    assert upgrade_schema(engine) == head_revision()
+    assert schema_differences(engine) == []
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT id, acknowledged_in_time, feedback_in_time FROM reports")
+        ).all()
+    return {row[0]: (_flag(row[1]), _flag(row[2])) for row in rows}
+
+
+def _flag(stored: object) -> bool | None:
+    return None if stored is None else bool(stored)
+
+
+# By the due dates (2026-01-06 and 2026-03-30), whatever the time of day; only a report
+# closed now, with its closing time, has a feedback flag.
+DEADLINES_MET = {
+    "new": (None, None),
+    "acked-on-the-due-day": (True, None),
+    "acked-a-day-late": (False, None),
+    "closed-on-the-due-day": (True, True),
+    "closed-late-unacked": (None, False),
+    "closed-no-time": (True, None),
+    "reopened": (False, None),
+}
+
+
+def test_0008_marks_the_deadlines_reports_met_from_their_stored_times(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    try:
+        assert _deadlines_met_after_0008(engine) == DEADLINES_MET
+    finally:
+        engine.dispose()
+
+
+def test_0008_marks_the_deadlines_met_on_postgresql_too(postgres_url: str) -> None:
+    with fresh_postgres_database(postgres_url) as url:
+        engine = make_engine(url)
+        try:
+            assert _deadlines_met_after_0008(engine) == DEADLINES_MET
+        finally:
+            engine.dispose()

@@ -220,3 +220,24 @@ def test_an_officer_can_choose_only_their_offices_and_bad_choices_are_told(
     admin = _client(reviewer, world, "admin").get(f"/statistics?office=all&year={YEAR}")
     assert admin.status_code == 200 and "All offices" in admin.get_data(as_text=True)
     assert "statistics.view" in audit_actions(world.instance)
+
+
+FEW_REPORTS = "There are few reports in this period, so most figures below are hidden"
+
+
+def test_a_period_with_few_reports_says_once_at_the_top_that_most_figures_are_hidden(
+    reviewer: Flask, world: World
+) -> None:
+    rows = [_row(1000 + n, "OIO", "fraud", datetime(YEAR, 3, 1)) for n in range(4)]
+    rows += _random_rows(random.Random(21), 900, YEAR - 3)  # noqa: S311 - test data, not secrets
+    _insert(world.instance, rows)
+    client = _client(reviewer, world, "oio")
+
+    few = client.get(f"/statistics?year={YEAR}").get_data(as_text=True)
+    assert few.count(FEW_REPORTS) == 1
+    assert few.index(FEW_REPORTS) < few.index('class="filters') < few.index("<table")
+    assert "fewer than 3" in few and "not shown" in few
+
+    many = client.get(f"/statistics?year={YEAR - 3}").get_data(as_text=True)
+    assert FEW_REPORTS not in many
+    assert "fewer than 3" in many  # a few small counts, hidden as always, need no notice

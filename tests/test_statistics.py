@@ -65,7 +65,9 @@ def _row(
     closed: datetime | None = None,
 ) -> dict[str, Any]:
     """A report row as `reports.submit` dates it (deadlines from the received day), with the
-    days taken as `cases` stores them when it acknowledges and closes."""
+    days taken and the deadlines met as `cases` stores them when it acknowledges and closes."""
+    acknowledge_due = received.date() + timedelta(days=7)
+    feedback_due = received.date() + timedelta(days=92)
     return {
         "id": f"{number:032x}",
         "lookup_id": number.to_bytes(32, "big"),
@@ -77,13 +79,17 @@ def _row(
         "outcome": outcome,
         "urgent": False,
         "received_at": received,
-        "acknowledge_due": received.date() + timedelta(days=7),
-        "feedback_due": received.date() + timedelta(days=92),
+        "acknowledge_due": acknowledge_due,
+        "feedback_due": feedback_due,
         "acknowledged_at": acknowledged,
         "last_activity_at": received,
         "closed_at": closed,
         "acknowledge_days": None if acknowledged is None else _days(acknowledged, received),
         "close_days": None if closed is None else _days(closed, received),
+        "acknowledged_in_time": None
+        if acknowledged is None
+        else acknowledged.date() <= acknowledge_due,
+        "feedback_in_time": None if closed is None else closed.date() <= feedback_due,
         "assignee_id": None,
         "next_seq": 1,
     }
@@ -168,6 +174,65 @@ def test_figures_count_the_periods_reports_by_category_status_outcome_and_deadli
     assert spring.values["total:all"] == 25 and spring.values["total:ECO"] == 7
 
 
+def _counted(
+    instance: Instance, count: Any, period: statistics.Period, today: date
+) -> tuple[Any, list[tuple[str, int]], dict[tuple[str, str], Counter[int]]]:
+    """What one way of counting returns, and the figures it adds, in the order it adds them."""
+    config = instance.config
+    figures = statistics.Figures(
+        period,
+        today,
+        config.statistics.suppress_below,
+        tuple(o.code for o in config.offices),
+        tuple(c.code for c in config.categories),
+    )
+    with instance.readers() as db:
+        answer = count(db, figures)
+    return answer, list(figures.values.items()), figures.days
+
+
+def test_counting_by_index_ranges_gives_what_grouping_gives_and_falls_back_to_it(
+    instance: Instance, office_keys: dict[str, PrivateKey]
+) -> None:
+    """SQLite counts each class and each number of days as a range of an index; grouping
+    (PostgreSQL's way) must give the same figures in the same order, and does the counting
+    when a report is of a class the ranges do not list."""
+    with instance.readers() as db:
+        if db.get_bind().dialect.name != "sqlite":
+            pytest.skip("counting by index ranges is how SQLite counts")
+    rows = _random_rows(random.Random(8), 400, 2025)  # noqa: S311 - test data, not secrets
+    _insert(instance, rows)
+    for period, today in [
+        (statistics.Period(2025), date(2025, 9, 1)),  # some deadlines still ahead
+        (statistics.Period(2025, 2, 4), date(2027, 1, 1)),
+        (statistics.Period(2024), date(2026, 1, 1)),
+    ]:
+        by_range = _counted(instance, statistics._count_classes_by_range, period, today)
+        grouped = _counted(instance, statistics._count_classes_grouped, period, today)
+        assert by_range[0] is True
+        assert by_range[1] == grouped[1] and sum(n for _, n in grouped[1]) > 0
+        days = _counted(instance, statistics._count_days_by_range, period, today)[2]
+        assert days == _counted(instance, statistics._count_days_grouped, period, today)[2]
+        assert days
+
+    # A category no longer configured, and a closed report without an outcome.
+    received = datetime(2025, 6, 1)
+    _insert(
+        instance,
+        [
+            _row(1001, "OIO", "a-category-since-removed", received),
+            _row(1002, "OIO", "fraud", received, status="closed", closed=received),
+        ],
+    )
+    period, today = statistics.Period(2025), date(2026, 1, 1)
+    by_range = _counted(instance, statistics._count_classes_by_range, period, today)
+    assert by_range[0] is False and by_range[1] == []
+    v = _compute(instance, period, today).values
+    assert v["received:a-category-since-removed:OIO"] == 1
+    assert v[f"outcome:{statistics.UNRECORDED}:OIO"] == 1
+    assert v["total:all"] == len([r for r in rows if r["received_at"].year == 2025]) + 2
+
+
 def test_a_referral_counts_for_the_office_that_sent_it_and_the_one_that_took_it(
     case_world: CaseWorld,
 ) -> None:
@@ -212,12 +277,31 @@ def _days_taken(world: CaseWorld, report_id: str) -> tuple[int | None, int | Non
     return stored
 
 
+def _deadlines_met(world: CaseWorld, report_id: str) -> tuple[bool | None, bool | None]:
+    """The deadlines met as stored with the report, checked against its stored times and dates."""
+    with world.instance.readers() as db:
+        report = db.get(Report, report_id)
+        assert report is not None
+        expected = tuple(
+            None if at is None else at.date() <= due
+            for at, due in (
+                (report.acknowledged_at, report.acknowledge_due),
+                (report.closed_at, report.feedback_due),
+            )
+        )
+        stored = (report.acknowledged_in_time, report.feedback_in_time)
+    assert stored == expected
+    return stored
+
+
 def _time_passes(world: CaseWorld, report_id: str, days: int) -> None:
     """Move the report's stored times `days` back, as if they had happened that much earlier."""
     with world.instance.sessions.begin() as db:
         report = db.get(Report, report_id)
         assert report is not None
         report.received_at -= timedelta(days=days)
+        report.acknowledge_due -= timedelta(days=days)
+        report.feedback_due -= timedelta(days=days)
         if report.acknowledged_at is not None:
             report.acknowledged_at -= timedelta(days=days)
 
@@ -256,6 +340,46 @@ def test_the_days_taken_are_stored_when_a_report_is_acknowledged_closed_and_reop
         for what, counted in taken.items():
             counted.update(figures.days.get((what, "ECO"), Counter()))
     assert taken == {"acknowledge": Counter({10: 1, 12: 1}), "close": Counter({15: 1})}
+
+
+def test_whether_each_deadline_was_met_is_stored_when_it_happens_and_reopening_forgets_it(
+    case_world: CaseWorld,
+) -> None:
+    eco = case_world.client("eco")
+    on_time = submit(case_world, "retaliation", "My manager moved me after I reported fraud.")
+    late = submit(case_world, "retaliation", "I was left off the rota after I complained.")
+    _time_passes(case_world, late, 8)  # received 8 days ago: the acknowledgement was due by 7
+    assert _deadlines_met(case_world, on_time) == (None, None)
+
+    eco.change_status(on_time, "acknowledged")
+    source = PublicKey(eco.report(late).source_public_key)
+    reply = seal(late, "Thank you.", ItemKind.REPLY, [case_world.office_public("ECO"), source])
+    eco.add_item(late, "reply", reply, acknowledge=True)
+    assert _deadlines_met(case_world, on_time) == (True, None)
+    assert _deadlines_met(case_world, late) == (False, None)
+
+    eco.change_status(on_time, "closed", "withdrawn")  # feedback the same day: in time
+    assert _deadlines_met(case_world, on_time) == (True, True)
+    eco.change_status(on_time, "reopened")
+    assert _deadlines_met(case_world, on_time) == (True, None)
+    _time_passes(case_world, on_time, 100)  # past the 3 months of feedback_due
+    eco.change_status(on_time, "closed", "out of scope")
+    assert _deadlines_met(case_world, on_time) == (True, False)
+
+    # The statistics count those stored flags.
+    with case_world.instance.readers() as db:
+        years = {r.received_at.year for r in db.execute(select(Report)).scalars()}
+    counted: Counter[str] = Counter()
+    for year in years:
+        figures = _compute(case_world.instance, statistics.Period(year), date(year + 1, 6, 30))
+        counted.update(
+            {
+                f"{what}:{part}": figures.values.get(f"{what}:{part}:ECO", 0)
+                for what in ("ack", "fb")
+                for part in ("within", "late")
+            }
+        )
+    assert counted == {"ack:within": 1, "ack:late": 1, "fb:within": 0, "fb:late": 2}
 
 
 def test_statistics_read_metadata_only_not_a_key_block_or_a_stored_body(
