@@ -187,6 +187,16 @@ def test_grant_stores_the_key_sealed_on_the_granting_machine(world: CaseWorld) -
     assert bytes(opened) == bytes(secret_key)
     assert bytes(held["OIO"]) == bytes(world.office_keys["OIO"])
     assert open_sealed_secret_key(signed.me.grants[0].sealed_office_key, opened)
+    # Granting the same office again replaces the sealed key: still one grant, and it opens.
+    again = seal_secret_key(world.office_keys["OIO"], PublicKey(summary.public_key))
+    assert again != sealed
+    admin.grant(invitation.officer_id, "OIO", again, ad.next())
+    with world.instance.sessions() as db:
+        grants = db.execute(
+            select(OfficeGrant).where(OfficeGrant.officer_id == invitation.officer_id)
+        ).scalars()
+        assert [(g.office_code, g.sealed_office_key) for g in grants] == [("OIO", again)]
+    assert bytes(open_sealed_secret_key(again, opened)) == bytes(world.office_keys["OIO"])
 
 
 def test_reinvite_clears_credentials_grants_and_tokens(world: CaseWorld) -> None:

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy import and_, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from dropbox import inbox, officers
@@ -159,3 +159,24 @@ def test_the_world_has_deep_pages_ties_and_copies(
             select(ReportShare.office_code, func.count()).group_by(ReportShare.office_code)
         ).all()
         assert {code for code, n in shared if n} == {"ECO", "OIO"}
+
+
+@pytest.mark.parametrize("sort", list(inbox.SORTS))
+def test_every_page_equals_the_plain_query_when_no_office_keeps_a_copy(
+    instance: Instance, inbox_world: dict[str, int], sort: str
+) -> None:
+    """With no copies, one office's page is its one window, with no union to merge."""
+    with instance.sessions.begin() as db:
+        db.execute(delete(ReportShare))
+    with instance.sessions() as db:
+        officer = db.get(Officer, inbox_world["OIO"])
+        assert officer is not None
+        for extra in FILTERS:
+            first = inbox.list_reports(
+                db, officer, ["OIO"], inbox.Filters(sort=sort, **extra), TODAY
+            )
+            for number in range(1, first.pages + 2):
+                filters = inbox.Filters(sort=sort, page=number, **extra)
+                page = inbox.list_reports(db, officer, ["OIO"], filters, TODAY)
+                expected = plain_page(db, officer, ["OIO"], filters)
+                assert (page.total, [r.id for r in page.rows]) == expected, filters
