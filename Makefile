@@ -62,17 +62,19 @@ test-deps: $(STAMP)
 	bash scripts/install-test-deps
 
 # The whole suite on SQLite (the default) with the browser suite, then again on
-# PostgreSQL the tests marked database_engine, those that work with the database
-# layer (the rule: tests/conftest.py): a throwaway server (Debian's) that
-# tests/conftest.py starts on a free loopback port and removes afterwards.
+# PostgreSQL the tests marked database_engine (tests/test_suite_layout.py: those
+# about the engine itself, and those that send statements no other marked module
+# sends): a throwaway server (Debian's) that tests/conftest.py starts on a free
+# loopback port and removes afterwards. The last phase checks that PostgreSQL was
+# sent every statement SQLite was (tests/sql_sites.py).
 # Each pass runs in two phases: the tests not marked `serial` spread over
 # TEST_WORKERS pytest-xdist workers (default 4: on 2 cores the tests wait on
 # disk, subprocesses and sleeps as much as they compute; the browser suite stays
 # on one worker), then the `serial` tests alone, one at a time (those that measure
 # time or memory: tests/conftest.py, SERIAL_MODULES and SERIAL_TESTS).
 # Each phase prints its wall time (CI's budget: well under 20 minutes); the first
-# phase that fails stops the run with its own exit code.
-# Where each test process records which project lines sent SQL (tests/sql_sites.py).
+# phase that fails stops the run with its own exit code. SQL_SITES is where each
+# test process records the statements it sent.
 SQL_SITES = tests/artifacts/sql-sites
 
 test:

@@ -8,17 +8,12 @@ database on it (`new_database_url`), and the server and its files are gone
 at the end. Its URL is exported as ``DROPBOX_TEST_POSTGRES_URL``.
 
 `make test` reruns on PostgreSQL only the modules marked
-``pytestmark = pytest.mark.database_engine``. The rule: a module in tests/
-(tests/browser always stays on SQLite) carries the marker if and only if it
-imports, anywhere in the file, sqlalchemy, alembic or one of the database
-layer's modules (dropbox.access, audit, cases, database, inbox, models,
-notify, sessions, statistics, and dropbox.admin's bundles, fsck and operations), or one of
-this file's names that depend on the engine (DATABASE, new_database_url,
-database_files, PostgresServer). Crypto, word lists, translations, formats and
-config parsing stay SQLite-only, and so do the few modules that import the
-database layer only to set up what they test, whose subject does not depend
-on the engine (SQLITE_ONLY in tests/test_suite_layout.py, each with its
-reason). tests/test_suite_layout.py checks the rule both ways.
+``pytestmark = pytest.mark.database_engine``: those whose subject is the
+engine's own behaviour, and those needed so that PostgreSQL is sent every
+statement the project sends to SQLite (tests/test_suite_layout.py lists both,
+with reasons). Each phase records the statements sent (tests/sql_sites.py, on
+when DROPBOX_TEST_SQL_SITES names a directory), and the last phase of
+`make test` fails if a statement sent to SQLite never reached PostgreSQL.
 
 `make test` runs each pass in two parts: first every test not marked
 ``serial``, spread over several pytest-xdist workers (each worker has its own

@@ -50,8 +50,6 @@ from tests.reviewer_helpers import (
 from tests.signin_helpers import Codes
 from tests.source_helpers import csrf_token
 
-pytestmark = pytest.mark.database_engine
-
 # --- the reviewer app's pages -------------------------------------------------------------
 
 ROLES = ["anonymous", "oio", "eco", "admin", "deactivated", "expired"]

@@ -56,8 +56,6 @@ from tests.substitution_helpers import (
 )
 from tests.test_cli import write_config
 
-pytestmark = pytest.mark.database_engine
-
 MESSAGE = "The depot manager sells the fuel stock every Friday night, with the gate logs changed."
 RETALIATION = "After I reported the fuel sales, my contract was cut short without a reason."
 UNAVAILABLE = "The site cannot take reports right now"

@@ -51,8 +51,6 @@ from tests.substitution_helpers import (
 )
 from tests.test_cli import PASSPHRASE, assert_one_line_error, setup  # noqa: F401 - a fixture
 
-pytestmark = pytest.mark.database_engine
-
 WARNING = (
     "The key on the server for {username} does not match the fingerprint they read out:"
     " nothing was granted. Check it with them again; if it still differs, an administrator"

@@ -48,8 +48,6 @@ from tests.case_helpers import BASE_URL, PASSPHRASE, CaseWorld, make_case_world,
 from tests.conftest import CHEAP_COST
 from tests.signin_helpers import Codes, derive, sign_in
 
-pytestmark = pytest.mark.database_engine
-
 API = "/api/v2"
 ROOT = Path(__file__).resolve().parent.parent
 VARIABLE = re.compile(r"<(?:[^:<>]+:)?([a-z_]+)>")

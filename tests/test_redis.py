@@ -81,7 +81,6 @@ ATTEMPTS_PER_MINUTE = 3
 CANARY = "Canary 7f3a: the depot manager sells the fuel vouchers every Friday."
 
 pytestmark = [
-    pytest.mark.database_engine,
     pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs Debian's redis-server"),
 ]
 

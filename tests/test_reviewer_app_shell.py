@@ -38,8 +38,6 @@ from tests.case_helpers import BASE_URL, PASSPHRASE, CaseWorld, Person, make_cas
 from tests.conftest import CHEAP_COST
 from tests.source_helpers import csrf_token
 
-pytestmark = pytest.mark.database_engine
-
 PORT = 8191
 HOST = f"127.0.0.1:{PORT}"
 WRONG = "The username, passphrase or code is not right. A code works only once."

@@ -36,8 +36,6 @@ from tests.gpg_helpers import Keys, made_keys
 from tests.source_helpers import csrf_token
 from tests.test_reviewer_app_reports import Desk, designation, followed, make_report, page_text
 
-pytestmark = pytest.mark.database_engine
-
 MESSAGE = "The depot manager sells the fuel stock every Friday night; the logs are attached."
 INVESTIGATOR = "Ines Investigator <ines@investigations.example>"
 

@@ -33,8 +33,6 @@ from tests.reviewer_helpers import (
 )
 from tests.source_helpers import csrf_token, login
 
-pytestmark = pytest.mark.database_engine
-
 MESSAGE = "My manager took my project away after I spoke to investigators in May."
 
 

@@ -66,8 +66,6 @@ from tests.reviewer_helpers import (
 )
 from tests.source_helpers import csrf_token
 
-pytestmark = pytest.mark.database_engine
-
 API = "/api/v2"
 DEVICE_COOKIE = "dropbox_reviewer_device"
 BASE = "http://reviewer.example/login"

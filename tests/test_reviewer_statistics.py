@@ -32,8 +32,6 @@ from tests.test_statistics import (
     reader_relations,
 )
 
-pytestmark = pytest.mark.database_engine
-
 YEAR = datetime.now(UTC).year - 1
 TITLES = {
     "Reports received, by category": "received",

@@ -42,8 +42,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from dropbox.config import load
 from dropbox.instance import load_secrets
 from tests.conftest import FIGURES, PostgresServer, free_port
@@ -67,8 +65,6 @@ from tests.served import (
     reviewing,
     serving,
 )
-
-pytestmark = pytest.mark.database_engine
 
 SOURCE_WORKERS = 1
 CASE_WORKERS = 2

@@ -33,8 +33,6 @@ from dropbox.models import SourceSession
 from dropbox.web.limits import DerivationGate
 from tests.source_helpers import CODENAME, csrf_token, login, new_codename, submit_report
 
-pytestmark = pytest.mark.database_engine
-
 MESSAGE = "The stock counts were changed after every audit this spring."
 NOT_SHOWN = "The codename on that page can no longer be used"
 DIFFERENT = "Here is a different codename"

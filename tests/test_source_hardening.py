@@ -46,8 +46,6 @@ from tests.conftest import FIGURES, new_database_url
 from tests.served import prepare_instance, serving
 from tests.source_helpers import csrf_token, login, new_codename, post_multipart, submit_report
 
-pytestmark = pytest.mark.database_engine
-
 REPO = Path(__file__).resolve().parent.parent
 MESSAGE = "The stock counts were changed after every audit this spring."
 NOT_SHOWN = "The codename on that page can no longer be used"

@@ -46,8 +46,6 @@ from tests.source_helpers import (
     submit_report,
 )
 
-pytestmark = pytest.mark.database_engine
-
 MESSAGE = "My supervisor moved me off every project after I spoke to the oversight office."
 RETALIATION = {
     "category": "retaliation",

@@ -23,8 +23,6 @@ from source_interface import formats
 from tests.case_helpers import CaseWorld, make_case_world, seal
 from tests.source_helpers import csrf_token, new_codename, submit_report
 
-pytestmark = pytest.mark.database_engine
-
 MESSAGE = "Fuel from the north depot is sold off every Friday night."
 REPLY = "Thank you. Which depot do you mean, and since when?"
 EXPLANATION = "only the office can open it"

@@ -70,8 +70,6 @@ from tests.conftest import CHEAP_COST, FIGURES, PostgresServer, pinned_config, r
 from tests.reviewer_helpers import World, chain_intact, make_world, signed_in_client
 from tests.source_helpers import csrf_token, login
 
-pytestmark = pytest.mark.database_engine
-
 MESSAGE = "The depot manager sells the fuel stock every Friday night."
 WHERE = "At the north depot"
 IDENTITY = "Jamie Doe"

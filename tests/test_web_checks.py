@@ -79,8 +79,6 @@ from tests.reviewer_helpers import (
 from tests.served import reviewing
 from tests.source_helpers import CODENAME, csrf_token
 
-pytestmark = pytest.mark.database_engine
-
 REPO = Path(__file__).resolve().parent.parent
 RUN = uuid.uuid4().hex
 # What a browser or a proxy in front would announce; none of it may be logged.
