@@ -68,6 +68,11 @@ __all__ = [
 
 PREFIX = "/api/v2"
 TIMEOUT = httpx.Timeout(60.0, connect=30.0)
+# A pooled connection is let go after this long idle: sooner than the case server's
+# gunicorn closes an idle one (launcher/serve.py, KEEPALIVE_SECONDS). Otherwise a
+# request can go out on a connection the server is closing at that instant, and get
+# no answer ("Server disconnected without sending a response"), shown as unreachable.
+KEEPALIVE_EXPIRY = 1.0
 MALFORMED = "the case server sent a malformed answer"
 
 T = TypeVar("T")
@@ -148,6 +153,7 @@ class CaseServerClient:
             proxy=proxy,
             transport=transport,
             timeout=TIMEOUT,
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY),
             follow_redirects=False,
             headers={"Accept": "application/json"},
         )

@@ -31,6 +31,9 @@ _GUNICORN_SETTINGS = frozenset(setting.name for setting in gunicorn.config.KNOWN
 # Every file and directory the program creates is its owner's alone (0600, 0700),
 # whatever umask the service manager or the shell gave it.
 UMASK = 0o077
+# How long a worker keeps an idle connection open (gunicorn's default, stated: the
+# reviewer app's client lets its pooled connections go sooner, client.KEEPALIVE_EXPIRY).
+KEEPALIVE_SECONDS = 2
 
 
 def _scrub(message: object) -> str:
@@ -123,6 +126,7 @@ def gunicorn_options(config: Config, interface: str) -> dict[str, Any]:
         # Threads, so that a slow upload over Tor does not hold a whole worker.
         "worker_class": "gthread",
         "threads": 4,
+        "keepalive": KEEPALIVE_SECONDS,
         "timeout": 120,
         "graceful_timeout": 30,
         "accesslog": None,

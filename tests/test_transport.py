@@ -468,3 +468,21 @@ def test_serve_refuses_a_configuration_built_without_the_checks(tmp_path: Path) 
             ),
             "source",
         )
+
+
+def test_the_reviewer_app_lets_an_idle_connection_go_before_the_case_server_closes_it(
+    config: Config,
+) -> None:
+    """Else a request can leave on a connection the server is closing at that instant:
+    no answer, and the officer reads that the case server cannot be reached."""
+    from journalist_interface.client import KEEPALIVE_EXPIRY, CaseServerClient
+    from launcher.serve import KEEPALIVE_SECONDS, gunicorn_options
+
+    assert gunicorn_options(config, "reviewer")["keepalive"] == KEEPALIVE_SECONDS
+    assert KEEPALIVE_EXPIRY < KEEPALIVE_SECONDS
+    client = CaseServerClient("http://case-server.test")
+    try:
+        pool = client._http._transport._pool  # type: ignore[attr-defined]
+        assert pool._keepalive_expiry == KEEPALIVE_EXPIRY
+    finally:
+        client.close()
