@@ -36,6 +36,8 @@ from tests.case_helpers import BASE_URL, PASSPHRASE, CaseWorld, make_case_world
 from tests.conftest import CHEAP_COST, DATABASE
 from tests.signin_helpers import Codes, current_step, derive, open_keys, sign_in
 
+pytestmark = pytest.mark.database_engine
+
 REFUSED = "the username, passphrase or code is not right; a code works only once"
 
 

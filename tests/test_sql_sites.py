@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from dropbox import database
 from dropbox.models import Base, Report
 from tests import sql_sites
-from tests.sql_sites import DRIVER_LEVEL, Recorder, main, missing_on_postgresql
+from tests.sql_sites import DRIVER_LEVEL, SCHEMA_CHANGE, Recorder, main, missing_on_postgresql
 
 
 def write(directory: Path, engine: str, worker: str, sites: dict[str, list[str]]) -> None:
@@ -57,6 +57,9 @@ def test_a_driver_level_string_is_met_by_anything_from_its_line_and_listed_code_
         {"tests/test_a.py": [f"dropbox/x.py::f:1 {DRIVER_LEVEL}", f"{listed}:5 ddd"]},
     )
     write(tmp_path, "postgresql", "gw0", {"tests/test_a.py": ["dropbox/x.py::f:1 eee"]})
+    assert missing_on_postgresql(tmp_path) == {}
+    write(tmp_path, "sqlite", "gw1", {"tests/test_b.py": [f"dropbox/y.py::g:3 {SCHEMA_CHANGE}"]})
+    write(tmp_path, "postgresql", "gw1", {"tests/test_b.py": ["dropbox/y.py::g:3 fff"]})
     assert missing_on_postgresql(tmp_path) == {}
     write(tmp_path, "postgresql", "gw0", {"tests/test_a.py": ["dropbox/x.py::f:2 eee"]})
     assert missing_on_postgresql(tmp_path) == {

@@ -71,6 +71,7 @@ ENGINE_SUBJECT = {
 FOR_STATEMENTS = {
     "test_case_server_admin.py": "administration: invitations, re-grants, deactivation",
     "test_case_server_reports.py": "the report routes, the officers' session saves among them",
+    "test_case_server_signin.py": "a new passphrase ends the officer's other sessions",
     "test_casework_hardening.py": "reveals and the copies an office keeps after a referral",
     "test_fsck.py": "fsck's repairs",
     "test_reviewer_app_reports.py": "the inbox's filters and sorts as the reviewer app asks",
