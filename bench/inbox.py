@@ -107,7 +107,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server  # 
 from werkzeug.wsgi import ClosingIterator  # noqa: E402
 
 from crypto.kdf import KdfCost  # noqa: E402
-from crypto.keys import fingerprint  # noqa: E402
+from crypto.keys import fingerprint, public_key_from_bytes  # noqa: E402
 from dropbox import inbox, officers, offices  # noqa: E402
 from dropbox.access import visible_condition  # noqa: E402
 from dropbox.config import Config, CryptoSettings  # noqa: E402
@@ -216,7 +216,12 @@ def grant(db: Session, code: str, officer: Officer, office_key: PrivateKey) -> N
     """
     assert officer.public_key is not None
     offices.grant(
-        db, code, officer, office_key, "bench", read_out=fingerprint(PublicKey(officer.public_key))
+        db,
+        code,
+        officer,
+        office_key,
+        "bench",
+        read_out=fingerprint(public_key_from_bytes(officer.public_key)),
     )
 
 

@@ -22,7 +22,7 @@ import pyotp
 import qrcode
 from sqlalchemy.orm import Session
 
-from crypto.keys import PrivateKey, PublicKey, fingerprint
+from crypto.keys import KeyChain, fingerprint, public_key_from_bytes
 from dropbox import audit, officers, offices
 from dropbox.admin import fsck
 from dropbox.admin.tor import tor_config
@@ -151,12 +151,12 @@ def office_create(state: _State, code: str, recovery_file: Path | None) -> None:
         )
         _write_private_file(path, data)
         click.echo(f"Created the key of {created.name} ({code}).")
-        click.echo(f"Fingerprint: {fingerprint(PublicKey(created.public_key))}")
+        click.echo(f"Fingerprint: {fingerprint(public_key_from_bytes(created.public_key))}")
         click.echo(
             f"Pin it: add this line to the [[offices]] table of {code} in the configuration"
             " (nothing is then sealed to another key put in the database), and restart:"
         )
-        click.echo(f"  {offices.config_line(PublicKey(created.public_key))}")
+        click.echo(f"  {offices.config_line(public_key_from_bytes(created.public_key))}")
         _show_recovery(code, path, passphrase)
 
 
@@ -167,7 +167,7 @@ def office_list(state: _State) -> None:
     with state.session() as (instance, session):
         found = offices.pin_status(session, instance.config)
     for status in found:
-        click.echo(f"{status.code:<12} {status.fingerprint or '-':<40} {status.state}")
+        click.echo(f"{status.code:<12} {status.fingerprint or '-':<46} {status.state}")
     for status in found:
         if status.state == "not pinned":
             click.echo(
@@ -267,7 +267,7 @@ def officer_add(state: _State, username: str, display_name: str, admin: bool) ->
         _show_totp(created.username, secret, officers.provisioning_uri(created, secret))
         # Made in this process just now: what their account page will show them too.
         assert created.public_key is not None  # noqa: S101 - officers.add sets it
-        shown = fingerprint(PublicKey(created.public_key))
+        shown = fingerprint(public_key_from_bytes(created.public_key))
         click.echo(f"Key fingerprint: {shown}")
         click.echo("Next, give access to an office:")
         click.echo(f'  dropbox officer grant {username} OFFICE --fingerprint "{shown}"')
@@ -920,7 +920,7 @@ def _create_demo(data_dir: Path, source_port: int, case_port: int, reviewer_port
                     created,
                     secret_key,
                     ACTOR,
-                    read_out=fingerprint(PublicKey(created.public_key)),
+                    read_out=fingerprint(public_key_from_bytes(created.public_key)),
                 )
                 logins.append(
                     {
@@ -943,7 +943,7 @@ def _create_demo(data_dir: Path, source_port: int, case_port: int, reviewer_port
 
 
 def _seed_demo_reports(
-    config: Config, office_keys: dict[str, PrivateKey], logins: list[dict[str, str]]
+    config: Config, office_keys: dict[str, KeyChain], logins: list[dict[str, str]]
 ) -> None:
     """Sample reports in every state, sealed to the pinned office keys (see dropbox.admin.demo)."""
     from dropbox.admin import demo

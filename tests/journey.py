@@ -28,12 +28,13 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 import pyotp
-from nacl.public import PrivateKey, PublicKey
+from nacl.public import PrivateKey
 from sqlalchemy import select
 
 from crypto.keys import (
     derive_officer_keys,
     fingerprint,
+    public_key_from_bytes,
     seal_secret_key,
     unwrap_with_wrapping_key,
     wrap_parameters,
@@ -201,7 +202,9 @@ def add_officer(prepared: Prepared, canaries: Canaries) -> Secrets:
             assert bytes(officer_key.public_key) == officer.public_key
             # The grant as an administrator's reviewer app makes it: the office key sealed to
             # the officer's public key there, stored as it is.
-            sealed = seal_secret_key(prepared.office_keys[HANDLING], PublicKey(officer.public_key))
+            sealed = seal_secret_key(
+                prepared.office_keys[HANDLING], public_key_from_bytes(officer.public_key)
+            )
             offices.store_grant(db, HANDLING, officer, sealed, "test")
     finally:
         instance.close()
