@@ -86,6 +86,7 @@ __all__ = [
     "encrypt_stream",
     "key_block_version",
     "read_head",
+    "recipient_entries",
     "recipient_id",
     "recipient_ids",
     "remove_recipient",
@@ -302,6 +303,11 @@ def _open_key_block(key_block: bytes, secret_key: SecretKey) -> tuple[bytes, int
 def recipient_ids(key_block: bytes) -> list[bytes]:
     """The recipient ids a key block holds an entry for."""
     return [entry.rid for entry in _parse_key_block(key_block)[1]]
+
+
+def recipient_entries(key_block: bytes) -> list[tuple[bytes, bool]]:
+    """(recipient id, True for an X-Wing entry) for each entry of a key block, in order."""
+    return [(entry.rid, entry.kind == _KIND_XWING) for entry in _parse_key_block(key_block)[1]]
 
 
 def key_block_version(key_block: bytes) -> int:

@@ -11,7 +11,7 @@ import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from crypto import recovery
@@ -22,6 +22,7 @@ from crypto.keys import (
     Recipient,
     fingerprint,
     generate_hybrid_key,
+    is_hybrid,
     is_sealed_secret_key,
     open_sealed_secret_key,
     public_key_from_bytes,
@@ -179,6 +180,44 @@ def create(
         session, actor, "office.create", detail=f"{code} {fingerprint(secret_key.public_key)}"
     )
     return office, secret_key, recovery_file, passphrase
+
+
+def upgrade(
+    session: Session, code: str, chain: KeyChain, cost: KdfCost, actor: str
+) -> tuple[Office, KeyChain, bytes, str]:
+    """Give an office whose key is X25519 a new X-Wing key, keeping the old one behind it.
+
+    `chain` is the office's key chain, opened from its recovery file. The new
+    chain is the new X-Wing key followed by every key of `chain`, so items
+    sealed to the old key still open; `dropbox office reseal` then re-seals
+    them to the new key. Returns the office, the new chain, its recovery file
+    (to replace the old one) and that file's passphrase. Every grant of the
+    office held the old chain alone: they are removed here (counted in the
+    `office.upgrade` event), and the caller grants the new chain again, each
+    to an officer key checked against the fingerprint its officer reads out.
+    """
+    office = get(session, code)
+    if not hmac.compare_digest(bytes(chain.public_key), office.public_key):
+        raise AccessDenied(f"that key is not {code}'s office key")
+    if is_hybrid(chain):
+        raise DropboxError(f"office {code}'s key is X-Wing already: nothing to upgrade")
+    upgraded = KeyChain((generate_hybrid_key().current, *chain.keys))
+    passphrase = recovery.generate_passphrase()
+    recovery_file = recovery.dump(code, upgraded, passphrase, cost)
+    office.public_key = bytes(upgraded.public_key)
+    grants = select(OfficeGrant).where(OfficeGrant.office_code == code)
+    removed = len(session.execute(grants).scalars().all())
+    session.execute(delete(OfficeGrant).where(OfficeGrant.office_code == code))
+    audit.record(
+        session,
+        actor,
+        "office.upgrade",
+        detail=(
+            f"{code} {fingerprint(upgraded.public_key)} replaces {fingerprint(chain.public_key)};"
+            f" {removed} grants removed"
+        ),
+    )
+    return office, upgraded, recovery_file, passphrase
 
 
 def open_recovery_file(session: Session, code: str, data: bytes, passphrase: str) -> KeyChain:

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from crypto.keys import KeyChain, fingerprint, public_key_from_bytes
 from dropbox import audit, officers, offices
-from dropbox.admin import fsck
+from dropbox.admin import fsck, reseal
 from dropbox.admin.tor import tor_config
 from dropbox.config import Config, ConfigError, fingerprint_digest, load
 from dropbox.errors import DropboxError
@@ -218,6 +218,99 @@ def office_recover(
             _write_private_file(new_recovery_file, data)
             _show_recovery(code, new_recovery_file, new_passphrase)
         audit.record(session, ACTOR, "office.recover", detail=code)
+
+
+@office.command("upgrade")
+@click.argument("code")
+@click.option(
+    "--recovery-file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The office's recovery file (its passphrase is prompted).",
+)
+@click.option(
+    "--new-recovery-file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the recovery file of the upgraded key (it replaces the old file).",
+)
+@pass_state
+def office_upgrade(state: _State, code: str, recovery_file: Path, new_recovery_file: Path) -> None:
+    """Give office CODE, whose key is X25519, a new X-Wing (post-quantum) key.
+
+    The old key stays in the new recovery file behind the new one, so every
+    item sealed to it still opens; 'dropbox office reseal' then re-seals them.
+    The office's grants held the old key alone: they are removed, and each
+    officer is granted again with 'dropbox officer grant' and the new file.
+    """
+    if new_recovery_file.exists():
+        raise CommandError(f"{new_recovery_file} already exists; choose another file name")
+    passphrase = _ask_secret("Recovery passphrase")
+    with state.session() as (instance, session):
+        chain = offices.open_recovery_file(session, code, recovery_file.read_bytes(), passphrase)
+        _, upgraded, data, new_passphrase = offices.upgrade(
+            session, code, chain, instance.config.crypto.kdf_cost, ACTOR
+        )
+        _write_private_file(new_recovery_file, data)
+    click.echo(f"Office {code} has a new X-Wing key: {fingerprint(upgraded.public_key)}")
+    click.echo(
+        "Pin it: replace the fingerprint line of its [[offices]] table in the configuration"
+        " with this one, and restart (until then nothing is sealed to the office):"
+    )
+    click.echo(f"  {offices.config_line(upgraded.public_key)}")
+    _show_recovery(code, new_recovery_file, new_passphrase)
+    click.echo(
+        f"Every grant of {code} was removed: grant each officer again with 'dropbox officer"
+        f" grant USERNAME {code} --recovery-file {new_recovery_file}', then re-seal the old"
+        f" items with 'dropbox office reseal {code} --recovery-file {new_recovery_file}'."
+    )
+
+
+@office.command("reseal")
+@click.argument("code")
+@click.option(
+    "--recovery-file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The office's recovery file since its upgrade (its passphrase is prompted).",
+)
+@click.option(
+    "--batch-size",
+    default=reseal.DEFAULT_BATCH,
+    show_default=True,
+    type=click.IntRange(min=1, max=10_000),
+    help="Items re-sealed in each transaction.",
+)
+@pass_state
+def office_reseal(state: _State, code: str, recovery_file: Path, batch_size: int) -> None:
+    """Re-seal office CODE's old items to its X-Wing key, in batches; safe to run again.
+
+    Only each item's key block changes, never its body. A run that is
+    stopped keeps the batches it finished; run it again to carry on.
+    """
+    passphrase = _ask_secret("Recovery passphrase")
+    with state.session() as (_, session):
+        chain = offices.open_recovery_file(session, code, recovery_file.read_bytes(), passphrase)
+    instance = Instance.open(state.config())
+    try:
+
+        def progress(run: reseal.ResealRun) -> None:
+            click.echo(f"  {run.checked} items checked, {run.resealed} re-sealed")
+
+        run = reseal.reseal(
+            instance, code, chain, ACTOR, batch_size=batch_size, after_batch=progress
+        )
+    finally:
+        instance.close()
+    click.echo(
+        f"Re-sealed {run.resealed} of {run.checked} items to {code}'s X-Wing key"
+        f" in {run.batches} batches."
+    )
+    if run.damaged:
+        click.echo(
+            f"{len(run.damaged)} items have a key block that does not open with the office key"
+            " and were left as they are: " + ", ".join(run.damaged[:20])
+        )
 
 
 # --- officers ----------------------------------------------------------------
