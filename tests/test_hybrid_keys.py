@@ -16,6 +16,8 @@ import hashlib
 import secrets
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nacl.public import PrivateKey, SealedBox
 from nacl.secret import Aead
 
@@ -222,3 +224,44 @@ def test_public_keys_are_told_apart_by_length() -> None:
     for size in (0, 31, 33, 1215, 1217):
         with pytest.raises(ValueError):
             public_key_from_bytes(bytes(size))
+
+
+# --- fuzzing: arbitrary bytes are refused with the one error, never anything else -------------
+
+_SALT = bytes(16)
+_WRAPPING = derive_officer_keys("an officer passphrase", _SALT, CHEAP).wrapping_key
+_XWING_GRANT = seal_secret_key(OFFICE, OFFICER.public_key)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=300))
+def test_arbitrary_bytes_are_no_key_chain(data: bytes) -> None:
+    try:
+        chain = decode_key_chain(data)
+    except DecryptionError:
+        return
+    assert encode_key_chain(chain) == data  # what opens is exactly a valid encoding
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.binary(max_size=1400), officer_kind=st.sampled_from(["X-Wing", "X25519"]))
+def test_arbitrary_bytes_never_open_as_a_grant(data: bytes, officer_kind: str) -> None:
+    officer = OFFICER if officer_kind == "X-Wing" else KeyChain((OLD_OFFICE,))
+    with pytest.raises(DecryptionError):
+        open_sealed_secret_key(data, officer)
+
+
+@settings(max_examples=100, deadline=None)
+@given(position=st.integers(0, len(_XWING_GRANT) - 1), mask=st.integers(1, 255))
+def test_a_grant_with_any_byte_changed_by_any_mask_does_not_open(position: int, mask: int) -> None:
+    changed = bytearray(_XWING_GRANT)
+    changed[position] ^= mask
+    with pytest.raises(DecryptionError):
+        open_sealed_secret_key(bytes(changed), OFFICER)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.binary(max_size=200))
+def test_arbitrary_bytes_never_unwrap(data: bytes) -> None:
+    with pytest.raises(DecryptionError):
+        unwrap_with_wrapping_key(wrap_header(CHEAP, _SALT) + data, _WRAPPING)

@@ -14,6 +14,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +47,7 @@ pytestmark = pytest.mark.database_engine
 
 RECOVERY_PASSPHRASE = "abacus bamboo candle dolphin eagle falcon garnet harbor igloo jigsaw"
 REPORTS = 5  # each: the source's message and the acknowledgement (office and source)
+KILLED_REPORTS = 60  # enough batches of one item that a kill lands before the last
 
 
 @dataclass
@@ -318,3 +323,57 @@ def test_the_commands_upgrade_reseal_and_fsck_counts_what_is_left(
     assert wrong.returncode != 0
     assert "belongs to another office key" in wrong.stderr + wrong.stdout
     assert len(reseal_events(instance)) == 1
+
+
+def test_a_reseal_killed_with_sigkill_keeps_its_batches_and_the_next_run_finishes(
+    classical: Classical, tmp_path: Path
+) -> None:
+    """The real command in a child process, killed after its first batches, then run again."""
+    instance = classical.instance
+    for _ in range(KILLED_REPORTS - REPORTS):
+        submit(instance)
+    total = 2 * KILLED_REPORTS
+    before = bodies(instance)
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(
+        f'data_dir = "{instance.config.data_dir}"\n'
+        f'database_url = "{instance.config.database_url}"\n'
+        "[crypto]\nkdf_iterations = 1\nkdf_memory_kib = 8\n"
+    )
+    with instance.sessions.begin() as session:
+        old_chain = offices.open_recovery_file(
+            session, "OIO", classical.old_recovery, RECOVERY_PASSPHRASE
+        )
+        _, chain, data, passphrase = offices.upgrade(session, "OIO", old_chain, CHEAP_COST, "test")
+    new_file = tmp_path / "OIO-new.json"
+    new_file.write_bytes(data)
+    command = [
+        sys.executable, "-m", "launcher", "--config", str(config_file),
+        "office", "reseal", "OIO", "--recovery-file", str(new_file), "--batch-size", "1",
+    ]  # fmt: skip
+    child = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdin is not None and child.stdout is not None
+        child.stdin.write(passphrase + "\n")
+        child.stdin.close()
+        first = child.stdout.readline()  # printed once the first batch has committed
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert "items checked" in first, first + (child.stderr.read() if child.stderr else "")
+    assert child.returncode == -signal.SIGKILL
+    left = fsck.check(instance).classical_entries
+    assert 0 < left < total  # some batches committed, not all
+    assert reseal_events(instance) == []
+
+    run = reseal.reseal(instance, "OIO", chain, "test", batch_size=7)
+    assert run.resealed == left and run.damaged == []
+    assert fsck.check(instance).classical_entries == 0
+    assert bodies(instance) == before
+    for item in items(instance):
+        assert open_item_bytes(instance, item, KeyChain((chain.current,)))
