@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
+import json
 import secrets
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nacl.bindings import crypto_aead_chacha20poly1305_ietf_decrypt
 from nacl.public import PrivateKey, SealedBox
 from nacl.secret import Aead
 
@@ -265,3 +269,35 @@ def test_a_grant_with_any_byte_changed_by_any_mask_does_not_open(position: int, 
 def test_arbitrary_bytes_never_unwrap(data: bytes) -> None:
     with pytest.raises(DecryptionError):
         unwrap_with_wrapping_key(wrap_header(CHEAP, _SALT) + data, _WRAPPING)
+
+
+# --- a fixed grant, opened by the code and by a reader written from docs/format.md ------------
+
+GRANT_VECTOR = json.loads(
+    (Path(__file__).parent / "vectors" / "keys" / "grant-xwing.json").read_text()
+)
+
+
+def spec_open_grant(sealed: bytes, officer: XWingSecretKey) -> bytes:
+    """docs/format.md's X-Wing grant, opened with the draft's X-Wing and RFC 5869 by hand."""
+    assert sealed[0] == 0x02
+    ciphertext = sealed[1:1121]
+    shared = officer.decapsulate(ciphertext)  # X-Wing itself: checked against the draft's vectors
+    salt = ciphertext + bytes(officer.public_key)
+    prk = hmac.new(salt, shared, "sha256").digest()  # HKDF-Extract
+    key = hmac.new(prk, b"dropbox sealed secret key 2 X-Wing" + b"\x01", "sha256").digest()
+    return crypto_aead_chacha20poly1305_ietf_decrypt(
+        sealed[1121:], b"dropbox sealed secret key\x02", bytes(12), key
+    )
+
+
+def test_the_fixed_grant_opens_by_the_code_and_by_the_spec() -> None:
+    officer = XWingSecretKey(bytes.fromhex(GRANT_VECTOR["officer_xwing_seed"]))
+    sealed = bytes.fromhex(GRANT_VECTOR["sealed"])
+    chain = bytes.fromhex(GRANT_VECTOR["chain"])
+    assert spec_open_grant(sealed, officer) == chain
+    opened = open_sealed_secret_key(sealed, KeyChain((officer,)))
+    assert encode_key_chain(opened) == chain
+    # The chain as the page lays it out: version 2, two keys, X-Wing seed then X25519 key.
+    assert chain[:3] == bytes([2, 2, 2]) and chain[35] == 1
+    assert isinstance(opened.current, XWingSecretKey) and isinstance(opened.keys[1], PrivateKey)
