@@ -105,7 +105,7 @@ if str(REPO) not in sys.path:
 import httpx  # noqa: E402
 import pyotp  # noqa: E402
 from nacl.public import PrivateKey, PublicKey  # noqa: E402
-from sqlalchemy import and_, func, insert, or_, select  # noqa: E402
+from sqlalchemy import and_, func, insert, or_, select, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server  # noqa: E402
 from werkzeug.wsgi import ClosingIterator  # noqa: E402
@@ -1024,10 +1024,10 @@ def run(args: argparse.Namespace) -> int:
         instance, keys, people = set_up(work / "data")
         block_bytes = KEY_BLOCK_BYTES[args.key_blocks]
         seeded = seed(instance, people, args.reports, rng, block_bytes)
-        database = Path(str(instance.config.database_url).removeprefix("sqlite:///"))
-        files = [database, database.with_name(database.name + "-wal")]
-        stored = sum(f.stat().st_size for f in files if f.exists())
-        size = f", database and its WAL {stored / 2**20:,.0f} MiB" if stored else ""
+        with instance.sessions() as db:  # the database's own size, whether or not in the WAL yet
+            pages = db.execute(text("PRAGMA page_count")).scalar_one()
+            page_size = db.execute(text("PRAGMA page_size")).scalar_one()
+        size = f", database {pages * page_size / 2**20:,.0f} MiB"
         print(f"key blocks: {args.key_blocks}, {block_bytes:,} bytes an item{size}")
         print(
             f"seeded {seeded.reports:,} reports (OIO {seeded.per_office['OIO']:,}, "
