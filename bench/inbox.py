@@ -1025,9 +1025,9 @@ def run(args: argparse.Namespace) -> int:
         block_bytes = KEY_BLOCK_BYTES[args.key_blocks]
         seeded = seed(instance, people, args.reports, rng, block_bytes)
         with instance.sessions() as db:  # the database's own size, whether or not in the WAL yet
-            pages = db.execute(text("PRAGMA page_count")).scalar_one()
+            page_count = db.execute(text("PRAGMA page_count")).scalar_one()
             page_size = db.execute(text("PRAGMA page_size")).scalar_one()
-        size = f", database {pages * page_size / 2**20:,.0f} MiB"
+        size = f", database {page_count * page_size / 2**20:,.0f} MiB"
         print(f"key blocks: {args.key_blocks}, {block_bytes:,} bytes an item{size}")
         print(
             f"seeded {seeded.reports:,} reports (OIO {seeded.per_office['OIO']:,}, "
