@@ -234,23 +234,54 @@ def office_recover(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the recovery file of the upgraded key (it replaces the old file).",
 )
+@click.option(
+    "--grant",
+    "grants",
+    multiple=True,
+    metavar="USERNAME=FINGERPRINT",
+    help="Grant the new key at once to USERNAME, whose key must match the fingerprint they"
+    " read out (repeatable).",
+)
 @pass_state
-def office_upgrade(state: _State, code: str, recovery_file: Path, new_recovery_file: Path) -> None:
+def office_upgrade(
+    state: _State, code: str, recovery_file: Path, new_recovery_file: Path, grants: tuple[str, ...]
+) -> None:
     """Give office CODE, whose key is X25519, a new X-Wing (post-quantum) key.
 
     The old key stays in the new recovery file behind the new one, so every
     item sealed to it still opens; 'dropbox office reseal' then re-seals them.
-    The office's grants held the old key alone: they are removed, and each
-    officer is granted again with 'dropbox officer grant' and the new file.
+    The office's grants held the old key alone: they are removed. Each officer
+    is granted again, here with --grant or later with 'dropbox officer grant'
+    and the new file; nothing is granted to a key that does not match the
+    fingerprint its officer reads out.
     """
     if new_recovery_file.exists():
         raise CommandError(f"{new_recovery_file} already exists; choose another file name")
+    read_outs: list[tuple[str, str]] = []
+    for given in grants:
+        username, _, read_out = given.partition("=")
+        if not username or fingerprint_digest(read_out) is None:
+            raise CommandError(
+                f"--grant {given!r}: give USERNAME=FINGERPRINT. {offices.MALFORMED_FINGERPRINT}"
+            )
+        read_outs.append((username.strip(), read_out))
     passphrase = _ask_secret("Recovery passphrase")
+    refused: list[str] = []
     with state.session() as (instance, session):
+        targets = [(officers.get(session, name), read_out) for name, read_out in read_outs]
         chain = offices.open_recovery_file(session, code, recovery_file.read_bytes(), passphrase)
         _, upgraded, data, new_passphrase = offices.upgrade(
             session, code, chain, instance.config.crypto.kdf_cost, ACTOR
         )
+        granted = []
+        for target, read_out in targets:
+            try:
+                offices.grant(session, code, target, upgraded, ACTOR, read_out=read_out)
+            except offices.KeyMismatch as mismatch:
+                # Nothing sealed; its "key.mismatch" event commits with the upgrade.
+                refused.append(str(mismatch))
+            else:
+                granted.append(target.username)
         _write_private_file(new_recovery_file, data)
     click.echo(f"Office {code} has a new X-Wing key: {fingerprint(upgraded.public_key)}")
     click.echo(
@@ -259,10 +290,14 @@ def office_upgrade(state: _State, code: str, recovery_file: Path, new_recovery_f
     )
     click.echo(f"  {offices.config_line(upgraded.public_key)}")
     _show_recovery(code, new_recovery_file, new_passphrase)
+    if granted:
+        click.echo(f"Granted the new key to: {', '.join(granted)}.")
+    for message in refused:
+        click.echo(message)
     click.echo(
-        f"Every grant of {code} was removed: grant each officer again with 'dropbox officer"
-        f" grant USERNAME {code} --recovery-file {new_recovery_file}', then re-seal the old"
-        f" items with 'dropbox office reseal {code} --recovery-file {new_recovery_file}'."
+        f"Every other grant of {code} was removed: grant each officer again with 'dropbox"
+        f" officer grant USERNAME {code} --recovery-file {new_recovery_file}', then re-seal the"
+        f" old items with 'dropbox office reseal {code} --recovery-file {new_recovery_file}'."
     )
 
 

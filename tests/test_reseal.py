@@ -33,9 +33,10 @@ from crypto.keys import (
     XWingSecretKey,
     fingerprint,
     generate_keypair,
+    public_key_from_bytes,
     wrap_secret_key,
 )
-from dropbox import offices, reports
+from dropbox import officers, offices, reports
 from dropbox.admin import fsck, reseal
 from dropbox.errors import DropboxError
 from dropbox.instance import Instance
@@ -46,6 +47,7 @@ from tests.conftest import CHEAP_COST, invoke
 pytestmark = pytest.mark.database_engine
 
 RECOVERY_PASSPHRASE = "abacus bamboo candle dolphin eagle falcon garnet harbor igloo jigsaw"
+OFFICER_PASSPHRASE = "a long officer passphrase"
 REPORTS = 5  # each: the source's message and the acknowledgement (office and source)
 KILLED_REPORTS = 60  # enough batches of one item that a kill lands before the last
 
@@ -296,14 +298,39 @@ def test_the_commands_upgrade_reseal_and_fsck_counts_what_is_left(
 
     checked = invoke("--config", config, "fsck")
     assert f"Classical-only office entries: {2 * REPORTS} key-block entries" in checked.stdout
+    with instance.sessions.begin() as session:
+        amina, _ = officers.add(session, "amina", OFFICER_PASSPHRASE, CHEAP_COST, "test")
+        officers.add(session, "bruno", OFFICER_PASSPHRASE, CHEAP_COST, "test")
+        assert amina.public_key is not None
+        amina_reads = fingerprint(public_key_from_bytes(amina.public_key))
 
     upgraded = invoke(
         "--config", config, "office", "upgrade", "OIO",
         "--recovery-file", str(old_file), "--new-recovery-file", str(new_file),
+        "--grant", f"amina={amina_reads}",
+        "--grant", f"bruno={amina_reads}",  # not bruno's key: nothing is granted to him
         input=RECOVERY_PASSPHRASE + "\n",
     )  # fmt: skip
     assert upgraded.returncode == 0, upgraded.stderr
     assert "Office OIO has a new X-Wing key: XWING " in upgraded.stdout
+    assert "Granted the new key to: amina." in upgraded.stdout
+    assert "The key on the server for bruno does not match" in upgraded.stdout
+    with instance.sessions() as session:
+        held = offices.office_key(
+            session,
+            officers.get(session, "amina"),
+            officers.open_secret_key(
+                officers.get(session, "amina"), OFFICER_PASSPHRASE, CHEAP_COST
+            ),
+            "OIO",
+        )
+        assert isinstance(held.current, XWingSecretKey) and len(held.keys) == 2
+        assert bytes(held.previous[0]) == bytes(classical.old_key)
+        assert offices.granted_codes(session, officers.get(session, "bruno")) == []
+        mismatches = session.execute(
+            select(AuditEvent.detail).where(AuditEvent.action == "key.mismatch")
+        ).scalars()
+        assert list(mismatches) == ["officer key: bruno differs from the fingerprint they read out"]
     new_passphrase = upgraded.stdout.split("keep it apart from the file):\n  ")[1].splitlines()[0]
 
     resealed = invoke(
