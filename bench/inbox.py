@@ -25,7 +25,11 @@ What it does:
    batch): about 85% OIO and 15% ECO, received over three years, deadlines
    as `dropbox.reports.submit` computes them, statuses by age, some urgent,
    assigned, referred with a copy kept, 2-4 items each, some read. The
-   inbox decrypts nothing, so these items carry placeholder key blocks and
+   inbox decrypts nothing, so these items carry placeholder key blocks (of
+   the size a real one has: ``--key-blocks hybrid``, the default, 1,284
+   bytes, a version 2 block with an X-Wing office entry and an X25519 source
+   entry, as items are sealed since office keys are X-Wing; ``classical``,
+   194 bytes, two version 1 entries, as before) and
    no blobs (their report pages are never opened).
 3. Makes two ECO reports for real, sealed with `dropbox.items.seal_bytes`:
    a thread of ten items (the source's first message binding the source's
@@ -101,13 +105,13 @@ if str(REPO) not in sys.path:
 import httpx  # noqa: E402
 import pyotp  # noqa: E402
 from nacl.public import PrivateKey, PublicKey  # noqa: E402
-from sqlalchemy import and_, func, insert, or_, select  # noqa: E402
+from sqlalchemy import and_, func, insert, or_, select, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server  # noqa: E402
 from werkzeug.wsgi import ClosingIterator  # noqa: E402
 
 from crypto.kdf import KdfCost  # noqa: E402
-from crypto.keys import fingerprint  # noqa: E402
+from crypto.keys import fingerprint, public_key_from_bytes  # noqa: E402
 from dropbox import inbox, officers, offices  # noqa: E402
 from dropbox.access import visible_condition  # noqa: E402
 from dropbox.config import Config, CryptoSettings  # noqa: E402
@@ -216,7 +220,12 @@ def grant(db: Session, code: str, officer: Officer, office_key: PrivateKey) -> N
     """
     assert officer.public_key is not None
     offices.grant(
-        db, code, officer, office_key, "bench", read_out=fingerprint(PublicKey(officer.public_key))
+        db,
+        code,
+        officer,
+        office_key,
+        "bench",
+        read_out=fingerprint(public_key_from_bytes(officer.public_key)),
     )
 
 
@@ -274,8 +283,17 @@ class Seeded:
 Rows = list[dict[str, Any]]
 
 
+# The size of a real key block of one office and the source (docs/format.md): version 2
+# with an X-Wing office entry and an X25519 source entry, or version 1 with two entries.
+KEY_BLOCK_BYTES = {"hybrid": 2 + 1185 + 97, "classical": 2 + 2 * 96}
+
+
 def batches(
-    instance: Instance, people: dict[str, list[Person]], count: int, rng: random.Random
+    instance: Instance,
+    people: dict[str, list[Person]],
+    count: int,
+    rng: random.Random,
+    key_block_bytes: int = KEY_BLOCK_BYTES["hybrid"],
 ) -> Iterator[tuple[Rows, Rows, Rows, Rows]]:
     """Rows of reports, items, read marks and shares, at most BATCH reports at a time."""
     config = instance.config
@@ -288,7 +306,7 @@ def batches(
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     today = datetime(now.year, now.month, now.day)
     labels = designations(rng)
-    key_block = bytes(80)
+    key_block = bytes(key_block_bytes)
     done = 0
     while done < count:
         reports: Rows = []
@@ -365,7 +383,11 @@ def batches(
 
 
 def seed(
-    instance: Instance, people: dict[str, list[Person]], count: int, rng: random.Random
+    instance: Instance,
+    people: dict[str, list[Person]],
+    count: int,
+    rng: random.Random,
+    key_block_bytes: int = KEY_BLOCK_BYTES["hybrid"],
 ) -> Seeded:
     """Bulk-insert `count` reports with their items, read marks and shares."""
     totals = {"reports": 0, "items": 0, "reads": 0, "shares": 0}
@@ -373,7 +395,7 @@ def seed(
     started = time.perf_counter()
     # One transaction: one fsync (the engine's synchronous=FULL) rather than one a batch.
     with instance.sessions.begin() as db:
-        for reports, items, reads, shares in batches(instance, people, count, rng):
+        for reports, items, reads, shares in batches(instance, people, count, rng, key_block_bytes):
             # render_nulls: one executemany a table, rather than one for each run
             # of rows that happen to have the same columns set to None.
             for model, rows in ((Report, reports), (Item, items), (ItemRead, reads)):
@@ -1000,7 +1022,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         rng = random.Random(args.seed)  # noqa: S311 - reproducible data, not secrets
         instance, keys, people = set_up(work / "data")
-        seeded = seed(instance, people, args.reports, rng)
+        block_bytes = KEY_BLOCK_BYTES[args.key_blocks]
+        seeded = seed(instance, people, args.reports, rng, block_bytes)
+        with instance.sessions() as db:  # the database's own size, whether or not in the WAL yet
+            page_count = db.execute(text("PRAGMA page_count")).scalar_one()
+            page_size = db.execute(text("PRAGMA page_size")).scalar_one()
+        size = f", database {page_count * page_size / 2**20:,.0f} MiB"
+        print(f"key blocks: {args.key_blocks}, {block_bytes:,} bytes an item{size}")
         print(
             f"seeded {seeded.reports:,} reports (OIO {seeded.per_office['OIO']:,}, "
             f"ECO {seeded.per_office['ECO']:,}), {seeded.items:,} items, "
@@ -1139,6 +1167,12 @@ def main() -> int:
         "--quick",
         action="store_true",
         help="smoke run: 2,000 reports, 5 requests a page, one round; latency not judged",
+    )
+    parser.add_argument(
+        "--key-blocks",
+        choices=sorted(KEY_BLOCK_BYTES),
+        default="hybrid",
+        help="size of the seeded items' placeholder key blocks (hybrid: X-Wing office entry)",
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed of the data")
     parser.add_argument("--dir", default=None, help="where to put the temporary instance")

@@ -80,6 +80,7 @@ from bench.inbox import pick_status  # noqa: E402 - the inbox bench draws status
 from case_server import create_app as create_case_server  # noqa: E402
 from case_server import tokens  # noqa: E402
 from crypto.kdf import KdfCost  # noqa: E402
+from crypto.keys import public_key_from_bytes  # noqa: E402
 from dropbox import officers, offices, statistics  # noqa: E402
 from dropbox.config import Config, CryptoSettings  # noqa: E402
 from dropbox.instance import Instance  # noqa: E402
@@ -123,7 +124,6 @@ def set_up(data_dir: Path, database_url: str = "") -> tuple[Instance, dict[str, 
             keys[office.code] = secret_key
         db.flush()
         officer, secret = officers.add(db, "oio-officer", PASSPHRASE, CHEAP, "bench")
-        from nacl.public import PublicKey
 
         from crypto.keys import fingerprint
 
@@ -134,7 +134,7 @@ def set_up(data_dir: Path, database_url: str = "") -> tuple[Instance, dict[str, 
             officer,
             keys["OIO"],
             "bench",
-            read_out=fingerprint(PublicKey(officer.public_key)),
+            read_out=fingerprint(public_key_from_bytes(officer.public_key)),
         )
         people["oio"] = Person("oio-officer", secret)
         _, secret = officers.add(db, "bench-admin", PASSPHRASE, CHEAP, "bench", is_admin=True)

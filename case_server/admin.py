@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from case_server import tokens
 from case_server.errors import ApiError
 from case_server.wire import read
+from crypto.keys import is_sealed_secret_key
 from dropbox import api_schema as schema
 from dropbox import audit, cases, notify, officers, offices
 from dropbox.api_schema import dump
@@ -144,12 +145,8 @@ def register_admin(app: Flask, config: Config) -> None:
         sent = read(schema.GrantRequest)
         code = sent.office
         sealed = sent.sealed_office_key
-        if len(sealed) != offices.SEALED_OFFICE_KEY_BYTES:
-            raise ApiError(
-                400,
-                "'sealed_office_key' must be an office key sealed to the officer"
-                f" ({offices.SEALED_OFFICE_KEY_BYTES} bytes)",
-            )
+        if not is_sealed_secret_key(sealed):
+            raise ApiError(400, "'sealed_office_key' must be an office key sealed to the officer")
         if code not in {o.code for o in config.offices}:
             raise ApiError(400, f"there is no office {code!r}")
         with tokens.instance().sessions.begin() as db:

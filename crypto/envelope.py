@@ -64,6 +64,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from crypto import xwing
 from crypto.errors import DecryptionError
+from crypto.keys import KeyChain
 from crypto.xwing import XWingPublicKey, XWingSecretKey
 
 __all__ = [
@@ -85,6 +86,7 @@ __all__ = [
     "encrypt_stream",
     "key_block_version",
     "read_head",
+    "recipient_entries",
     "recipient_id",
     "recipient_ids",
     "remove_recipient",
@@ -119,7 +121,9 @@ HEAD_BYTES = 1 + _HEADERBYTES + METADATA_SIZE + _ABYTES
 
 
 Recipient = PublicKey | XWingPublicKey
-SecretKey = PrivateKey | XWingSecretKey
+# A key chain (crypto/keys.py) opens an entry for any of its keys: an office's current
+# X-Wing key and the X25519 key it had before.
+SecretKey = PrivateKey | XWingSecretKey | KeyChain
 
 
 class _Readable(Protocol):
@@ -265,11 +269,7 @@ def _parse_key_block(key_block: bytes) -> tuple[int, list[_Entry]]:
     return version, entries
 
 
-def _public_key(secret_key: SecretKey) -> Recipient:
-    return secret_key.public_key
-
-
-def _open_entry(entry: _Entry, secret_key: SecretKey) -> bytes:
+def _open_entry(entry: _Entry, secret_key: PrivateKey | XWingSecretKey) -> bytes:
     if isinstance(secret_key, XWingSecretKey):
         if entry.kind != _KIND_XWING:
             raise DecryptionError()
@@ -285,21 +285,29 @@ def _open_entry(entry: _Entry, secret_key: SecretKey) -> bytes:
 
 
 def _open_key_block(key_block: bytes, secret_key: SecretKey) -> tuple[bytes, int]:
-    own_id = recipient_id(_public_key(secret_key))
-    for entry in _parse_key_block(key_block)[1]:
-        if entry.rid != own_id:
-            continue
-        try:
-            file_key, size = _SEALED_PAYLOAD.unpack(_open_entry(entry, secret_key))
-        except (nacl.exceptions.CryptoError, struct.error) as exc:
-            raise DecryptionError() from exc
-        return file_key, size
+    """The file key and size from the first entry for a key of `secret_key` (a chain's in order)."""
+    entries = _parse_key_block(key_block)[1]
+    for key in KeyChain.of(secret_key).keys:
+        own_id = recipient_id(key.public_key)
+        for entry in entries:
+            if entry.rid != own_id:
+                continue
+            try:
+                file_key, size = _SEALED_PAYLOAD.unpack(_open_entry(entry, key))
+            except (nacl.exceptions.CryptoError, struct.error) as exc:
+                raise DecryptionError() from exc
+            return file_key, size
     raise DecryptionError()
 
 
 def recipient_ids(key_block: bytes) -> list[bytes]:
     """The recipient ids a key block holds an entry for."""
     return [entry.rid for entry in _parse_key_block(key_block)[1]]
+
+
+def recipient_entries(key_block: bytes) -> list[tuple[bytes, bool]]:
+    """(recipient id, True for an X-Wing entry) for each entry of a key block, in order."""
+    return [(entry.rid, entry.kind == _KIND_XWING) for entry in _parse_key_block(key_block)[1]]
 
 
 def key_block_version(key_block: bytes) -> int:

@@ -6,6 +6,14 @@ the case server checks against a stored verifier, and a wrapping key, which
 never leaves the machine and opens the officer's secret key
 (:func:`unwrap_with_wrapping_key`). The older :func:`wrap_secret_key` wraps
 under the passphrase itself: office recovery files (`crypto/recovery.py`) use it.
+
+New office and officer keys are X-Wing (`crypto/xwing.py`), the hybrid
+post-quantum KEM; X25519 keys made before stay readable. Every secret key
+that is wrapped, sealed or written down is a :class:`KeyChain`, serialised
+by :func:`encode_key_chain`: the 32 bytes of an X25519 secret key as before
+(untagged, version 1), or a tagged version 2 that names each key's type and
+can carry an office's old X25519 key beside its new X-Wing key, so that
+items sealed to the old key still open (docs/format.md, "Secret keys").
 """
 
 from __future__ import annotations
@@ -19,25 +27,46 @@ import unicodedata
 from dataclasses import dataclass, field
 
 import nacl.exceptions
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from nacl.bindings import (
+    crypto_aead_chacha20poly1305_ietf_decrypt,
+    crypto_aead_chacha20poly1305_ietf_encrypt,
+)
 from nacl.public import PrivateKey, PublicKey, SealedBox
 from nacl.secret import Aead
 
+from crypto import xwing
 from crypto.errors import DecryptionError
 from crypto.kdf import PRODUCTION_COST, SALT_BYTES, KdfCost, derive_key
+from crypto.xwing import XWingPublicKey, XWingSecretKey
 
 __all__ = [
     "AUTH_KEY_BYTES",
+    "HYBRID_FINGERPRINT_PREFIX",
     "WRAP_HEADER_BYTES",
+    "KeyChain",
     "OfficerSecrets",
     "PrivateKey",
     "PublicKey",
+    "Recipient",
+    "SecretKey",
+    "XWingPublicKey",
+    "XWingSecretKey",
     "auth_key_verifier",
     "check_auth_key",
+    "decode_key_chain",
     "derive_officer_keys",
+    "encode_key_chain",
     "fake_salt",
     "fingerprint",
+    "generate_hybrid_key",
     "generate_keypair",
+    "is_hybrid",
+    "is_sealed_secret_key",
+    "key_chain_bytes",
     "open_sealed_secret_key",
+    "public_key_from_bytes",
     "seal_secret_key",
     "unwrap_secret_key",
     "unwrap_with_wrapping_key",
@@ -46,6 +75,9 @@ __all__ = [
     "wrap_secret_key",
     "wrap_with_wrapping_key",
 ]
+
+SecretKey = PrivateKey | XWingSecretKey
+Recipient = PublicKey | XWingPublicKey
 
 _WRAP_VERSION = 1
 # version, iterations, memory in bytes, salt; then the AEAD box (nonce + ciphertext), which
@@ -66,20 +98,149 @@ _VERIFIER_PERSON = b"dropbox-ofc-vrfy"
 _FAKE_SALT_PERSON = b"dropbox-fakesalt"
 
 
+# --- key types and key chains ------------------------------------------------------------
+
+
+def public_key_from_bytes(data: bytes) -> Recipient:
+    """A public key from its bytes: 32 are an X25519 key, 1216 an X-Wing key; else ValueError.
+
+    The two lengths never meet, so a stored public key needs no type beside it.
+    """
+    data = bytes(data)
+    if len(data) == PublicKey.SIZE:
+        return PublicKey(data)
+    if len(data) == xwing.PUBLIC_KEY_BYTES:
+        return XWingPublicKey(data)
+    raise ValueError(f"a public key is {PublicKey.SIZE} or {xwing.PUBLIC_KEY_BYTES} bytes long")
+
+
+def is_hybrid(key: Recipient | SecretKey | KeyChain) -> bool:
+    """True for an X-Wing key (or a chain whose current key is one)."""
+    if isinstance(key, KeyChain):
+        key = key.current
+    return isinstance(key, XWingPublicKey | XWingSecretKey)
+
+
+@dataclass(frozen=True, eq=False)
+class KeyChain:
+    """A holder's secret keys: the current key first, then older keys it still reads with.
+
+    An office whose key was made X-Wing keeps its old X25519 key here until
+    every item sealed to it is re-sealed (`dropbox office reseal`). Seal to
+    `public_key` (the current key's); `crypto.envelope` opens an entry for
+    any key of the chain. Shown without keys.
+    """
+
+    keys: tuple[SecretKey, ...] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.keys) <= _MAX_CHAIN:
+            raise ValueError(f"a key chain holds 1 to {_MAX_CHAIN} keys")
+
+    @classmethod
+    def of(cls, key: SecretKey | KeyChain) -> KeyChain:
+        return key if isinstance(key, KeyChain) else cls((key,))
+
+    @property
+    def current(self) -> SecretKey:
+        return self.keys[0]
+
+    @property
+    def public_key(self) -> Recipient:
+        return self.keys[0].public_key
+
+    @property
+    def previous(self) -> tuple[SecretKey, ...]:
+        return self.keys[1:]
+
+    def __bytes__(self) -> bytes:
+        """The chain as `encode_key_chain` writes it."""
+        return encode_key_chain(self)
+
+    def __repr__(self) -> str:
+        kinds = ", ".join("X-Wing" if is_hybrid(k) else "X25519" for k in self.keys)
+        return f"KeyChain({kinds})"
+
+
+# Version 2 of a serialised key chain: 0x02, a count, then per key its type and 32 bytes.
+# Version 1 is an X25519 secret key alone, 32 bytes, no tag (every key made before X-Wing).
+_CHAIN_VERSION = 2
+_KEY_X25519 = 1
+_KEY_XWING = 2
+_MAX_CHAIN = 8
+_KEY_BYTES = 32
+
+
+def encode_key_chain(chain: SecretKey | KeyChain) -> bytes:
+    """A key chain as it is wrapped, sealed or written: docs/format.md, "Secret keys".
+
+    A chain of one X25519 key stays the untagged 32 bytes of version 1, so a
+    key wrapped before X-Wing is wrapped the same way again.
+    """
+    chain = KeyChain.of(chain)
+    if len(chain.keys) == 1 and isinstance(chain.current, PrivateKey):
+        return bytes(chain.current)
+    out = bytearray([_CHAIN_VERSION, len(chain.keys)])
+    for key in chain.keys:
+        out += bytes([_KEY_XWING if isinstance(key, XWingSecretKey) else _KEY_X25519])
+        out += bytes(key)
+    return bytes(out)
+
+
+def decode_key_chain(data: bytes) -> KeyChain:
+    """Read `encode_key_chain`'s output (either version); DecryptionError if it is not one."""
+    data = bytes(data)
+    if len(data) == _KEY_BYTES:
+        return KeyChain((PrivateKey(data),))
+    if len(data) < 2 or data[0] != _CHAIN_VERSION:
+        raise DecryptionError()
+    count = data[1]
+    if not 1 <= count <= _MAX_CHAIN or len(data) != 2 + count * (1 + _KEY_BYTES):
+        raise DecryptionError()
+    keys: list[SecretKey] = []
+    for i in range(count):
+        start = 2 + i * (1 + _KEY_BYTES)
+        kind, raw = data[start], data[start + 1 : start + 1 + _KEY_BYTES]
+        if kind == _KEY_X25519:
+            keys.append(PrivateKey(raw))
+        elif kind == _KEY_XWING:
+            keys.append(XWingSecretKey(raw))
+        else:
+            raise DecryptionError()
+    return KeyChain(tuple(keys))
+
+
+def key_chain_bytes(count: int) -> int:
+    """The length of an encoded version 2 chain of `count` keys."""
+    return 2 + count * (1 + _KEY_BYTES)
+
+
+def generate_hybrid_key() -> KeyChain:
+    """A fresh key for an office or an officer: X-Wing, hybrid post-quantum, alone in its chain."""
+    return KeyChain((XWingSecretKey.generate(),))
+
+
 def generate_keypair() -> PrivateKey:
-    """Generate a fresh X25519 key pair."""
+    """A fresh X25519 key pair (as every office and officer key was before X-Wing)."""
     return PrivateKey.generate()
 
 
-def wrap_secret_key(secret_key: PrivateKey, passphrase: str, cost: KdfCost) -> bytes:
+def _open_chain(plaintext: bytes) -> KeyChain:
+    try:
+        return decode_key_chain(plaintext)
+    except (nacl.exceptions.CryptoError, ValueError) as exc:
+        raise DecryptionError() from exc
+
+
+def wrap_secret_key(secret_key: SecretKey | KeyChain, passphrase: str, cost: KdfCost) -> bytes:
     """Encrypt a secret key under Argon2id(passphrase, fresh salt); the cost travels with it."""
     salt = secrets.token_bytes(SALT_BYTES)
     key = derive_key(passphrase.encode("utf-8"), salt, cost)
     header = _WRAP_HEADER.pack(_WRAP_VERSION, cost.iterations, cost.memory_bytes, salt)
-    return header + bytes(Aead(key).encrypt(bytes(secret_key), header))
+    return header + bytes(Aead(key).encrypt(encode_key_chain(secret_key), header))
 
 
-def unwrap_secret_key(wrapped: bytes, passphrase: str) -> PrivateKey:
+def unwrap_secret_key(wrapped: bytes, passphrase: str) -> KeyChain:
     """Recover a key wrapped by `wrap_secret_key`; a wrong passphrase raises DecryptionError."""
     if len(wrapped) <= _WRAP_HEADER.size:
         raise DecryptionError()
@@ -90,29 +251,94 @@ def unwrap_secret_key(wrapped: bytes, passphrase: str) -> PrivateKey:
     try:
         # A tampered cost (e.g. memory above the libsodium maximum) fails like any tampering.
         key = derive_key(passphrase.encode("utf-8"), salt, KdfCost(iterations, memory))
-        return PrivateKey(Aead(key).decrypt(box, header))
+        plaintext = Aead(key).decrypt(box, header)
     except (nacl.exceptions.CryptoError, ValueError) as exc:
         raise DecryptionError() from exc
+    return _open_chain(plaintext)
 
 
-def seal_secret_key(secret_key: PrivateKey, recipient: PublicKey) -> bytes:
+# A secret key sealed to an X-Wing key (a grant to a hybrid officer key): the marker, the
+# X-Wing ciphertext, then the key chain under ChaCha20-Poly1305 with a key derived from the
+# shared secret as a version 2 key-block entry derives its own (crypto/envelope.py), under
+# its own HKDF info. A grant to an X25519 key is a libsodium sealed box, as before.
+_SEALED_XWING = 2
+_SEALED_XWING_INFO = b"dropbox sealed secret key 2 X-Wing"
+_SEALED_XWING_AD = b"dropbox sealed secret key" + bytes([_SEALED_XWING])
+_ZERO_NONCE = bytes(12)  # each derived key seals one key chain, once
+_SEALBOX_OVERHEAD = 48  # crypto_box_seal: ephemeral public key and MAC
+_AEAD_TAG = 16
+
+
+def _sealing_key(shared_secret: bytes, ciphertext: bytes, recipient: XWingPublicKey) -> bytes:
+    return HKDF(
+        algorithm=SHA256(), length=32, salt=ciphertext + bytes(recipient), info=_SEALED_XWING_INFO
+    ).derive(shared_secret)
+
+
+def seal_secret_key(secret_key: SecretKey | KeyChain, recipient: Recipient) -> bytes:
     """Seal a secret key (an office's) so that only `recipient` (an officer) can open it."""
-    return bytes(SealedBox(recipient).encrypt(bytes(secret_key)))
+    payload = encode_key_chain(secret_key)
+    if isinstance(recipient, XWingPublicKey):
+        shared, ciphertext = recipient.encapsulate()
+        key = _sealing_key(shared, ciphertext, recipient)
+        sealed = crypto_aead_chacha20poly1305_ietf_encrypt(
+            payload, _SEALED_XWING_AD, _ZERO_NONCE, key
+        )
+        return bytes([_SEALED_XWING]) + ciphertext + sealed
+    return bytes(SealedBox(recipient).encrypt(payload))
 
 
-def open_sealed_secret_key(sealed: bytes, recipient_key: PrivateKey) -> PrivateKey:
-    """Open a secret key sealed by `seal_secret_key`."""
+def open_sealed_secret_key(sealed: bytes, recipient_key: SecretKey | KeyChain) -> KeyChain:
+    """Open a secret key sealed by `seal_secret_key` with the current key of `recipient_key`."""
+    own = KeyChain.of(recipient_key).current
+    sealed = bytes(sealed)
     try:
-        return PrivateKey(SealedBox(recipient_key).decrypt(sealed))
+        if isinstance(own, XWingSecretKey):
+            if len(sealed) < 1 + xwing.CIPHERTEXT_BYTES or sealed[0] != _SEALED_XWING:
+                raise DecryptionError()
+            ciphertext = sealed[1 : 1 + xwing.CIPHERTEXT_BYTES]
+            key = _sealing_key(own.decapsulate(ciphertext), ciphertext, own.public_key)
+            plaintext = crypto_aead_chacha20poly1305_ietf_decrypt(
+                sealed[1 + xwing.CIPHERTEXT_BYTES :], _SEALED_XWING_AD, _ZERO_NONCE, key
+            )
+        else:
+            plaintext = SealedBox(own).decrypt(sealed)
     except (nacl.exceptions.CryptoError, ValueError) as exc:
         raise DecryptionError() from exc
+    return _open_chain(plaintext)
 
 
-def fingerprint(public_key: PublicKey) -> str:
-    """A short fingerprint two people can read aloud and compare: 8 groups of 4 characters."""
-    digest = hashlib.blake2b(bytes(public_key), digest_size=20, person=b"dropbox-fpr").digest()
+def is_sealed_secret_key(sealed: bytes) -> bool:
+    """Whether `sealed` has the shape of `seal_secret_key`'s output (it cannot be opened here)."""
+    lengths = {_KEY_BYTES} | {key_chain_bytes(n) for n in range(1, _MAX_CHAIN + 1)}
+    if len(sealed) - _SEALBOX_OVERHEAD in lengths:
+        return True
+    return (
+        len(sealed) > 0
+        and sealed[0] == _SEALED_XWING
+        and len(sealed) - 1 - xwing.CIPHERTEXT_BYTES - _AEAD_TAG in lengths
+    )
+
+
+_FINGERPRINT_PERSON = {False: b"dropbox-fpr", True: b"dropbox-fpr-xw"}
+# What an X-Wing key's fingerprint starts with, so that nobody comparing one with an
+# X25519 key's fingerprint (8 groups, nothing before them) can take one for the other.
+HYBRID_FINGERPRINT_PREFIX = "XWING"
+
+
+def fingerprint(public_key: Recipient) -> str:
+    """A short fingerprint two people can read aloud and compare: 8 groups of 4 characters.
+
+    An X-Wing key's fingerprint covers all its 1,216 bytes (under another
+    BLAKE2b personalisation) and starts with the word XWING.
+    """
+    hybrid = isinstance(public_key, XWingPublicKey)
+    digest = hashlib.blake2b(
+        bytes(public_key), digest_size=20, person=_FINGERPRINT_PERSON[hybrid]
+    ).digest()
     text = base64.b32encode(digest).decode("ascii")
-    return " ".join(text[i : i + 4] for i in range(0, len(text), 4))
+    groups = " ".join(text[i : i + 4] for i in range(0, len(text), 4))
+    return f"{HYBRID_FINGERPRINT_PREFIX} {groups}" if hybrid else groups
 
 
 # --- officers: keys derived on the officer's machine ------------------------------------------
@@ -185,7 +411,7 @@ def wrap_parameters(wrapped: bytes, *, minimum: KdfCost = PRODUCTION_COST) -> tu
 
 
 def wrap_with_wrapping_key(
-    secret_key: PrivateKey, wrapping_key: bytes, salt: bytes, cost: KdfCost
+    secret_key: SecretKey | KeyChain, wrapping_key: bytes, salt: bytes, cost: KdfCost
 ) -> bytes:
     """Encrypt an officer's secret key under the wrapping key derived from (salt, cost).
 
@@ -195,18 +421,19 @@ def wrap_with_wrapping_key(
     if len(wrapping_key) != _WRAPPING_KEY_BYTES:
         raise ValueError(f"a wrapping key is {_WRAPPING_KEY_BYTES} bytes")
     header = wrap_header(cost, salt)
-    return header + bytes(Aead(wrapping_key).encrypt(bytes(secret_key), header))
+    return header + bytes(Aead(wrapping_key).encrypt(encode_key_chain(secret_key), header))
 
 
-def unwrap_with_wrapping_key(wrapped: bytes, wrapping_key: bytes) -> PrivateKey:
+def unwrap_with_wrapping_key(wrapped: bytes, wrapping_key: bytes) -> KeyChain:
     """Recover a key wrapped by `wrap_with_wrapping_key`; any fault raises DecryptionError."""
     header, _, _ = _read_officer_header(wrapped)
     if len(wrapping_key) != _WRAPPING_KEY_BYTES:
         raise DecryptionError()
     try:
-        return PrivateKey(Aead(wrapping_key).decrypt(bytes(wrapped[WRAP_HEADER_BYTES:]), header))
+        plaintext = Aead(wrapping_key).decrypt(bytes(wrapped[WRAP_HEADER_BYTES:]), header)
     except (nacl.exceptions.CryptoError, ValueError) as exc:
         raise DecryptionError() from exc
+    return _open_chain(plaintext)
 
 
 # The server stores a fast hash of the auth key, not a second Argon2id. The auth key is

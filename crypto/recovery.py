@@ -3,6 +3,10 @@
 Losing every officer's passphrase must not lose the reports: at key
 generation the office's secret key is also wrapped under a long generated
 passphrase and written to a file that is kept offline.
+
+Version 2 (every file written now) holds a key chain (crypto/keys.py): the
+office's X-Wing key, and its old X25519 key while items sealed to that are
+not all re-sealed. Version 1 files, one X25519 key each, still load.
 """
 
 from __future__ import annotations
@@ -11,14 +15,22 @@ import base64
 import json
 from dataclasses import dataclass
 
-from nacl.public import PrivateKey, PublicKey
-
 from crypto import codenames
 from crypto.errors import DecryptionError
 from crypto.kdf import KdfCost
-from crypto.keys import fingerprint, unwrap_secret_key, wrap_secret_key
+from crypto.keys import (
+    KeyChain,
+    Recipient,
+    SecretKey,
+    fingerprint,
+    is_hybrid,
+    public_key_from_bytes,
+    unwrap_secret_key,
+    wrap_secret_key,
+)
 
-FORMAT = "dropbox-office-recovery-v1"
+FORMAT = "dropbox-office-recovery-v2"
+FORMAT_V1 = "dropbox-office-recovery-v1"  # one X25519 key; read, never written
 _PASSPHRASE_WORDS = 10  # about 125 bits from the curated English list
 
 
@@ -31,8 +43,9 @@ class RecoveryFile:
     """The parsed contents of a recovery file (the secret key still wrapped)."""
 
     office: str
-    public_key: PublicKey
+    public_key: Recipient  # the current key's
     wrapped_secret_key: bytes
+    format: str = FORMAT
 
 
 def generate_passphrase() -> str:
@@ -44,16 +57,19 @@ def generate_passphrase() -> str:
     return " ".join(codenames.random_words(_PASSPHRASE_WORDS, "en"))
 
 
-def dump(office: str, secret_key: PrivateKey, passphrase: str, cost: KdfCost) -> bytes:
-    """Serialise a recovery file for `office`."""
+def dump(office: str, secret_key: SecretKey | KeyChain, passphrase: str, cost: KdfCost) -> bytes:
+    """Serialise a recovery file for `office` (version 2: the whole key chain, wrapped)."""
+    chain = KeyChain.of(secret_key)
     document = {
         "format": FORMAT,
         "office": office,
-        "public_key": base64.b64encode(bytes(secret_key.public_key)).decode("ascii"),
-        "fingerprint": fingerprint(secret_key.public_key),
-        "wrapped_secret_key": base64.b64encode(
-            wrap_secret_key(secret_key, passphrase, cost)
-        ).decode("ascii"),
+        "key_type": "X-Wing" if is_hybrid(chain) else "X25519",
+        "public_key": base64.b64encode(bytes(chain.public_key)).decode("ascii"),
+        "fingerprint": fingerprint(chain.public_key),
+        "previous_fingerprints": [fingerprint(key.public_key) for key in chain.previous],
+        "wrapped_secret_key": base64.b64encode(wrap_secret_key(chain, passphrase, cost)).decode(
+            "ascii"
+        ),
     }
     return (json.dumps(document, indent=2) + "\n").encode("utf-8")
 
@@ -62,12 +78,17 @@ def load(data: bytes) -> RecoveryFile:
     """Parse a recovery file; raise RecoveryFileError if it is not one."""
     try:
         document = json.loads(data.decode("utf-8"))
-        if document.get("format") != FORMAT:
+        found = document.get("format")
+        if found not in (FORMAT, FORMAT_V1):
             raise RecoveryFileError("not a dropbox recovery file (unknown format)")
+        public = base64.b64decode(document["public_key"], validate=True)
+        if found == FORMAT_V1 and len(public) != 32:
+            raise ValueError("a version 1 recovery file holds an X25519 key")
         return RecoveryFile(
             office=str(document["office"]),
-            public_key=PublicKey(base64.b64decode(document["public_key"], validate=True)),
+            public_key=public_key_from_bytes(public),
             wrapped_secret_key=base64.b64decode(document["wrapped_secret_key"], validate=True),
+            format=found,
         )
     except RecoveryFileError:
         raise
@@ -75,9 +96,15 @@ def load(data: bytes) -> RecoveryFile:
         raise RecoveryFileError("not a dropbox recovery file (damaged or incomplete)") from exc
 
 
-def open_secret_key(recovery: RecoveryFile, passphrase: str) -> PrivateKey:
-    """Unwrap the office secret key; a wrong passphrase raises DecryptionError."""
-    secret_key = unwrap_secret_key(recovery.wrapped_secret_key, passphrase)
-    if bytes(secret_key.public_key) != bytes(recovery.public_key):
+def open_secret_key(recovery: RecoveryFile, passphrase: str) -> KeyChain:
+    """Unwrap the office's key chain; a wrong passphrase raises DecryptionError.
+
+    The chain's current key must be the file's public key, and a version 1
+    file must hold a single X25519 key.
+    """
+    chain = unwrap_secret_key(recovery.wrapped_secret_key, passphrase)
+    if bytes(chain.public_key) != bytes(recovery.public_key):
         raise DecryptionError()
-    return secret_key
+    if recovery.format == FORMAT_V1 and (len(chain.keys) != 1 or is_hybrid(chain)):
+        raise DecryptionError()
+    return chain

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from crypto import envelope
 from crypto.errors import DecryptionError
+from crypto.keys import public_key_from_bytes
 from dropbox import access, audit, notify
 from dropbox import api_schema as schema
 from dropbox.errors import AccessDenied, DropboxError, NotFound
@@ -367,7 +368,7 @@ def _office_recipient(session: Session, code: str) -> bytes:
     office = session.get(Office, code)
     if office is None:
         raise NotFound("the office of this report has no key")
-    return envelope.recipient_id(PublicKey(office.public_key))
+    return envelope.recipient_id(public_key_from_bytes(office.public_key))
 
 
 def check_new_item(

@@ -28,19 +28,26 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message names the key and the fault."""
 
 
-# A key fingerprint (`crypto.keys.fingerprint`) without its spaces: 20 bytes in base32.
-_FINGERPRINT = re.compile(r"^[A-Z2-7]{32}$")
+# A key fingerprint (`crypto.keys.fingerprint`) without its spaces: 20 bytes in base32,
+# after the word XWING for an X-Wing key.
+_FINGERPRINT = re.compile(r"^(XWING)?([A-Z2-7]{32})$")
+# Put before an X-Wing key's 20 bytes, so that they never equal an X25519 key's.
+_HYBRID_DIGEST_MARK = b"\x02"
 
 
 def fingerprint_digest(text: str) -> bytes | None:
-    """The 20 bytes a fingerprint's text stands for, or None if it is not one.
+    """What a fingerprint's text stands for, or None if it is not one.
 
-    Letter case and spacing are forgiven: people copy fingerprints by hand.
+    An X25519 key's is its 20 bytes; an X-Wing key's (text starting with
+    XWING) is a marker byte and its 20 bytes, so the fingerprint of one kind
+    never matches a key of the other. Letter case and spacing are forgiven:
+    people copy fingerprints by hand.
     """
-    compact = "".join(text.split()).upper()
-    if not _FINGERPRINT.fullmatch(compact):
+    found = _FINGERPRINT.fullmatch("".join(text.split()).upper())
+    if found is None:
         return None
-    return base64.b32decode(compact)
+    digest = base64.b32decode(found.group(2))
+    return _HYBRID_DIGEST_MARK + digest if found.group(1) else digest
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO
 
-from nacl.public import PrivateKey, PublicKey
+from nacl.public import PublicKey
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -109,7 +109,7 @@ def seal_bytes(
     store: Store,
     report_id: str,
     data: bytes,
-    recipients: Sequence[PublicKey],
+    recipients: Sequence[envelope.Recipient],
     *,
     content_type: str,
     name: str = "",
@@ -230,7 +230,7 @@ def add_item(
 
 
 def open_item(
-    instance: Instance, item: Item, secret_key: PrivateKey
+    instance: Instance, item: Item, secret_key: envelope.SecretKey
 ) -> tuple[envelope.EnvelopeReader, BinaryIO]:
     """Open an item's envelope: its reader, and the blob the caller must close.
 
@@ -251,7 +251,7 @@ def open_item(
         raise DecryptionError() from exc
 
 
-def open_item_bytes(instance: Instance, item: Item, secret_key: PrivateKey) -> bytes:
+def open_item_bytes(instance: Instance, item: Item, secret_key: envelope.SecretKey) -> bytes:
     """Decrypt a small item into memory (messages, notes; never used for files)."""
     reader, body = open_item(instance, item, secret_key)
     with body:
@@ -273,7 +273,7 @@ class SourceKeyCheck(enum.StrEnum):
 
 
 def check_source_key(
-    instance: Instance, session: Session, report: Report, office_key: PrivateKey
+    instance: Instance, session: Session, report: Report, office_key: envelope.SecretKey
 ) -> SourceKeyCheck:
     """Compare the row's source key with the copies bound in the source's messages.
 

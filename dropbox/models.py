@@ -76,7 +76,10 @@ class Office(Base):
 
     code: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    # 1216 bytes for an X-Wing key, 32 for an X25519 key made before X-Wing: the length
+    # tells them apart (crypto.keys.public_key_from_bytes). Neither SQLite's BLOB nor
+    # PostgreSQL's BYTEA has a length, so the wider keys needed no migration.
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(1216))
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
@@ -95,7 +98,7 @@ class Officer(Base):
     # key is derived from the passphrase on the officer's own machine: the server
     # never sees the passphrase.
     auth_verifier: Mapped[bytes | None] = mapped_column(LargeBinary)
-    public_key: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    public_key: Mapped[bytes | None] = mapped_column(LargeBinary(1216))  # as Office.public_key
     # The officer's secret key, wrapped on their machine under the wrapping key
     # derived from their passphrase (crypto.keys.wrap_with_wrapping_key): opaque here.
     wrapped_secret_key: Mapped[bytes | None] = mapped_column(LargeBinary)

@@ -27,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 
 import nacl.exceptions
 import pyotp
-from nacl.public import PrivateKey, PublicKey
 from nacl.secret import Aead
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -37,11 +36,15 @@ from crypto.kdf import SALT_BYTES, KdfCost
 from crypto.keys import (
     AUTH_KEY_BYTES,
     WRAP_HEADER_BYTES,
+    KeyChain,
     auth_key_verifier,
     check_auth_key,
     derive_officer_keys,
     fake_salt,
-    generate_keypair,
+    generate_hybrid_key,
+    is_hybrid,
+    key_chain_bytes,
+    public_key_from_bytes,
     unwrap_with_wrapping_key,
     wrap_header,
     wrap_parameters,
@@ -56,9 +59,11 @@ from dropbox.sessions import end_officer_sessions
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 MIN_PASSPHRASE_CHARS = 12
 MAX_DISPLAY_NAME = 200  # the column's length
-PUBLIC_KEY_BYTES = 32
-# A wrap made by crypto.keys.wrap_with_wrapping_key: header, nonce, the 32-byte key, tag.
+# A wrap made by crypto.keys.wrap_with_wrapping_key: header, nonce, the key, tag. The key is
+# an X25519 key's 32 bytes (officers enrolled before X-Wing) or a tagged chain of one X-Wing
+# key (docs/format.md, "Secret keys").
 WRAPPED_KEY_BYTES = WRAP_HEADER_BYTES + Aead.NONCE_SIZE + 32 + Aead.MACBYTES
+WRAPPED_HYBRID_KEY_BYTES = WRAP_HEADER_BYTES + Aead.NONCE_SIZE + key_chain_bytes(1) + Aead.MACBYTES
 # A TOTP secret as authenticator apps take it: base32, at least 128 bits.
 TOTP_SECRET = re.compile(r"^[A-Z2-7]{26,64}$")
 
@@ -219,7 +224,7 @@ def _check_auth(officer: Officer | None, auth_key: bytes) -> bool:
 
 def _check_wrapped(wrapped: bytes, minimum: KdfCost) -> None:
     """A wrapped secret key as the reviewer app makes it, at no less than `minimum` cost."""
-    if len(wrapped) != WRAPPED_KEY_BYTES:
+    if len(wrapped) not in (WRAPPED_KEY_BYTES, WRAPPED_HYBRID_KEY_BYTES):
         raise DropboxError("the wrapped secret key is not in the expected format")
     try:
         wrap_parameters(wrapped, minimum=minimum)
@@ -246,17 +251,17 @@ class Credentials:
     auth_key: bytes
     public_key: bytes
     wrapped_secret_key: bytes
-    secret_key: PrivateKey
+    secret_key: KeyChain
 
 
 def new_credentials(passphrase: str, cost: KdfCost) -> Credentials:
-    """Make a key pair and wrap it under the passphrase, as the reviewer app does.
+    """Make a key (X-Wing) and wrap it under the passphrase, as the reviewer app does.
 
     Runs where the passphrase is typed: never on the case server's request path.
     """
     salt = secrets.token_bytes(SALT_BYTES)
     derived = derive_officer_keys(passphrase, salt, cost)
-    secret_key = generate_keypair()
+    secret_key = generate_hybrid_key()
     return Credentials(
         auth_key=derived.auth_key,
         public_key=bytes(secret_key.public_key),
@@ -277,7 +282,7 @@ def derive_auth_key(officer: Officer, passphrase: str, minimum: KdfCost) -> tupl
     return derived.auth_key, derived.wrapping_key
 
 
-def open_secret_key(officer: Officer, passphrase: str, minimum: KdfCost) -> PrivateKey:
+def open_secret_key(officer: Officer, passphrase: str, minimum: KdfCost) -> KeyChain:
     """Unwrap the officer's secret key with their passphrase; DecryptionError if it is wrong.
 
     Runs where the passphrase is typed (the CLI, tests), never on the case server.
@@ -624,13 +629,16 @@ def complete_enrolment(
     """
     officer = check_enrolment(session, username, code)
     _check_auth_key(auth_key)
-    if len(public_key) != PUBLIC_KEY_BYTES:
-        raise DropboxError(f"a public key is {PUBLIC_KEY_BYTES} bytes")
+    # A new officer's key is X-Wing (hybrid post-quantum): grants sealed to it are too.
     try:
-        PublicKey(public_key)
+        hybrid = is_hybrid(public_key_from_bytes(public_key))
     except (nacl.exceptions.CryptoError, ValueError, TypeError):
-        raise DropboxError("that is not a public key") from None
+        hybrid = False
+    if not hybrid:
+        raise DropboxError("that is not an X-Wing public key (1216 bytes)")
     _check_wrapped(wrapped, minimum)
+    if len(wrapped) != WRAPPED_HYBRID_KEY_BYTES:
+        raise DropboxError("the wrapped secret key is not in the expected format")
     secret = check_totp_secret(totp_secret)
     counter = _totp_counter(secret, totp_code, _now())
     if counter is None:

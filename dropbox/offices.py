@@ -7,19 +7,27 @@ an officer's machine (`store_grant`).
 
 from __future__ import annotations
 
-import base64
 import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from nacl.public import PrivateKey, PublicKey
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from crypto import recovery
 from crypto.errors import DecryptionError
 from crypto.kdf import KdfCost
-from crypto.keys import fingerprint, generate_keypair, open_sealed_secret_key, seal_secret_key
+from crypto.keys import (
+    KeyChain,
+    Recipient,
+    fingerprint,
+    generate_hybrid_key,
+    is_hybrid,
+    is_sealed_secret_key,
+    open_sealed_secret_key,
+    public_key_from_bytes,
+    seal_secret_key,
+)
 from dropbox import audit
 from dropbox.config import Config, fingerprint_digest
 from dropbox.errors import AccessDenied, DropboxError, NotFound
@@ -50,9 +58,21 @@ def _office_mismatch(code: str, against: str) -> KeyMismatch:
     )
 
 
-def _digest(public_key: bytes) -> bytes:
-    """The 20 bytes behind a public key's fingerprint (an office's or an officer's)."""
-    return base64.b32decode(fingerprint(PublicKey(public_key)).replace(" ", ""))
+def stored_key(public_key: bytes | None) -> Recipient | None:
+    """A public key as the database holds it (X25519 or X-Wing), or None if it is no key."""
+    if public_key is None:
+        return None
+    try:
+        return public_key_from_bytes(public_key)
+    except ValueError:
+        return None
+
+
+def _digest(public_key: Recipient) -> bytes:
+    """What a public key's fingerprint stands for (an office's or an officer's)."""
+    digest = fingerprint_digest(fingerprint(public_key))
+    assert digest is not None  # noqa: S101 - fingerprint() always writes a valid one
+    return digest
 
 
 def pinned_digest(config: Config, code: str) -> bytes | None:
@@ -65,8 +85,8 @@ def pinned_digest(config: Config, code: str) -> bytes | None:
 
 
 def trusted_public_key(
-    session: Session, config: Config, code: str, *, holding: PrivateKey | None = None
-) -> PublicKey:
+    session: Session, config: Config, code: str, *, holding: KeyChain | None = None
+) -> Recipient:
     """An office's public key from the database, once it is checked: the only key to seal to.
 
     Whoever can write the database alone could otherwise put in a key of
@@ -80,14 +100,15 @@ def trusted_public_key(
     taken as it is: `pin_status` reports such an office as not pinned.
     """
     stored = get(session, code).public_key
-    if len(stored) != 32:
+    key = stored_key(stored)
+    if key is None:
         raise _office_mismatch(code, "any key (it is damaged)")
     if holding is not None and not hmac.compare_digest(bytes(holding.public_key), stored):
         raise _office_mismatch(code, "the office key you hold")
     pinned = pinned_digest(config, code)
-    if pinned is not None and not hmac.compare_digest(_digest(stored), pinned):
+    if pinned is not None and not hmac.compare_digest(_digest(key), pinned):
         raise _office_mismatch(code, "the fingerprint pinned in the configuration")
-    return PublicKey(stored)
+    return key
 
 
 @dataclass(frozen=True)
@@ -107,13 +128,12 @@ def pin_status(session: Session, config: Config) -> list[PinStatus]:
         if office is None:
             found.append(PinStatus(settings.code, None, "no key"))
             continue
-        shown = fingerprint(PublicKey(office.public_key)) if len(office.public_key) == 32 else ""
+        key = stored_key(office.public_key)
+        shown = fingerprint(key) if key is not None else ""
         pinned = pinned_digest(config, settings.code)
         if pinned is None:
             state = "not pinned"
-        elif len(office.public_key) == 32 and hmac.compare_digest(
-            _digest(office.public_key), pinned
-        ):
+        elif key is not None and hmac.compare_digest(_digest(key), pinned):
             state = "pinned"
         else:
             state = "differs"
@@ -121,7 +141,7 @@ def pin_status(session: Session, config: Config) -> list[PinStatus]:
     return found
 
 
-def config_line(public_key: PublicKey) -> str:
+def config_line(public_key: Recipient) -> str:
     """The line to add to an office's [[offices]] table to pin its key."""
     return f'fingerprint = "{fingerprint(public_key)}"'
 
@@ -136,8 +156,8 @@ def get(session: Session, code: str) -> Office:
 
 def create(
     session: Session, config: Config, code: str, cost: KdfCost, actor: str
-) -> tuple[Office, PrivateKey, bytes, str]:
-    """Generate an office key pair; return the office, its secret key, recovery file and passphrase.
+) -> tuple[Office, KeyChain, bytes, str]:
+    """Generate an office key (X-Wing); return the office, its key, recovery file and passphrase.
 
     The secret key is returned so the caller can grant it at once; it is
     stored nowhere but in the recovery file, wrapped under the passphrase.
@@ -149,7 +169,7 @@ def create(
         raise DropboxError(f"unknown office {code!r}; the configuration names {known}") from None
     if session.get(Office, code) is not None:
         raise DropboxError(f"office {code} already has keys; use 'dropbox office recover'")
-    secret_key = generate_keypair()
+    secret_key = generate_hybrid_key()
     passphrase = recovery.generate_passphrase()
     recovery_file = recovery.dump(code, secret_key, passphrase, cost)
     office = Office(
@@ -162,7 +182,45 @@ def create(
     return office, secret_key, recovery_file, passphrase
 
 
-def open_recovery_file(session: Session, code: str, data: bytes, passphrase: str) -> PrivateKey:
+def upgrade(
+    session: Session, code: str, chain: KeyChain, cost: KdfCost, actor: str
+) -> tuple[Office, KeyChain, bytes, str]:
+    """Give an office whose key is X25519 a new X-Wing key, keeping the old one behind it.
+
+    `chain` is the office's key chain, opened from its recovery file. The new
+    chain is the new X-Wing key followed by every key of `chain`, so items
+    sealed to the old key still open; `dropbox office reseal` then re-seals
+    them to the new key. Returns the office, the new chain, its recovery file
+    (to replace the old one) and that file's passphrase. Every grant of the
+    office held the old chain alone: they are removed here (counted in the
+    `office.upgrade` event), and the caller grants the new chain again, each
+    to an officer key checked against the fingerprint its officer reads out.
+    """
+    office = get(session, code)
+    if not hmac.compare_digest(bytes(chain.public_key), office.public_key):
+        raise AccessDenied(f"that key is not {code}'s office key")
+    if is_hybrid(chain):
+        raise DropboxError(f"office {code}'s key is X-Wing already: nothing to upgrade")
+    upgraded = KeyChain((generate_hybrid_key().current, *chain.keys))
+    passphrase = recovery.generate_passphrase()
+    recovery_file = recovery.dump(code, upgraded, passphrase, cost)
+    office.public_key = bytes(upgraded.public_key)
+    grants = select(OfficeGrant).where(OfficeGrant.office_code == code)
+    removed = len(session.execute(grants).scalars().all())
+    session.execute(delete(OfficeGrant).where(OfficeGrant.office_code == code))
+    audit.record(
+        session,
+        actor,
+        "office.upgrade",
+        detail=(
+            f"{code} {fingerprint(upgraded.public_key)} replaces {fingerprint(chain.public_key)};"
+            f" {removed} grants removed"
+        ),
+    )
+    return office, upgraded, recovery_file, passphrase
+
+
+def open_recovery_file(session: Session, code: str, data: bytes, passphrase: str) -> KeyChain:
     """Open an office's secret key from its recovery file, checking it is this office's key."""
     office = get(session, code)
     try:
@@ -191,7 +249,7 @@ MALFORMED_FINGERPRINT = (
 )
 
 
-def check_officer_key(session: Session, officer: Officer, read_out: str, actor: str) -> PublicKey:
+def check_officer_key(session: Session, officer: Officer, read_out: str, actor: str) -> Recipient:
     """The officer's public key from the database, once it matches the fingerprint they read out.
 
     Whoever can write the database could put their own public key in the
@@ -205,22 +263,22 @@ def check_officer_key(session: Session, officer: Officer, read_out: str, actor: 
     read = fingerprint_digest(read_out)
     if read is None:
         raise DropboxError(MALFORMED_FINGERPRINT)
-    stored = officer.public_key
-    if stored is None or len(stored) != 32 or not hmac.compare_digest(_digest(stored), read):
+    stored = stored_key(officer.public_key)
+    if stored is None or not hmac.compare_digest(_digest(stored), read):
         mismatch = KeyMismatch(
             OFFICER_KEY_WARNING.format(username=officer.username),
             f"officer key: {officer.username} differs from the fingerprint they read out",
         )
         audit.record(session, actor, "key.mismatch", detail=mismatch.detail)
         raise mismatch
-    return PublicKey(stored)
+    return stored
 
 
 def grant(
     session: Session,
     code: str,
     officer: Officer,
-    office_secret_key: PrivateKey,
+    office_secret_key: KeyChain,
     actor: str,
     granted_by: Officer | None = None,
     *,
@@ -258,10 +316,6 @@ def grant(
     return result
 
 
-# An office's 32-byte secret key in a libsodium sealed box: ephemeral public key and MAC.
-SEALED_OFFICE_KEY_BYTES = 48 + 32
-
-
 def store_grant(
     session: Session,
     code: str,
@@ -279,7 +333,7 @@ def store_grant(
     open it. The officer must be enrolled and active.
     """
     get(session, code)
-    if len(sealed) != SEALED_OFFICE_KEY_BYTES:
+    if not is_sealed_secret_key(sealed):
         raise DropboxError("the sealed office key is not in the expected format")
     if officer.public_key is None or officer.auth_verifier is None or not officer.active:
         raise DropboxError(f"{officer.username} has not finished enrolment or is deactivated")
@@ -302,9 +356,7 @@ def store_grant(
     return result
 
 
-def office_key(
-    session: Session, officer: Officer, officer_key: PrivateKey, code: str
-) -> PrivateKey:
+def office_key(session: Session, officer: Officer, officer_key: KeyChain, code: str) -> KeyChain:
     """Unseal an office's secret key for an officer who holds a grant."""
     found = session.get(OfficeGrant, (officer.id, code))
     if found is None or not officer.active:

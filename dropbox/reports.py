@@ -139,7 +139,7 @@ class Attachments(Protocol):
     file into an envelope sealed to a key that lives only for the request.
     """
 
-    def sealed_to(self, recipients: Sequence[PublicKey]) -> list[StoredEnvelope]:
+    def sealed_to(self, recipients: Sequence[envelope.Recipient]) -> list[StoredEnvelope]:
         """Each complete file, its key given to the recipients and taken from the request."""
         ...
 

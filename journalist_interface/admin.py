@@ -17,9 +17,9 @@ from typing import Any
 
 from flask import Blueprint, Flask, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
-from nacl.public import PrivateKey
 from werkzeug.wrappers import Response as WerkzeugResponse
 
+from crypto.keys import KeyChain
 from dropbox.api_schema import OfficerSummary
 from dropbox.config import fingerprint_digest
 from dropbox.offices import MALFORMED_FINGERPRINT
@@ -118,7 +118,7 @@ def deactivate(officer_id: int) -> WerkzeugResponse:
     return redirect(url_for("admin.officers"))
 
 
-def _recovered_key(entry: vault.Entry, office: str) -> PrivateKey | str:
+def _recovered_key(entry: vault.Entry, office: str) -> KeyChain | str:
     """The office key from the uploaded recovery file, or what to tell the administrator."""
     upload = request.files.get("recovery_file")
     data = upload.read(MAX_RECOVERY_BYTES + 1) if upload is not None else b""
@@ -127,7 +127,7 @@ def _recovered_key(entry: vault.Entry, office: str) -> PrivateKey | str:
     if len(data) > MAX_RECOVERY_BYTES:
         return str(_("That is not a recovery file: it is far too large."))
     try:
-        opened: PrivateKey = casefile.open_recovery(
+        opened: KeyChain = casefile.open_recovery(
             data,
             request.form.get("recovery_passphrase", ""),
             office,
@@ -156,7 +156,7 @@ def grant() -> WerkzeugResponse:
     if fingerprint_digest(read_out) is None:
         flash(_(MALFORMED_FINGERPRINT), "error")
         return redirect(url_for("admin.officers"))
-    office_key: PrivateKey | str | None
+    office_key: KeyChain | str | None
     if from_recovery:
         office_key = _recovered_key(entry, office)
     else:

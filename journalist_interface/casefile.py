@@ -25,22 +25,26 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import BinaryIO
 
-from nacl.public import PrivateKey, PublicKey
+from nacl.public import PublicKey
 
 from crypto import envelope, recovery
 from crypto.errors import DecryptionError
 from crypto.kdf import SALT_BYTES, KdfCost
 from crypto.keys import (
+    KeyChain,
+    Recipient,
     derive_officer_keys,
     fingerprint,
-    generate_keypair,
+    generate_hybrid_key,
     open_sealed_secret_key,
+    public_key_from_bytes,
     seal_secret_key,
     unwrap_with_wrapping_key,
     wrap_parameters,
     wrap_with_wrapping_key,
 )
 from dropbox.api_schema import Me, NewItem, OfficerSummary, ReportBundle, SealedItem
+from dropbox.config import fingerprint_digest
 from dropbox.items import (
     SourceKeyCheck,
     check_kind,
@@ -136,8 +140,8 @@ OFFICER_KINDS = frozenset({ItemKind.REPLY, ItemKind.NOTE, ItemKind.REVEAL})
 class Keyring:
     """The signed-in officer's secret key and the office keys it opens; shown without keys."""
 
-    officer_key: PrivateKey = field(repr=False)
-    office_keys: dict[str, PrivateKey] = field(repr=False)
+    officer_key: KeyChain = field(repr=False)
+    office_keys: dict[str, KeyChain] = field(repr=False)
     # Offices whose grant did not open with the officer's key (ask for a new grant).
     unopened: list[str] = field(default_factory=list)
 
@@ -152,12 +156,12 @@ class Credentials:
     auth_key: bytes = field(repr=False)
     public_key: bytes
     wrapped_secret_key: bytes = field(repr=False)
-    secret_key: PrivateKey = field(repr=False)
+    secret_key: KeyChain = field(repr=False)
 
     @property
     def fingerprint(self) -> str:
         """The fingerprint the officer reads out to the administrator who grants them an office."""
-        return fingerprint(PublicKey(self.public_key))
+        return fingerprint(public_key_from_bytes(self.public_key))
 
 
 def _compact(text: str) -> str:
@@ -166,15 +170,17 @@ def _compact(text: str) -> str:
 
 
 def _same_fingerprint(public_key: bytes, text: str) -> bool:
-    if len(public_key) != PublicKey.SIZE:
+    """Whether `text` is the fingerprint of `public_key` (X25519 or X-Wing; never of the other)."""
+    try:
+        key = public_key_from_bytes(public_key)
+    except ValueError:
         return False
-    shown = _compact(fingerprint(PublicKey(public_key))).encode("utf-8")
+    shown = _compact(fingerprint(key)).encode("utf-8")
     return hmac.compare_digest(shown, _compact(text).encode("utf-8"))
 
 
 def _is_fingerprint(text: str) -> bool:
-    compact = _compact(text)
-    return len(compact) == 32 and all(c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567" for c in compact)
+    return fingerprint_digest(text) is not None
 
 
 def derive_auth(passphrase: str, header: bytes, minimum: KdfCost) -> tuple[bytes, bytes]:
@@ -221,7 +227,7 @@ def open_keyring(me: Me, wrapping_key: bytes) -> Keyring:
             " An administrator should check the server.",
             f"officer key: {me.username} differs from the key their passphrase opens",
         )
-    office_keys: dict[str, PrivateKey] = {}
+    office_keys: dict[str, KeyChain] = {}
     unopened: list[str] = []
     for grant in me.grants:
         try:
@@ -242,7 +248,7 @@ def unlock(me: Me, passphrase: str, header: bytes, minimum: KdfCost) -> tuple[by
     return auth_key, open_keyring(me, wrapping_key)
 
 
-def _wrap(secret_key: PrivateKey, passphrase: str, cost: KdfCost) -> tuple[bytes, bytes]:
+def _wrap(secret_key: KeyChain, passphrase: str, cost: KdfCost) -> tuple[bytes, bytes]:
     """(auth key, wrapped secret key) under a fresh random salt."""
     salt = secrets.token_bytes(SALT_BYTES)
     derived = derive_officer_keys(passphrase, salt, cost)
@@ -250,13 +256,13 @@ def _wrap(secret_key: PrivateKey, passphrase: str, cost: KdfCost) -> tuple[bytes
 
 
 def new_credentials(passphrase: str, cost: KdfCost) -> Credentials:
-    """A new key pair, wrapped under the passphrase, and the auth key the server will check."""
-    secret_key = generate_keypair()
+    """A new key (X-Wing), wrapped under the passphrase, and the auth key the server will check."""
+    secret_key = generate_hybrid_key()
     auth_key, wrapped = _wrap(secret_key, passphrase, cost)
     return Credentials(auth_key, bytes(secret_key.public_key), wrapped, secret_key)
 
 
-def rewrap(secret_key: PrivateKey, new_passphrase: str, cost: KdfCost) -> tuple[bytes, bytes]:
+def rewrap(secret_key: KeyChain, new_passphrase: str, cost: KdfCost) -> tuple[bytes, bytes]:
     """The same key wrapped under a new passphrase (and a new salt): (new auth key, new wrap)."""
     return _wrap(secret_key, new_passphrase, cost)
 
@@ -272,7 +278,7 @@ def _office_mismatch(code: str, against: str) -> KeyMismatch:
     )
 
 
-def trusted_office_key(code: str, me: Me, keyring: Keyring, pins: dict[str, str]) -> PublicKey:
+def trusted_office_key(code: str, me: Me, keyring: Keyring, pins: dict[str, str]) -> Recipient:
     """An office's public key as the server lists it, once it is checked: the only key to seal to.
 
     It must equal the public half of the office's secret key if the keyring
@@ -283,8 +289,11 @@ def trusted_office_key(code: str, me: Me, keyring: Keyring, pins: dict[str, str]
     KeyMismatch, as for a key that differs.
     """
     listed = _office_info_key(me, code)
-    if listed is None or len(listed) != PublicKey.SIZE:
-        raise _office_mismatch(code, "any key (it is missing or damaged)")
+    try:
+        listed_key = public_key_from_bytes(listed or b"")
+    except ValueError:
+        raise _office_mismatch(code, "any key (it is missing or damaged)") from None
+    assert listed is not None  # noqa: S101 - a key was read from it
     held = keyring.office_keys.get(code)
     pin = pins.get(code, "").strip()
     if held is None and not pin:
@@ -297,7 +306,7 @@ def trusted_office_key(code: str, me: Me, keyring: Keyring, pins: dict[str, str]
         raise _office_mismatch(code, "the office key you hold")
     if pin and not _same_fingerprint(listed, pin):
         raise _office_mismatch(code, "the fingerprint pinned in the reviewer app's settings")
-    return PublicKey(listed)
+    return listed_key
 
 
 # --- reading a thread --------------------------------------------------------------------------
@@ -335,7 +344,7 @@ class Thread:
     source_key: str  # a SourceKeyCheck: "matches", "not bound", "differs" or "unreadable"
 
 
-def _reading_key(bundle: ReportBundle, keyring: Keyring) -> PrivateKey:
+def _reading_key(bundle: ReportBundle, keyring: Keyring) -> KeyChain:
     key = keyring.office_keys.get(bundle.reading_office)
     if key is None:
         raise KeyMismatch(
@@ -346,7 +355,7 @@ def _reading_key(bundle: ReportBundle, keyring: Keyring) -> PrivateKey:
     return key
 
 
-def _handling_key(bundle: ReportBundle, keyring: Keyring) -> PrivateKey:
+def _handling_key(bundle: ReportBundle, keyring: Keyring) -> KeyChain:
     key = keyring.office_keys.get(bundle.office)
     if key is None or bundle.reading_office != bundle.office:
         raise KeyMismatch(
@@ -368,14 +377,18 @@ class _Sharing:
     itself is damage.
     """
 
-    reader: bytes | None = None  # the copy's recipient id; None for the handling office
+    # The recipient ids of the copy's keys (its current and older ones); None for the
+    # handling office.
+    reader: frozenset[bytes] | None = None
     shared_up_to: int | None = None
 
     @classmethod
-    def of(cls, bundle: ReportBundle, office_key: PrivateKey) -> _Sharing:
+    def of(cls, bundle: ReportBundle, office_key: KeyChain) -> _Sharing:
         if bundle.reading_office == bundle.office:
             return cls()
-        return cls(envelope.recipient_id(office_key.public_key), bundle.shared_up_to)
+        keys = KeyChain.of(office_key).keys
+        ids = frozenset(envelope.recipient_id(key.public_key) for key in keys)
+        return cls(ids, bundle.shared_up_to)
 
     def withheld(self, item: SealedItem) -> bool:
         """True if the item was added after the referral and not sealed to the reader."""
@@ -384,7 +397,7 @@ class _Sharing:
         if self.shared_up_to is not None and item.seq <= self.shared_up_to:
             return False
         try:
-            return self.reader not in envelope.recipient_ids(item.key_block)
+            return self.reader.isdisjoint(envelope.recipient_ids(item.key_block))
         except DecryptionError:
             return False  # a key block that does not parse is damaged, whoever reads it
 
@@ -393,7 +406,7 @@ def _context(report_id: str, item: SealedItem) -> bytes:
     return item_context(report_id, item.id)
 
 
-def open_head(report_id: str, item: SealedItem, office_key: PrivateKey) -> envelope.Contents:
+def open_head(report_id: str, item: SealedItem, office_key: KeyChain) -> envelope.Contents:
     """A file's or identity item's name, type and size, checked from its head (or whole body)."""
     head = item.head if item.head is not None else item.body
     if head is None or item.kind not in (ItemKind.FILE, ItemKind.IDENTITY):
@@ -405,7 +418,7 @@ def open_head(report_id: str, item: SealedItem, office_key: PrivateKey) -> envel
     return contents
 
 
-def open_message(report_id: str, item: SealedItem, office_key: PrivateKey) -> bytes:
+def open_message(report_id: str, item: SealedItem, office_key: KeyChain) -> bytes:
     """Decrypt a message kind's (or a revealed identity item's) document in memory."""
     if item.body is None or item.kind not in MESSAGE_KINDS | {ItemKind.IDENTITY}:
         raise DecryptionError()
@@ -539,7 +552,7 @@ def open_identity(
 # --- sealing -----------------------------------------------------------------------------------
 
 
-def seal_text(report_id: str, text: str, kind: str, recipients: list[PublicKey]) -> NewItem:
+def seal_text(report_id: str, text: str, kind: str, recipients: list[Recipient]) -> NewItem:
     """Seal an officer's text (a reply, a note, a reveal reason) as a new item of the report."""
     if kind not in OFFICER_KINDS:
         raise ValueError(f"an officer does not write items of kind {kind!r}")
@@ -558,7 +571,7 @@ def seal_text(report_id: str, text: str, kind: str, recipients: list[PublicKey])
 
 def reply_recipients(
     bundle: ReportBundle, thread: Thread, keyring: Keyring, me: Me, pins: dict[str, str]
-) -> list[PublicKey]:
+) -> list[Recipient]:
     """Who a reply is sealed to, checked: [the handling office's key, the source's key].
 
     SourceKeyMismatch if the source's key differs from the copy bound in the
@@ -584,7 +597,7 @@ def reply_recipients(
 
 def office_recipients(
     bundle: ReportBundle, keyring: Keyring, me: Me, pins: dict[str, str]
-) -> list[PublicKey]:
+) -> list[Recipient]:
     """Who a note or a reveal reason is sealed to, checked: the handling office's key, and the
     reader's own office's key if they read through a kept copy."""
     recipients = [trusted_office_key(bundle.office, me, keyring, pins)]
@@ -596,7 +609,7 @@ def office_recipients(
 def referral_key_blocks(
     bundle: ReportBundle,
     keyring: Keyring,
-    to_key: PublicKey,
+    to_key: Recipient,
     keep_copy: bool,
     me: Me,
     pins: dict[str, str],
@@ -635,6 +648,9 @@ def referral_key_blocks(
             key_block = envelope.add_recipient(item.key_block, office_key, to_key)
             if not keep_copy:
                 key_block = envelope.remove_recipient(key_block, from_key)
+                # and any entry for an older key of the office (before it was re-sealed)
+                for older in KeyChain.of(office_key).previous:
+                    key_block = envelope.remove_recipient(key_block, older.public_key)
         except (DecryptionError, ValueError):
             damaged.append(item.id)
             key_block = item.key_block
@@ -646,7 +662,7 @@ def referral_key_blocks(
 
 
 def decrypt_file(
-    key_block: bytes, body: BinaryIO, office_key: PrivateKey, report_id: str, item_id: str
+    key_block: bytes, body: BinaryIO, office_key: KeyChain, report_id: str, item_id: str
 ) -> tuple[envelope.Contents, Iterator[bytes]]:
     """Open a downloaded file item: (contents, its plaintext in authenticated chunks).
 
@@ -687,7 +703,7 @@ def decrypt_file(
 # --- administration ----------------------------------------------------------------------------
 
 
-def seal_grant(office_key: PrivateKey, officer: OfficerSummary, read_out: str) -> bytes:
+def seal_grant(office_key: KeyChain, officer: OfficerSummary, read_out: str) -> bytes:
     """The office key sealed to a new officer, once their key matches the fingerprint read out.
 
     Whoever controls the server could list a key of their own for the officer
@@ -706,12 +722,12 @@ def seal_grant(office_key: PrivateKey, officer: OfficerSummary, read_out: str) -
             OFFICER_KEY_WARNING.format(username=officer.username),
             f"officer key: {officer.username} differs from the fingerprint they read out",
         )
-    return seal_secret_key(office_key, PublicKey(officer.public_key))
+    return seal_secret_key(office_key, public_key_from_bytes(officer.public_key))
 
 
 def open_recovery(
     data: bytes, passphrase: str, code: str, me: Me, pins: dict[str, str]
-) -> PrivateKey:
+) -> KeyChain:
     """An office's secret key from its recovery file, checked against the server and the pin.
 
     RecoveryError if the file is not a recovery file, is another office's, or

@@ -50,10 +50,10 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
-from nacl.public import PrivateKey
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from crypto.errors import DecryptionError
+from crypto.keys import KeyChain
 from dropbox.api_schema import Me, ReportBundle, SealedItem
 from dropbox.bundles import (
     RETURN_FORMAT,
@@ -105,7 +105,7 @@ class Desk:
         self.clock: Callable[[], datetime] = _now
         self._lock = threading.Lock()
         self._token: str | None = None
-        self._key: PrivateKey | None = None
+        self._key: KeyChain | None = None
         self._started = self._seen = self.clock()
         office = export.manifest.office.code
         returned = read_return_if_any(settings.outgoing)
@@ -150,7 +150,7 @@ class Desk:
 
     # -- the key
 
-    def unlock(self, key: PrivateKey) -> str:
+    def unlock(self, key: KeyChain) -> str:
         """Hold the office key; a new random token for the session cookie."""
         with self._lock:
             self._key = key

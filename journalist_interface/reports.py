@@ -35,11 +35,11 @@ from flask import (
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
-from nacl.public import PrivateKey
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from crypto.envelope import Contents
 from crypto.errors import DecryptionError
+from crypto.keys import KeyChain
 from dropbox.api_schema import InboxQuery, ReportBundle, SealedItem
 from dropbox.store import size_text
 from dropbox.web import form_row_id
@@ -241,7 +241,7 @@ def report(report_id: str) -> str:
     return _render_report(entry, bundle, _open(entry, bundle))
 
 
-def _reading_key(entry: vault.Entry, bundle: ReportBundle) -> PrivateKey:
+def _reading_key(entry: vault.Entry, bundle: ReportBundle) -> KeyChain:
     """The key of the office the officer reads the report through."""
     key = entry.keyring.office_keys.get(bundle.reading_office)
     if key is None:

@@ -22,9 +22,9 @@ import pyotp
 import qrcode
 from sqlalchemy.orm import Session
 
-from crypto.keys import PrivateKey, PublicKey, fingerprint
+from crypto.keys import KeyChain, fingerprint, public_key_from_bytes
 from dropbox import audit, officers, offices
-from dropbox.admin import fsck
+from dropbox.admin import fsck, reseal
 from dropbox.admin.tor import tor_config
 from dropbox.config import Config, ConfigError, fingerprint_digest, load
 from dropbox.errors import DropboxError
@@ -151,12 +151,12 @@ def office_create(state: _State, code: str, recovery_file: Path | None) -> None:
         )
         _write_private_file(path, data)
         click.echo(f"Created the key of {created.name} ({code}).")
-        click.echo(f"Fingerprint: {fingerprint(PublicKey(created.public_key))}")
+        click.echo(f"Fingerprint: {fingerprint(public_key_from_bytes(created.public_key))}")
         click.echo(
             f"Pin it: add this line to the [[offices]] table of {code} in the configuration"
             " (nothing is then sealed to another key put in the database), and restart:"
         )
-        click.echo(f"  {offices.config_line(PublicKey(created.public_key))}")
+        click.echo(f"  {offices.config_line(public_key_from_bytes(created.public_key))}")
         _show_recovery(code, path, passphrase)
 
 
@@ -167,7 +167,7 @@ def office_list(state: _State) -> None:
     with state.session() as (instance, session):
         found = offices.pin_status(session, instance.config)
     for status in found:
-        click.echo(f"{status.code:<12} {status.fingerprint or '-':<40} {status.state}")
+        click.echo(f"{status.code:<12} {status.fingerprint or '-':<46} {status.state}")
     for status in found:
         if status.state == "not pinned":
             click.echo(
@@ -220,6 +220,134 @@ def office_recover(
         audit.record(session, ACTOR, "office.recover", detail=code)
 
 
+@office.command("upgrade")
+@click.argument("code")
+@click.option(
+    "--recovery-file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The office's recovery file (its passphrase is prompted).",
+)
+@click.option(
+    "--new-recovery-file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the recovery file of the upgraded key (it replaces the old file).",
+)
+@click.option(
+    "--grant",
+    "grants",
+    multiple=True,
+    metavar="USERNAME=FINGERPRINT",
+    help="Grant the new key at once to USERNAME, whose key must match the fingerprint they"
+    " read out (repeatable).",
+)
+@pass_state
+def office_upgrade(
+    state: _State, code: str, recovery_file: Path, new_recovery_file: Path, grants: tuple[str, ...]
+) -> None:
+    """Give office CODE, whose key is X25519, a new X-Wing (post-quantum) key.
+
+    The old key stays in the new recovery file behind the new one, so every
+    item sealed to it still opens; 'dropbox office reseal' then re-seals them.
+    The office's grants held the old key alone: they are removed. Each officer
+    is granted again, here with --grant or later with 'dropbox officer grant'
+    and the new file; nothing is granted to a key that does not match the
+    fingerprint its officer reads out.
+    """
+    if new_recovery_file.exists():
+        raise CommandError(f"{new_recovery_file} already exists; choose another file name")
+    read_outs: list[tuple[str, str]] = []
+    for given in grants:
+        username, _, read_out = given.partition("=")
+        if not username or fingerprint_digest(read_out) is None:
+            raise CommandError(
+                f"--grant {given!r}: give USERNAME=FINGERPRINT. {offices.MALFORMED_FINGERPRINT}"
+            )
+        read_outs.append((username.strip(), read_out))
+    passphrase = _ask_secret("Recovery passphrase")
+    refused: list[str] = []
+    with state.session() as (instance, session):
+        targets = [(officers.get(session, name), read_out) for name, read_out in read_outs]
+        chain = offices.open_recovery_file(session, code, recovery_file.read_bytes(), passphrase)
+        _, upgraded, data, new_passphrase = offices.upgrade(
+            session, code, chain, instance.config.crypto.kdf_cost, ACTOR
+        )
+        granted = []
+        for target, read_out in targets:
+            try:
+                offices.grant(session, code, target, upgraded, ACTOR, read_out=read_out)
+            except offices.KeyMismatch as mismatch:
+                # Nothing sealed; its "key.mismatch" event commits with the upgrade.
+                refused.append(str(mismatch))
+            else:
+                granted.append(target.username)
+        _write_private_file(new_recovery_file, data)
+    click.echo(f"Office {code} has a new X-Wing key: {fingerprint(upgraded.public_key)}")
+    click.echo(
+        "Pin it: replace the fingerprint line of its [[offices]] table in the configuration"
+        " with this one, and restart (until then nothing is sealed to the office):"
+    )
+    click.echo(f"  {offices.config_line(upgraded.public_key)}")
+    _show_recovery(code, new_recovery_file, new_passphrase)
+    if granted:
+        click.echo(f"Granted the new key to: {', '.join(granted)}.")
+    for message in refused:
+        click.echo(message)
+    click.echo(
+        f"Every other grant of {code} was removed: grant each officer again with 'dropbox"
+        f" officer grant USERNAME {code} --recovery-file {new_recovery_file}', then re-seal the"
+        f" old items with 'dropbox office reseal {code} --recovery-file {new_recovery_file}'."
+    )
+
+
+@office.command("reseal")
+@click.argument("code")
+@click.option(
+    "--recovery-file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The office's recovery file since its upgrade (its passphrase is prompted).",
+)
+@click.option(
+    "--batch-size",
+    default=reseal.DEFAULT_BATCH,
+    show_default=True,
+    type=click.IntRange(min=1, max=10_000),
+    help="Items re-sealed in each transaction.",
+)
+@pass_state
+def office_reseal(state: _State, code: str, recovery_file: Path, batch_size: int) -> None:
+    """Re-seal office CODE's old items to its X-Wing key, in batches; safe to run again.
+
+    Only each item's key block changes, never its body. A run that is
+    stopped keeps the batches it finished; run it again to carry on.
+    """
+    passphrase = _ask_secret("Recovery passphrase")
+    with state.session() as (_, session):
+        chain = offices.open_recovery_file(session, code, recovery_file.read_bytes(), passphrase)
+    instance = Instance.open(state.config())
+    try:
+
+        def progress(run: reseal.ResealRun) -> None:
+            click.echo(f"  {run.checked} items checked, {run.resealed} re-sealed")
+
+        run = reseal.reseal(
+            instance, code, chain, ACTOR, batch_size=batch_size, after_batch=progress
+        )
+    finally:
+        instance.close()
+    click.echo(
+        f"Re-sealed {run.resealed} of {run.checked} items to {code}'s X-Wing key"
+        f" in {run.batches} batches."
+    )
+    if run.damaged:
+        click.echo(
+            f"{len(run.damaged)} items have a key block that does not open with the office key"
+            " and were left as they are: " + ", ".join(run.damaged[:20])
+        )
+
+
 # --- officers ----------------------------------------------------------------
 
 
@@ -267,7 +395,7 @@ def officer_add(state: _State, username: str, display_name: str, admin: bool) ->
         _show_totp(created.username, secret, officers.provisioning_uri(created, secret))
         # Made in this process just now: what their account page will show them too.
         assert created.public_key is not None  # noqa: S101 - officers.add sets it
-        shown = fingerprint(PublicKey(created.public_key))
+        shown = fingerprint(public_key_from_bytes(created.public_key))
         click.echo(f"Key fingerprint: {shown}")
         click.echo("Next, give access to an office:")
         click.echo(f'  dropbox officer grant {username} OFFICE --fingerprint "{shown}"')
@@ -920,7 +1048,7 @@ def _create_demo(data_dir: Path, source_port: int, case_port: int, reviewer_port
                     created,
                     secret_key,
                     ACTOR,
-                    read_out=fingerprint(PublicKey(created.public_key)),
+                    read_out=fingerprint(public_key_from_bytes(created.public_key)),
                 )
                 logins.append(
                     {
@@ -943,7 +1071,7 @@ def _create_demo(data_dir: Path, source_port: int, case_port: int, reviewer_port
 
 
 def _seed_demo_reports(
-    config: Config, office_keys: dict[str, PrivateKey], logins: list[dict[str, str]]
+    config: Config, office_keys: dict[str, KeyChain], logins: list[dict[str, str]]
 ) -> None:
     """Sample reports in every state, sealed to the pinned office keys (see dropbox.admin.demo)."""
     from dropbox.admin import demo

@@ -15,7 +15,7 @@ from typing import IO, Any, cast
 
 from flask import Request, current_app, g, request, session
 from flask.typing import ResponseReturnValue
-from nacl.public import PrivateKey, PublicKey
+from nacl.public import PrivateKey
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.formparser import FormDataParser, MultiPartParser
 
@@ -126,7 +126,7 @@ class Upload:
         """Files fully received and not empty (a browser sends an empty part for no file)."""
         return [f for f in self.files if f.key_block is not None and (f.size or f.name != "file")]
 
-    def sealed_to(self, recipients: Sequence[PublicKey]) -> list[StoredEnvelope]:
+    def sealed_to(self, recipients: Sequence[envelope.Recipient]) -> list[StoredEnvelope]:
         """Every complete file, re-sealed to the recipients (`dropbox.reports.Attachments`)."""
         return [self.reseal(uploaded, recipients) for uploaded in self.complete_files()]
 
@@ -136,7 +136,9 @@ class Upload:
             if not uploaded.blob.committed:
                 uploaded.discard()
 
-    def reseal(self, uploaded: UploadedFile, recipients: Sequence[PublicKey]) -> StoredEnvelope:
+    def reseal(
+        self, uploaded: UploadedFile, recipients: Sequence[envelope.Recipient]
+    ) -> StoredEnvelope:
         """Give the recipients the file's key and forget the request key's entry."""
         assert uploaded.key_block is not None  # noqa: S101 - complete_files guarantees it
         key_block = uploaded.key_block

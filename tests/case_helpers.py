@@ -22,7 +22,7 @@ from nacl.public import PrivateKey, PublicKey
 from sqlalchemy import select
 
 from crypto import envelope
-from crypto.keys import fingerprint
+from crypto.keys import fingerprint, public_key_from_bytes
 from dropbox import officers, offices
 from dropbox.instance import Instance
 from dropbox.items import item_context, message_document, message_type, new_id
@@ -111,7 +111,7 @@ def make_case_world(instance: Instance, office_keys: dict[str, PrivateKey]) -> C
                 db, username, PASSPHRASE, CHEAP_COST, "test", is_admin=is_admin
             )
             assert officer.public_key is not None
-            read_out = fingerprint(PublicKey(officer.public_key))
+            read_out = fingerprint(public_key_from_bytes(officer.public_key))
             for code in codes:
                 offices.grant(db, code, officer, office_keys[code], "test", read_out=read_out)
             world.people[role] = Person(officer.id, username, totp_secret, "")

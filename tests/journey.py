@@ -19,6 +19,7 @@ a careless program might send or keep it (`forms`).
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import re
 import secrets
@@ -28,12 +29,15 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 import pyotp
-from nacl.public import PrivateKey, PublicKey
+from nacl.public import PrivateKey
 from sqlalchemy import select
 
 from crypto.keys import (
+    KeyChain,
+    XWingSecretKey,
     derive_officer_keys,
     fingerprint,
+    public_key_from_bytes,
     seal_secret_key,
     unwrap_with_wrapping_key,
     wrap_parameters,
@@ -109,9 +113,9 @@ class Secrets:
 
     passphrase: str
     totp_secret: str
-    officer_key: PrivateKey
+    officer_key: KeyChain
     auth_key: bytes
-    office_keys: dict[str, PrivateKey]
+    office_keys: dict[str, KeyChain]
     canaries: Canaries
 
     def needles(self, *, passphrase: bool = True) -> dict[str, bytes]:
@@ -119,12 +123,30 @@ class Secrets:
         found: dict[str, bytes] = {}
         if passphrase:
             found["passphrase"] = self.passphrase.encode()
-        found["officer secret key"] = bytes(self.officer_key)
+        found.update(raw_secret_keys("officer secret key", self.officer_key))
         for code, key in self.office_keys.items():
-            found[f"{code} office secret key"] = bytes(key)
+            found.update(raw_secret_keys(f"{code} office secret key", key))
         for name, text in self.canaries.all().items():
             found[f"canary: {name}"] = text.encode()
         return found
+
+
+def raw_secret_keys(name: str, key: PrivateKey | XWingSecretKey | KeyChain) -> dict[str, bytes]:
+    """Each key of a chain as the memory holding it would: never the chain's encoding alone.
+
+    `name` is the current key's own 32 bytes (an X25519 key, or an X-Wing seed); an
+    X-Wing key also gives what its seed expands to (the ML-KEM-768 seed d || z and the
+    X25519 secret key), and an older key of the chain is `name (older N)`.
+    """
+    found: dict[str, bytes] = {}
+    for index, held in enumerate(KeyChain.of(key).keys):
+        label = name if index == 0 else f"{name} (older {index})"
+        found[label] = bytes(held)
+        if isinstance(held, XWingSecretKey):
+            expanded = hashlib.shake_256(bytes(held)).digest(96)
+            found[f"{label} (ML-KEM seed)"] = expanded[:64]
+            found[f"{label} (X-Wing's X25519 part)"] = expanded[64:]
+    return found
 
 
 # --- the forms a secret may take -----------------------------------------------------------
@@ -169,10 +191,8 @@ def forms(data: bytes, *, text: bool) -> list[bytes]:
 
 
 def all_forms(needles: dict[str, bytes]) -> dict[str, list[bytes]]:
-    """Each needle in every form (`forms`); keys are 32 random bytes, everything else text."""
-    return {
-        name: forms(value, text=not name.endswith("secret key")) for name, value in needles.items()
-    }
+    """Each needle in every form (`forms`); keys are random bytes, everything else text."""
+    return {name: forms(value, text="secret key" not in name) for name, value in needles.items()}
 
 
 # --- making the instance -------------------------------------------------------------------
@@ -201,7 +221,9 @@ def add_officer(prepared: Prepared, canaries: Canaries) -> Secrets:
             assert bytes(officer_key.public_key) == officer.public_key
             # The grant as an administrator's reviewer app makes it: the office key sealed to
             # the officer's public key there, stored as it is.
-            sealed = seal_secret_key(prepared.office_keys[HANDLING], PublicKey(officer.public_key))
+            sealed = seal_secret_key(
+                prepared.office_keys[HANDLING], public_key_from_bytes(officer.public_key)
+            )
             offices.store_grant(db, HANDLING, officer, sealed, "test")
     finally:
         instance.close()

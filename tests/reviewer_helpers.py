@@ -18,11 +18,11 @@ import httpx
 import pyotp
 from flask import Flask
 from flask.testing import FlaskClient
-from nacl.public import PrivateKey, PublicKey
+from nacl.public import PrivateKey
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
-from crypto.keys import fingerprint
+from crypto.keys import fingerprint, public_key_from_bytes
 from dropbox import officers, offices
 from dropbox.instance import Instance
 from dropbox.models import Officer
@@ -88,7 +88,7 @@ def read_out(officer: Officer) -> str:
     does): the fingerprint is then of the key the officer holds.
     """
     assert officer.public_key is not None
-    return fingerprint(PublicKey(officer.public_key))
+    return fingerprint(public_key_from_bytes(officer.public_key))
 
 
 def held_fingerprint(instance: Instance, person: Person) -> str:

@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
 from crypto import envelope
-from crypto.keys import seal_secret_key
+from crypto.keys import public_key_from_bytes, seal_secret_key
 from dropbox.instance import Instance
 from dropbox.models import AuditEvent, Item, Office, OfficeGrant, Officer, Report
 from tests.reviewer_helpers import World, fresh_code, login_form
@@ -63,7 +63,7 @@ def swap_grant(instance: Instance, officer_id: int, code: str, intruder: Private
     with instance.sessions.begin() as db:
         officer = db.get(Officer, officer_id)
         assert officer is not None and officer.public_key is not None
-        sealed = seal_secret_key(intruder, PublicKey(officer.public_key))
+        sealed = seal_secret_key(intruder, public_key_from_bytes(officer.public_key))
         db.execute(
             update(OfficeGrant)
             .where(OfficeGrant.officer_id == officer_id, OfficeGrant.office_code == code)

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 
 import pyotp
 import pytest
-from nacl.public import PrivateKey, PublicKey
+from nacl.public import PrivateKey
 from sqlalchemy import select, update
 
-from crypto.keys import open_sealed_secret_key, seal_secret_key
+from crypto.keys import open_sealed_secret_key, public_key_from_bytes, seal_secret_key
 from dropbox import officers
 from dropbox.instance import Instance
 from dropbox.models import AuditEvent, OfficeGrant, Officer
@@ -154,7 +154,7 @@ def test_grant_stores_the_key_sealed_on_the_granting_machine(world: CaseWorld) -
     summary = {o.id: o for o in admin.officers()}[invitation.officer_id]
     assert summary.public_key is not None
     # Sealed where the office key is held (here: the test, as the reviewer app would).
-    sealed = seal_secret_key(world.office_keys["OIO"], PublicKey(summary.public_key))
+    sealed = seal_secret_key(world.office_keys["OIO"], public_key_from_bytes(summary.public_key))
     for wrong_length in (sealed[:-1], sealed + b"x"):
         with pytest.raises(ApiError) as malformed:
             admin.grant(invitation.officer_id, "OIO", wrong_length, ad.next())

@@ -22,8 +22,10 @@ from sqlalchemy import select
 from crypto.kdf import SALT_BYTES
 from crypto.keys import (
     WRAP_HEADER_BYTES,
+    KeyChain,
     derive_officer_keys,
     fingerprint,
+    generate_keypair,
     wrap_header,
     wrap_parameters,
     wrap_with_wrapping_key,
@@ -266,7 +268,7 @@ def test_sign_out_ends_the_token(world: CaseWorld) -> None:
 
 def _enrol(
     client: CaseServerClient, username: str, code: str, passphrase: str
-) -> tuple[PrivateKey, str, bytes]:
+) -> tuple[KeyChain, str, bytes]:
     """Enrol as the reviewer app does; return the key pair, TOTP secret and auth key."""
     made = officers.new_credentials(passphrase, CHEAP_COST)
     totp_secret = pyotp.random_base32()
@@ -319,6 +321,24 @@ def test_enrolment_with_a_one_time_code(world: CaseWorld) -> None:
             totp_code=pyotp.TOTP(secret).now(),
         )
     assert bad_wrap.value.status == 400
+    # A key pair made as before X-Wing (X25519, its 32-byte wrap) is refused: a new
+    # officer's key is X-Wing, so that grants sealed to it are too.
+    classical = generate_keypair()
+    salt = secrets.token_bytes(SALT_BYTES)
+    derived = derive_officer_keys("the newcomer's passphrase", salt, CHEAP_COST)
+    with pytest.raises(ApiError) as x25519:
+        client.enrol(
+            "newcomer",
+            code,
+            auth_key=derived.auth_key,
+            public_key=bytes(classical.public_key),
+            wrapped_secret_key=wrap_with_wrapping_key(
+                classical, derived.wrapping_key, salt, CHEAP_COST
+            ),
+            totp_secret=(secret := pyotp.random_base32()),
+            totp_code=pyotp.TOTP(secret).now(),
+        )
+    assert x25519.value.status == 400 and "X-Wing" in x25519.value.message
     client.check_enrolment("newcomer", code)
 
     secret_key, totp_secret, auth_key = _enrol(

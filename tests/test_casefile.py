@@ -23,6 +23,8 @@ from crypto.errors import DecryptionError
 from crypto.kdf import PRODUCTION_COST
 from crypto.keys import (
     WRAP_HEADER_BYTES,
+    KeyChain,
+    XWingSecretKey,
     fingerprint,
     generate_keypair,
     open_sealed_secret_key,
@@ -690,6 +692,32 @@ def test_referral_key_blocks_open_with_the_new_office_key(world: World, keep_cop
         replace(bundle, items=moved, office="ECO", reading_office="ECO"), world.keyring("ECO")
     )
     assert thread.damaged == [] and thread.source_key == "matches"
+
+
+def test_an_upgraded_office_reads_and_refers_its_old_items_leaving_no_old_entry(
+    world: World,
+) -> None:
+    """OIO upgraded from X25519 to X-Wing, its old items not yet re-sealed (docs/security.md 6a)."""
+    items = standard_items(world)  # sealed to OIO's X25519 key
+    old = world.oio
+    world.oio = KeyChain((XWingSecretKey.generate(), old))  # type: ignore[assignment]
+    bundle = bundle_of(world, items)
+    # The chain, as the grant carries it to the officer's keyring, opens every old item.
+    me = world.me()
+    _, keyring = casefile.unlock(me, PASSPHRASE, header_of(me), CHEAP_COST)
+    assert len(keyring.office_keys["OIO"].keys) == 2
+    thread = casefile.open_thread(bundle, keyring)
+    assert thread.damaged == [] and thread.source_key == "matches"
+    blocks, damaged = casefile.referral_key_blocks(
+        bundle, world.keyring(), world.eco.public_key, False, world.me(), world.pins()
+    )
+    assert damaged == []
+    for item in items:
+        assert opens(item, blocks[item.id], world.eco)
+        # Without a copy kept, neither the old X25519 entry nor any entry of OIO remains.
+        assert not opens(item, blocks[item.id], old)
+        assert envelope.recipient_id(old.public_key) not in envelope.recipient_ids(blocks[item.id])
+    assert opens(items[3], blocks[items[3].id], world.source)
 
 
 def test_referral_lists_damaged_items_and_keeps_their_key_block(world: World) -> None:

@@ -16,10 +16,15 @@ from pathlib import Path
 
 import pyotp
 import pytest
-from nacl.public import PrivateKey, PublicKey
 
 from crypto.errors import DecryptionError
-from crypto.keys import derive_officer_keys, wrap_with_wrapping_key
+from crypto.keys import (
+    KeyChain,
+    XWingSecretKey,
+    derive_officer_keys,
+    public_key_from_bytes,
+    wrap_with_wrapping_key,
+)
 from dropbox import audit, officers, offices
 from dropbox.config import load
 from dropbox.instance import Instance
@@ -101,7 +106,7 @@ def test_full_setup_gives_an_officer_who_can_open_the_office_key(
     totp_secret = re.search(r"secret=([A-Z2-7]+)", uri.group(0))
     assert totp_secret is not None
     # The key pair was made by `officer add`: it prints the fingerprint the grant needs.
-    shown = re.search(r"Key fingerprint: ((?:[A-Z2-7]{4} ){7}[A-Z2-7]{4})", added.stdout)
+    shown = re.search(r"Key fingerprint: ((?:XWING )?(?:[A-Z2-7]{4} ){7}[A-Z2-7]{4})", added.stdout)
     assert shown is not None, added.stdout
 
     granted = run_cli(
@@ -462,8 +467,8 @@ def test_demo_sets_up_serves_both_interfaces_and_stops_cleanly(tmp_path: Path) -
                 cost = instance.config.crypto.kdf_cost
                 key = officers.open_secret_key(officer, login["passphrase"], cost)
                 office_key = offices.office_key(session, officer, key, login["office"])
-                assert isinstance(office_key, PrivateKey)
-                assert PublicKey(offices.get(session, login["office"]).public_key) == (
+                assert isinstance(office_key.current, XWingSecretKey)
+                assert public_key_from_bytes(offices.get(session, login["office"]).public_key) == (
                     office_key.public_key
                 )
                 auth_key, _ = officers.derive_auth_key(officer, login["passphrase"], cost)
@@ -604,16 +609,17 @@ def test_the_demo_holds_sample_reports_in_every_state(tmp_path: Path) -> None:
         instance.close()
 
 
-def _demo_office_key(instance: Instance, session: object, login: dict[str, str]) -> PrivateKey:
+def _demo_office_key(instance: Instance, session: object, login: dict[str, str]) -> KeyChain:
     officer = officers.get(session, login["username"])  # type: ignore[arg-type]
     cost = instance.config.crypto.kdf_cost
     key = officers.open_secret_key(officer, login["passphrase"], cost)
     office_key = offices.office_key(session, officer, key, login["office"])  # type: ignore[arg-type]
-    assert isinstance(office_key, PrivateKey)
+    # The demo's office keys are X-Wing, as every new office's is.
+    assert isinstance(office_key.current, XWingSecretKey)
     return office_key
 
 
-def _open_text(instance: Instance, report_id: str, item: object, key: PrivateKey) -> str:
+def _open_text(instance: Instance, report_id: str, item: object, key: KeyChain) -> str:
     from crypto import envelope
     from dropbox.items import item_context, read_message_document
 

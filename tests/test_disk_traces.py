@@ -43,12 +43,14 @@ from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 from crypto import envelope
+from crypto.keys import public_key_from_bytes
 from dropbox import officers, offices
 from dropbox.admin import operations
 from dropbox.config import Config, CryptoSettings, LimitSettings
 from dropbox.instance import Instance
 from dropbox.models import Item, ItemKind, Office, Officer, Report, SourceSession
 from source_interface import create_app as create_source_app
+from tests import key_block_helpers
 from tests.conftest import CHEAP_COST, DATABASE, reviewer_settings
 from tests.reviewer_helpers import (
     World,
@@ -82,20 +84,19 @@ NOT_STAMPED = frozenset(
 )
 
 
-def sealed_entries(key_block: bytes, recipient: PublicKey | None = None) -> list[bytes]:
+def sealed_entries(key_block: bytes, recipient: envelope.Recipient | None = None) -> list[bytes]:
     """The sealed part of each entry of a key block (of one recipient's only, if given).
 
     The 8-byte recipient id in front of each is left out: it is not secret and
     recurs in every other key block of that recipient.
     """
-    count = key_block[1]
-    size = (len(key_block) - 2) // count
+    version = key_block[0]
     wanted = envelope.recipient_id(recipient) if recipient is not None else None
-    found = []
-    for index in range(count):
-        entry = key_block[2 + index * size : 2 + (index + 1) * size]
-        if wanted is None or entry[:8] == wanted:
-            found.append(entry[8:])
+    found = [
+        key_block_helpers.sealed_part(entry, version)
+        for entry in key_block_helpers.entries(key_block)
+        if wanted is None or key_block_helpers.recipient_of(entry, version) == wanted
+    ]
     assert found, "the key block has no entry of that recipient"
     return found
 
@@ -112,11 +113,11 @@ def only_report_id(instance: Instance) -> str:
         return db.execute(select(Report.id)).scalar_one()
 
 
-def office_key(instance: Instance, code: str) -> PublicKey:
+def office_key(instance: Instance, code: str) -> envelope.Recipient:
     with instance.sessions() as db:
         office = db.get(Office, code)
         assert office is not None
-        return PublicKey(office.public_key)
+        return public_key_from_bytes(office.public_key)
 
 
 def on_disk(instance: Instance, needles: list[bytes]) -> list[str]:

@@ -413,6 +413,11 @@ def test_an_unpinned_instance_keeps_working_and_seals_to_the_key_the_database_ho
     assert envelope.recipient_ids(newest) == [envelope.recipient_id(intruder.public_key)]
 
 
+# `office list`'s line for OIO, up to its state: a new office's key is X-Wing.
+LISTED_OIO = r"^OIO\s+XWING [A-Z2-7 ]{39}\s+"
+LISTED_SWAPPED = r"^OIO\s+[A-Z2-7 ]{39}\s+"  # swap_office_key puts in an X25519 key
+
+
 def test_office_create_prints_the_pin_line_and_office_list_reports_each_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -425,7 +430,7 @@ def test_office_create_prints_the_pin_line_and_office_list_reports_each_state(
     for code in ("OIO", "ECO"):
         created = invoke("--config", str(config), "office", "create", code)
         assert created.returncode == 0, created.stderr
-        found = re.search(r'^  (fingerprint = "[A-Z2-7 ]{39}")$', created.stdout, re.M)
+        found = re.search(r'^  (fingerprint = "XWING [A-Z2-7 ]{39}")$', created.stdout, re.M)
         assert found is not None, created.stdout
         printed = re.search(r"^Fingerprint: (.+)$", created.stdout, re.M)
         assert printed is not None and printed.group(1) in found.group(1)
@@ -435,7 +440,7 @@ def test_office_create_prints_the_pin_line_and_office_list_reports_each_state(
 
     listed = invoke("--config", str(config), "office", "list")
     assert listed.returncode == 0, listed.stderr
-    assert re.search(r"^OIO\s+[A-Z2-7 ]{39}\s+not pinned$", listed.stdout, re.M), listed.stdout
+    assert re.search(LISTED_OIO + r"not pinned$", listed.stdout, re.M), listed.stdout
     assert "Office OIO's key is not pinned" in listed.stdout
 
     tables = "".join(
@@ -446,7 +451,7 @@ def test_office_create_prints_the_pin_line_and_office_list_reports_each_state(
     pinned.write_text(config.read_text() + "\n" + tables)
     listed = invoke("--config", str(pinned), "office", "list")
     assert listed.returncode == 0, listed.stderr
-    assert re.search(r"^OIO\s+[A-Z2-7 ]{39}\s+pinned$", listed.stdout, re.M), listed.stdout
+    assert re.search(LISTED_OIO + r"pinned$", listed.stdout, re.M), listed.stdout
     assert "not pinned" not in listed.stdout
 
     opened = Instance.open(config_module.load(pinned))
@@ -456,5 +461,5 @@ def test_office_create_prints_the_pin_line_and_office_list_reports_each_state(
         opened.close()
     listed = invoke("--config", str(pinned), "office", "list")
     assert listed.returncode == 1
-    assert re.search(r"^OIO\s+[A-Z2-7 ]{39}\s+differs$", listed.stdout, re.M), listed.stdout
+    assert re.search(LISTED_SWAPPED + r"differs$", listed.stdout, re.M), listed.stdout
     assert "does not match the fingerprint pinned" in listed.stdout

@@ -21,11 +21,10 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from nacl.public import PublicKey
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from crypto.keys import fingerprint
+from crypto.keys import fingerprint, public_key_from_bytes
 from dropbox import officers
 from dropbox.config import load
 from dropbox.instance import Instance
@@ -79,7 +78,7 @@ def stored_fingerprint(instance: Instance, officer_id: int) -> str:
     with instance.sessions() as db:
         officer = db.get(Officer, officer_id)
         assert officer is not None and officer.public_key is not None
-        return fingerprint(PublicKey(officer.public_key))
+        return fingerprint(public_key_from_bytes(officer.public_key))
 
 
 def shown_on_account_page(client: FlaskClient) -> str:
@@ -264,7 +263,7 @@ def add_on_command_line(config: str, username: str) -> str:
     """`officer add`; the key fingerprint it printed."""
     added = invoke("--config", config, "officer", "add", username, input=f"{PASSPHRASE}\n" * 2)
     assert added.returncode == 0, added.stderr
-    shown = re.search(r"Key fingerprint: ((?:[A-Z2-7]{4} ){7}[A-Z2-7]{4})", added.stdout)
+    shown = re.search(r"Key fingerprint: ((?:XWING )?(?:[A-Z2-7]{4} ){7}[A-Z2-7]{4})", added.stdout)
     assert shown is not None, added.stdout
     return shown.group(1)
 

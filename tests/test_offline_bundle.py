@@ -26,6 +26,7 @@ from flask.testing import FlaskClient
 from nacl.public import PrivateKey, PublicKey
 from sqlalchemy import func, select
 
+from crypto.keys import public_key_from_bytes
 from dropbox import bundles, offices
 from dropbox.api_schema import dump
 from dropbox.bundles import BundleRefused, ReturnItem
@@ -406,7 +407,7 @@ def test_an_item_sealed_to_the_wrong_keys_is_refused(site: Site) -> None:
     with site.instance.sessions() as db:
         office = db.get(Office, "OIO")
         assert office is not None
-        oio = PublicKey(office.public_key)
+        oio = public_key_from_bytes(office.public_key)
     good = bundles.read_return(path).items
     for wrong in (
         sealed(rid, "note", [stranger]),

@@ -36,7 +36,12 @@ from openapi_spec_validator import validate as validate_document
 from case_server.openapi import OPERATIONS, Operation, Schemas, build_document, known_rules
 from crypto import envelope
 from crypto.kdf import SALT_BYTES
-from crypto.keys import derive_officer_keys, seal_secret_key, wrap_with_wrapping_key
+from crypto.keys import (
+    derive_officer_keys,
+    public_key_from_bytes,
+    seal_secret_key,
+    wrap_with_wrapping_key,
+)
 from dropbox import api_schema as schema
 from dropbox import inbox, officers
 from dropbox.api_schema import Doc, Known, Malformed
@@ -309,7 +314,7 @@ def journey(world: CaseWorld, record: list[Exchange]) -> None:
         totp_code=pyotp.TOTP(totp_secret).now(),
     )
     summary = {o.username: o for o in admin.officers()}["journey-officer"]
-    sealed = seal_secret_key(world.office_keys["OIO"], PublicKey(made.public_key))
+    sealed = seal_secret_key(world.office_keys["OIO"], public_key_from_bytes(made.public_key))
     admin.grant(summary.id, "OIO", sealed, admin_codes.next())
     derived = derive(newcomer, "journey-officer", "the first passphrase of the journey")
     newcomer.sign_in(

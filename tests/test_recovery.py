@@ -140,7 +140,7 @@ def _with(key: str, value: object) -> bytes:
         pytest.param(lambda: b"{}", id="empty-object"),
         pytest.param(lambda: b'{"format": "something-else"}', id="other-format"),
         pytest.param(lambda: encoded({"hello": "world", "public_key": "AAAA"}), id="other-json"),
-        pytest.param(lambda: _with("format", "dropbox-office-recovery-v2"), id="newer-version"),
+        pytest.param(lambda: _with("format", "dropbox-office-recovery-v3"), id="newer-version"),
         pytest.param(lambda: _without("public_key"), id="no-public-key"),
         pytest.param(lambda: _without("wrapped_secret_key"), id="no-wrapped-key"),
         pytest.param(lambda: _without("office"), id="no-office"),

@@ -22,12 +22,12 @@ import pyotp
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from nacl.public import PrivateKey, PublicKey
+from nacl.public import PrivateKey
 from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
 from crypto import recovery
-from crypto.keys import fingerprint, generate_keypair
+from crypto.keys import fingerprint, generate_keypair, public_key_from_bytes
 from dropbox.instance import Instance
 from dropbox.models import AuditEvent, OfficeGrant, Officer
 from journalist_interface.app import create_reviewer_app
@@ -729,14 +729,14 @@ def test_admin_grants_from_the_office_key_held(app: Flask, world: CaseWorld) -> 
             officer,
             world.office_keys["ECO"],
             "test",
-            read_out=fingerprint(PublicKey(officer.public_key)),
+            read_out=fingerprint(public_key_from_bytes(officer.public_key)),
         )
         eco_admin = Person(officer.id, "eco-admin", totp_secret, "")
     target = world.people["oio"]
     with world.instance.sessions() as db:
         row = db.get(Officer, target.id)
         assert row is not None and row.public_key is not None
-        right = fingerprint(PublicKey(row.public_key))
+        right = fingerprint(public_key_from_bytes(row.public_key))
     admin = app.test_client()
     assert sign_in(admin, world, eco_admin).status_code == 302
 

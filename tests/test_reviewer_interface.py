@@ -419,7 +419,8 @@ def test_enrolment_grant_and_deactivation(reviewer: Flask, source: Flask, world:
     assert done.status_code == 302
     # The enrolment ends by showing the new key's fingerprint, to read out to the administrator.
     finished = html.unescape(newbie.get(done.headers["Location"]).get_data(as_text=True))
-    shown = re.search(r"Your key's fingerprint is ((?:[A-Z2-7]{4} ){7}[A-Z2-7]{4})", finished)
+    # A new officer's key is X-Wing: its fingerprint says so before its 8 groups.
+    shown = re.search(r"Your key's fingerprint is (XWING (?:[A-Z2-7]{4} ){7}[A-Z2-7]{4})", finished)
     assert shown is not None, finished
 
     with world.instance.sessions() as db:

@@ -149,11 +149,12 @@ def scan_processes(pids: list[int], needles: Needles) -> Scan:
 
 
 def memory_forms(needles: dict[str, bytes]) -> Needles:
-    """How a secret may sit in a Python process: keys as their 32 bytes; text as 1, 2 or 4
-    bytes a character (CPython stores a string in the narrowest that fits all of it)."""
+    """How a secret may sit in a Python process: keys as their bytes (an X25519 key, an
+    X-Wing seed and what it expands to); text as 1, 2 or 4 bytes a character (CPython
+    stores a string in the narrowest that fits all of it)."""
     out: Needles = {}
     for name, value in needles.items():
-        if name.endswith("secret key"):
+        if "secret key" in name:
             out[name] = [(None, value)]
         else:
             text = value.decode()

@@ -51,12 +51,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from nacl.bindings import crypto_secretstream_xchacha20poly1305_ABYTES as ABYTES
 from nacl.bindings import crypto_secretstream_xchacha20poly1305_HEADERBYTES as HEADERBYTES
-from nacl.public import PublicKey
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from crypto import codenames, envelope
+from crypto.keys import public_key_from_bytes
 from dropbox import offices, reports
 from dropbox.config import Config, CryptoSettings
 from dropbox.instance import Instance
@@ -66,6 +66,7 @@ from dropbox.store import size_text
 from journalist_interface import casefile
 from journalist_interface.client import CaseServerClient, InboxQuery
 from source_interface.uploads import Upload
+from tests import key_block_helpers
 from tests.conftest import CHEAP_COST, FIGURES, PostgresServer, pinned_config, reviewer_settings
 from tests.reviewer_helpers import World, chain_intact, make_world, signed_in_client
 from tests.source_helpers import csrf_token, login
@@ -413,7 +414,7 @@ def office_recipient(scene: Scene) -> bytes:
     with scene.instance.sessions() as db:
         office = db.get(Office, "OIO")
         assert office is not None
-        return envelope.recipient_id(PublicKey(office.public_key))
+        return envelope.recipient_id(public_key_from_bytes(office.public_key))
 
 
 def edit_key_block(change: Callable[[bytes, bytes], bytes], source_too: bool) -> Tampering:
@@ -439,12 +440,7 @@ def corrupt_office_key(key_block: bytes, office: bytes) -> bytes:
 
 def remove_office_entry(key_block: bytes, office: bytes) -> bytes:
     """The key block without the office's entry: the source's alone, or none at all."""
-    entries = [
-        key_block[2 + i * ENTRY : 2 + (i + 1) * ENTRY]
-        for i, recipient in enumerate(envelope.recipient_ids(key_block))
-        if recipient != office
-    ]
-    return bytes([envelope.VERSION, len(entries)]) + b"".join(entries)
+    return key_block_helpers.without(key_block, office)
 
 
 def move_to_another_report(scene: Scene, fresh: Fresh, item_id: str) -> Damage:

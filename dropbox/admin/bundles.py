@@ -31,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crypto import envelope
+from crypto.keys import public_key_from_bytes
 from dropbox import api_schema as schema
 from dropbox import audit, bundles, cases, officers
 from dropbox.bundles import BundleRefused, ExportManifest, ReturnItem
@@ -230,7 +231,7 @@ def _check_item(
             f"{where} is for report {report.designation}, which {report.office_code} handles"
             f" now, not {office.code}"
         )
-    needed = {envelope.recipient_id(PublicKey(office.public_key))}
+    needed = {envelope.recipient_id(public_key_from_bytes(office.public_key))}
     if item.kind == ItemKind.REPLY:
         needed.add(envelope.recipient_id(PublicKey(report.source_public_key)))
     if set(envelope.recipient_ids(item.key_block)) != needed:

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from nacl.public import PrivateKey, PublicKey
+from nacl.public import PublicKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crypto import codenames, envelope
+from crypto.keys import KeyChain
 from dropbox import cases, reports
 from dropbox.instance import Instance
 from dropbox.items import item_context, message_document, message_type, new_id
@@ -96,7 +97,9 @@ SAMPLES = (
 )
 
 
-def _seal(report: Report, text: str, kind: ItemKind, to: list[PublicKey]) -> cases.NewSealed:
+def _seal(
+    report: Report, text: str, kind: ItemKind, to: list[envelope.Recipient]
+) -> cases.NewSealed:
     """An officer's text sealed as the reviewer app seals it."""
     item_id = new_id()
     data = message_document(text)
@@ -131,17 +134,17 @@ def _submit(instance: Instance, session: Session, sample: Sample) -> Report:
 
 
 def _reply(
-    instance: Instance, session: Session, officer: Officer, report: Report, key: PrivateKey
+    instance: Instance, session: Session, officer: Officer, report: Report, key: KeyChain
 ) -> None:
     """The officer reads the report and replies: the reply acknowledges it."""
     cases.thread(instance, session, officer, report)
-    to = [key.public_key, PublicKey(report.source_public_key)]
+    to: list[envelope.Recipient] = [key.public_key, PublicKey(report.source_public_key)]
     text = "Thank you for your report. We are looking into it. (Demo data.)"
     sealed = _seal(report, text, ItemKind.REPLY, to)
     cases.add_item(instance, session, officer, report, "reply", sealed, acknowledge=True)
 
 
-def _refer(session: Session, officer: Officer, report: Report, keys: dict[str, PrivateKey]) -> None:
+def _refer(session: Session, officer: Officer, report: Report, keys: dict[str, KeyChain]) -> None:
     """Hand the report to the other office, every key block re-sealed, no copy kept."""
     from_key = keys[report.office_code]
     to_office = next(code for code in sorted(keys) if code != report.office_code)
@@ -157,7 +160,7 @@ def _refer(session: Session, officer: Officer, report: Report, keys: dict[str, P
 
 
 def _close(
-    instance: Instance, session: Session, officer: Officer, report: Report, key: PrivateKey
+    instance: Instance, session: Session, officer: Officer, report: Report, key: KeyChain
 ) -> None:
     """Assess and close the report, the reason first, as the reviewer app does."""
     cases.change_status(session, officer, report, Status.UNDER_ASSESSMENT, None)
@@ -191,7 +194,7 @@ def _move_back(session: Session, report: Report, days: int) -> None:
 def seed(
     instance: Instance,
     session: Session,
-    keys: dict[str, PrivateKey],
+    keys: dict[str, KeyChain],
     officers: dict[str, Officer],
 ) -> list[tuple[str, str]]:
     """Make the sample reports; return (state, designation) of each.

@@ -17,6 +17,11 @@ What a crash, an interrupted upload or a damaged disk can leave behind:
   (`crypto.envelope.body_size`), so this is checked without any key.
 * Anything else under ``blobs/`` or ``tmp/``: reported, never touched.
 
+It also counts, without any key, the key-block entries of offices that are
+still X25519 alone (`classical_office_entries`): what a future quantum
+computer could open, until `dropbox office reseal` replaces them. This is
+told, not counted as a problem.
+
 Servers may keep running: the check reads in readers (`Instance.readers`),
 which on SQLite hold no lock that uploads would wait for. A blob is renamed
 into place (which sets its ctime) moments before its row commits, and a
@@ -49,7 +54,10 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from crypto import envelope
 from crypto.envelope import body_size
+from crypto.errors import DecryptionError
+from crypto.keys import public_key_from_bytes
 from dropbox import audit
 from dropbox.instance import Instance
 from dropbox.models import Item, ItemRead, Report
@@ -107,6 +115,9 @@ class Findings:
     backup_leftovers: list[StrayFile] = field(default_factory=list)
     unexpected: list[Path] = field(default_factory=list)
     broken_items: list[BrokenItem] = field(default_factory=list)
+    # X25519 entries of offices (every entry but the source's), and the items that hold them.
+    classical_entries: int = 0
+    classical_items: int = 0
 
     def _stray(self) -> Iterator[StrayFile]:
         """Every stray file found, settled or not."""
@@ -266,6 +277,32 @@ def still_referenced(session: Session, names: Iterable[str]) -> set[str]:
     return found
 
 
+def classical_office_entries(session: Session) -> tuple[int, int]:
+    """(entries, items): key-block entries that are X25519 and not the source's.
+
+    A source's key is X25519 by design (docs/security.md, 6a); every other
+    entry is an office's, and one that is X25519 is sealed with X25519
+    alone. A key block that does not parse is left to the other checks.
+    """
+    entries = items = 0
+    rows = session.execute(
+        select(Item.key_block, Report.source_public_key).join(Report, Report.id == Item.report_id)
+    )
+    for key_block, source_key in rows:
+        try:
+            source = envelope.recipient_id(public_key_from_bytes(source_key))
+        except ValueError:
+            source = b""  # a damaged row: every X25519 entry is then counted
+        try:
+            found = envelope.recipient_entries(key_block)
+        except DecryptionError:
+            continue
+        classical = sum(1 for rid, hybrid in found if not hybrid and rid != source)
+        entries += classical
+        items += classical > 0
+    return entries, items
+
+
 def _blob_stat(store: Store, name: str) -> os.stat_result | None:
     """The blob's stat, or None if it is missing (or its name could not be a blob's)."""
     try:
@@ -287,6 +324,7 @@ def check(
     partials, backups, unexpected_temporary = scan_temporary_files(store, grace, now)
     with instance.readers() as session:
         referenced = referenced_blobs(session)
+        findings.classical_entries, findings.classical_items = classical_office_entries(session)
     findings.blobs, findings.items = len(blob_files), len(referenced)
     findings.partial_writes, findings.backup_leftovers = partials, backups
     findings.unexpected = unexpected + unexpected_temporary
@@ -440,6 +478,16 @@ def report_lines(
     """
     yield f"Checked {findings.data_dir}: {findings.blobs} blobs, {findings.items} items."
     yield from finding_lines(findings)
+    entries = count(findings.classical_entries, "key-block entry", "key-block entries")
+    yield (
+        f"Classical-only office entries: {entries} of offices sealed with X25519 alone"
+        f" (in {count(findings.classical_items, 'item', 'items')})."
+    )
+    if findings.classical_entries:
+        yield (
+            "  An office upgraded to X-Wing re-seals them with 'dropbox office reseal CODE';"
+            " one still on X25519 is upgraded first with 'dropbox office upgrade CODE'."
+        )
     if findings.in_progress:
         yield (
             f"Left alone: {count(len(findings.in_progress), 'stray file', 'stray files')} "
