@@ -188,7 +188,7 @@ def test_grant_stores_the_key_sealed_on_the_granting_machine(world: CaseWorld) -
     assert bytes(held["OIO"]) == bytes(world.office_keys["OIO"])
     assert open_sealed_secret_key(signed.me.grants[0].sealed_office_key, opened)
     # Granting the same office again replaces the sealed key: still one grant, and it opens.
-    again = seal_secret_key(world.office_keys["OIO"], PublicKey(summary.public_key))
+    again = seal_secret_key(world.office_keys["OIO"], public_key_from_bytes(summary.public_key))
     assert again != sealed
     admin.grant(invitation.officer_id, "OIO", again, ad.next())
     with world.instance.sessions() as db:

@@ -65,6 +65,7 @@ ENGINE_SUBJECT = {
     "test_notify.py": "the queue's lock, so that two runs never send one mail twice",
     "test_offline_bundle.py": "a refused import leaves nothing: the engine's rollback",
     "test_operations.py": "backups and restores of the engine's database",
+    "test_reseal.py": "re-sealing in committed batches that a SIGKILL (a subprocess) cannot undo",
     "test_source_privacy.py": "the canary sought in the engine's own files",
     "test_statistics.py": "the figures' grouping, counted each engine's own way",
 }
