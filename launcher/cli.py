@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -1190,8 +1191,13 @@ def main(argv: list[str] | None = None) -> NoReturn:
     os.umask(UMASK)
     try:
         result = cli.main(args=argv, prog_name="dropbox", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
         click.echo("dropbox: cancelled", err=True)
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            # Ctrl-C: end as a program ended by it does, so that a shell or the demo's
+            # supervisor sees the signal, not a failure.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
         sys.exit(2)
     except click.ClickException as exc:
         click.echo(f"dropbox: {exc.format_message()}", err=True)

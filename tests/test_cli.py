@@ -751,3 +751,28 @@ def test_ctrl_c_on_dropbox_run_reaches_the_gunicorn_master_only(tmp_path: Path) 
         served.stop()
     log = served.log.read_text()
     assert "SIGKILL" not in log and "Traceback" not in log, log
+
+
+def test_ctrl_c_while_the_program_starts_ends_it_quietly_as_ctrl_c_does() -> None:
+    """What the demo's servers get if it is stopped while one is still starting."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "launcher",
+            "--config",
+            "/nonexistent/config.toml",
+            "office",
+            "list",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.15)  # inside the imports: Python itself starts in a few milliseconds
+    while process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.01)
+    _, stderr = process.communicate(timeout=30)
+    assert "Traceback" not in stderr, stderr
+    assert process.returncode == -signal.SIGINT, (process.returncode, stderr)
