@@ -1192,11 +1192,13 @@ def main(argv: list[str] | None = None) -> NoReturn:
     try:
         result = cli.main(args=argv, prog_name="dropbox", standalone_mode=False)
     except click.exceptions.Abort as exc:
-        click.echo("dropbox: cancelled", err=True)
-        if isinstance(exc.__cause__, KeyboardInterrupt):
-            # Ctrl-C: end as a program ended by it does, so that a shell or the demo's
-            # supervisor sees the signal, not a failure.
+        interrupted = isinstance(exc.__cause__, KeyboardInterrupt)
+        if interrupted:  # a second Ctrl-C from here on ends the program at once
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+        click.echo("dropbox: cancelled", err=True)
+        if interrupted:
+            # End as a program ended by Ctrl-C does, so that a shell or the demo's
+            # supervisor sees the signal, not a failure.
             os.kill(os.getpid(), signal.SIGINT)
         sys.exit(2)
     except click.ClickException as exc:
