@@ -1,4 +1,6 @@
-"""Key chains, wraps and recovery files (docs/format.md, "Secret keys, wraps, grants and recovery files"), checked against fixed vectors.
+"""Key chains, wraps and recovery files, checked against fixed vectors.
+
+The formats are in docs/format.md, "Secret keys, wraps, grants and recovery files".
 
 The vectors in tests/vectors/keys/ (made by make_key_vectors.py there) are
 checked three ways, as tests/test_format_vectors.py checks the envelopes:
@@ -179,7 +181,9 @@ def spec_unwrap(wrap: bytes, version: int, passphrase: str) -> bytes:
 
 
 def spec_wrap(chain: bytes, version: int, key: bytes, vector: Vector) -> bytes:
-    header = S_HEADER.pack(version, vector["passes"], vector["memory"], bytes.fromhex(vector["salt"]))
+    header = S_HEADER.pack(
+        version, vector["passes"], vector["memory"], bytes.fromhex(vector["salt"])
+    )
     nonce = bytes.fromhex(vector["nonce"])
     return header + nonce + crypto_aead_xchacha20poly1305_ietf_encrypt(chain, header, nonce, key)
 
@@ -293,7 +297,10 @@ def test_the_officer_wrapping_key_is_derived_from_the_nfc_passphrase() -> None:
     assert unicodedata.normalize("NFC", passphrase) != passphrase  # the vector tests NFC
     assert spec_wrapping_key(passphrase, *args).hex() == OFFICER_WRAP["wrapping_key"]
     cost = KdfCost(OFFICER_WRAP["passes"], OFFICER_WRAP["memory"])
-    assert derive_officer_keys(passphrase, salt, cost).wrapping_key.hex() == OFFICER_WRAP["wrapping_key"]
+    assert (
+        derive_officer_keys(passphrase, salt, cost).wrapping_key.hex()
+        == OFFICER_WRAP["wrapping_key"]
+    )
 
 
 def test_the_passphrase_wrap_opens_by_the_code_and_by_the_spec() -> None:
@@ -320,13 +327,13 @@ def test_the_spec_writer_makes_each_wrap_byte_for_byte() -> None:
         PASSPHRASE_WRAP["passes"],
         PASSPHRASE_WRAP["memory"],
     )
-    wrap = spec_wrap(bytes.fromhex(PASSPHRASE_WRAP["chain"]), S_PASSPHRASE_WRAP, key, PASSPHRASE_WRAP)
+    wrap = spec_wrap(
+        bytes.fromhex(PASSPHRASE_WRAP["chain"]), S_PASSPHRASE_WRAP, key, PASSPHRASE_WRAP
+    )
     assert wrap.hex() == PASSPHRASE_WRAP["wrap"]
 
 
-@pytest.mark.parametrize(
-    "data", damaged_bytes(OFFICER_WRAP), ids=damage_ids(OFFICER_WRAP)
-)
+@pytest.mark.parametrize("data", damaged_bytes(OFFICER_WRAP), ids=damage_ids(OFFICER_WRAP))
 def test_a_damaged_officer_wrap_is_refused_by_the_code_and_by_the_spec(data: bytes) -> None:
     with pytest.raises(DecryptionError):
         code_open_officer_wrap(data, OFFICER_WRAP)
@@ -336,9 +343,7 @@ def test_a_damaged_officer_wrap_is_refused_by_the_code_and_by_the_spec(data: byt
         spec_unwrap(data, S_OFFICER_WRAP, OFFICER_WRAP["passphrase"])
 
 
-@pytest.mark.parametrize(
-    "data", damaged_bytes(PASSPHRASE_WRAP), ids=damage_ids(PASSPHRASE_WRAP)
-)
+@pytest.mark.parametrize("data", damaged_bytes(PASSPHRASE_WRAP), ids=damage_ids(PASSPHRASE_WRAP))
 def test_a_damaged_passphrase_wrap_is_refused_by_the_code_and_by_the_spec(data: bytes) -> None:
     with pytest.raises(DecryptionError):
         unwrap_secret_key(data, PASSPHRASE_WRAP["passphrase"])

@@ -1,4 +1,6 @@
-"""Write the key vectors in tests/vectors/keys/ (docs/format.md, "Secret keys, wraps, grants and recovery files").
+"""Write the key vectors in tests/vectors/keys/.
+
+The formats are in docs/format.md, "Secret keys, wraps, grants and recovery files".
 
 Run by hand, from the repository root, only when the format changes:
 
@@ -224,6 +226,10 @@ def passphrase_wrap() -> Vector:
     }
 
 
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
 def edited(document: bytes, **changes: Any) -> bytes:
     """A recovery file with some fields changed (None removes one), in the code's layout."""
     data = json.loads(document)
@@ -241,8 +247,21 @@ def recovery_v2() -> Vector:
     with drawn(salt, nonce):
         document = recovery.dump(OFFICE, chain, RECOVERY_PASSPHRASE, COST)
     wrapped = base64.b64decode(json.loads(document)["wrapped_secret_key"])
-    b64 = lambda data: base64.b64encode(data).decode("ascii")  # noqa: E731
     other = XWingSecretKey(fixed("another office X-Wing"))
+    current, old = bytes(chain.public_key), bytes(chain.keys[1].public_key)
+    cases = [
+        ("wrapped key: ciphertext byte flipped", {"wrapped_secret_key": b64(flip(wrapped, 60))}),
+        ("wrapped key: version byte 0x02", {"wrapped_secret_key": b64(put(wrapped, 0, 2))}),
+        ("wrapped key: cut by one byte", {"wrapped_secret_key": b64(wrapped[:-1])}),
+        ("public key of the old X25519 key", {"public_key": b64(old)}),
+        ("public key of another X-Wing key", {"public_key": b64(bytes(other.public_key))}),
+        ("public key cut by one byte", {"public_key": b64(current[:-1])}),
+        ("format v3", {"format": "dropbox-office-recovery-v3"}),
+        ("format v1, an X-Wing key", {"format": "dropbox-office-recovery-v1"}),
+        ("no wrapped key", {"wrapped_secret_key": None}),
+    ]
+    files = [(what, edited(document, **changes)) for what, changes in cases]
+    files.append(("file cut short", document[:200]))
     return {
         "description": "A version 2 recovery file of an upgraded office (X-Wing key, then its old "
         "X25519 key), with its passphrase. Made by crypto.recovery.dump, with the salt and nonce "
@@ -252,21 +271,7 @@ def recovery_v2() -> Vector:
         "nonce": nonce.hex(),
         "chain": encode_key_chain(chain).hex(),
         "file": document.decode("utf-8"),
-        "damaged": [
-            {"damage": what, "file": data.decode("utf-8")}
-            for what, data in [
-                ("wrapped key: ciphertext byte flipped", edited(document, wrapped_secret_key=b64(flip(wrapped, 60)))),
-                ("wrapped key: version byte 0x02", edited(document, wrapped_secret_key=b64(put(wrapped, 0, 2)))),
-                ("wrapped key: cut by one byte", edited(document, wrapped_secret_key=b64(wrapped[:-1]))),
-                ("public key of the old X25519 key", edited(document, public_key=b64(bytes(chain.keys[1].public_key)))),
-                ("public key of another X-Wing key", edited(document, public_key=b64(bytes(other.public_key)))),
-                ("public key cut by one byte", edited(document, public_key=b64(bytes(chain.public_key)[:-1]))),
-                ("format v3", edited(document, format="dropbox-office-recovery-v3")),
-                ("format v1, an X-Wing key", edited(document, format="dropbox-office-recovery-v1")),
-                ("no wrapped key", edited(document, wrapped_secret_key=None)),
-                ("file cut short", document[:200]),
-            ]
-        ],
+        "damaged": [{"damage": what, "file": data.decode("utf-8")} for what, data in files],
     }
 
 
