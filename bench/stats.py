@@ -251,14 +251,7 @@ def check(instance: Instance, period: statistics.Period, today: date) -> list[st
     """The computed figures against counting report by report in Python."""
     config = instance.config
     with instance.readers() as db:
-        figures = statistics.compute(
-            db,
-            period,
-            today,
-            offices=[o.code for o in config.offices],
-            categories=[c.code for c in config.categories],
-            threshold=config.statistics.suppress_below,
-        )
+        figures = statistics.compute_configured(db, config, period, today)
         rows = db.execute(
             select(
                 Report.office_code,
@@ -416,14 +409,7 @@ def run(args: argparse.Namespace) -> int:
 
         def compute_only() -> None:
             with instance.readers() as db:
-                statistics.compute(
-                    db,
-                    period,
-                    today,
-                    offices=[o.code for o in config.offices],
-                    categories=[c.code for c in config.categories],
-                    threshold=config.statistics.suppress_below,
-                )
+                statistics.compute_configured(db, config, period, today)
 
         recent = case_app.extensions["dropbox.statistics"]
 

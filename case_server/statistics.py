@@ -65,14 +65,7 @@ class Recent:
             if found is not None and now - found[0] < FRESH_SECONDS:
                 return found[1], found[2]
         counted_at = datetime.now(UTC).replace(microsecond=0)
-        figures = statistics.compute(
-            db,
-            period,
-            today,
-            offices=[o.code for o in config.offices],
-            categories=[c.code for c in config.categories],
-            threshold=config.statistics.suppress_below,
-        )
+        figures = statistics.compute_configured(db, config, period, today)
         with self._lock:
             self._kept[key] = (now, counted_at, figures)
             self._kept.move_to_end(key)

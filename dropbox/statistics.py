@@ -51,7 +51,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, func, literal, select, true
 from sqlalchemy.orm import Session
@@ -61,6 +61,9 @@ from sqlalchemy.sql.selectable import ScalarSelect
 from dropbox import audit, inbox
 from dropbox.models import AuditEvent, Outcome, Report, Status, StatusChange
 from dropbox.suppression import Relation, Shown, suppress
+
+if TYPE_CHECKING:
+    from dropbox.config import Config
 
 ALL = "all"  # the column of every office together
 # Statuses of a report that is still open, in lifecycle order.
@@ -711,6 +714,18 @@ def compute(
         figures.values, figures.relations, threshold, frozenset(figures.internal), rank
     )
     return figures
+
+
+def compute_configured(session: Session, config: Config, period: Period, today: date) -> Figures:
+    """`compute` for the configured offices and categories, at the configured threshold."""
+    return compute(
+        session,
+        period,
+        today,
+        offices=[o.code for o in config.offices],
+        categories=[c.code for c in config.categories],
+        threshold=config.statistics.suppress_below,
+    )
 
 
 def view(figures: Figures, office: str) -> View:

@@ -103,14 +103,7 @@ def _insert(instance: Instance, rows: list[dict[str, Any]]) -> None:
 def _compute(instance: Instance, period: statistics.Period, today: date) -> statistics.Figures:
     config = instance.config
     with instance.readers() as db:
-        return statistics.compute(
-            db,
-            period,
-            today,
-            offices=[o.code for o in config.offices],
-            categories=[c.code for c in config.categories],
-            threshold=config.statistics.suppress_below,
-        )
+        return statistics.compute_configured(db, config, period, today)
 
 
 def _cells(answer: Statistics) -> dict[tuple[str, str, str], tuple[int | None, str]]:
