@@ -92,6 +92,7 @@ ExitPolicy reject *:*
 # SOCKS5 replies with tor's ExtendedErrors (tor's manual, SocksPort).
 SOCKS_SUCCEEDED = 0x00
 SOCKS_ONION_MISSING_CLIENT_AUTH = 0xF4
+SOCKS_ONION_BAD_CLIENT_AUTH = 0xF5
 
 
 class TorNetworkError(RuntimeError):
