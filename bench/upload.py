@@ -459,6 +459,7 @@ def run(size_mib: int, directory: str | None) -> int:
         if not workers:
             raise SystemExit("no gunicorn worker found under the master")
         before = {pid: status_kib(pid, "VmHWM") for pid in workers}
+        rss_before = max(status_kib(pid, "VmRSS") for pid in workers)
         reset = all(reset_peak(pid) for pid in workers)
         os.sync()
         cpu_before = cpu_total(workers)
@@ -554,7 +555,8 @@ def run(size_mib: int, directory: str | None) -> int:
         )
         print(
             f"  worker VmHWM since start {lifetime_mib:.1f} MiB (includes the Argon2id derivation "
-            f"at POST /codename); worker VmRSS now "
+            f"at POST /codename); worker VmRSS just before the upload "
+            f"{rss_before / 1024:.1f} MiB, now "
             f"{max(worker_rss.values(), default=0) / 1024:.1f} MiB; "
             f"master VmHWM {master_hwm / 1024:.1f} MiB; this client's peak RSS {client_mib:.1f} MiB"
         )

@@ -25,21 +25,26 @@ import sqlite3
 import time
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import UnboundExecutionError
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, object_session, sessionmaker
 
 from dropbox.models import AuditHead, Item, OfficeGrant, Officer
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The revision that matches the schema `create_all` made before migrations existed.
 INITIAL_REVISION = "0001"
+# The newest revision in dropbox/migrations/versions, so that a process whose
+# database is already there (every server worker, at start) can tell without
+# loading Alembic, which alone is about 10 MiB of every worker's memory
+# (bench/upload.py). tests/test_migrations.py checks it against Alembic's
+# own reading of the revisions: a new migration must move it.
+HEAD_REVISION = "0008"
 # Any constant: the PostgreSQL advisory lock that lets one process migrate at a time.
 _MIGRATION_LOCK = 0x64726F70
 
@@ -111,6 +116,8 @@ def make_engine(url: str) -> Engine:
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:
     """Alembic's configuration, made in code: no alembic.ini is needed at run time."""
+    from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
     if connection is not None:
@@ -120,7 +127,9 @@ def alembic_config(connection: Connection | None = None) -> AlembicConfig:
 
 @functools.cache
 def head_revision() -> str:
-    """The newest revision this version of the code knows."""
+    """The newest revision this version of the code knows, as Alembic reads the revisions."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:  # pragma: no cover - the package ships its revisions
         raise RuntimeError("no migrations found")
@@ -129,7 +138,17 @@ def head_revision() -> str:
 
 def current_revision(connection: Connection) -> str | None:
     """The revision the database is at (None for an empty database)."""
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
+
+
+def _at_head(connection: Connection) -> bool:
+    """The database records exactly HEAD_REVISION, read with plain SQL (no Alembic)."""
+    if not inspect(connection).has_table("alembic_version"):
+        return False
+    versions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    return versions == [HEAD_REVISION]
 
 
 def upgrade_schema(engine: Engine) -> str:
@@ -139,11 +158,16 @@ def upgrade_schema(engine: Engine) -> str:
     BEGIN IMMEDIATE; PostgreSQL: an advisory lock), so that workers starting
     together migrate once, one after the other. A database made before
     migrations existed (tables, but no alembic_version) is first marked as
-    being at the initial revision.
+    being at the initial revision. A database already at the newest revision
+    is told apart without loading Alembic (HEAD_REVISION).
     """
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        if _at_head(connection):
+            return HEAD_REVISION
+        from alembic import command
+
         current = current_revision(connection)
         if current == head_revision():
             return current

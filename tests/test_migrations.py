@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +19,7 @@ from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from dropbox.database import (
+    HEAD_REVISION,
     INITIAL_REVISION,
     alembic_config,
     create_schema,
@@ -112,6 +115,60 @@ def test_initialise_and_open_bring_the_schema_to_head(instance: Instance) -> Non
             assert current_revision(connection) == head_revision()
     finally:
         again.close()
+
+
+def test_the_revision_servers_check_without_alembic_is_alembics_newest() -> None:
+    # A migration added without moving HEAD_REVISION would leave servers on the old schema.
+    assert head_revision() == HEAD_REVISION
+
+
+# What a server worker does at start: open the instance and build its app.
+_SERVER_START = """
+import sys
+from dropbox.config import load
+from dropbox.instance import Instance
+from source_interface import create_app as source_app
+from case_server import create_app as case_server_app
+
+config = load(sys.argv[1])
+source_app(config)
+case_server_app(config)
+with Instance.open(config).engine.connect() as connection:
+    version = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+loaded = sorted(name for name in sys.modules if name.split(".")[0] == "alembic")
+print(version, len(loaded))
+"""
+
+
+def test_a_server_finds_the_newest_revision_without_loading_alembic(tmp_path: Path) -> None:
+    """Alembic is about 10 MiB of a worker's memory: loaded only when there is work for it."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'data_dir = "data"\n{CHEAP_CRYPTO_TOML}')
+    assert invoke("--config", str(config), "init").returncode == 0
+
+    def start_a_server() -> list[str]:
+        result = subprocess.run(
+            [sys.executable, "-c", _SERVER_START, str(config)],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split()
+
+    assert start_a_server() == [HEAD_REVISION, "0"]
+    # A database one revision behind is still brought to the newest, through Alembic.
+    engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'dropbox.sqlite3'}")
+    try:
+        with engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "-1")
+            assert current_revision(connection) != HEAD_REVISION
+    finally:
+        engine.dispose()
+    version, loaded = start_a_server()
+    assert version == HEAD_REVISION
+    assert int(loaded) > 0
 
 
 def test_a_database_made_before_migrations_is_adopted(tmp_path: Path) -> None:
