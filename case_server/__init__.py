@@ -18,6 +18,7 @@ import logging
 from flask import Flask
 from flask_limiter import Limiter
 
+from case_server import wire
 from case_server.admin import register_admin
 from case_server.errors import register_error_handlers
 from case_server.openapi import register_openapi
@@ -29,9 +30,6 @@ from dropbox.instance import Instance
 from dropbox.web import register_robots_and_icon, register_security_headers, register_transport
 from dropbox.web.limits import DerivationGate, limiter_storage_uri
 
-# Bodies travel as base64 in JSON: a reply or note envelope fits well within this.
-MAX_REQUEST_BYTES = 4 * 1024 * 1024
-
 
 def create_app(config: Config, instance: Instance | None = None) -> Flask:
     """Build the case server for an initialised instance."""
@@ -40,7 +38,7 @@ def create_app(config: Config, instance: Instance | None = None) -> Flask:
     app.extensions["dropbox"] = instance
     app.extensions["dropbox.config"] = config
     app.extensions["dropbox.gate"] = DerivationGate(config.limits.concurrent_derivations)
-    app.config.update(MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES)
+    app.config.update(MAX_CONTENT_LENGTH=wire.MAX_REQUEST_BYTES)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["dropbox.limiter"] = Limiter(
         key_func=lambda: "everyone",

@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 from flask import Blueprint, Flask, Response, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from case_server import tokens, wire
@@ -26,7 +27,7 @@ from dropbox import access, cases, inbox
 from dropbox import api_schema as schema
 from dropbox.api_schema import dump
 from dropbox.config import Config
-from dropbox.models import Officer, Report, Status
+from dropbox.models import Item, Officer, Report, Status
 
 PREFIX = "/api/v2"
 # Streamed in pieces this large.
@@ -239,6 +240,16 @@ def register_reports(app: Flask, config: Config) -> None:
     def refer(report_id: str) -> ResponseReturnValue:
         """Hand the report to another office, with key blocks re-sealed on the officer's machine."""
         caller = tokens.officer_id()
+        # Who may act is settled before the body is read, so that its size limit, which
+        # grows with the report, tells nothing about a report the caller may not see.
+        with tokens.instance().readers() as db:
+            _, report = _acting(db, caller, report_id)
+            items = db.scalar(
+                select(func.count()).select_from(Item).where(Item.report_id == report.id)
+            )
+        request.max_content_length = wire.MAX_REQUEST_BYTES + (
+            (items or 0) * wire.REFERRAL_BYTES_PER_ITEM
+        )
         sent = wire.read(schema.ReferRequest)
         if sent.office not in {o.code for o in config.offices}:
             raise ApiError(400, f"there is no office {sent.office!r} to refer to")

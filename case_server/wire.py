@@ -14,6 +14,13 @@ from case_server.errors import ApiError
 from dropbox import api_schema as schema
 
 T = TypeVar("T")
+
+# Bodies travel as base64 in JSON: a reply or note envelope fits well within this.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+# A referral carries every item's key block, re-sealed: its body may grow by this much per
+# item of the report. An item's id and a key block with three X-Wing entries, in base64,
+# come to under 5 KiB; without this a report of about 1,200 items could not be referred.
+REFERRAL_BYTES_PER_ITEM = 8 * 1024
 TRUE_VALUES = frozenset({"1", "true", "yes"})
 FALSE_VALUES = frozenset({"", "0", "false", "no"})
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -20,7 +21,9 @@ import pytest
 from nacl.public import PrivateKey
 from sqlalchemy import select
 
+from case_server.wire import MAX_REQUEST_BYTES, REFERRAL_BYTES_PER_ITEM
 from crypto import envelope
+from dropbox import api_schema as schema
 from dropbox.api_schema import dump
 from dropbox.instance import Instance
 from dropbox.items import item_context, read_message_document
@@ -426,6 +429,60 @@ def test_referral_keeping_a_copy(case_world: CaseWorld) -> None:
         "report.refer",
         f"ECO -> OIO (copy kept of items up to no. {last})",
     ) in audit_events(case_world.instance, report_id)
+
+
+def test_a_report_too_large_for_an_ordinary_request_is_still_referred(
+    case_world: CaseWorld,
+) -> None:
+    """Every item's re-sealed key block travels in the one referral: the body grows with it."""
+    report_id = submit(case_world, "retaliation", ECO_MESSAGE)
+    with case_world.instance.sessions.begin() as db:
+        first = db.scalars(select(Item).where(Item.report_id == report_id)).first()
+        assert first is not None
+        for n in range(1, 1_600):  # answers, as a long exchange with the source would leave
+            db.add(
+                Item(
+                    id=secrets.token_hex(16),
+                    report_id=report_id,
+                    seq=first.seq + n,
+                    kind=ItemKind.MESSAGE,
+                    created_at=first.created_at,
+                    size=first.size,
+                    key_block=first.key_block,
+                    blob=secrets.token_hex(32),
+                )
+            )
+    eco = case_world.client("eco")
+    bundle = eco.report(report_id)
+    blocks = _referral_blocks(case_world, bundle, "OIO", keep_copy=True)
+    sent = json.dumps(dump(schema.ReferRequest(office="OIO", keep_copy=True, key_blocks=blocks)))
+    assert len(sent) > MAX_REQUEST_BYTES  # more than any other request may carry
+
+    # The allowance is per item: a body past it is refused, and nothing changes.
+    allowed = MAX_REQUEST_BYTES + len(bundle.items) * REFERRAL_BYTES_PER_ITEM
+    padded = sent[:-1] + ", " + json.dumps({"padding": "x" * allowed})[1:]
+    with case_world.http("eco") as http:
+        too_large = http.post(
+            f"/reports/{report_id}/refer",
+            content=padded.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+    assert too_large.status_code == 413
+    # An officer who may not see the report learns nothing from the size: 404 first.
+    with case_world.http("oio") as http:
+        unseen = http.post(
+            f"/reports/{report_id}/refer",
+            content=padded.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+    assert unseen.status_code == 404
+
+    eco.refer(report_id, "OIO", True, blocks)
+    moved = case_world.client("oio").report(report_id)
+    assert moved.office == "OIO" and len(moved.items) == len(bundle.items) > 1_600
+    assert (
+        _text(report_id, _item(moved, "message"), case_world.office_keys["OIO"])[0] == ECO_MESSAGE
+    )
 
 
 def test_referral_without_a_copy_leaves_the_office_nothing(case_world: CaseWorld) -> None:

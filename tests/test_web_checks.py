@@ -100,7 +100,7 @@ REVIEWER_EXPIRED = "Form expired"
 SESSION_TABLES = frozenset({"source_sessions", "officer_sessions"})
 SOURCE_MAX_MIB = 1  # the smallest allowed, so that a 413 costs little to provoke
 REVIEWER_MAX_BYTES = 4 * 1024 * 1024  # journalist_interface.app's MAX_CONTENT_LENGTH
-CASE_MAX_BYTES = 4 * 1024 * 1024  # case_server's MAX_REQUEST_BYTES
+CASE_MAX_BYTES = 4 * 1024 * 1024  # case_server.wire.MAX_REQUEST_BYTES
 
 # --- every route, as a path to request -------------------------------------------------
 
