@@ -403,7 +403,7 @@ def test_an_item_sealed_to_the_wrong_keys_is_refused(site: Site) -> None:
     with site.instance.sessions() as db:
         report = db.get(Report, rid)
         assert report is not None
-        source_key = PublicKey(report.source_public_key)
+        source_key = public_key_from_bytes(report.source_public_key)
     with site.instance.sessions() as db:
         office = db.get(Office, "OIO")
         assert office is not None
