@@ -282,7 +282,7 @@ def looks_like_codename(codename: str) -> bool:
 
 
 # BLAKE2b personalisations (at most 16 bytes), one per value derived from the master
-# secret, so that no two coincide (docs/format.md, "Codenames").
+# secret, so that no two coincide (docs/format.md, "Codenames and source keys").
 _LOOKUP_PERSON = b"dropbox-lookup"
 _X25519_PERSON = b"dropbox-srckey"
 _XWING_PERSON = b"dropbox-srcxwing"
