@@ -2,9 +2,13 @@
 
 A codename is the only key to a source's thread and is never stored. What is
 stored is derived from it: Argon2id(codename, instance salt) gives a master
-secret, and two domain-separated BLAKE2b derivations of that give the lookup id
-(kept in the database) and the seed of the source's X25519 key pair (whose
-public half is kept, whose secret half never is).
+secret, and three domain-separated BLAKE2b derivations of that give the lookup
+id (kept in the database), the seed of the source's X-Wing key pair (the
+hybrid post-quantum key of every report made since) and the seed of the
+source's X25519 key pair (the key of reports made before). Of the key pair
+a report uses, the public half is kept; no secret half ever is. Both pairs
+come from the one Argon2id output on every derivation, so signing in costs
+the same whichever a report uses (docs/security.md, 6a).
 
 Words are drawn from the `diceware` package's lists, less the words a
 frightened person should not be handed or could easily write wrong: those that
@@ -20,6 +24,7 @@ and the derivation is the same for any sequence of words.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 import re
 import secrets
@@ -32,6 +37,8 @@ from diceware.wordlist import WordList, get_wordlist_path
 from nacl.public import PrivateKey
 
 from crypto.kdf import KdfCost, derive_key
+from crypto.keys import KeyChain, SecretKey
+from crypto.xwing import XWingSecretKey
 
 __all__ = [
     "LANGUAGES",
@@ -46,6 +53,7 @@ __all__ = [
     "is_known_word",
     "looks_like_codename",
     "normalise",
+    "report_keys",
     "sound_key",
     "spelling_rule",
 ]
@@ -273,17 +281,66 @@ def looks_like_codename(codename: str) -> bool:
     )
 
 
+# BLAKE2b personalisations (at most 16 bytes), one per value derived from the master
+# secret, so that no two coincide (docs/format.md, "Codenames and source keys").
+_LOOKUP_PERSON = b"dropbox-lookup"
+_X25519_PERSON = b"dropbox-srckey"
+_XWING_PERSON = b"dropbox-srcxwing"
+
+
 @dataclass(frozen=True)
 class SourceSecrets:
-    """What a codename yields: the stored lookup id and the source's key pair."""
+    """What a codename yields: the stored lookup id and the source's two key pairs.
+
+    `hybrid_key` (X-Wing) is the key of every report made since sources got
+    hybrid keys; `secret_key` (X25519) the key of reports made before, which
+    keep it (`report_keys` tells which a report uses).
+    """
 
     lookup_id: bytes
     secret_key: PrivateKey
+    hybrid_key: XWingSecretKey
+
+    @property
+    def keys(self) -> KeyChain:
+        """Both key pairs, the hybrid one first: what a new report is made with."""
+        return KeyChain((self.hybrid_key, self.secret_key))
 
 
 def derive(codename: str, instance_salt: bytes, cost: KdfCost) -> SourceSecrets:
-    """Derive the lookup id and key pair from a codename (normalised first)."""
+    """Derive the lookup id and both key pairs from a codename (normalised first).
+
+    One Argon2id run, then three BLAKE2b derivations of its output; the
+    X-Wing key pair is the draft's key generation from its 32-byte seed.
+    """
     master = derive_key(normalise(codename).encode("utf-8"), instance_salt, cost)
-    lookup_id = hashlib.blake2b(master, digest_size=32, person=b"dropbox-lookup").digest()
-    seed = hashlib.blake2b(master, digest_size=32, person=b"dropbox-srckey").digest()
-    return SourceSecrets(lookup_id=lookup_id, secret_key=PrivateKey.from_seed(seed))
+    lookup_id = hashlib.blake2b(master, digest_size=32, person=_LOOKUP_PERSON).digest()
+    seed = hashlib.blake2b(master, digest_size=32, person=_X25519_PERSON).digest()
+    hybrid_seed = hashlib.blake2b(master, digest_size=32, person=_XWING_PERSON).digest()
+    return SourceSecrets(
+        lookup_id=lookup_id,
+        secret_key=PrivateKey.from_seed(seed),
+        hybrid_key=XWingSecretKey(hybrid_seed),
+    )
+
+
+def report_keys(keys: KeyChain, stored_public_key: bytes) -> KeyChain:
+    """The source's keys for a report whose row holds `stored_public_key`, its own key first.
+
+    `keys` are what the codename derives (`SourceSecrets.keys`). A report
+    uses the X25519 key only if its row holds exactly that key's public
+    half: a report made before sources got hybrid keys. Any other row, a
+    hybrid report's or one swapped by whoever writes the database, gives the
+    X-Wing key. For a hybrid report the X25519 public key is never stored,
+    sent nor sealed to, so nobody but the codename's holder can put it in
+    the row to make the source fall back to it (docs/security.md, 6a).
+    The other key follows, so that what was sealed to it still opens.
+    """
+    classical = [k for k in keys.keys if isinstance(k, PrivateKey)]
+    hybrid = [k for k in keys.keys if isinstance(k, XWingSecretKey)]
+    stored = bytes(stored_public_key)
+    chosen: SecretKey = hybrid[0] if hybrid else classical[0]
+    for key in classical:
+        if hmac.compare_digest(bytes(key.public_key), stored):
+            chosen = key
+    return KeyChain((chosen, *(k for k in keys.keys if k is not chosen)))

@@ -18,6 +18,7 @@ implicitly, and decapsulation gives an unrelated shared secret.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from collections.abc import Callable
 
@@ -141,6 +142,12 @@ class XWingSecretKey:
     def __bytes__(self) -> bytes:
         """The 32-byte decapsulation key (the seed), the only form that is stored."""
         return self._seed
+
+    def __eq__(self, other: object) -> bool:
+        """The same seed, compared in constant time (a secret key is no dictionary key)."""
+        return isinstance(other, XWingSecretKey) and hmac.compare_digest(other._seed, self._seed)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def decapsulate(self, ciphertext: bytes) -> bytes:
         """The shared secret of `ciphertext`; a changed ciphertext gives an unrelated one."""

@@ -29,8 +29,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from crypto import envelope
+from crypto import envelope, xwing
 from crypto.errors import DecryptionError
+from crypto.keys import Recipient
 from dropbox.instance import Instance
 from dropbox.models import (
     Item,
@@ -130,7 +131,7 @@ def seal_bytes(
 
 
 def message_document(
-    text: str, details: dict[str, str] | None = None, *, source_key: PublicKey | None = None
+    text: str, details: dict[str, str] | None = None, *, source_key: Recipient | None = None
 ) -> bytes:
     """The plaintext of a message item: the text, any labelled details, and a bound source key.
 
@@ -178,7 +179,8 @@ def read_bound_source_key(data: bytes) -> bytes | None:
         key = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise DecryptionError() from exc
-    if len(key) != PublicKey.SIZE:
+    # An X25519 key (reports made before hybrid source keys) or an X-Wing key.
+    if len(key) not in (PublicKey.SIZE, xwing.PUBLIC_KEY_BYTES):
         raise DecryptionError()
     return key
 

@@ -158,7 +158,9 @@ class Report(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     lookup_id: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
-    source_public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    # 1216 bytes (X-Wing) since sources got hybrid keys, 32 (X25519) before: the length
+    # tells which (crypto.keys.public_key_from_bytes); no DDL change, BLOB/BYTEA have no length.
+    source_public_key: Mapped[bytes] = mapped_column(LargeBinary(1216))
     designation: Mapped[str] = mapped_column(String(64), unique=True)
     office_code: Mapped[str] = mapped_column(ForeignKey("offices.code"))
     category: Mapped[str] = mapped_column(String(32))

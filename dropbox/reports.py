@@ -19,12 +19,12 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from nacl.public import PrivateKey, PublicKey
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from crypto import envelope
 from crypto.errors import DecryptionError
+from crypto.keys import Recipient, public_key_from_bytes
 from dropbox import notify, offices
 from dropbox.errors import DropboxError, NotFound
 from dropbox.instance import Instance
@@ -66,7 +66,7 @@ class NewReport:
     """Everything a first submission carries, already checked by the interface."""
 
     lookup_id: bytes
-    source_public_key: PublicKey
+    source_public_key: Recipient  # X-Wing for a new report (crypto.codenames)
     category: str
     text: str
     details: dict[str, str]
@@ -224,7 +224,7 @@ def add_answer(
     report: Report,
     text: str,
     files: Attachments,
-    source_key: PublicKey | None = None,
+    source_key: Recipient | None = None,
 ) -> list[Item]:
     """Record a returning source's answer: text (if any) and files, sealed to the office only.
 
@@ -274,9 +274,13 @@ class SourceEntry:
 
 
 def thread_for_source(
-    instance: Instance, session: Session, report: Report, source_key: PrivateKey
+    instance: Instance, session: Session, report: Report, source_key: envelope.SecretKey
 ) -> list[SourceEntry]:
-    """The thread in order; office messages decrypted in memory with the source's key."""
+    """The thread in order; office messages decrypted in memory with the source's key.
+
+    `source_key` may be a chain (the source's two key pairs, the report's own
+    first): an item opens with the first of its keys it has an entry for.
+    """
     entries = []
     for item in session.execute(
         select(Item).where(Item.report_id == report.id).order_by(Item.seq)
@@ -327,13 +331,14 @@ def mark_seen_by_source(session: Session, report: Report, item_ids: Sequence[str
 
 
 def delete_for_source(
-    session: Session, report: Report, item_id: str, source_key: PublicKey | None = None
+    session: Session, report: Report, item_id: str, source_keys: Sequence[Recipient] | None = None
 ) -> None:
     """Remove an office message from the source's view and destroy the source's copy of its key.
 
     The office keeps its own copy; a codename that leaks later no longer opens it.
-    `source_key` is the key the source interface derived from the codename:
-    the entry removed is that key's, even if the report row's key was swapped.
+    `source_keys` are the keys the source interface derived from the codename
+    (both key pairs): the entries removed are theirs, even if the report
+    row's key was swapped. Without them, the row's key's entry goes.
     """
     item = session.get(Item, item_id) if is_id(item_id) else None
     if item is None or item.report_id != report.id or item.kind not in TO_SOURCE_KINDS:
@@ -341,9 +346,13 @@ def delete_for_source(
     if item.deleted_by_source:
         return
     try:
-        item.key_block = envelope.remove_recipient(
-            item.key_block, source_key or PublicKey(report.source_public_key)
-        )
+        keys = source_keys or [public_key_from_bytes(report.source_public_key)]
+        key_block = item.key_block
+        present = set(envelope.recipient_ids(key_block))
+        for key in keys:
+            if envelope.recipient_id(key) in present:
+                key_block = envelope.remove_recipient(key_block, key)
+        item.key_block = key_block
     except (DecryptionError, ValueError):
         # A damaged key block, or one whose only entry left is the source's:
         # nobody else can open it, so all of it goes, and the source's copy with it.

@@ -25,8 +25,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import BinaryIO
 
-from nacl.public import PublicKey
-
 from crypto import envelope, recovery
 from crypto.errors import DecryptionError
 from crypto.kdf import SALT_BYTES, KdfCost
@@ -586,13 +584,17 @@ def reply_recipients(
         raise SourceKeyMismatch(
             KEY_REFUSALS[SourceKeyCheck.UNREADABLE], KEY_EVENTS[SourceKeyCheck.UNREADABLE]
         )
-    if len(bundle.source_public_key) != PublicKey.SIZE:
+    try:
+        # X-Wing for a report made since sources got hybrid keys, X25519 before;
+        # either way the very key the source's messages bind (checked above).
+        source = public_key_from_bytes(bundle.source_public_key)
+    except ValueError:
         raise SourceKeyMismatch(
             KEY_REFUSALS[SourceKeyCheck.DIFFERS], KEY_EVENTS[SourceKeyCheck.DIFFERS]
-        )
+        ) from None
     _handling_key(bundle, keyring)
     office = trusted_office_key(bundle.office, me, keyring, pins)
-    return [office, PublicKey(bundle.source_public_key)]
+    return [office, source]
 
 
 def office_recipients(

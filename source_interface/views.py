@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.wrappers import Response
 
 from crypto import codenames
+from crypto.keys import KeyChain, XWingSecretKey
 from dropbox import offices, reports
 from dropbox.config import Config
 from dropbox.errors import DropboxError, NotFound
@@ -208,7 +209,8 @@ def show_new_codename(language: str) -> str:
     for key in ("pending_lookup_id", "new_report_id"):
         session.pop(key, None)
     if not session.get("report_id"):
-        session.pop("secret_key", None)
+        for key in SOURCE_KEYS:
+            session.pop(key, None)
     return codename
 
 
@@ -231,7 +233,32 @@ def unknown_words(codename: str) -> list[str]:
     return [w for w in dict.fromkeys(words) if w and not codenames.is_known_word(w)]
 
 
-def _signed_in_report(db: Any) -> tuple[Report, PrivateKey] | None:
+# The session fields that hold the key pairs derived from the codename: the
+# X25519 secret key and the X-Wing seed. Only in the sealed session state.
+SOURCE_KEYS = ("secret_key", "hybrid_key")
+
+
+def _keep_source_keys(derived: codenames.SourceSecrets) -> None:
+    """Keep both key pairs in the sealed session state: which a report uses is decided per use."""
+    session["secret_key"] = _b64(bytes(derived.secret_key))
+    session["hybrid_key"] = _b64(bytes(derived.hybrid_key))
+
+
+def _source_keys() -> KeyChain:
+    """The key pairs this session derived from the codename, the hybrid one first.
+
+    A session that began before sources got hybrid keys holds the X25519
+    key alone: its report (if it is still to be sent) is made with it.
+    """
+    classical = PrivateKey(_unb64(session["secret_key"]))
+    hybrid = session.get("hybrid_key")
+    if not isinstance(hybrid, str):
+        return KeyChain((classical,))
+    return KeyChain((XWingSecretKey(_unb64(hybrid)), classical))
+
+
+def _signed_in_report(db: Any) -> tuple[Report, KeyChain] | None:
+    """The signed-in source's report, and their keys for it: the report's own key first."""
     report_id = session.get("report_id")
     if not report_id:
         return None
@@ -239,7 +266,7 @@ def _signed_in_report(db: Any) -> tuple[Report, PrivateKey] | None:
     if report is None:
         session.clear()
         return None
-    return report, PrivateKey(_unb64(session["secret_key"]))
+    return report, codenames.report_keys(_source_keys(), report.source_public_key)
 
 
 def _session_ended() -> tuple[str, int]:
@@ -353,7 +380,7 @@ def register_views(app: Flask, config: Config) -> None:
         # The codename stays in the sealed session until the report is sent, so that
         # Back from the report form shows the same one.
         session["pending_lookup_id"] = _b64(derived.lookup_id)
-        session["secret_key"] = _b64(bytes(derived.secret_key))
+        _keep_source_keys(derived)
         session["new_report_id"] = new_id()
         return redirect(url_for("report_form"))
 
@@ -446,7 +473,8 @@ def register_views(app: Flask, config: Config) -> None:
         lookup_id = _unb64(session["pending_lookup_id"])
         new = reports.NewReport(
             lookup_id=lookup_id,
-            source_public_key=PrivateKey(_unb64(session["secret_key"])).public_key,
+            # A new report is made with the hybrid key (X-Wing) derived from the codename.
+            source_public_key=_source_keys().public_key,
             category=category.code,
             text=values["message"],
             details=details,
@@ -480,7 +508,7 @@ def register_views(app: Flask, config: Config) -> None:
                 return error_page("server_error", 500)
         if sent is not None:
             if sent.id != session["new_report_id"]:
-                for key in ("pending_lookup_id", "new_report_id", "secret_key", SHOWN_CODENAME):
+                for key in ("pending_lookup_id", "new_report_id", *SOURCE_KEYS, SHOWN_CODENAME):
                     session.pop(key, None)
                 return not_shown()
             report_id = sent.id  # this session's own report, sent a moment ago
@@ -552,7 +580,9 @@ def register_views(app: Flask, config: Config) -> None:
         session.regenerate()  # type: ignore[attr-defined]
         session.clear()
         session["report_id"] = report.id
-        session["secret_key"] = _b64(bytes(derived.secret_key))
+        # Both key pairs, whichever the report uses: the same work and the same
+        # session for a hybrid report and for one made before (docs/security.md, 6a).
+        _keep_source_keys(derived)
         session["language"] = current_app.extensions["dropbox.locale"]()
         return redirect(url_for("thread"))
 
@@ -563,8 +593,8 @@ def register_views(app: Flask, config: Config) -> None:
             found = _signed_in_report(db)
             if found is None:
                 return _session_ended()
-            report, secret_key = found
-            raw = reports.thread_for_source(_instance(), db, report, secret_key)
+            report, source_keys = found
+            raw = reports.thread_for_source(_instance(), db, report, source_keys)
         status, explanation = STATUS_TEXT.get(report.status, STATUS_TEXT[Status.RECEIVED])
         entries = [
             {
@@ -609,11 +639,12 @@ def register_views(app: Flask, config: Config) -> None:
             if len(text) > MAX_MESSAGE_CHARS:
                 flash(_("Your answer is too long. Put the rest in a file."), "error")
                 return redirect(url_for("thread"))
-            report, secret_key = found
-            # The key derived from the codename, never the row's, is what the answer binds.
+            report, source_keys = found
+            # The key derived from the codename, never the row's, is what the answer binds:
+            # the report's own key (`codenames.report_keys`).
             try:
                 items = reports.add_answer(
-                    _instance(), db, report, text, upload, source_key=secret_key.public_key
+                    _instance(), db, report, text, upload, source_key=source_keys.public_key
                 )
             except offices.KeyMismatch as mismatch:
                 db.rollback()
@@ -647,7 +678,9 @@ def register_views(app: Flask, config: Config) -> None:
             if found is None:
                 return _session_ended()
             try:
-                reports.delete_for_source(db, found[0], item_id, found[1].public_key)
+                reports.delete_for_source(
+                    db, found[0], item_id, [key.public_key for key in found[1].keys]
+                )
             except NotFound:
                 return error_page("not_found", 404)
         flash(_("The message was deleted. You can no longer read it here."), "info")

@@ -11,6 +11,7 @@ from nacl.public import PublicKey
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse, encode_multipart
 
+from crypto.keys import public_key_from_bytes
 from dropbox import offices
 from dropbox.errors import NotFound
 from dropbox.instance import Instance
@@ -117,7 +118,7 @@ def post_reply(
         raise NotFound("the office of this report has no key")
     if office_key is None:
         office_key = offices.trusted_public_key(session, instance.config, report.office_code)
-    recipients = [office_key, PublicKey(report.source_public_key)]
+    recipients = [office_key, public_key_from_bytes(report.source_public_key)]
     stored = seal_bytes(
         instance.store,
         report.id,

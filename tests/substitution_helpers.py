@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 from flask import Flask
 from flask.testing import FlaskClient
-from nacl.public import PrivateKey, PublicKey
+from nacl.public import PrivateKey
 from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
 from crypto import envelope
-from crypto.keys import public_key_from_bytes, seal_secret_key
+from crypto.keys import XWingSecretKey, public_key_from_bytes, seal_secret_key
 from dropbox.instance import Instance
 from dropbox.models import AuditEvent, Item, Office, OfficeGrant, Officer, Report
 from tests.reviewer_helpers import World, fresh_code, login_form
@@ -83,9 +83,17 @@ def swap_officer_key(instance: Instance, officer_id: int) -> PrivateKey:
     return intruder
 
 
-def swap_source_key(instance: Instance, rid: str) -> PrivateKey:
-    """Put a public key of the writer's own in the report's row."""
-    intruder = PrivateKey.generate()
+def swap_source_key(
+    instance: Instance, rid: str, kind: str = "X25519"
+) -> PrivateKey | XWingSecretKey:
+    """Put a public key of the writer's own in the report's row: X25519, or X-Wing (hybrid).
+
+    An X25519 key in place of a source's hybrid key is a downgrade: it must
+    be refused like any other swapped key.
+    """
+    intruder: PrivateKey | XWingSecretKey = (
+        XWingSecretKey.generate() if kind == "X-Wing" else PrivateKey.generate()
+    )
     with instance.sessions.begin() as db:
         db.execute(
             update(Report)
@@ -180,7 +188,7 @@ def key_blocks(instance: Instance, rid: str) -> list[bytes]:
         )
 
 
-def sealed_to(instance: Instance, key: PublicKey) -> list[str]:
+def sealed_to(instance: Instance, key: envelope.Recipient) -> list[str]:
     """The ids of every stored item with an entry for `key` in its key block."""
     wanted = envelope.recipient_id(key)
     with instance.sessions() as db:

@@ -216,9 +216,9 @@ def test_reply_and_note_are_stored_as_sealed_and_recorded(case_world: CaseWorld)
     eco = case_world.client("eco")
     bundle = eco.report(report_id)
     office = case_world.office_public("ECO")
-    from nacl.public import PublicKey
+    from crypto.keys import public_key_from_bytes
 
-    source = PublicKey(bundle.source_public_key)
+    source = public_key_from_bytes(bundle.source_public_key)
     reply = seal(report_id, "Thank you; we are looking into it.", ItemKind.REPLY, [office, source])
     note = seal(report_id, "Check the rota of March.", ItemKind.NOTE, [office])
 
@@ -767,9 +767,9 @@ def test_a_token_unused_for_the_idle_time_stops_working(case_world: CaseWorld) -
 
 
 def _reply(world: CaseWorld, report_id: str, text: str) -> NewItem:
-    from nacl.public import PublicKey
+    from crypto.keys import public_key_from_bytes
 
-    source = PublicKey(world.client("eco").report(report_id).source_public_key)
+    source = public_key_from_bytes(world.client("eco").report(report_id).source_public_key)
     return seal(report_id, text, ItemKind.REPLY, [world.office_public("ECO"), source])
 
 

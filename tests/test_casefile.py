@@ -11,19 +11,21 @@ with KeyMismatch before anything is sealed.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
 import pytest
-from nacl.public import PrivateKey, PublicKey
+from nacl.public import PrivateKey
 
-from crypto import envelope, recovery
+from crypto import codenames, envelope, recovery
 from crypto.envelope import HEAD_BYTES, decrypt_bytes
 from crypto.errors import DecryptionError
 from crypto.kdf import PRODUCTION_COST
 from crypto.keys import (
     WRAP_HEADER_BYTES,
     KeyChain,
+    Recipient,
     XWingSecretKey,
     fingerprint,
     generate_keypair,
@@ -54,14 +56,29 @@ PASSPHRASE = "correct horse battery staple"
 
 @dataclass
 class World:
-    """Two offices, an officer of OIO, and a source."""
+    """Two offices, an officer of OIO, and a source.
+
+    The source's keys are derived from a codename as the source interface
+    derives them: `source`, the X-Wing key of every new report, and
+    `classical_source`, the X25519 key of reports made before.
+    """
 
     oio: PrivateKey = field(default_factory=generate_keypair)
     eco: PrivateKey = field(default_factory=generate_keypair)
-    source: PrivateKey = field(default_factory=generate_keypair)
+    derived: codenames.SourceSecrets = field(
+        default_factory=lambda: codenames.derive(codenames.generate(), bytes(16), CHEAP_COST)
+    )
     credentials: casefile.Credentials = field(
         default_factory=lambda: casefile.new_credentials(PASSPHRASE, CHEAP_COST)
     )
+
+    @property
+    def source(self) -> XWingSecretKey:
+        return self.derived.hybrid_key
+
+    @property
+    def classical_source(self) -> PrivateKey:
+        return self.derived.secret_key
 
     @property
     def officer_key(self) -> PrivateKey:
@@ -114,10 +131,10 @@ def message_item(
     seq: int,
     kind: ItemKind,
     text: str,
-    recipients: list[PublicKey],
+    recipients: list[Recipient],
     *,
     details: dict[str, str] | None = None,
-    source_key: PublicKey | None = None,
+    source_key: Recipient | None = None,
     report_id: str = REPORT,
     head_only: bool = False,
 ) -> SealedItem:
@@ -145,7 +162,7 @@ def message_item(
 def file_item(
     seq: int,
     content: bytes,
-    recipients: list[PublicKey],
+    recipients: list[Recipient],
     *,
     name: str = "ledger.pdf",
     report_id: str = REPORT,
@@ -463,6 +480,127 @@ def test_a_later_answer_binding_another_key_also_differs(world: World) -> None:
         )
     )
     assert casefile.open_thread(bundle_of(world, items), world.keyring()).source_key == "differs"
+
+
+def old_items(world: World) -> list[SealedItem]:
+    """A report made before sources got hybrid keys: everything bound and sealed to X25519."""
+    oio, classical = world.oio.public_key, world.classical_source.public_key
+    return [
+        message_item(1, ItemKind.MESSAGE, "The depot sells fuel.", [oio], source_key=classical),
+        message_item(2, ItemKind.ACKNOWLEDGEMENT, "Received.", [oio, classical]),
+    ]
+
+
+@pytest.mark.parametrize(
+    "swapped_in",
+    [
+        lambda world: XWingSecretKey.generate().public_key,
+        lambda world: generate_keypair().public_key,
+        lambda world: world.classical_source.public_key,
+    ],
+    ids=["another hybrid key", "an X25519 key", "the source's own X25519 key"],
+)
+def test_a_hybrid_source_key_swapped_on_the_server_stops_the_reply(
+    world: World, swapped_in: Callable[[World], Recipient]
+) -> None:
+    """Another X-Wing key, or an X25519 key (a downgrade), in place of the bound X-Wing key.
+
+    Even the X25519 key the same codename derives is refused: a report whose
+    messages bind an X-Wing key is never answered with X25519 alone.
+    """
+    row_key = bytes(swapped_in(world))
+    bundle = bundle_of(world, standard_items(world), source_public_key=row_key)
+    thread = casefile.open_thread(bundle, world.keyring())
+    assert thread.source_key == "differs"
+    with pytest.raises(SourceKeyMismatch) as refused:
+        casefile.reply_recipients(bundle, thread, world.keyring(), world.me(), world.pins())
+    assert refused.value.detail == KEY_EVENTS["differs"]
+
+
+def test_a_reply_to_a_hybrid_source_has_an_x_wing_entry_the_source_opens(world: World) -> None:
+    bundle = bundle_of(world, standard_items(world))
+    thread = casefile.open_thread(bundle, world.keyring())
+    recipients = casefile.reply_recipients(
+        bundle, thread, world.keyring(), world.me(), world.pins()
+    )
+    assert recipients[1] == world.source.public_key
+    item = casefile.seal_text(REPORT, "Which depot?", "reply", recipients)
+    source_id = envelope.recipient_id(world.source.public_key)
+    assert envelope.key_block_version(item.key_block) == 2
+    assert (source_id, True) in envelope.recipient_entries(item.key_block)
+    ctx = item_context(REPORT, item.item_id)
+    assert decrypt_bytes(item.key_block, item.body, world.source, ctx)[1] == (
+        message_document("Which depot?")
+    )
+    with pytest.raises(DecryptionError):
+        decrypt_bytes(item.key_block, item.body, world.classical_source, ctx)
+
+
+def test_a_report_with_an_x25519_source_key_is_answered_with_x25519(world: World) -> None:
+    """A report made before hybrid source keys: it matches; the reply's source entry is X25519."""
+    classical = world.classical_source.public_key
+    bundle = bundle_of(world, old_items(world), source_public_key=bytes(classical))
+    thread = casefile.open_thread(bundle, world.keyring())
+    assert thread.source_key == "matches"
+    recipients = casefile.reply_recipients(
+        bundle, thread, world.keyring(), world.me(), world.pins()
+    )
+    assert [bytes(k) for k in recipients] == [bytes(world.oio.public_key), bytes(classical)]
+    item = casefile.seal_text(REPORT, "Which depot?", "reply", recipients)
+    assert (envelope.recipient_id(classical), False) in envelope.recipient_entries(item.key_block)
+    ctx = item_context(REPORT, item.item_id)
+    assert decrypt_bytes(item.key_block, item.body, world.classical_source, ctx)[1] == (
+        message_document("Which depot?")
+    )
+
+
+@pytest.mark.parametrize(
+    "swapped_in",
+    [
+        lambda world: generate_keypair().public_key,
+        lambda world: XWingSecretKey.generate().public_key,
+        lambda world: world.source.public_key,
+    ],
+    ids=["another X25519 key", "a hybrid key", "the source's own hybrid key"],
+)
+def test_an_x25519_source_key_swapped_on_the_server_stops_the_reply(
+    world: World, swapped_in: Callable[[World], Recipient]
+) -> None:
+    """No switch is taken from the server: not even to the hybrid key of the same codename."""
+    row_key = bytes(swapped_in(world))
+    bundle = bundle_of(world, old_items(world), source_public_key=row_key)
+    thread = casefile.open_thread(bundle, world.keyring())
+    assert thread.source_key == "differs"
+    with pytest.raises(SourceKeyMismatch):
+        casefile.reply_recipients(bundle, thread, world.keyring(), world.me(), world.pins())
+
+
+def test_an_answer_binding_the_hybrid_key_does_not_switch_an_x25519_report(world: World) -> None:
+    """An answer (which anyone with the office's public key could forge) binding the X-Wing key
+    of the same codename, with the row switched to it: the first message still binds X25519."""
+    items = old_items(world)
+    items.append(
+        message_item(
+            3,
+            ItemKind.MESSAGE,
+            "answer",
+            [world.oio.public_key],
+            source_key=world.source.public_key,
+        )
+    )
+    for row_key in (world.source.public_key, world.classical_source.public_key):
+        bundle = bundle_of(world, items, source_public_key=bytes(row_key))
+        assert casefile.open_thread(bundle, world.keyring()).source_key == "differs"
+
+
+def test_a_source_key_of_no_known_length_stops_the_reply(world: World) -> None:
+    """A row holding neither 32 nor 1,216 bytes: refused as a differing key, nothing sealed."""
+    bundle = bundle_of(world, standard_items(world))
+    thread = casefile.open_thread(bundle, world.keyring())
+    damaged = replace(bundle, source_public_key=bytes(world.source.public_key)[:-1])
+    with pytest.raises(SourceKeyMismatch) as refused:
+        casefile.reply_recipients(damaged, thread, world.keyring(), world.me(), world.pins())
+    assert refused.value.detail == KEY_EVENTS["differs"]
 
 
 def test_a_damaged_first_item_makes_the_source_key_unreadable_and_stops_the_reply(

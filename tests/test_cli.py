@@ -588,6 +588,8 @@ def test_the_demo_holds_sample_reports_in_every_state(tmp_path: Path) -> None:
             assert closed.outcome and closed.acknowledged_at is not None
             referred = next(r for r in reports if r.status == "referred")
             assert referred.office_code != instance.config.category(referred.category).office
+            # Each source key is X-Wing (1,216 bytes), as the source interface now makes it.
+            assert {len(r.source_public_key) for r in reports} == {1216}
             # Each was made through the source path and says it is demo data.
             keys = {
                 code: _demo_office_key(instance, session, login) for code, login in logins.items()

@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from nacl.public import PrivateKey, PublicKey
+from nacl.public import PrivateKey
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
@@ -209,7 +209,7 @@ def test_a_sources_deletion_of_a_reply_leaves_no_copy_of_the_sources_entry(
         reply_id, block = reply.id, reply.key_block
         report = db.get(Report, rid)
         assert report is not None
-        source_public_key = PublicKey(report.source_public_key)
+        source_public_key = public_key_from_bytes(report.source_public_key)
     destroyed = sealed_entries(block, source_public_key)
     assert_found_before(instance, destroyed)
 

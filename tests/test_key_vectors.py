@@ -1,6 +1,7 @@
-"""Key chains, wraps and recovery files, checked against fixed vectors.
+"""A source's keys from a codename, key chains, wraps and recovery files: fixed vectors.
 
-The formats are in docs/format.md, "Secret keys, wraps, grants and recovery files".
+The formats are in docs/format.md, "Codenames and source keys" and "Secret keys,
+wraps, grants and recovery files".
 
 The vectors in tests/vectors/keys/ (made by make_key_vectors.py there) are
 checked three ways, as tests/test_format_vectors.py checks the envelopes:
@@ -22,6 +23,7 @@ import binascii
 import hashlib
 import importlib.util
 import json
+import re
 import struct
 import unicodedata
 from pathlib import Path
@@ -38,9 +40,9 @@ from nacl.bindings import (
 )
 from nacl.exceptions import CryptoError
 
-from crypto import recovery
+from crypto import codenames, recovery
 from crypto.errors import DecryptionError
-from crypto.kdf import KdfCost
+from crypto.kdf import KdfCost, derive_key
 from crypto.keys import (
     KeyChain,
     XWingSecretKey,
@@ -58,6 +60,7 @@ GENERATOR = VECTOR_DIR / "make_key_vectors.py"
 SPEC = Path(__file__).parent.parent / "docs" / "format.md"
 Vector = dict[str, Any]
 NAMES = (
+    "source-keys.json",
     "chain-v2-xwing-x25519.json",
     "chain-v1-x25519.json",
     "officer-wrap-xwing.json",
@@ -71,6 +74,7 @@ def load(name: str) -> Vector:
     return vector
 
 
+SOURCE_KEYS = load("source-keys.json")
 CHAIN_V2 = load("chain-v2-xwing-x25519.json")
 CHAIN_V1 = load("chain-v1-x25519.json")
 OFFICER_WRAP = load("officer-wrap-xwing.json")
@@ -210,6 +214,40 @@ def spec_open_recovery(document: bytes, passphrase: str) -> list[tuple[int, byte
     return keys
 
 
+S_LOOKUP_PERSON = b"dropbox-lookup"
+S_SOURCE_X25519_PERSON = b"dropbox-srckey"
+S_SOURCE_XWING_PERSON = b"dropbox-srcxwing"
+
+
+def spec_normalise_codename(typed: str) -> str:
+    """NFKC; case folded; NFKD without combining marks; words split at separators, one space."""
+    text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", typed).casefold())
+    folded = "".join(c for c in text if not unicodedata.combining(c))
+    return " ".join(w for w in re.split(r"[\s\-_.,;:/]+", folded) if w)
+
+
+def spec_source_keys(typed: str, salt: bytes, passes: int, memory: int) -> dict[str, bytes]:
+    """What a codename derives: one Argon2id output, three BLAKE2b derivations of it."""
+    normalised = spec_normalise_codename(typed)
+    master = spec_argon2id(normalised.encode("utf-8"), salt, passes, memory)
+
+    def blake(person: bytes) -> bytes:
+        return hashlib.blake2b(master, digest_size=32, person=person).digest()
+
+    # libsodium's crypto_box_seed_keypair: the secret key is SHA-512 of the seed, cut to 32.
+    x25519_secret = hashlib.sha512(blake(S_SOURCE_X25519_PERSON)).digest()[:32]
+    xwing_seed = blake(S_SOURCE_XWING_PERSON)
+    return {
+        "normalised": normalised.encode("utf-8"),
+        "master": master,
+        "lookup_id": blake(S_LOOKUP_PERSON),
+        "x25519_secret_key": x25519_secret,
+        "x25519_public_key": crypto_scalarmult_base(x25519_secret),
+        "xwing_secret_key": xwing_seed,
+        "xwing_public_key": spec_public_key(S_KEY_XWING, xwing_seed),
+    }
+
+
 # --- the code's side ----------------------------------------------------------------------------
 
 
@@ -232,6 +270,49 @@ def as_pairs(chain: KeyChain) -> list[tuple[int, bytes]]:
 
 
 # --- (a) and (b): the chains ------------------------------------------------------------------
+
+
+# --- (a) and (b): a source's keys from a codename ---------------------------------------------
+
+
+def test_the_codename_derives_the_fixed_source_keys_by_the_code_and_by_the_spec() -> None:
+    vector = SOURCE_KEYS
+    salt = bytes.fromhex(vector["instance_salt"])
+    cost = KdfCost(vector["passes"], vector["memory"])
+    derived = codenames.derive(vector["codename"], salt, cost)
+    code = {
+        "normalised": codenames.normalise(vector["codename"]).encode("utf-8"),
+        "master": derive_key(codenames.normalise(vector["codename"]).encode("utf-8"), salt, cost),
+        "lookup_id": derived.lookup_id,
+        "x25519_secret_key": bytes(derived.secret_key),
+        "x25519_public_key": bytes(derived.secret_key.public_key),
+        "xwing_secret_key": bytes(derived.hybrid_key),
+        "xwing_public_key": bytes(derived.hybrid_key.public_key),
+    }
+    spec = spec_source_keys(vector["codename"], salt, vector["passes"], vector["memory"])
+    expected = {
+        name: vector[name].encode("utf-8") if name == "normalised" else bytes.fromhex(vector[name])
+        for name in code
+    }
+    assert code == expected
+    assert spec == expected
+    assert len(expected["xwing_public_key"]) == 1216
+    # Three values from one output, none equal to another or to the output itself.
+    seeds = [expected[n] for n in ("master", "lookup_id", "x25519_secret_key", "xwing_secret_key")]
+    assert len(set(seeds)) == 4
+
+
+def test_the_source_key_derivation_the_spec_gives_matches_the_code_for_other_codenames() -> None:
+    """The spec's normalisation and derivation against the code's, on codenames typed oddly."""
+    cost = KdfCost(2, 64 * 1024)
+    salt = bytes(range(16))
+    for typed in ("Élan vital/rosé  ŒUVRE", "abc def ghj", codenames.generate("fr")):
+        derived = codenames.derive(typed, salt, cost)
+        spec = spec_source_keys(typed, salt, cost.iterations, cost.memory_bytes)
+        assert spec["normalised"] == codenames.normalise(typed).encode("utf-8")
+        assert spec["lookup_id"] == derived.lookup_id
+        assert spec["x25519_public_key"] == bytes(derived.secret_key.public_key)
+        assert spec["xwing_public_key"] == bytes(derived.hybrid_key.public_key)
 
 
 @pytest.mark.parametrize("vector", [CHAIN_V2, CHAIN_V1], ids=["v2", "v1"])

@@ -26,13 +26,14 @@ from flask.testing import FlaskClient
 from nacl.public import PrivateKey, PublicKey
 from sqlalchemy import func, select
 
+from crypto import envelope
 from crypto.keys import public_key_from_bytes
 from dropbox import bundles, offices
 from dropbox.api_schema import dump
 from dropbox.bundles import BundleRefused, ReturnItem
 from dropbox.instance import Instance
 from dropbox.items import new_id
-from dropbox.models import AuditEvent, Item, Office, Report
+from dropbox.models import AuditEvent, Item, ItemKind, Office, Report
 from journalist_interface import casefile
 from journalist_interface.offline import OfflineSettings, create_offline_app
 from tests.conftest import CHEAP_COST, CHEAP_CRYPTO_TOML, invoke, pinned_config
@@ -215,6 +216,16 @@ def test_a_reply_and_a_note_written_offline_reach_the_source_and_the_office(site
         if path.is_file():
             content = path.read_bytes()
             assert not any(canary in content for canary in CANARIES), path
+
+    # The source's key is hybrid: the reply sealed offline has an X-Wing entry for it.
+    with site.instance.sessions() as db:
+        row = db.get(Report, rid)
+        assert row is not None and len(row.source_public_key) == 1216
+        reply = db.execute(
+            select(Item).where(Item.report_id == rid, Item.kind == ItemKind.REPLY)
+        ).scalar_one()
+        source_id = envelope.recipient_id(public_key_from_bytes(row.source_public_key))
+        assert (source_id, True) in envelope.recipient_entries(reply.key_block)
 
     login(source, codename)
     thread = source.get("/thread").get_data(as_text=True)
@@ -403,7 +414,7 @@ def test_an_item_sealed_to_the_wrong_keys_is_refused(site: Site) -> None:
     with site.instance.sessions() as db:
         report = db.get(Report, rid)
         assert report is not None
-        source_key = PublicKey(report.source_public_key)
+        source_key = public_key_from_bytes(report.source_public_key)
     with site.instance.sessions() as db:
         office = db.get(Office, "OIO")
         assert office is not None

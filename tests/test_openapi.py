@@ -29,7 +29,7 @@ import httpx
 import pyotp
 import pytest
 from flask import Flask
-from nacl.public import PrivateKey, PublicKey
+from nacl.public import PrivateKey
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from openapi_spec_validator import validate as validate_document
 
@@ -270,7 +270,7 @@ def journey(world: CaseWorld, record: list[Exchange]) -> None:
     with pytest.raises(ApiError) as unknown:
         eco.report("0" * 32)
     assert unknown.value.status == 404
-    source = PublicKey(bundle.source_public_key)
+    source = public_key_from_bytes(bundle.source_public_key)
     reply = seal(report_id, "We have your report.", ItemKind.REPLY, [key.public_key, source])
     eco.add_item(report_id, "reply", reply, acknowledge=True)
     eco.add_item(report_id, "note", seal(report_id, "A note.", ItemKind.NOTE, [key.public_key]))

@@ -17,9 +17,12 @@ from flask.testing import FlaskClient
 from nacl.public import PrivateKey
 from sqlalchemy import func, select, update
 
-from crypto import envelope
+from crypto import codenames, envelope
 from crypto.codenames import WORD_COUNT, normalise
 from crypto.errors import DecryptionError
+from crypto.kdf import KdfCost
+from crypto.keys import XWingSecretKey
+from dropbox import reports
 from dropbox.config import Config, LimitSettings
 from dropbox.instance import Instance
 from dropbox.items import (
@@ -28,6 +31,7 @@ from dropbox.items import (
     item_context,
     message_document,
     message_type,
+    new_id,
     open_item_bytes,
     read_message_document,
     seal_bytes,
@@ -63,7 +67,7 @@ def client(source_app: Flask) -> FlaskClient:
 
 
 def decrypt_item(
-    instance: Instance, item: Item, key: PrivateKey
+    instance: Instance, item: Item, key: envelope.SecretKey
 ) -> tuple[envelope.Contents, bytes]:
     with instance.store.open(item.blob) as body:
         return envelope.decrypt_bytes(
@@ -167,6 +171,13 @@ def test_retaliation_report_goes_to_eco_encrypted_with_its_files(
         decrypt_item(instance, items[0], source_key)  # a source cannot read back what it sent
     ack_text, _ = read_message_document(decrypt_item(instance, items[4], source_key)[1])
     assert "Ethics and Conduct Office" in ack_text
+    # The source's key is hybrid: the row holds its X-Wing public key, the acknowledgement
+    # has an X-Wing entry for it, and the X25519 key the codename also derives opens nothing.
+    assert report.source_public_key == bytes(source_key.public_key)
+    source_id = envelope.recipient_id(source_key.public_key)
+    assert (source_id, True) in envelope.recipient_entries(items[4].key_block)
+    with pytest.raises(DecryptionError):
+        decrypt_item(instance, items[4], derived(instance, codename).secret_key)
 
 
 def near_boundary_bytes(size: int) -> bytes:
@@ -235,12 +246,15 @@ def test_a_message_opens_only_as_the_kind_sealed_inside_it(
             open_item_bytes(instance, item, key)
 
 
-def reports_source_key(instance: Instance, codename: str) -> PrivateKey:
-    from crypto.codenames import derive
-
-    return derive(
+def derived(instance: Instance, codename: str) -> codenames.SourceSecrets:
+    return codenames.derive(
         codename, instance.secrets.codename_salt, instance.secrets.codename_cost
-    ).secret_key
+    )
+
+
+def reports_source_key(instance: Instance, codename: str) -> XWingSecretKey:
+    """The key pair of a new report's source: X-Wing, derived from the codename."""
+    return derived(instance, codename).hybrid_key
 
 
 @pytest.mark.parametrize(
@@ -367,6 +381,80 @@ def test_a_source_cannot_delete_another_reports_message_or_its_own_submission(
     assert response.status_code == 404
     response = client.post("/thread/messages/nope/delete", data={"csrf_token": csrf_token(page)})
     assert response.status_code == 404
+
+
+def old_report(instance: Instance, codename: str) -> str:
+    """A report as the source interface made it before sources got hybrid keys (X25519)."""
+    keys = derived(instance, codename)
+    rid = new_id()
+    new = reports.NewReport(
+        lookup_id=keys.lookup_id,
+        source_public_key=keys.secret_key.public_key,
+        category="fraud",
+        text=MESSAGE,
+        details={},
+        identity={},
+        urgent=False,
+        acknowledgement="Received.",
+    )
+    with instance.sessions.begin() as db:
+        reports.submit(instance, db, rid, new)
+    return rid
+
+
+def test_signing_in_costs_one_derivation_and_keeps_the_same_keys_whichever_a_report_uses(
+    source_app: Flask,
+    instance: Instance,
+    office_keys: dict[str, PrivateKey],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hybrid report and one made before: the same work, answer and session shape.
+
+    Both key pairs come from the one Argon2id run (counted here around the
+    real derivation), so how long signing in takes, and what the session
+    holds, cannot tell which kind of key a codename's report has.
+    """
+    hybrid_client = source_app.test_client()
+    hybrid_codename, form = new_codename(hybrid_client)
+    submit_report(hybrid_client, form, {"category": "fraud", "message": MESSAGE})
+    old_codename = codenames.generate("en")
+    old_report(instance, old_codename)
+
+    runs: list[bytes] = []
+    real = codenames.derive_key
+
+    def counted(secret: bytes, salt: bytes, cost: KdfCost) -> bytes:
+        runs.append(secret)
+        return real(secret, salt, cost)
+
+    monkeypatch.setattr(codenames, "derive_key", counted)
+    shapes = []
+    for codename in (hybrid_codename, old_codename):
+        client = source_app.test_client()
+        runs.clear()
+        signed_in = login(client, codename)
+        assert signed_in.status_code == 302 and signed_in.location.endswith("/thread")
+        assert len(runs) == 1
+        with client.session_transaction() as state:
+            shapes.append({k: len(str(v)) for k, v in state.items() if k != "report_id"})
+        assert client.get("/thread").status_code == 200
+    assert shapes[0] == shapes[1]
+    assert {"secret_key", "hybrid_key"} <= set(shapes[0])
+
+
+def test_a_session_begun_before_hybrid_keys_sends_its_report_with_the_x25519_key(
+    client: FlaskClient, instance: Instance
+) -> None:
+    """A session that holds the X25519 key alone (begun before the upgrade) loses nothing."""
+    codename, _ = new_codename(client)
+    with client.session_transaction() as state:
+        del state["hybrid_key"]
+    report_form = client.get("/report").get_data(as_text=True)
+    sent = submit_report(client, report_form, {"category": "fraud", "message": MESSAGE})
+    assert sent.status_code == 302
+    report, _ = only_report(instance)
+    assert report.source_public_key == bytes(derived(instance, codename).secret_key.public_key)
+    assert "Received" in client.get("/thread").get_data(as_text=True)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,11 @@ compares it with the key the server sent, and refuses on any difference,
 recording a `key.mismatch` event on the case server. Here rows are changed
 in the database, as its owner would, and the reviewer app's pages are
 driven through /login.
+
+A new report's source key is X-Wing (hybrid post-quantum), derived from the
+codename; swapping it for another X-Wing key, or for an X25519 key (a
+downgrade), is refused alike. A report made before keeps its X25519 key and
+works as before (docs/security.md, 6a).
 """
 
 from __future__ import annotations
@@ -28,12 +33,15 @@ from sqlalchemy import delete, select, update
 from werkzeug.test import TestResponse
 
 from crypto import codenames, envelope
+from crypto.keys import Recipient, SecretKey, public_key_from_bytes
+from dropbox import reports
 from dropbox.instance import Instance
 from dropbox.items import (
     check_source_key,
     item_context,
     message_document,
     message_type,
+    new_id,
     open_item_bytes,
 )
 from dropbox.models import Item, ItemKind, ItemRead, Report
@@ -95,11 +103,20 @@ class Made:
 # --- helpers ------------------------------------------------------------------------
 
 
-def derived_public_key(instance: Instance, codename: str) -> bytes:
-    """The source's public key, derived from the codename as the source interface does."""
+def derived(instance: Instance, codename: str) -> codenames.SourceSecrets:
+    """What the source interface derives from the codename."""
     secrets = instance.secrets
-    derived = codenames.derive(codename, secrets.codename_salt, secrets.codename_cost)
-    return bytes(derived.secret_key.public_key)
+    return codenames.derive(codename, secrets.codename_salt, secrets.codename_cost)
+
+
+def derived_public_key(instance: Instance, codename: str) -> bytes:
+    """The public key of a new report's source: X-Wing, derived from the codename."""
+    return bytes(derived(instance, codename).hybrid_key.public_key)
+
+
+def derived_classical_key(instance: Instance, codename: str) -> bytes:
+    """The X25519 public key the codename derives: the key of reports made before X-Wing."""
+    return bytes(derived(instance, codename).secret_key.public_key)
 
 
 def items(instance: Instance, rid: str) -> list[Item]:
@@ -117,15 +134,19 @@ def document(instance: Instance, item: Item, office_key: PrivateKey) -> dict[str
     return parsed
 
 
-def swap_source_key(instance: Instance, rid: str) -> PrivateKey:
+def swap_source_key(instance: Instance, rid: str, kind: str = "X-Wing") -> SecretKey:
     """Do what a database writer would: put their own public key in the report row."""
-    intruder = swap_in_database(instance, rid)
+    intruder = swap_in_database(instance, rid, kind)
     INTRUDERS.append(intruder.public_key)
     return intruder
 
 
 # Every key swapped in by a test: nothing may ever be sealed to one of them.
-INTRUDERS: list[PublicKey] = []
+INTRUDERS: list[Recipient] = []
+# The two swaps of a hybrid source key: for another hybrid key, and for an X25519 key.
+SWAPS = pytest.mark.parametrize(
+    "kind", ["X-Wing", "X25519"], ids=["hybrid for hybrid", "hybrid for X25519 (downgrade)"]
+)
 
 
 def key_events(instance: Instance) -> list[tuple[str, str, str | None]]:
@@ -212,12 +233,23 @@ def test_the_first_item_binds_the_source_key_derived_from_the_codename(
     made: Made, world: World
 ) -> None:
     instance, office_key = world.instance, world.office_keys["OIO"]
-    expected = base64.b64encode(derived_public_key(instance, made.codename)).decode()
+    hybrid = derived_public_key(instance, made.codename)
+    expected = base64.b64encode(hybrid).decode()
     first, *rest = items(instance, made.rid)
     opened = document(instance, first, office_key)
     assert first.seq == 1 and first.kind == ItemKind.MESSAGE
     assert opened["text"] == MESSAGE
     assert opened["source_key"] == expected
+    # A new report's source key is X-Wing: the row holds its 1,216 bytes, and the
+    # acknowledgement is sealed to it with an X-Wing entry of a version 2 key block.
+    assert len(hybrid) == 1216
+    with instance.sessions() as db:
+        row = db.get(Report, made.rid)
+        assert row is not None and row.source_public_key == hybrid
+    acknowledgement = rest[-1]
+    assert envelope.key_block_version(acknowledgement.key_block) == 2
+    source_id = envelope.recipient_id(public_key_from_bytes(hybrid))
+    assert (source_id, True) in envelope.recipient_entries(acknowledgement.key_block)
     # The identity details and the acknowledgement carry no copy; a later answer does.
     assert [i.kind for i in rest] == [ItemKind.IDENTITY, ItemKind.ACKNOWLEDGEMENT]
     assert all("source_key" not in document(instance, i, office_key) for i in rest)
@@ -234,8 +266,9 @@ def test_the_first_item_binds_the_source_key_derived_from_the_codename(
 # --- a swapped key ------------------------------------------------------------------
 
 
+@SWAPS
 def test_a_swapped_source_key_stops_the_reply_page_with_a_warning_and_an_audit_event(
-    made: Made, reviewer: Flask, source: Flask, world: World
+    made: Made, reviewer: Flask, source: Flask, world: World, kind: str
 ) -> None:
     instance = world.instance
     officer = signed_in_client(reviewer, world, "oio")
@@ -243,7 +276,7 @@ def test_a_swapped_source_key_stops_the_reply_page_with_a_warning_and_an_audit_e
     assert "Your message was sent to the source." in text_of(sent)
     assert "source's key" not in text_of(officer.get(f"/reports/{made.rid}"))
 
-    swap_source_key(instance, made.rid)
+    swap_source_key(instance, made.rid, kind)
     before, blobs = items(instance, made.rid), set(instance.store.names())
     shown = text_of(officer.get(f"/reports/{made.rid}"))
     assert "Replies cannot be sent." in shown
@@ -261,14 +294,15 @@ def test_a_swapped_source_key_stops_the_reply_page_with_a_warning_and_an_audit_e
     assert EARLIER in thread and LATER not in thread
 
 
+@SWAPS
 def test_moving_or_deleting_the_first_message_does_not_hide_a_swapped_key(
-    made: Made, reviewer: Flask, world: World
+    made: Made, reviewer: Flask, world: World, kind: str
 ) -> None:
     """An answer binds the key too: the first message cannot be moved out of the way."""
     instance = world.instance
     answer(made, "The logs are kept in the office next to the gate.")
     first, *_, answered = items(instance, made.rid)
-    swap_source_key(instance, made.rid)
+    swap_source_key(instance, made.rid, kind)
     with instance.sessions.begin() as db:
         # The answer takes the first message's place; the first message's row goes.
         db.execute(delete(ItemRead).where(ItemRead.item_id == first.id))
@@ -382,7 +416,7 @@ def test_the_source_reads_answers_and_deletes_with_its_own_key_even_after_a_swap
     officer = signed_in_client(reviewer, world, "oio")
     reply_page(officer, made.rid, EARLIER)
     reply_id = items(instance, made.rid)[-1].id
-    real = PublicKey(derived_public_key(instance, made.codename))
+    real = public_key_from_bytes(derived_public_key(instance, made.codename))
     swap_source_key(instance, made.rid)
 
     client = source.test_client()
@@ -400,3 +434,144 @@ def test_the_source_reads_answers_and_deletes_with_its_own_key_even_after_a_swap
         # codename that leaks later no longer opens the reply; the office still does.
         assert envelope.recipient_id(real) not in envelope.recipient_ids(item.key_block)
         assert open_item_bytes(instance, item, world.office_keys["OIO"])
+
+
+# --- hybrid source keys, and reports made before them ---------------------------------
+
+
+def test_a_reply_to_a_new_report_is_sealed_to_the_sources_x_wing_key_and_read_with_the_codename(
+    made: Made, reviewer: Flask, source: Flask, world: World
+) -> None:
+    """Source to office to reply to source, every source entry X-Wing; X25519 is never used."""
+    instance = world.instance
+    officer = signed_in_client(reviewer, world, "oio")
+    assert "Your message was sent to the source." in text_of(reply_page(officer, made.rid, EARLIER))
+    reply = items(instance, made.rid)[-1]
+    assert reply.kind == ItemKind.REPLY
+    hybrid = public_key_from_bytes(derived_public_key(instance, made.codename))
+    office = world.office_keys["OIO"].public_key
+    assert envelope.key_block_version(reply.key_block) == 2
+    assert envelope.recipient_entries(reply.key_block) == [
+        (envelope.recipient_id(office), True),
+        (envelope.recipient_id(hybrid), True),
+    ]
+    # The source, back with the codename, reads it (with the X-Wing key: there is no other entry).
+    assert EARLIER in source_thread(source, made.codename)
+    # The X25519 key the codename also derives is never stored, sent nor sealed to.
+    classical = PublicKey(derived_classical_key(instance, made.codename))
+    assert sealed_to(instance, classical) == []
+    with instance.sessions() as db:
+        row = db.get(Report, made.rid)
+        assert row is not None and row.source_public_key == bytes(hybrid)
+
+
+def test_a_downgraded_row_does_not_make_the_source_fall_back_to_its_x25519_key(
+    made: Made, reviewer: Flask, source: Flask, world: World
+) -> None:
+    """A database owner who puts an X25519 key in a hybrid report's row forces no switch.
+
+    The source interface keeps reading and binding with the X-Wing key (the
+    row holds not the source's own X25519 key, which nobody but the
+    codename's holder knows), and the reviewer app refuses the reply.
+    """
+    instance, office_key = world.instance, world.office_keys["OIO"]
+    officer = signed_in_client(reviewer, world, "oio")
+    reply_page(officer, made.rid, EARLIER)
+    swap_source_key(instance, made.rid, "X25519")
+
+    client = source.test_client()
+    assert login(client, made.codename).status_code == 302
+    assert EARLIER in html.unescape(client.get("/thread").get_data(as_text=True))
+    answer(Made(made.codename, client, made.rid), "The logs are in the gate office.")
+    answered = items(instance, made.rid)[-1]
+    bound = base64.b64decode(document(instance, answered, office_key)["source_key"])
+    assert bound == derived_public_key(instance, made.codename)
+    classical = PublicKey(derived_classical_key(instance, made.codename))
+    assert sealed_to(instance, classical) == []
+
+    before, blobs = items(instance, made.rid), set(instance.store.names())
+    assert DIFFERS in text_of(reply_page(officer, made.rid, LATER))
+    assert_refused_and_recorded(instance, made.rid, before, blobs, SWAPPED)
+
+
+def old_report(instance: Instance, codename: str) -> str:
+    """A report as the source interface made it before sources got hybrid keys: X25519.
+
+    Its first item binds the X25519 key the codename derives, its row holds
+    that key, and its acknowledgement is sealed to it.
+    """
+    keys = derived(instance, codename)
+    rid = new_id()
+    new = reports.NewReport(
+        lookup_id=keys.lookup_id,
+        source_public_key=keys.secret_key.public_key,
+        category="fraud",
+        text=MESSAGE,
+        details={},
+        identity={},
+        urgent=False,
+        acknowledgement="Thank you: the office has received your report.",
+    )
+    with instance.sessions.begin() as db:
+        reports.submit(instance, db, rid, new)
+    return rid
+
+
+def test_a_report_made_with_an_x25519_source_key_works_as_before(
+    reviewer: Flask, source: Flask, world: World
+) -> None:
+    """The source signs in and reads, answers binding X25519, officers reply: it stays X25519."""
+    instance, office_key = world.instance, world.office_keys["OIO"]
+    codename = codenames.generate("en")
+    rid = old_report(instance, codename)
+    classical = derived_classical_key(instance, codename)
+    classical_id = envelope.recipient_id(PublicKey(classical))
+    hybrid = public_key_from_bytes(derived_public_key(instance, codename))
+
+    officer = signed_in_client(reviewer, world, "oio")
+    page = text_of(officer.get(f"/reports/{rid}"))
+    assert MESSAGE in page and "source's key" not in page
+    assert "Your message was sent to the source." in text_of(reply_page(officer, rid, EARLIER))
+    reply = items(instance, rid)[-1]
+    assert (classical_id, False) in envelope.recipient_entries(reply.key_block)
+
+    client = source.test_client()
+    assert login(client, codename).status_code == 302
+    thread = html.unescape(client.get("/thread").get_data(as_text=True))
+    assert "the office has received your report" in thread and EARLIER in thread
+    answer(Made(codename, client, rid), "It is the north depot.")
+    answered = items(instance, rid)[-1]
+    assert base64.b64decode(document(instance, answered, office_key)["source_key"]) == classical
+    with instance.sessions() as db:
+        row = db.get(Report, rid)
+        assert row is not None and row.source_public_key == classical
+
+    assert "Your message was sent to the source." in text_of(reply_page(officer, rid, LATER))
+    thread = html.unescape(client.get("/thread").get_data(as_text=True))
+    assert EARLIER in thread and LATER in thread
+    deleted = post_form(client, "/thread", f"/thread/messages/{reply.id}/delete", {})
+    assert deleted.status_code == 302
+    with instance.sessions() as db:
+        gone = db.get(Item, reply.id)
+        assert gone is not None and gone.deleted_by_source
+        assert classical_id not in envelope.recipient_ids(gone.key_block)
+        assert open_item_bytes(instance, gone, office_key)
+    # The hybrid key the codename also derives was never used for this report.
+    assert sealed_to(instance, hybrid) == []
+    assert key_events(instance) == []
+
+
+@pytest.mark.parametrize(
+    "kind", ["X-Wing", "X25519"], ids=["X25519 for hybrid", "X25519 for X25519"]
+)
+def test_an_x25519_source_key_swapped_on_the_server_gets_no_reply(
+    reviewer: Flask, world: World, kind: str
+) -> None:
+    """Neither another X25519 key nor a hybrid one passes for an old report's key."""
+    instance = world.instance
+    rid = old_report(instance, codenames.generate("en"))
+    swap_source_key(instance, rid, kind)
+    before, blobs = items(instance, rid), set(instance.store.names())
+    refused = reply_page(signed_in_client(reviewer, world, "oio"), rid, LATER)
+    assert DIFFERS in text_of(refused)
+    assert_refused_and_recorded(instance, rid, before, blobs, SWAPPED)

@@ -14,9 +14,10 @@ import pytest
 from babel.dates import format_date
 from flask import Flask
 from flask.testing import FlaskClient
-from nacl.public import PrivateKey, PublicKey
+from nacl.public import PrivateKey
 from sqlalchemy import select
 
+from crypto.keys import public_key_from_bytes
 from dropbox.instance import Instance
 from dropbox.models import Item, ItemKind, Report
 from source_interface import formats
@@ -58,7 +59,7 @@ def report_ids(instance: Instance) -> set[str]:
 def officer_replies(world: CaseWorld, report_id: str, text: str) -> str:
     """The OIO officer replies through the case server; return the reply's id."""
     oio = world.client("oio")
-    source = PublicKey(oio.report(report_id).source_public_key)
+    source = public_key_from_bytes(oio.report(report_id).source_public_key)
     reply = seal(report_id, text, ItemKind.REPLY, [world.office_public("OIO"), source])
     oio.add_item(report_id, "reply", reply)
     return reply.item_id

@@ -16,10 +16,11 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from nacl.public import PrivateKey, PublicKey
+from nacl.public import PrivateKey
 from sqlalchemy import insert, select, update
 
 from crypto import envelope
+from crypto.keys import public_key_from_bytes
 from dropbox import statistics
 from dropbox.api_schema import Statistics, StatisticsQuery
 from dropbox.instance import Instance
@@ -311,7 +312,7 @@ def test_the_days_taken_are_stored_when_a_report_is_acknowledged_closed_and_reop
 
     eco.change_status(by_status, "acknowledged")
     assert _days_taken(case_world, by_status) == (10, None)
-    source = PublicKey(eco.report(by_reply).source_public_key)
+    source = public_key_from_bytes(eco.report(by_reply).source_public_key)
     reply = seal(by_reply, "Thank you.", ItemKind.REPLY, [case_world.office_public("ECO"), source])
     eco.add_item(by_reply, "reply", reply, acknowledge=True)
     assert _days_taken(case_world, by_reply) == (12, None)
@@ -345,7 +346,7 @@ def test_whether_each_deadline_was_met_is_stored_when_it_happens_and_reopening_f
     assert _deadlines_met(case_world, on_time) == (None, None)
 
     eco.change_status(on_time, "acknowledged")
-    source = PublicKey(eco.report(late).source_public_key)
+    source = public_key_from_bytes(eco.report(late).source_public_key)
     reply = seal(late, "Thank you.", ItemKind.REPLY, [case_world.office_public("ECO"), source])
     eco.add_item(late, "reply", reply, acknowledge=True)
     assert _deadlines_met(case_world, on_time) == (True, None)

@@ -282,7 +282,7 @@ def fresh_report(scene: Scene) -> Fresh:
 
     new = reports.NewReport(
         lookup_id=derived.lookup_id,
-        source_public_key=derived.secret_key.public_key,
+        source_public_key=derived.hybrid_key.public_key,
         category="fraud",
         text=MESSAGE,
         details={"Where it happened": WHERE},
@@ -291,7 +291,7 @@ def fresh_report(scene: Scene) -> Fresh:
         acknowledgement=ACKNOWLEDGEMENT,
     )
     office = scene.world.office_keys["OIO"].public_key
-    source = derived.secret_key.public_key
+    source = derived.hybrid_key.public_key
     with instance.sessions.begin() as db:
         reports.submit(instance, db, report_id, new, upload("file"))
     case = scene.case

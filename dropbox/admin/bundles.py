@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from nacl.public import PublicKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -233,7 +232,14 @@ def _check_item(
         )
     needed = {envelope.recipient_id(public_key_from_bytes(office.public_key))}
     if item.kind == ItemKind.REPLY:
-        needed.add(envelope.recipient_id(PublicKey(report.source_public_key)))
+        # X25519 for a report made before sources got hybrid keys, X-Wing since.
+        try:
+            needed.add(envelope.recipient_id(public_key_from_bytes(report.source_public_key)))
+        except ValueError:
+            raise BundleRefused(
+                f"{where} is for report {report.designation}, whose source key on this server"
+                " is damaged"
+            ) from None
     if set(envelope.recipient_ids(item.key_block)) != needed:
         whom = f"{office.code} and the source" if item.kind == ItemKind.REPLY else office.code
         raise BundleRefused(

@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from nacl.public import PublicKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crypto import codenames, envelope
-from crypto.keys import KeyChain
+from crypto.keys import KeyChain, public_key_from_bytes
 from dropbox import cases, reports
 from dropbox.instance import Instance
 from dropbox.items import item_context, message_document, message_type, new_id
@@ -122,7 +121,7 @@ def _submit(instance: Instance, session: Session, sample: Sample) -> Report:
     report_id = new_id()
     new = reports.NewReport(
         lookup_id=source.lookup_id,
-        source_public_key=source.secret_key.public_key,
+        source_public_key=source.hybrid_key.public_key,
         category=sample.category,
         text=DEMO_MARK + sample.text,
         details={},
@@ -138,7 +137,10 @@ def _reply(
 ) -> None:
     """The officer reads the report and replies: the reply acknowledges it."""
     cases.thread(instance, session, officer, report)
-    to: list[envelope.Recipient] = [key.public_key, PublicKey(report.source_public_key)]
+    to: list[envelope.Recipient] = [
+        key.public_key,
+        public_key_from_bytes(report.source_public_key),
+    ]
     text = "Thank you for your report. We are looking into it. (Demo data.)"
     sealed = _seal(report, text, ItemKind.REPLY, to)
     cases.add_item(instance, session, officer, report, "reply", sealed, acknowledge=True)

@@ -280,7 +280,8 @@ def still_referenced(session: Session, names: Iterable[str]) -> set[str]:
 def classical_office_entries(session: Session) -> tuple[int, int]:
     """(entries, items): key-block entries that are X25519 and not the source's.
 
-    A source's key is X25519 by design (docs/security.md, 6a); every other
+    A source's entry is left out: X25519 for a report made before sources
+    got hybrid keys, which keeps it (docs/security.md, 6a); every other
     entry is an office's, and one that is X25519 is sealed with X25519
     alone. A key block that does not parse is left to the other checks.
     """

@@ -6,9 +6,10 @@ Run by hand, from the repository root, only when the format changes:
 
     .venv/bin/python tests/vectors/keys/make_key_vectors.py
 
-Everything is made by the project's own code (crypto/keys.py, crypto/recovery.py):
-key chains, an officer's wrap under the wrapping key, a passphrase wrap, and a
-version 2 recovery file. Damaged variants are made from them: a byte flipped,
+Everything is made by the project's own code (crypto/keys.py, crypto/recovery.py,
+crypto/codenames.py): a source's keys derived from a codename, key chains, an
+officer's wrap under the wrapping key, a passphrase wrap, and a version 2
+recovery file. Damaged variants are made from them: a byte flipped,
 a version or type byte changed, a cut.
 
 Every key is SHA-256 of "dropbox key vector: " and its role. The wraps draw a
@@ -35,8 +36,8 @@ from typing import Any
 import nacl.secret
 
 import crypto.keys
-from crypto import recovery
-from crypto.kdf import KdfCost
+from crypto import codenames, recovery
+from crypto.kdf import KdfCost, derive_key
 from crypto.keys import (
     KeyChain,
     PrivateKey,
@@ -275,9 +276,38 @@ def recovery_v2() -> Vector:
     }
 
 
+# Typed as a source might: capitals, an accent, a hyphen, a tab and a double space. The
+# derivation normalises it first (docs/format.md, "Codenames and source keys").
+SOURCE_CODENAME = "Amber-BRIDGE  cédar\tdelta ember fable garnet harbor"
+
+
+def source_keys() -> Vector:
+    salt = fixed("instance salt", 16)
+    derived = codenames.derive(SOURCE_CODENAME, salt, COST)
+    normalised = codenames.normalise(SOURCE_CODENAME)
+    master = derive_key(normalised.encode("utf-8"), salt, COST)
+    return {
+        "description": "A source's secrets derived from a codename: the lookup id, the X25519 key "
+        "pair of reports made before hybrid source keys, and the X-Wing key pair of every report "
+        "made since, all from one Argon2id output. Made by crypto.codenames.derive.",
+        "codename": SOURCE_CODENAME,
+        "normalised": normalised,
+        "instance_salt": salt.hex(),
+        "passes": COST.iterations,
+        "memory": COST.memory_bytes,
+        "master": master.hex(),
+        "lookup_id": derived.lookup_id.hex(),
+        "x25519_secret_key": bytes(derived.secret_key).hex(),
+        "x25519_public_key": bytes(derived.secret_key.public_key).hex(),
+        "xwing_secret_key": bytes(derived.hybrid_key).hex(),
+        "xwing_public_key": bytes(derived.hybrid_key.public_key).hex(),
+    }
+
+
 def build_vectors() -> dict[str, Vector]:
     """Every vector this script writes, by file name."""
     return {
+        "source-keys.json": source_keys(),
         "chain-v2-xwing-x25519.json": chain_v2(),
         "chain-v1-x25519.json": chain_v1(),
         "officer-wrap-xwing.json": officer_wrap(),
