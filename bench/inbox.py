@@ -25,12 +25,13 @@ What it does:
    batch): about 85% OIO and 15% ECO, received over three years, deadlines
    as `dropbox.reports.submit` computes them, statuses by age, some urgent,
    assigned, referred with a copy kept, 2-4 items each, some read. The
-   inbox decrypts nothing, so these items carry placeholder key blocks (of
-   the size a real one has: ``--key-blocks hybrid``, the default, 1,284
-   bytes, a version 2 block with an X-Wing office entry and an X25519 source
-   entry, as items are sealed since office keys are X-Wing; ``classical``,
-   194 bytes, two version 1 entries, as before) and
-   no blobs (their report pages are never opened).
+   inbox decrypts nothing, so these items carry placeholder key blocks of
+   the size a real one has (``--key-blocks hybrid``, the default, 2,372
+   bytes: X-Wing entries for the office and the source, as reports are made
+   since both keys are X-Wing; ``hybrid-office``, 1,284 bytes: an X-Wing
+   office entry and an X25519 source entry; ``classical``, 194 bytes: two
+   version 1 entries), source keys of the matching kind, and no blobs
+   (their report pages are never opened).
 3. Makes two ECO reports for real, sealed with `dropbox.items.seal_bytes`:
    a thread of ten items (the source's first message binding the source's
    public key with `message_document(text, source_key=...)`, as the source
@@ -104,14 +105,15 @@ if str(REPO) not in sys.path:
 
 import httpx  # noqa: E402
 import pyotp  # noqa: E402
-from nacl.public import PrivateKey, PublicKey  # noqa: E402
+from nacl.public import PrivateKey  # noqa: E402
 from sqlalchemy import and_, func, insert, or_, select, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server  # noqa: E402
 from werkzeug.wsgi import ClosingIterator  # noqa: E402
 
 from crypto.kdf import KdfCost  # noqa: E402
-from crypto.keys import fingerprint, public_key_from_bytes  # noqa: E402
+from crypto.keys import Recipient, fingerprint, public_key_from_bytes  # noqa: E402
+from crypto.xwing import XWingSecretKey  # noqa: E402
 from dropbox import inbox, officers, offices  # noqa: E402
 from dropbox.access import visible_condition  # noqa: E402
 from dropbox.config import Config, CryptoSettings  # noqa: E402
@@ -284,8 +286,12 @@ Rows = list[dict[str, Any]]
 
 
 # The size of a real key block of one office and the source (docs/format.md): version 2
-# with an X-Wing office entry and an X25519 source entry, or version 1 with two entries.
-KEY_BLOCK_BYTES = {"hybrid": 2 + 1185 + 97, "classical": 2 + 2 * 96}
+# with X-Wing entries for both (reports made since sources' keys are X-Wing), version 2
+# with an X-Wing office entry and an X25519 source entry (reports made before), or
+# version 1 with two X25519 entries (before office keys were X-Wing).
+KEY_BLOCK_BYTES = {"hybrid": 2 + 2 * 1185, "hybrid-office": 2 + 1185 + 97, "classical": 2 + 2 * 96}
+# The source's public key in a report's row: X-Wing in the first mode, X25519 otherwise.
+SOURCE_KEY_BYTES = {"hybrid": 1216, "hybrid-office": 32, "classical": 32}
 
 
 def batches(
@@ -293,7 +299,7 @@ def batches(
     people: dict[str, list[Person]],
     count: int,
     rng: random.Random,
-    key_block_bytes: int = KEY_BLOCK_BYTES["hybrid"],
+    key_blocks: str = "hybrid",
 ) -> Iterator[tuple[Rows, Rows, Rows, Rows]]:
     """Rows of reports, items, read marks and shares, at most BATCH reports at a time."""
     config = instance.config
@@ -306,7 +312,8 @@ def batches(
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     today = datetime(now.year, now.month, now.day)
     labels = designations(rng)
-    key_block = bytes(key_block_bytes)
+    key_block = bytes(KEY_BLOCK_BYTES[key_blocks])
+    source_key_bytes = SOURCE_KEY_BYTES[key_blocks]
     done = 0
     while done < count:
         reports: Rows = []
@@ -336,7 +343,7 @@ def batches(
                 {
                     "id": report_id,
                     "lookup_id": rng.randbytes(32),
-                    "source_public_key": rng.randbytes(32),
+                    "source_public_key": rng.randbytes(source_key_bytes),
                     "designation": next(labels),
                     "office_code": office,
                     "category": category,
@@ -387,7 +394,7 @@ def seed(
     people: dict[str, list[Person]],
     count: int,
     rng: random.Random,
-    key_block_bytes: int = KEY_BLOCK_BYTES["hybrid"],
+    key_blocks: str = "hybrid",
 ) -> Seeded:
     """Bulk-insert `count` reports with their items, read marks and shares."""
     totals = {"reports": 0, "items": 0, "reads": 0, "shares": 0}
@@ -395,7 +402,7 @@ def seed(
     started = time.perf_counter()
     # One transaction: one fsync (the engine's synchronous=FULL) rather than one a batch.
     with instance.sessions.begin() as db:
-        for reports, items, reads, shares in batches(instance, people, count, rng, key_block_bytes):
+        for reports, items, reads, shares in batches(instance, people, count, rng, key_blocks):
             # render_nulls: one executemany a table, rather than one for each run
             # of rows that happen to have the same columns set to None.
             for model, rows in ((Report, reports), (Item, items), (ItemRead, reads)):
@@ -440,7 +447,7 @@ class RealReport:
     file_item: str | None = None
 
 
-def new_report(db: Session, source_key: PublicKey, category: str) -> Report:
+def new_report(db: Session, source_key: Recipient, category: str) -> Report:
     """An ECO report received today, under assessment, acknowledged."""
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     today = datetime(now.year, now.month, now.day)
@@ -472,9 +479,9 @@ def add_message(
     report: Report,
     kind: ItemKind,
     text: str,
-    recipients: list[PublicKey],
+    recipients: list[Recipient],
     author: int | None = None,
-    source_key: PublicKey | None = None,
+    source_key: Recipient | None = None,
 ) -> None:
     """Seal one message-like item and record it."""
     stored = seal_bytes(
@@ -487,8 +494,15 @@ def add_message(
     add_item(db, report, stored, kind, datetime.now(UTC).replace(tzinfo=None), author)
 
 
+def new_source_key(key_blocks: str) -> Recipient:
+    """A source's public key of the kind the seeded rows have (X-Wing since sources' are)."""
+    if SOURCE_KEY_BYTES[key_blocks] == 1216:
+        return XWingSecretKey.generate().public_key
+    return PrivateKey.generate().public_key
+
+
 def real_reports(
-    instance: Instance, keys: dict[str, PrivateKey], author: Person
+    instance: Instance, keys: dict[str, PrivateKey], author: Person, key_blocks: str = "hybrid"
 ) -> tuple[RealReport, RealReport]:
     """Two ECO reports sealed for real: a ten-item thread, and a report with a file.
 
@@ -499,7 +513,7 @@ def real_reports(
     office_key = keys["ECO"].public_key
     category = next(c.code for c in instance.config.categories if c.office == "ECO")
     with instance.sessions.begin() as db:
-        source_key = PrivateKey.generate().public_key
+        source_key = new_source_key(key_blocks)
         report = new_report(db, source_key, category)
         texts = []
         for n in range(THREAD_ITEMS):
@@ -527,7 +541,7 @@ def real_reports(
                 )
         thread = RealReport(report.id, texts)
 
-        source_key = PrivateKey.generate().public_key
+        source_key = new_source_key(key_blocks)
         report = new_report(db, source_key, category)
         first = "Bench file report. " + LOREM
         add_message(
@@ -1023,7 +1037,7 @@ def run(args: argparse.Namespace) -> int:
         rng = random.Random(args.seed)  # noqa: S311 - reproducible data, not secrets
         instance, keys, people = set_up(work / "data")
         block_bytes = KEY_BLOCK_BYTES[args.key_blocks]
-        seeded = seed(instance, people, args.reports, rng, block_bytes)
+        seeded = seed(instance, people, args.reports, rng, args.key_blocks)
         with instance.sessions() as db:  # the database's own size, whether or not in the WAL yet
             page_count = db.execute(text("PRAGMA page_count")).scalar_one()
             page_size = db.execute(text("PRAGMA page_size")).scalar_one()
@@ -1035,7 +1049,7 @@ def run(args: argparse.Namespace) -> int:
             f"{seeded.reads:,} read marks, {seeded.shares:,} shares "
             f"in {seeded.seconds:.1f} s ({seeded.reports / seeded.seconds:,.0f} reports/s)"
         )
-        thread, with_file = real_reports(instance, keys, people["ECO"][0])
+        thread, with_file = real_reports(instance, keys, people["ECO"][0], args.key_blocks)
         checkpoint(instance)
         started = time.perf_counter()
         checked = check_inbox(instance, people)
@@ -1172,7 +1186,7 @@ def main() -> int:
         "--key-blocks",
         choices=sorted(KEY_BLOCK_BYTES),
         default="hybrid",
-        help="size of the seeded items' placeholder key blocks (hybrid: X-Wing office entry)",
+        help="the seeded items' placeholder key blocks (hybrid: X-Wing office and source entries)",
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed of the data")
     parser.add_argument("--dir", default=None, help="where to put the temporary instance")
