@@ -75,10 +75,15 @@ test-deps: $(STAMP)
 # Each phase prints its wall time (CI's budget: well under 20 minutes); the first
 # phase that fails stops the run with its own exit code. SQL_SITES is where each
 # test process records the statements it sent.
+# Python may keep compiled modules here even where the environment says not to
+# (PYTHONDONTWRITEBYTECODE): else every pytest process rewrote the assertions of
+# about 360 modules again (6 s of CPU each, 12 processes), and every server and
+# command the tests start compiled the project again.
 SQL_SITES = tests/artifacts/sql-sites
 
 test:
-	@started=$$(date +%s); summary=""; workers=$${TEST_WORKERS:-4}; \
+	@unset PYTHONDONTWRITEBYTECODE; \
+	started=$$(date +%s); summary=""; workers=$${TEST_WORKERS:-4}; \
 	clock() { printf '%d:%02d' $$(($$1 / 60)) $$(($$1 % 60)); }; \
 	phase() { \
 		name=$$1; shift; from=$$(date +%s); echo "make test: $$name: $$*"; \
