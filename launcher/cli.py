@@ -353,6 +353,11 @@ def office_reseal(state: _State, code: str, recovery_file: Path, batch_size: int
             f"{len(run.damaged)} items have a key block that does not open with the office key"
             " and were left as they are: " + ", ".join(run.damaged[:20])
         )
+    if chain.previous:
+        click.echo(
+            f"Next, take the old key out of {code}'s key chain with 'dropbox office"
+            f" retire-old-keys {code} --recovery-file {recovery_file} --new-recovery-file NEW'."
+        )
 
 
 @office.command("retire-old-keys")

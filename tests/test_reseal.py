@@ -340,6 +340,10 @@ def test_the_commands_upgrade_reseal_and_fsck_counts_what_is_left(
     )  # fmt: skip
     assert resealed.returncode == 0, resealed.stderr
     assert f"Re-sealed {2 * REPORTS} of {2 * REPORTS} items" in resealed.stdout
+    assert (
+        "Next, take the old key out of OIO's key chain with 'dropbox office retire-old-keys"
+        f" OIO --recovery-file {new_file} --new-recovery-file NEW'." in resealed.stdout
+    )
     checked = invoke("--config", config, "fsck")
     assert "Classical-only office entries: 0 key-block entries" in checked.stdout
 
