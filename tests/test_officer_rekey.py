@@ -164,6 +164,9 @@ def test_an_officer_enrolled_before_x_wing_replaces_their_key_and_reads_on(
     assert all(not is_sealed_to_kind_of(s, generate_hybrid_key().public_key)
                for s in grants(world, person).values())  # fmt: skip
 
+    admin, _ = signed_in_as(reviewer, world, world.people["admin"])
+    listed = text_of(admin.get("/admin/officers"))
+    assert listed.count("Older key (X25519)") == 2  # early-bird's row, and the hint
     client, landing = signed_in_as(reviewer, world, person)
     assert OLDER_KIND in landing
     account = text_of(client.get("/account"))
@@ -214,6 +217,10 @@ def test_an_officer_enrolled_before_x_wing_replaces_their_key_and_reads_on(
     assert the_reports(again) == reports
     assert shown_fingerprint(again) == new_fingerprint
 
+    # The administrators' page marked the older key until it was replaced.
+    admin, _ = signed_in_as(reviewer, world, world.people["admin"])
+    listed = text_of(admin.get("/admin/officers"))
+    assert listed.count("Older key (X25519)") == 1  # the hint names it; no row is marked
     # An administrator now grants only against the new fingerprint.
     with world.instance.sessions.begin() as db:
         officer = officers.get(db, "early-bird")
