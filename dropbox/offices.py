@@ -347,8 +347,8 @@ def store_grant(
     current = stored_key(officer.public_key)
     if current is None or not is_sealed_to_kind_of(sealed, current):
         raise DropboxError(
-            f"that office key was sealed to a key {officer.username} no longer has: their key"
-            " changed. Ask them to read out the fingerprint on their account page, and grant"
+            f"that office key was sealed to a key {officer.username} no longer has (their key"
+            " changed): ask them to read out the fingerprint on their account page, and grant"
             " again"
         )
     existing = session.get(OfficeGrant, (officer.id, code))

@@ -435,8 +435,19 @@ def test_a_grant_sealed_to_the_key_an_officer_replaced_is_refused(
         client.close()
     assert is_hybrid(public_key_from_bytes(row(world, person)[0]))
     late = seal_secret_key(KeyChain.of(world.office_keys["ECO"]), old_public)
-    with world.instance.sessions.begin() as db:
+    admin = case_client(case_app, api_token(case_app, world, "admin"))
+    try:
+        with pytest.raises(ApiError) as refused:
+            admin.grant(person.id, "ECO", late, fresh_code(world.instance, world.people["admin"]))
+    finally:
+        admin.close()
+    assert refused.value.status == 400
+    assert refused.value.message == (
+        "that office key was sealed to a key early-bird no longer has (their key changed): ask"
+        " them to read out the fingerprint on their account page, and grant again"
+    )
+    assert sorted(grants(world, person)) == ["OIO"]
+    with world.instance.sessions.begin() as db:  # the same check for a direct caller
         officer = officers.get(db, "early-bird")
         with pytest.raises(DropboxError, match="sealed to a key early-bird no longer has"):
             offices.store_grant(db, "ECO", officer, late, "test")
-    assert sorted(grants(world, person)) == ["OIO"]
