@@ -27,7 +27,6 @@ from crypto.kdf import SALT_BYTES
 from crypto.keys import (
     KeyChain,
     XWingSecretKey,
-    auth_key_verifier,
     derive_officer_keys,
     fingerprint,
     generate_hybrid_key,
@@ -48,6 +47,7 @@ from tests.reviewer_helpers import (
     PASSPHRASE,
     Person,
     World,
+    add_officer_enrolled_before_x_wing,
     api_token,
     case_client,
     fresh_code,
@@ -68,33 +68,7 @@ MESSAGE = "The depot manager sells the fuel stock every Friday night, and signs 
 RETALIATION = "After I reported the fuel sales, my contract was cut short without a reason."
 
 
-# --- an officer as enrolment made them before X-Wing ------------------------------------
-
-
-def enrolled_before_x_wing(world: World, username: str, codes: list[str]) -> Person:
-    """An officer with an X25519 key (wrapped as its 32 bytes) and sealed-box grants."""
-    with world.instance.sessions.begin() as db:
-        officer, totp_secret = officers.add(db, username, PASSPHRASE, CHEAP_COST, "test")
-        old_key = generate_keypair()
-        salt = secrets.token_bytes(SALT_BYTES)
-        derived = derive_officer_keys(PASSPHRASE, salt, CHEAP_COST)
-        officer.public_key = bytes(old_key.public_key)
-        officer.wrapped_secret_key = wrap_with_wrapping_key(
-            old_key, derived.wrapping_key, salt, CHEAP_COST
-        )
-        officer.auth_verifier = auth_key_verifier(derived.auth_key)
-        for code in codes:
-            offices.grant(
-                db,
-                code,
-                officer,
-                KeyChain.of(world.office_keys[code]),
-                "test",
-                read_out=fingerprint(old_key.public_key),
-            )
-    person = Person(username, PASSPHRASE, totp_secret, officer.id)
-    world.people[username] = person
-    return person
+# --- what the database holds ----------------------------------------------------------------
 
 
 def row(world: World, person: Person) -> tuple[bytes, bytes, bytes]:
@@ -158,7 +132,7 @@ def test_an_officer_enrolled_before_x_wing_replaces_their_key_and_reads_on(
     """The account page's button: a new X-Wing key, the grants re-sealed to it, all still read."""
     source_report(source, "fraud", MESSAGE)
     source_report(source, "retaliation", RETALIATION)
-    person = enrolled_before_x_wing(world, "early-bird", ["OIO", "ECO"])
+    person = add_officer_enrolled_before_x_wing(world, "early-bird", ["OIO", "ECO"])
     old_public, old_wrap, old_verifier = row(world, person)
     old_fingerprint = fingerprint(public_key_from_bytes(old_public))
     assert all(not is_sealed_to_kind_of(s, generate_hybrid_key().public_key)
@@ -239,7 +213,7 @@ def test_an_officer_with_an_x_wing_key_is_offered_nothing(reviewer: Flask, world
 
 
 def test_a_wrong_passphrase_or_code_changes_nothing(reviewer: Flask, world: World) -> None:
-    person = enrolled_before_x_wing(world, "early-bird", ["OIO"])
+    person = add_officer_enrolled_before_x_wing(world, "early-bird", ["OIO"])
     before, granted = row(world, person), grants(world, person)
     client, _ = signed_in_as(reviewer, world, person)
 
@@ -260,7 +234,7 @@ def test_a_fake_office_key_from_the_server_stops_the_new_key_and_is_recorded(
     The app re-seals only what it can vouch for: the office key it opens must
     match the fingerprint pinned in its settings. Nothing is made or sent.
     """
-    person = enrolled_before_x_wing(world, "early-bird", ["OIO"])
+    person = add_officer_enrolled_before_x_wing(world, "early-bird", ["OIO"])
     client, _ = signed_in_as(reviewer, world, person)
     fake = generate_hybrid_key()
     with world.instance.sessions.begin() as db:
@@ -292,7 +266,7 @@ def row_key(db: object, person: Person) -> bytes:
 def test_a_grant_that_does_not_open_stops_the_new_key_with_a_way_forward(
     reviewer: Flask, world: World
 ) -> None:
-    person = enrolled_before_x_wing(world, "early-bird", ["OIO", "ECO"])
+    person = add_officer_enrolled_before_x_wing(world, "early-bird", ["OIO", "ECO"])
     client, _ = signed_in_as(reviewer, world, person)
     with world.instance.sessions.begin() as db:
         grant = db.get(OfficeGrant, (person.id, "ECO"))
@@ -394,7 +368,7 @@ def replacement(world: World, person: Person, **changes: object) -> dict[str, ob
 def test_the_case_server_refuses_a_replacement_that_is_not_whole(
     case_app: Flask, world: World, change: object, status: int, said: str
 ) -> None:
-    person = enrolled_before_x_wing(world, "early-bird", ["OIO"])
+    person = add_officer_enrolled_before_x_wing(world, "early-bird", ["OIO"])
     before, granted = row(world, person), grants(world, person)
     client = case_client(case_app, api_token(case_app, world, "early-bird"))
     try:
@@ -426,7 +400,7 @@ def test_a_grant_sealed_to_the_key_an_officer_replaced_is_refused(
     case_app: Flask, world: World
 ) -> None:
     """An administrator's app that sealed to the old X25519 key just before the change."""
-    person = enrolled_before_x_wing(world, "early-bird", ["OIO"])
+    person = add_officer_enrolled_before_x_wing(world, "early-bird", ["OIO"])
     old_public = public_key_from_bytes(row(world, person)[0])
     client = case_client(case_app, api_token(case_app, world, "early-bird"))
     try:
