@@ -153,6 +153,11 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "signin.me": Operation(schema.Me),
     "signin.change_passphrase": Operation(schema.Ok, body=schema.PassphraseRequest),
+    "signin.replace_key": Operation(
+        schema.Ok,
+        body=schema.KeyReplacementRequest,
+        explained={409: "The grants sent are not for exactly the offices the officer holds"},
+    ),
     "signin.replace_totp": Operation(schema.Ok, body=schema.TotpRequest),
     "signin.notification_settings": Operation(schema.NotificationSettings),
     "signin.choose_notifications": Operation(

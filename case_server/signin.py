@@ -353,6 +353,38 @@ def register_signin(app: Flask, config: Config) -> None:
                 raise ApiError(400, str(refused)) from None
         return dump(schema.Ok(ok=True))
 
+    @bp.post("/account/key")
+    def replace_key() -> dict[str, Any]:
+        """An officer's own new X-Wing key and their grants re-sealed to it, in one transaction."""
+        sent = read(schema.KeyReplacementRequest)
+        grants: dict[str, bytes] = {}
+        for grant in sent.grants:
+            if grant.office in grants:
+                raise ApiError(400, f"office {grant.office} is named twice")
+            grants[grant.office] = grant.sealed_office_key
+        with tokens.instance().sessions.begin() as db:
+            officer = tokens.current_officer(db)
+            try:
+                officers.replace_key(
+                    db,
+                    officer,
+                    sent.auth_key,
+                    sent.code,
+                    new_auth_key=sent.new_auth_key,
+                    public_key=sent.public_key,
+                    wrapped=sent.wrapped_secret_key,
+                    grants=grants,
+                    minimum=config.crypto.kdf_cost,
+                    keep_id_hash=current_token_hash(),
+                )
+            except officers.GrantsChanged as refused:
+                db.rollback()
+                raise ApiError(409, str(refused)) from None
+            except DropboxError as refused:
+                db.rollback()
+                raise ApiError(400, str(refused)) from None
+        return dump(schema.Ok(ok=True))
+
     @bp.post("/account/totp")
     def replace_totp() -> dict[str, Any]:
         """Replace the TOTP secret once a code from the new one checks out."""

@@ -64,6 +64,7 @@ __all__ = [
     "generate_keypair",
     "is_hybrid",
     "is_sealed_secret_key",
+    "is_sealed_to_kind_of",
     "key_chain_bytes",
     "open_sealed_secret_key",
     "public_key_from_bytes",
@@ -318,6 +319,19 @@ def is_sealed_secret_key(sealed: bytes) -> bool:
         and sealed[0] == _SEALED_XWING
         and len(sealed) - 1 - xwing.CIPHERTEXT_BYTES - _AEAD_TAG in lengths
     )
+
+
+def is_sealed_to_kind_of(sealed: bytes, recipient: Recipient) -> bool:
+    """Whether `sealed` has the shape `seal_secret_key` gives for a key of `recipient`'s type.
+
+    A grant to an X-Wing key and a sealed box to an X25519 key never have the
+    same length, so the case server can refuse a grant sealed to a key of the
+    other type (such as an officer's former X25519 key) without opening it.
+    """
+    if not is_sealed_secret_key(sealed):
+        return False
+    as_xwing = len(sealed) > _SEALBOX_OVERHEAD + key_chain_bytes(_MAX_CHAIN)
+    return as_xwing == isinstance(recipient, XWingPublicKey)
 
 
 _FINGERPRINT_PERSON = {False: b"dropbox-fpr", True: b"dropbox-fpr-xw"}

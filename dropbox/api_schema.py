@@ -222,6 +222,20 @@ class PassphraseRequest:
 
 
 @dataclass(frozen=True, kw_only=True)
+class KeyReplacementRequest:
+    """An officer's new X-Wing key, made on their machine, and their grants sealed to it."""
+
+    auth_key: bytes
+    code: TotpCode
+    new_auth_key: bytes
+    public_key: Annotated[bytes, Doc("The new X-Wing public key (1216 bytes)")]
+    wrapped_secret_key: Annotated[bytes, Doc("Opaque to the server")] = field(repr=False)
+    grants: Annotated[
+        list[Grant], Doc("Each office the officer holds, its key sealed to the new key")
+    ]
+
+
+@dataclass(frozen=True, kw_only=True)
 class TotpRequest:
     """The auth key, a new TOTP secret, and a code from that new secret."""
 

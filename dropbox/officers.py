@@ -31,6 +31,7 @@ from nacl.secret import Aead
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from crypto import xwing
 from crypto.errors import DecryptionError
 from crypto.kdf import SALT_BYTES, KdfCost
 from crypto.keys import (
@@ -41,8 +42,10 @@ from crypto.keys import (
     check_auth_key,
     derive_officer_keys,
     fake_salt,
+    fingerprint,
     generate_hybrid_key,
     is_hybrid,
+    is_sealed_to_kind_of,
     key_chain_bytes,
     public_key_from_bytes,
     unwrap_with_wrapping_key,
@@ -484,6 +487,89 @@ def change_passphrase(
     locked.wrapped_secret_key = new_wrapped
     end_sessions(session, locked, keep_id_hash)
     audit.record(session, locked.username, "officer.passphrase")
+
+
+class GrantsChanged(DropboxError):
+    """The offices re-sealed with a new key are not the ones the officer holds grants for now."""
+
+
+def replace_key(
+    session: Session,
+    officer: Officer,
+    auth_key: bytes,
+    code: str,
+    *,
+    new_auth_key: bytes,
+    public_key: bytes,
+    wrapped: bytes,
+    grants: dict[str, bytes],
+    minimum: KdfCost,
+    keep_id_hash: bytes | None = None,
+) -> None:
+    """Give an officer enrolled before X-Wing the X-Wing key their reviewer app made.
+
+    On the officer's machine the app made the key, wrapped it under their
+    passphrase and sealed each office key they hold to it (`grants`: office
+    code -> sealed key); here, in this one transaction, the public key, the
+    wrap, the verifier and every grant of the officer are replaced. Needs the
+    current auth key and a fresh TOTP code (burned), as a passphrase change
+    does. Refused (DropboxError saying why, nothing changed): a key that is
+    not X-Wing, an officer whose key is X-Wing already, a wrap or a grant not
+    in the shape an X-Wing key gives; GrantsChanged if `grants` does not name
+    exactly the offices the officer holds now (a grant given or taken since
+    the app looked). The officer's other sessions and tokens end (all but
+    `keep_id_hash`); one `officer.rekey` event names both fingerprints.
+    """
+    _check_auth_key(new_auth_key)
+    try:
+        new_key = public_key_from_bytes(public_key)
+    except ValueError:
+        new_key = None
+    if new_key is None or not is_hybrid(new_key):
+        raise DropboxError(f"that is not an X-Wing public key ({xwing.PUBLIC_KEY_BYTES} bytes)")
+    _check_wrapped(wrapped, minimum)
+    if len(wrapped) != WRAPPED_HYBRID_KEY_BYTES:
+        raise DropboxError("the wrapped secret key is not in the expected format")
+    for office, sealed in grants.items():
+        if not is_sealed_to_kind_of(sealed, new_key):
+            raise DropboxError(f"the key of office {office} is not sealed to an X-Wing key")
+    locked = _locked_officer(session, officer.username)
+    if locked is None or not locked.active or not enrolled(locked):
+        raise DropboxError(WRONG_KEY_OR_CODE)
+    key_ok = _check_auth(locked, auth_key)
+    if not (_burn(session, locked, code) and key_ok):
+        raise DropboxError(WRONG_KEY_OR_CODE)
+    try:
+        old_key = public_key_from_bytes(locked.public_key or b"")
+    except ValueError:
+        raise DropboxError("your key on the server is damaged: ask an administrator") from None
+    if is_hybrid(old_key):
+        raise DropboxError("your key is X-Wing already: there is nothing to replace")
+    held = {
+        grant.office_code: grant
+        for grant in session.execute(
+            select(OfficeGrant).where(OfficeGrant.officer_id == locked.id)
+        ).scalars()
+    }
+    if set(held) != set(grants):
+        raise GrantsChanged(
+            "your offices changed while your new key was being made: nothing was changed; try again"
+        )
+    for office, grant in held.items():
+        grant.sealed_office_key = bytes(grants[office])
+    locked.public_key = bytes(public_key)
+    locked.wrapped_secret_key = bytes(wrapped)
+    locked.auth_verifier = auth_key_verifier(new_auth_key)
+    end_sessions(session, locked, keep_id_hash)
+    audit.record(
+        session,
+        locked.username,
+        "officer.rekey",
+        detail=(
+            f"{locked.username} {fingerprint(new_key)} replaces {fingerprint(old_key)};"
+            f" {len(held)} grants re-sealed"
+        ),
+    )
 
 
 def replace_totp(

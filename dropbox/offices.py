@@ -24,6 +24,7 @@ from crypto.keys import (
     generate_hybrid_key,
     is_hybrid,
     is_sealed_secret_key,
+    is_sealed_to_kind_of,
     open_sealed_secret_key,
     public_key_from_bytes,
     seal_secret_key,
@@ -330,13 +331,26 @@ def store_grant(
     holds one (or an administrator with the recovery file) seals it to the
     new officer's public key after checking that key against the fingerprint
     the officer read out. Here only the shape is checked: the server cannot
-    open it. The officer must be enrolled and active.
+    open it. The officer must be enrolled and active, and the key must be
+    sealed as to a key of the type the officer holds now: their row is locked
+    and read again, so that a grant sealed to the X25519 key an officer just
+    replaced (`officers.replace_key`) is refused rather than stored.
     """
     get(session, code)
     if not is_sealed_secret_key(sealed):
         raise DropboxError("the sealed office key is not in the expected format")
+    locked = session.get(Officer, officer.id, with_for_update=True, populate_existing=True)
+    if locked is not None:
+        officer = locked
     if officer.public_key is None or officer.auth_verifier is None or not officer.active:
         raise DropboxError(f"{officer.username} has not finished enrolment or is deactivated")
+    current = stored_key(officer.public_key)
+    if current is None or not is_sealed_to_kind_of(sealed, current):
+        raise DropboxError(
+            f"that office key was sealed to a key {officer.username} no longer has (their key"
+            " changed): ask them to read out the fingerprint on their account page, and grant"
+            " again"
+        )
     existing = session.get(OfficeGrant, (officer.id, code))
     if existing is not None:
         existing.sealed_office_key = bytes(sealed)

@@ -1,5 +1,10 @@
 """The officer's own account: key fingerprint, passphrase, authenticator app, notification e-mails.
 
+An officer enrolled before X-Wing, whose key is X25519, can replace it here
+with an X-Wing key made on this machine (`/account/key`): an explicit step,
+because the key's fingerprint changes and the officer must tell their
+administrator the new one.
+
 The current passphrase is checked here, by deriving from it again and
 opening the officer's wrapped key; only the authentication key derived from
 it goes to the server, which checks it as at sign-in. A new passphrase
@@ -14,6 +19,7 @@ which the server checks before it keeps it.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 from dataclasses import replace
 from typing import Any
@@ -24,7 +30,7 @@ from flask_babel import gettext as _
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from crypto.errors import DecryptionError
-from crypto.keys import WRAP_HEADER_BYTES, fingerprint, unwrap_with_wrapping_key
+from crypto.keys import WRAP_HEADER_BYTES, fingerprint, is_hybrid, unwrap_with_wrapping_key
 from dropbox import openpgp
 from dropbox.api_schema import NotificationSettings
 from journalist_interface import casefile, vault
@@ -88,6 +94,8 @@ def account() -> str:
         # the two differ if someone swapped it there, and the administrator compares
         # against this one.
         key_fingerprint=fingerprint(entry.keyring.officer_key.public_key),
+        # An officer enrolled before X-Wing: offered a new key (the form below).
+        older_key=not is_hybrid(entry.keyring.officer_key),
     )
 
 
@@ -127,6 +135,83 @@ def change_passphrase() -> WerkzeugResponse:
         return redirect(url_for("account.account"))
     entry.me = replace(entry.me, wrapped_secret_key=new_wrapped)
     flash(_("Your passphrase was changed. Your other sessions were signed out."), "info")
+    return redirect(url_for("account.account"))
+
+
+@blueprint.post("/account/key")
+@vault.signed_in
+def replace_key() -> WerkzeugResponse:
+    """Give an officer enrolled before X-Wing a new X-Wing key, made here; tell its fingerprint.
+
+    The passphrase is checked here and wraps the new key, as at enrolment;
+    each office key the officer holds is opened again from their own grant,
+    checked against the server's key and the pin, and sealed to the new key
+    on this machine (casefile.new_officer_key). The server replaces the key,
+    the wrap and the grants in one transaction, or nothing.
+    """
+    entry = _entry()
+    settings = vault.settings()
+    if is_hybrid(entry.keyring.officer_key):
+        flash(_("Your key is already an X-Wing key: nothing was changed."), "info")
+        return redirect(url_for("account.account"))
+    passphrase = request.form.get("current_passphrase", "")
+    auth_key = current_auth_key(entry, passphrase)
+    if auth_key is None:
+        flash(_(WRONG_CURRENT), "error")
+        return redirect(url_for("account.account"))
+    # Fresh from the server: the grants as they are now, each opened and checked again.
+    entry.me = entry.client.me()
+    try:
+        new = casefile.new_officer_key(
+            entry.me, entry.keyring, passphrase, settings.officer_cost, settings.pins
+        )
+    except casefile.KeyReplacementRefused as refused:
+        flash(refused.message, "error")
+        return redirect(url_for("account.account"))
+    except casefile.KeyMismatch as mismatch:
+        # Nothing was made or sent.
+        with contextlib.suppress(ApiError):
+            entry.client.record(None, "key.mismatch", mismatch.detail)
+        flash(mismatch.message, "error")
+        return redirect(url_for("account.account"))
+    try:
+        entry.client.replace_key(
+            auth_key=auth_key,
+            code=normalise_code(request.form.get("code", "")),
+            new_auth_key=new.auth_key,
+            public_key=new.public_key,
+            wrapped_secret_key=new.wrapped_secret_key,
+            grants=new.grants,
+        )
+    except Unreachable:
+        raise
+    except ApiError as refused:
+        if refused.status in (401, 404):
+            raise
+        flash(said(refused.message), "error")
+        return redirect(url_for("account.account"))
+    entry.me = entry.client.me()
+    try:
+        keyring = casefile.keyring_after_replacement(entry.me, new)
+    except casefile.KeyMismatch as mismatch:
+        # The server said yes but does not hold what was sent: sign out, as a sign-in would refuse.
+        with contextlib.suppress(ApiError):
+            entry.client.record(None, "key.mismatch", mismatch.detail)
+        vault.end()
+        flash(mismatch.message, "error")
+        return redirect(url_for("signin.login"))
+    entry.keyring.office_keys.clear()
+    entry.keyring = keyring
+    flash(
+        _(
+            "You have a new X-Wing key, and your offices were moved to it. Its fingerprint is"
+            " %(fingerprint)s. Please tell your administrator: the fingerprint they have for you"
+            " is the old one, and any new office is granted to this one. Your other sessions"
+            " were signed out.",
+            fingerprint=new.fingerprint,
+        ),
+        "info",
+    )
     return redirect(url_for("account.account"))
 
 

@@ -34,6 +34,7 @@ from crypto.keys import (
     derive_officer_keys,
     fingerprint,
     generate_hybrid_key,
+    is_hybrid,
     open_sealed_secret_key,
     public_key_from_bytes,
     seal_secret_key,
@@ -219,6 +220,15 @@ def open_keyring(me: Me, wrapping_key: bytes) -> Keyring:
             " An administrator should check the server.",
             f"officer key: the wrapped key of {me.username} does not open",
         ) from None
+    return _open_grants(me, officer_key)
+
+
+def _open_grants(me: Me, officer_key: KeyChain) -> Keyring:
+    """The keyring of `officer_key`, once it is the key the server lists for the officer.
+
+    KeyMismatch if it is not, or if an office key opened is not the key the
+    server lists for that office; a grant that does not open is left out.
+    """
     if not hmac.compare_digest(bytes(officer_key.public_key), bytes(me.public_key)):
         raise KeyMismatch(
             "The public key the case server holds for you is not your key."
@@ -263,6 +273,82 @@ def new_credentials(passphrase: str, cost: KdfCost) -> Credentials:
 def rewrap(secret_key: KeyChain, new_passphrase: str, cost: KdfCost) -> tuple[bytes, bytes]:
     """The same key wrapped under a new passphrase (and a new salt): (new auth key, new wrap)."""
     return _wrap(secret_key, new_passphrase, cost)
+
+
+# --- an officer enrolled before X-Wing gets an X-Wing key --------------------------------------
+
+
+class KeyReplacementRefused(Exception):
+    """The officer's key cannot be replaced now; `message` says why, and nothing was sent."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class NewOfficerKey:
+    """An officer's new X-Wing key, wrapped, and each office they hold sealed to it."""
+
+    secret_key: KeyChain = field(repr=False)
+    auth_key: bytes = field(repr=False)
+    wrapped_secret_key: bytes = field(repr=False)
+    grants: dict[str, bytes] = field(repr=False)  # office code -> office key sealed to the new key
+
+    @property
+    def public_key(self) -> bytes:
+        return bytes(self.secret_key.public_key)
+
+    @property
+    def fingerprint(self) -> str:
+        """What the officer reads out from now on."""
+        return fingerprint(self.secret_key.public_key)
+
+
+def new_officer_key(
+    me: Me, keyring: Keyring, passphrase: str, cost: KdfCost, pins: dict[str, str]
+) -> NewOfficerKey:
+    """Make the signed-in officer an X-Wing key here, and seal every office they hold to it.
+
+    For an officer enrolled before X-Wing, whose key is X25519: every grant
+    to it is sealed with X25519 alone. The new key is made here and wrapped
+    under the passphrase (already checked by the caller) as at enrolment; the
+    office keys are opened again from the officer's own grants, as the
+    server lists them now, and each must be the key the server lists for its
+    office *and* match its pinned fingerprint (`trusted_office_key`) before it
+    is sealed to the new key. Nothing is ever sealed to a key the server
+    sends: only to the key made here, so no fingerprint needs reading out.
+    KeyReplacementRefused if the key is X-Wing already or a grant does not
+    open; KeyMismatch if the server's keys differ (the caller records it).
+    """
+    officer_key = keyring.officer_key
+    if is_hybrid(officer_key):
+        raise KeyReplacementRefused("Your key is already an X-Wing key: nothing was changed.")
+    current = _open_grants(me, officer_key)
+    if current.unopened:
+        raise KeyReplacementRefused(
+            f"Your key for office {current.unopened[0]} does not open, so it cannot be moved to"
+            " a new key. Ask an administrator to grant you that office again, then try again."
+            " Nothing was changed."
+        )
+    for code in current.office_keys:
+        trusted_office_key(code, me, current, pins)
+    secret_key = generate_hybrid_key()
+    auth_key, wrapped = _wrap(secret_key, passphrase, cost)
+    grants = {
+        code: seal_secret_key(office_key, secret_key.public_key)
+        for code, office_key in current.office_keys.items()
+    }
+    return NewOfficerKey(secret_key, auth_key, wrapped, grants)
+
+
+def keyring_after_replacement(me: Me, new: NewOfficerKey) -> Keyring:
+    """The keyring of the new key, from the officer as the server lists them after the change.
+
+    KeyMismatch if the server does not list the new key or an office key that
+    opens differs from the listed one; a grant that does not open is left out.
+    """
+    return _open_grants(me, new.secret_key)
 
 
 # --- checking public keys before sealing -----------------------------------------------------
@@ -759,7 +845,9 @@ __all__ = [
     "KEY_REFUSALS",
     "Credentials",
     "KeyMismatch",
+    "KeyReplacementRefused",
     "Keyring",
+    "NewOfficerKey",
     "NotAFingerprint",
     "RecoveryError",
     "SourceKeyMismatch",
@@ -769,7 +857,9 @@ __all__ = [
     "check_kind",
     "decrypt_file",
     "derive_auth",
+    "keyring_after_replacement",
     "new_credentials",
+    "new_officer_key",
     "office_recipients",
     "open_head",
     "open_identity",

@@ -289,6 +289,31 @@ class CaseServerClient:
         )
         self._read(schema.Ok, "POST", "/account/passphrase", body=body)
 
+    def replace_key(
+        self,
+        *,
+        auth_key: bytes,
+        code: str,
+        new_auth_key: bytes,
+        public_key: bytes,
+        wrapped_secret_key: bytes,
+        grants: dict[str, bytes],
+    ) -> None:
+        """Replace the officer's key with an X-Wing key made here, and their grants with ones
+        sealed to it (one transaction on the server); other sessions of the officer end."""
+        body = schema.KeyReplacementRequest(
+            auth_key=auth_key,
+            code=code,
+            new_auth_key=new_auth_key,
+            public_key=public_key,
+            wrapped_secret_key=wrapped_secret_key,
+            grants=[
+                schema.Grant(office=office, sealed_office_key=sealed)
+                for office, sealed in sorted(grants.items())
+            ],
+        )
+        self._read(schema.Ok, "POST", "/account/key", body=body)
+
     def replace_totp(self, *, auth_key: bytes, secret: str, code: str) -> None:
         """Replace the TOTP secret; `code` must come from the new secret."""
         body = schema.TotpRequest(auth_key=auth_key, secret=secret, code=code)

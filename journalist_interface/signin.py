@@ -40,7 +40,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from crypto.errors import DecryptionError
-from crypto.keys import fingerprint
+from crypto.keys import fingerprint, is_hybrid
 from journalist_interface import casefile, vault
 from journalist_interface.client import ApiError, Unreachable
 
@@ -226,6 +226,11 @@ def login() -> Any:
             )
             return _login_form(message, username, 409)
         del wrapping_key
+        entry = vault.Entry(
+            client=client, me=result.me, keyring=keyring, username=result.me.username
+        )
+        vault.start(entry)  # a fresh session: what is flashed comes after it
+        kept = True
         for office in keyring.unopened:
             flash(
                 _(
@@ -235,11 +240,14 @@ def login() -> Any:
                 ),
                 "error",
             )
-        entry = vault.Entry(
-            client=client, me=result.me, keyring=keyring, username=result.me.username
-        )
-        vault.start(entry)
-        kept = True
+        if not is_hybrid(keyring.officer_key):
+            flash(
+                _(
+                    "Your key is of the older kind (X25519). You can replace it with a"
+                    " post-quantum X-Wing key on your account page."
+                ),
+                "info",
+            )
     finally:
         if not kept:
             client.close()

@@ -221,6 +221,19 @@ def office_recover(
         audit.record(session, ACTOR, "office.recover", detail=code)
 
 
+def _read_outs(grants: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Each --grant USERNAME=FINGERPRINT as (username, fingerprint); a malformed one refused."""
+    read_outs: list[tuple[str, str]] = []
+    for given in grants:
+        username, _, read_out = given.partition("=")
+        if not username or fingerprint_digest(read_out) is None:
+            raise CommandError(
+                f"--grant {given!r}: give USERNAME=FINGERPRINT. {offices.MALFORMED_FINGERPRINT}"
+            )
+        read_outs.append((username.strip(), read_out))
+    return read_outs
+
+
 @office.command("upgrade")
 @click.argument("code")
 @click.option(
@@ -258,14 +271,7 @@ def office_upgrade(
     """
     if new_recovery_file.exists():
         raise CommandError(f"{new_recovery_file} already exists; choose another file name")
-    read_outs: list[tuple[str, str]] = []
-    for given in grants:
-        username, _, read_out = given.partition("=")
-        if not username or fingerprint_digest(read_out) is None:
-            raise CommandError(
-                f"--grant {given!r}: give USERNAME=FINGERPRINT. {offices.MALFORMED_FINGERPRINT}"
-            )
-        read_outs.append((username.strip(), read_out))
+    read_outs = _read_outs(grants)
     passphrase = _ask_secret("Recovery passphrase")
     refused: list[str] = []
     with state.session() as (instance, session):
@@ -347,6 +353,91 @@ def office_reseal(state: _State, code: str, recovery_file: Path, batch_size: int
             f"{len(run.damaged)} items have a key block that does not open with the office key"
             " and were left as they are: " + ", ".join(run.damaged[:20])
         )
+    if chain.previous:
+        click.echo(
+            f"Next, take the old key out of {code}'s key chain with 'dropbox office"
+            f" retire-old-keys {code} --recovery-file {recovery_file} --new-recovery-file NEW'."
+        )
+
+
+@office.command("retire-old-keys")
+@click.argument("code")
+@click.option(
+    "--recovery-file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The office's recovery file since its upgrade (its passphrase is prompted).",
+)
+@click.option(
+    "--new-recovery-file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the recovery file of the X-Wing key alone (it replaces the old file).",
+)
+@click.option(
+    "--grant",
+    "grants",
+    multiple=True,
+    metavar="USERNAME=FINGERPRINT",
+    help="Grant the new key chain at once to USERNAME, whose key must match the fingerprint"
+    " they read out (repeatable).",
+)
+@pass_state
+def office_retire_old_keys(
+    state: _State, code: str, recovery_file: Path, new_recovery_file: Path, grants: tuple[str, ...]
+) -> None:
+    """Take office CODE's old X25519 key out of its key chain, once every item is re-sealed.
+
+    Refused while an item still has an entry only the old key opens: run
+    'dropbox office reseal' first. The office keeps its X-Wing key, so its
+    fingerprint and the configuration's pin stay the same. The office's
+    grants held the old key too: they are removed, and each officer is
+    granted again, here with --grant or later with 'dropbox officer grant'
+    and the new file.
+    """
+    if new_recovery_file.exists():
+        raise CommandError(f"{new_recovery_file} already exists; choose another file name")
+    read_outs = _read_outs(grants)
+    passphrase = _ask_secret("Recovery passphrase")
+    refused: list[str] = []
+    with state.session() as (instance, session):
+        targets = [(officers.get(session, name), read_out) for name, read_out in read_outs]
+        chain = offices.open_recovery_file(session, code, recovery_file.read_bytes(), passphrase)
+        _, retired, data, new_passphrase, left = reseal.retire_old_keys(
+            session, code, chain, instance.config.crypto.kdf_cost, ACTOR
+        )
+        granted = []
+        for target, read_out in targets:
+            try:
+                offices.grant(session, code, target, retired, ACTOR, read_out=read_out)
+            except offices.KeyMismatch as mismatch:
+                # Nothing sealed; its "key.mismatch" event commits with the change.
+                refused.append(str(mismatch))
+            else:
+                granted.append(target.username)
+        _write_private_file(new_recovery_file, data)
+    click.echo(
+        f"Office {code}'s old key is retired: its key chain is its X-Wing key alone,"
+        f" {fingerprint(retired.public_key)} (the configuration's pin stays as it is)."
+    )
+    if left.damaged:
+        click.echo(
+            f"{left.damaged} key-block entries under the old key did not open with it (damaged:"
+            " nothing opens them); 'dropbox office reseal' listed their items."
+        )
+    _show_recovery(code, new_recovery_file, new_passphrase)
+    click.echo(
+        f"The old recovery file {recovery_file} still holds the old key: destroy it once the"
+        " new one is stored safely, and grant from the new one only."
+    )
+    if granted:
+        click.echo(f"Granted the new key chain to: {', '.join(granted)}.")
+    for message in refused:
+        click.echo(message)
+    click.echo(
+        f"Every other grant of {code} was removed: grant each officer again with 'dropbox"
+        f" officer grant USERNAME {code} --recovery-file {new_recovery_file}'."
+    )
 
 
 # --- officers ----------------------------------------------------------------

@@ -11,6 +11,7 @@ passphrase itself.
 from __future__ import annotations
 
 import base64
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -22,7 +23,16 @@ from nacl.public import PrivateKey
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
-from crypto.keys import fingerprint, public_key_from_bytes
+from crypto.kdf import SALT_BYTES
+from crypto.keys import (
+    KeyChain,
+    auth_key_verifier,
+    derive_officer_keys,
+    fingerprint,
+    generate_keypair,
+    public_key_from_bytes,
+    wrap_with_wrapping_key,
+)
 from dropbox import officers, offices
 from dropbox.instance import Instance
 from dropbox.models import Officer
@@ -108,6 +118,36 @@ def add_officer(world: World, username: str, codes: list[str], admin: bool = Fal
     """One more officer, known to the world by username (e.g. one a test may lock out)."""
     with world.instance.sessions.begin() as db:
         person = _new_officer(db, world, username, codes, admin)
+    world.people[username] = person
+    return person
+
+
+def add_officer_enrolled_before_x_wing(world: World, username: str, codes: list[str]) -> Person:
+    """An officer as enrolment made them before X-Wing, known to the world by username.
+
+    Their key is X25519, wrapped as its 32 bytes under their passphrase, and
+    each grant of `codes` is a sealed box to it (X25519 alone).
+    """
+    with world.instance.sessions.begin() as db:
+        officer, totp_secret = officers.add(db, username, PASSPHRASE, CHEAP_COST, "test")
+        old_key = generate_keypair()
+        salt = secrets.token_bytes(SALT_BYTES)
+        derived = derive_officer_keys(PASSPHRASE, salt, CHEAP_COST)
+        officer.public_key = bytes(old_key.public_key)
+        officer.wrapped_secret_key = wrap_with_wrapping_key(
+            old_key, derived.wrapping_key, salt, CHEAP_COST
+        )
+        officer.auth_verifier = auth_key_verifier(derived.auth_key)
+        for code in codes:
+            offices.grant(
+                db,
+                code,
+                officer,
+                KeyChain.of(world.office_keys[code]),
+                "test",
+                read_out=fingerprint(old_key.public_key),
+            )
+    person = Person(username, PASSPHRASE, totp_secret, officer.id)
     world.people[username] = person
     return person
 

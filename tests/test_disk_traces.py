@@ -43,9 +43,9 @@ from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 from crypto import envelope
-from crypto.keys import public_key_from_bytes
+from crypto.keys import KeyChain, XWingSecretKey, public_key_from_bytes
 from dropbox import officers, offices
-from dropbox.admin import operations
+from dropbox.admin import operations, reseal
 from dropbox.config import Config, CryptoSettings, LimitSettings
 from dropbox.instance import Instance
 from dropbox.models import Item, ItemKind, Office, Officer, Report, SourceSession
@@ -54,8 +54,11 @@ from tests import key_block_helpers
 from tests.conftest import CHEAP_COST, DATABASE, reviewer_settings
 from tests.reviewer_helpers import (
     World,
+    add_officer_enrolled_before_x_wing,
     fresh_code,
+    held_fingerprint,
     make_world,
+    next_code,
     post_form,
     signed_in_client,
     source_report,
@@ -266,6 +269,56 @@ def test_a_new_passphrase_and_a_deactivation_leave_no_copy_of_the_replaced_keys(
         assert officer is not None
         officers.deactivate(db, officer, "test")
     assert on_disk(instance, grants) == []
+
+
+@sqlite_only
+def test_an_officers_new_x_wing_key_leaves_no_copy_of_the_x25519_grants_or_wrap(
+    reviewer: Flask, world: World
+) -> None:
+    """An officer enrolled before X-Wing replaces their key: the sealed boxes are gone."""
+    instance = world.instance
+    person = add_officer_enrolled_before_x_wing(world, "early-bird", ["OIO", "ECO"])
+    with instance.sessions() as db:
+        officer = db.get(Officer, person.id)
+        assert officer is not None and officer.wrapped_secret_key is not None
+        replaced = [officer.wrapped_secret_key, *(g.sealed_office_key for g in officer.grants)]
+    assert len(replaced) == 3
+    assert_found_before(instance, replaced)
+    client = signed_in_client(reviewer, world, "early-bird")
+    done = post_form(
+        client,
+        "/account",
+        "/account/key",
+        {"current_passphrase": person.passphrase, "code": next_code(person)},
+    )
+    assert done.status_code == 302
+    with instance.sessions() as db:
+        officer = db.get(Officer, person.id)
+        assert officer is not None and officer.public_key is not None
+        assert len(officer.public_key) == 1216
+    assert on_disk(instance, replaced) == []
+
+
+@sqlite_only
+def test_retiring_an_offices_old_key_leaves_no_copy_of_the_grants_that_held_it(
+    world: World,
+) -> None:
+    """The grants of a chain with the old X25519 key in it are removed, and leave nothing."""
+    instance = world.instance
+    old = PrivateKey.generate()
+    chain = KeyChain((XWingSecretKey.generate(), old))
+    read_out = held_fingerprint(instance, world.people["oio"])
+    with instance.sessions.begin() as db:
+        office = db.get(Office, "OIO")
+        assert office is not None
+        office.public_key = bytes(chain.public_key)
+        officer = officers.get(db, world.people["oio"].username)
+        offices.grant(db, "OIO", officer, chain, "test", read_out=read_out)
+        sealed = [g.sealed_office_key for g in officer.grants if g.office_code == "OIO"]
+    assert_found_before(instance, sealed)
+    with instance.sessions.begin() as db:
+        reseal.retire_old_keys(db, "OIO", chain, CHEAP_COST, "test")
+    assert on_disk(instance, sealed) == []
 
 
 def test_a_backup_writes_no_copy_of_the_database_under_the_data_directory(

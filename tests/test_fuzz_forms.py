@@ -56,6 +56,7 @@ from tests.reviewer_helpers import (
     PASSPHRASE,
     World,
     add_officer,
+    add_officer_enrolled_before_x_wing,
     chain_intact,
     fresh_code,
     post_form,
@@ -111,6 +112,7 @@ REVIEWER_FORMS: dict[str, tuple[str, ...]] = {
         "code",
     ),
     "account.reenrol_totp": ("current_passphrase",),
+    "account.replace_key": ("current_passphrase", "code"),
     "account.confirm_totp": ("code",),
     "account.choose_notifications": ("email", "mode", "openpgp_key", "remove_openpgp_key"),
     "admin.officers": ("username", "display_name", "is_admin", "code"),
@@ -768,6 +770,8 @@ def reviewer_world(reviewer: Flask, source: Flask, case_app: Flask, world: World
     for role in ("fuzz-login", "fuzz-logout", "fuzz-account"):
         add_officer(world, role, ["ECO"])
     victim = add_officer(world, "fuzz-victim", ["OIO"])
+    # Enrolled before X-Wing: their account page offers a new key.
+    add_officer_enrolled_before_x_wing(world, "fuzz-early", ["ECO"])
     with world.instance.sessions() as db:
         victim_row = db.get(Officer, victim.id)
         assert victim_row is not None
@@ -807,6 +811,7 @@ def reviewer_world(reviewer: Flask, source: Flask, case_app: Flask, world: World
         "eco": signed_in_client(reviewer, world, "eco"),
         "admin": admin,
         "account": account,
+        "early": signed_in_client(reviewer, world, "fuzz-early"),
         "enrolling": enrolling,
     }
     realistic = {
@@ -860,17 +865,20 @@ def reviewer_client(rw: ReviewerWorld, endpoint: str) -> FlaskClient:
         "signin.enrol_confirm": "enrolling",
         "account.change_passphrase": "account",
         "account.reenrol_totp": "account",
+        "account.replace_key": "early",
         "account.confirm_totp": "account",
     }.get(endpoint, "admin" if endpoint.startswith("admin.") else "eco")
     client = rw.clients[role]
-    if role in ("eco", "admin", "account") and client.get("/account").status_code != 200:
+    if role in ("eco", "admin", "account", "early") and client.get("/account").status_code != 200:
         # A fuzzed request may have signed the officer out (a 401 from the server ends it).
         assert sign_in(client, rw.world.instance, rw.world.people[_person(role)]).status_code == 302
     return client
 
 
 def _person(role: str) -> str:
-    return {"eco": "eco", "admin": "eco_admin", "account": "fuzz-account"}[role]
+    return {"eco": "eco", "admin": "eco_admin", "account": "fuzz-account", "early": "fuzz-early"}[
+        role
+    ]
 
 
 def reviewer_ids(rw: ReviewerWorld, endpoint: str) -> dict[str, list[str]]:
@@ -925,6 +933,7 @@ def test_every_field_the_reviewer_pages_render_is_fuzzed(
     )
     assert confirm.status_code == 200, confirm.text
     pages += [export, confirm.text, rw.totp_page, rw.enrolment_page]
+    pages.append(rw.clients["early"].get("/account").text)  # the form for a new key
     found: dict[str, set[str]] = {}
     for page in pages:
         for endpoint, names in posted_fields(reviewer, page).items():

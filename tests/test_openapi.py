@@ -37,7 +37,10 @@ from case_server.openapi import OPERATIONS, Operation, Schemas, build_document, 
 from crypto import envelope
 from crypto.kdf import SALT_BYTES
 from crypto.keys import (
+    auth_key_verifier,
     derive_officer_keys,
+    generate_hybrid_key,
+    generate_keypair,
     public_key_from_bytes,
     seal_secret_key,
     wrap_with_wrapping_key,
@@ -335,6 +338,47 @@ def journey(world: CaseWorld, record: list[Exchange]) -> None:
         auth_key=renewed.auth_key, secret=new_secret, code=pyotp.TOTP(new_secret).now()
     )
     newcomer.sign_out()
+    # An officer enrolled before X-Wing (an X25519 key) replaces it with an X-Wing key.
+    early_key = generate_keypair()
+    early_salt = secrets.token_bytes(SALT_BYTES)
+    early = derive_officer_keys(PASSPHRASE, early_salt, CHEAP_COST)
+    with world.instance.sessions.begin() as db:
+        row, early_totp = officers.add(db, "journey-early", PASSPHRASE, CHEAP_COST, "test")
+        row.public_key = bytes(early_key.public_key)
+        row.wrapped_secret_key = wrap_with_wrapping_key(
+            early_key, early.wrapping_key, early_salt, CHEAP_COST
+        )
+        row.auth_verifier = auth_key_verifier(early.auth_key)
+        early_id = row.id
+    sealed_early = seal_secret_key(world.office_keys["OIO"], early_key.public_key)
+    admin.grant(early_id, "OIO", sealed_early, admin_codes.next())
+    early_codes = Codes(world.instance, early_id, early_totp)
+    early_client = connect()
+    early_client.sign_in("journey-early", early.auth_key, early_codes.next())
+    x_wing = generate_hybrid_key()
+    salt = secrets.token_bytes(SALT_BYTES)
+    renewed = derive_officer_keys(PASSPHRASE, salt, CHEAP_COST)
+    early_client.replace_key(
+        auth_key=early.auth_key,
+        code=early_codes.next(),
+        new_auth_key=renewed.auth_key,
+        public_key=bytes(x_wing.public_key),
+        wrapped_secret_key=wrap_with_wrapping_key(x_wing, renewed.wrapping_key, salt, CHEAP_COST),
+        grants={"OIO": seal_secret_key(world.office_keys["OIO"], x_wing.public_key)},
+    )
+    with pytest.raises(ApiError) as already:  # once is enough
+        early_client.replace_key(
+            auth_key=renewed.auth_key,
+            code=early_codes.next(),
+            new_auth_key=renewed.auth_key,
+            public_key=bytes(x_wing.public_key),
+            wrapped_secret_key=wrap_with_wrapping_key(
+                x_wing, renewed.wrapping_key, salt, CHEAP_COST
+            ),
+            grants={"OIO": seal_secret_key(world.office_keys["OIO"], x_wing.public_key)},
+        )
+    assert already.value.status == 400
+    early_client.sign_out()
     with pytest.raises(ApiError) as not_admin:
         eco.officers()
     assert not_admin.value.status == 403

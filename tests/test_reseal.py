@@ -340,6 +340,10 @@ def test_the_commands_upgrade_reseal_and_fsck_counts_what_is_left(
     )  # fmt: skip
     assert resealed.returncode == 0, resealed.stderr
     assert f"Re-sealed {2 * REPORTS} of {2 * REPORTS} items" in resealed.stdout
+    assert (
+        "Next, take the old key out of OIO's key chain with 'dropbox office retire-old-keys"
+        f" OIO --recovery-file {new_file} --new-recovery-file NEW'." in resealed.stdout
+    )
     checked = invoke("--config", config, "fsck")
     assert "Classical-only office entries: 0 key-block entries" in checked.stdout
 
@@ -404,3 +408,185 @@ def test_a_reseal_killed_with_sigkill_keeps_its_batches_and_the_next_run_finishe
     assert bodies(instance) == before
     for item in items(instance):
         assert open_item_bytes(instance, item, KeyChain((chain.current,)))
+
+
+# --- retiring the old key ----------------------------------------------------------------
+
+
+def retire(instance: Instance, chain: KeyChain) -> tuple[KeyChain, bytes, str, reseal.OldEntries]:
+    with instance.sessions.begin() as session:
+        office, retired, data, passphrase, left = reseal.retire_old_keys(
+            session, "OIO", chain, CHEAP_COST, "test"
+        )
+        assert office.public_key == bytes(chain.public_key)
+    return retired, data, passphrase, left
+
+
+def retire_events(instance: Instance) -> list[str]:
+    with instance.sessions() as session:
+        rows = session.execute(
+            select(AuditEvent.detail)
+            .where(AuditEvent.action == "office.retire")
+            .order_by(AuditEvent.id)
+        )
+        return list(rows.scalars())
+
+
+def test_the_old_key_is_retired_only_after_the_reseal_and_the_x_wing_key_alone_opens_all(
+    classical: Classical,
+) -> None:
+    instance = classical.instance
+    chain = upgraded_chain(classical)
+    with instance.sessions.begin() as session:
+        amina, _ = officers.add(session, "amina", OFFICER_PASSPHRASE, CHEAP_COST, "test")
+        assert amina.public_key is not None
+        read_out = fingerprint(public_key_from_bytes(amina.public_key))
+        offices.grant(session, "OIO", amina, chain, "test", read_out=read_out)
+
+    # Refused before the re-seal, and half-way through it: nothing changes.
+    with pytest.raises(DropboxError) as refused:
+        retire(instance, chain)
+    assert str(refused.value) == (
+        f"{2 * REPORTS} key-block entries of office OIO are still sealed to its old key alone:"
+        " run 'dropbox office reseal OIO' with this recovery file first, then this command again"
+    )
+
+    def stop_after_the_first(run: reseal.ResealRun) -> None:
+        raise Stop()
+
+    with pytest.raises(Stop):
+        reseal.reseal(
+            instance, "OIO", chain, "test", batch_size=3, after_batch=stop_after_the_first
+        )
+    with pytest.raises(DropboxError, match=f"^{2 * REPORTS - 3} key-block entries"):
+        retire(instance, chain)
+    with instance.sessions() as session:
+        assert offices.granted_codes(session, officers.get(session, "amina")) == ["OIO"]
+    assert retire_events(instance) == []
+
+    reseal.reseal(instance, "OIO", chain, "test")
+    retired, data, passphrase, left = retire(instance, chain)
+    assert (left.sealed, left.damaged) == (0, 0)
+    assert len(retired.keys) == 1 and bytes(retired.current) == bytes(chain.current)
+
+    # The new recovery file holds the X-Wing key alone, under the same fingerprint (the pin).
+    document = json.loads(data)
+    assert document["key_type"] == "X-Wing" and document["previous_fingerprints"] == []
+    assert document["fingerprint"] == fingerprint(chain.public_key)
+    reopened = recovery.open_secret_key(recovery.load(data), passphrase)
+    assert len(reopened.keys) == 1 and bytes(reopened) == bytes(retired)
+    with instance.sessions() as session:
+        assert offices.open_recovery_file(session, "OIO", data, passphrase) is not None
+        assert offices.granted_codes(session, officers.get(session, "amina")) == []
+    assert retire_events(instance) == [
+        f"OIO {fingerprint(chain.public_key)}: retired"
+        f" {fingerprint(classical.old_key.public_key)}; 1 grants removed; 0 damaged entries left"
+    ]
+
+    # Every item, old and new, opens with the chain of the X-Wing key alone.
+    report_id, source_key = submit(instance)
+    for item in items(instance):
+        assert open_item_bytes(instance, item, reopened)
+        if item.kind == ItemKind.ACKNOWLEDGEMENT and item.report_id == report_id:
+            assert open_item_bytes(instance, item, source_key)
+    assert fsck.check(instance).classical_entries == 0
+
+    # Nothing is left to retire.
+    with pytest.raises(DropboxError, match="X-Wing key alone: there is nothing to retire"):
+        retire(instance, reopened)
+
+
+def test_a_damaged_entry_under_the_old_key_does_not_hold_the_retirement_back(
+    classical: Classical,
+) -> None:
+    """An entry the old key does not open is lost with or without that key: it is counted."""
+    instance = classical.instance
+    chain = upgraded_chain(classical)
+    first = items(instance)[0]
+    forged = envelope.encrypt_bytes(b"x", [generate_keypair().public_key], b"")[0]
+    forged = forged[:2] + envelope.recipient_id(classical.old_key.public_key) + forged[10:]
+    with instance.sessions.begin() as session:
+        row = session.get(Item, first.id)
+        assert row is not None
+        row.key_block = forged
+    assert reseal.reseal(instance, "OIO", chain, "test").damaged == [first.id]
+    _, _, _, left = retire(instance, chain)
+    assert (left.sealed, left.damaged) == (0, 1)
+    assert retire_events(instance)[0].endswith("; 0 grants removed; 1 damaged entries left")
+
+
+def test_retiring_refuses_an_office_still_on_x25519_or_another_offices_key(
+    classical: Classical,
+) -> None:
+    with pytest.raises(DropboxError, match="office upgrade OIO"):
+        retire(classical.instance, KeyChain((classical.old_key,)))
+    with pytest.raises(DropboxError, match="not OIO's office key"):
+        retire(classical.instance, KeyChain((XWingSecretKey.generate(), classical.old_key)))
+
+
+def test_the_command_retire_old_keys_waits_for_the_reseal_regrants_and_keeps_the_pin(
+    classical: Classical, tmp_path: Path
+) -> None:
+    instance = classical.instance
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(
+        f'data_dir = "{instance.config.data_dir}"\n'
+        f'database_url = "{instance.config.database_url}"\n'
+        "[crypto]\nkdf_iterations = 1\nkdf_memory_kib = 8\n"
+    )
+    config = str(config_file)
+    with instance.sessions.begin() as session:
+        old_chain = offices.open_recovery_file(
+            session, "OIO", classical.old_recovery, RECOVERY_PASSPHRASE
+        )
+        _, chain, data, passphrase = offices.upgrade(session, "OIO", old_chain, CHEAP_COST, "test")
+        amina, _ = officers.add(session, "amina", OFFICER_PASSPHRASE, CHEAP_COST, "test")
+        assert amina.public_key is not None
+        amina_reads = fingerprint(public_key_from_bytes(amina.public_key))
+    upgraded_file = tmp_path / "OIO-upgraded.json"
+    upgraded_file.write_bytes(data)
+    retired_file = tmp_path / "OIO-retired.json"
+    listed = invoke("--config", config, "office", "list").stdout
+
+    command = (
+        "--config", config, "office", "retire-old-keys", "OIO",
+        "--recovery-file", str(upgraded_file), "--new-recovery-file", str(retired_file),
+        "--grant", f"amina={amina_reads}",
+    )  # fmt: skip
+    early = invoke(*command, input=passphrase + "\n")
+    assert early.returncode == 2 and "Traceback" not in early.stderr
+    assert early.stderr.strip() == (
+        f"dropbox: {2 * REPORTS} key-block entries of office OIO are still sealed to its old"
+        " key alone: run 'dropbox office reseal OIO' with this recovery file first, then this"
+        " command again"
+    )
+    assert not retired_file.exists()
+
+    reseal.reseal(instance, "OIO", chain, "test")
+    done = invoke(*command, input=passphrase + "\n")
+    assert done.returncode == 0, done.stderr
+    assert (
+        "Office OIO's old key is retired: its key chain is its X-Wing key alone,"
+        f" {fingerprint(chain.public_key)} (the configuration's pin stays as it is)." in done.stdout
+    )
+    assert "Granted the new key chain to: amina." in done.stdout
+    assert f"The old recovery file {upgraded_file} still holds the old key" in done.stdout
+    new_passphrase = done.stdout.split("keep it apart from the file):\n  ")[1].splitlines()[0]
+    with instance.sessions() as session:
+        amina_row = officers.get(session, "amina")
+        held = offices.office_key(
+            session,
+            amina_row,
+            officers.open_secret_key(amina_row, OFFICER_PASSPHRASE, CHEAP_COST),
+            "OIO",
+        )
+        assert len(held.keys) == 1 and bytes(held.current) == bytes(chain.current)
+        reopened = offices.open_recovery_file(
+            session, "OIO", retired_file.read_bytes(), new_passphrase
+        )
+        assert len(reopened.keys) == 1
+    # The office's public key, so its fingerprint and pin, did not change.
+    assert invoke("--config", config, "office", "list").stdout == listed
+    for item in items(instance):
+        assert open_item_bytes(instance, item, held)
+    assert len(retire_events(instance)) == 1

@@ -75,6 +75,7 @@ FOR_STATEMENTS = {
     "test_case_server_signin.py": "a new passphrase ends the officer's other sessions",
     "test_casework_hardening.py": "reveals and the copies an office keeps after a referral",
     "test_fsck.py": "fsck's repairs",
+    "test_officer_rekey.py": "an officer's new key and grants replaced in one locked transaction",
     "test_reviewer_app_reports.py": "the inbox's filters and sorts as the reviewer app asks",
     "test_source_key_binding.py": "the look-up of the message that binds the source's key",
 }

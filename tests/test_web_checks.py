@@ -143,6 +143,7 @@ REVIEWER_ROUTES = {
     "/reports/<report_id>/export/key": "/reports/{rid}/export/key",
     "/account": "/account",
     "/account/passphrase": "/account/passphrase",
+    "/account/key": "/account/key",
     "/account/totp": "/account/totp",
     "/account/totp/confirm": "/account/totp/confirm",
     "/account/notifications": "/account/notifications",
@@ -172,6 +173,7 @@ CASE_ROUTES = {
     f"{API}/enrol": f"{API}/enrol",
     f"{API}/me": f"{API}/me",
     f"{API}/account/passphrase": f"{API}/account/passphrase",
+    f"{API}/account/key": f"{API}/account/key",
     f"{API}/account/totp": f"{API}/account/totp",
     f"{API}/account/notifications": f"{API}/account/notifications",
     f"{API}/notifications/failures": f"{API}/notifications/failures",
@@ -241,6 +243,7 @@ REVIEWER_FORMS: list[tuple[str, dict[str, str]]] = [
     (REINVITE, {"code": "000000"}),
     ("/account/totp", {"current_passphrase": "{passphrase}"}),
     ("/account/totp/confirm", {"code": "000000"}),
+    ("/account/key", {"current_passphrase": "{passphrase}", "code": "000000"}),
     ("/account/notifications", {"email": "me@example.org", "mode": "digest"}),
     (
         "/account/passphrase",

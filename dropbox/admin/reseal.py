@@ -16,6 +16,12 @@ time waits rather than being overwritten. A run that is killed keeps every
 batch it committed; run again, it finds no old entry in those items and
 carries on with the rest. Each run that ends records one `office.reseal`
 audit event with its counts.
+
+Once no item is left with an entry its old key opens, `retire_old_keys`
+(`dropbox office retire-old-keys`) takes the old keys out of the office's
+chain: a new recovery file holds the X-Wing key alone, and the grants, which
+held the old keys too, are removed for the office's officers to be granted
+again. The public key, and so the configuration's pin, stays the same.
 """
 
 from __future__ import annotations
@@ -23,15 +29,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
-from crypto import envelope
+from crypto import envelope, recovery
 from crypto.errors import DecryptionError
-from crypto.keys import KeyChain, is_hybrid
-from dropbox import audit
-from dropbox.errors import DropboxError
+from crypto.kdf import KdfCost
+from crypto.keys import KeyChain, SecretKey, fingerprint, is_hybrid
+from dropbox import audit, offices
+from dropbox.errors import AccessDenied, DropboxError
 from dropbox.instance import Instance
-from dropbox.models import Item
+from dropbox.models import Item, Office, OfficeGrant
 
 DEFAULT_BATCH = 200
 
@@ -130,3 +138,104 @@ def _record(instance: Instance, actor: str, run: ResealRun) -> None:
                 f" {run.checked} checked in {run.batches} batches"
             ),
         )
+
+
+# --- retiring the old keys once nothing needs them -------------------------------------------
+
+
+@dataclass
+class OldEntries:
+    """Key-block entries for an office's old keys: what still needs them, and what never opens."""
+
+    sealed: int = 0  # entries an old key opens: items that would be lost without it
+    damaged: int = 0  # entries under an old key's id that it does not open: nothing opens them
+
+
+def _opens(key_block: bytes, key: SecretKey) -> bool:
+    """Whether `key` opens its own entry of the key block (nothing is changed)."""
+    try:
+        # Adding a recipient that is there already opens the block and changes nothing.
+        envelope.add_recipient(key_block, key, key.public_key)
+    except (DecryptionError, ValueError):
+        return False
+    return True
+
+
+def old_entries(session: Session, chain: KeyChain) -> OldEntries:
+    """Count every item's entries for one of `chain`'s older keys, opening each with it.
+
+    These are the office's classical-only entries (`fsck.classical_office_entries`
+    counts them for every office at once, without a key). A key block that
+    does not parse holds no entry anyone opens and is left to `dropbox fsck`.
+    """
+    found = OldEntries()
+    older = {envelope.recipient_id(key.public_key): key for key in chain.previous}
+    if not older:
+        return found
+    for (key_block,) in session.execute(select(Item.key_block)):
+        try:
+            ids = envelope.recipient_ids(key_block)
+        except DecryptionError:
+            continue
+        for rid in ids:
+            key = older.get(rid)
+            if key is None:
+                continue
+            if _opens(key_block, key):
+                found.sealed += 1
+            else:
+                found.damaged += 1
+    return found
+
+
+def retire_old_keys(
+    session: Session, code: str, chain: KeyChain, cost: KdfCost, actor: str
+) -> tuple[Office, KeyChain, bytes, str, OldEntries]:
+    """Take an upgraded office's old keys out of its chain, once no item needs them.
+
+    `chain` is the office's chain, opened from its recovery file. Refused
+    while an item still has an entry one of the old keys opens ('dropbox
+    office reseal' first). Returns the office, the new chain (the X-Wing key
+    alone: the same public key, so the pin stays), its recovery file and that
+    file's passphrase, and the old entries that were counted (only damaged
+    ones, which nothing opens). The office's grants held the old keys too:
+    they are removed here (counted in the `office.retire` event), and the
+    caller grants the new chain again, each to an officer key checked
+    against the fingerprint its officer reads out.
+    """
+    office = offices.get(session, code)
+    if bytes(chain.public_key) != office.public_key:
+        raise AccessDenied(f"that key is not {code}'s office key")
+    if not is_hybrid(chain):
+        raise DropboxError(
+            f"office {code}'s key is X25519: give it an X-Wing key first"
+            f" ('dropbox office upgrade {code}')"
+        )
+    if not chain.previous:
+        raise DropboxError(
+            f"office {code}'s key chain holds its X-Wing key alone: there is nothing to retire"
+        )
+    left = old_entries(session, chain)
+    if left.sealed:
+        raise DropboxError(
+            f"{left.sealed} key-block entries of office {code} are still sealed to its old key"
+            f" alone: run 'dropbox office reseal {code}' with this recovery file first, then"
+            " this command again"
+        )
+    retired = KeyChain((chain.current,))
+    passphrase = recovery.generate_passphrase()
+    recovery_file = recovery.dump(code, retired, passphrase, cost)
+    grants = select(OfficeGrant).where(OfficeGrant.office_code == code)
+    removed = len(session.execute(grants).scalars().all())
+    session.execute(delete(OfficeGrant).where(OfficeGrant.office_code == code))
+    old = ", ".join(fingerprint(key.public_key) for key in chain.previous)
+    audit.record(
+        session,
+        actor,
+        "office.retire",
+        detail=(
+            f"{code} {fingerprint(retired.public_key)}: retired {old}; {removed} grants removed;"
+            f" {left.damaged} damaged entries left"
+        ),
+    )
+    return office, retired, recovery_file, passphrase, left
