@@ -30,6 +30,7 @@ from dropbox.admin.tor import tor_config
 from dropbox.config import Config, ConfigError, fingerprint_digest, load
 from dropbox.errors import DropboxError
 from dropbox.instance import Instance, InstanceError
+from dropbox.models import Officer
 from dropbox.store import write_private_file
 from journalist_interface.run import reviewer as reviewer_command
 from journalist_interface.settings import load_settings
@@ -234,6 +235,27 @@ def _read_outs(grants: tuple[str, ...]) -> list[tuple[str, str]]:
     return read_outs
 
 
+def _grant_read_outs(
+    session: Session, code: str, targets: list[tuple[Officer, str]], chain: KeyChain
+) -> tuple[list[str], list[str]]:
+    """Grant `chain` of office `code` to each officer whose key matches their read-out.
+
+    The usernames granted, and a message for each refused: nothing is sealed to
+    a key that does not match, and its "key.mismatch" event commits with the
+    command's change.
+    """
+    granted: list[str] = []
+    refused: list[str] = []
+    for target, read_out in targets:
+        try:
+            offices.grant(session, code, target, chain, ACTOR, read_out=read_out)
+        except offices.KeyMismatch as mismatch:
+            refused.append(str(mismatch))
+        else:
+            granted.append(target.username)
+    return granted, refused
+
+
 @office.command("upgrade")
 @click.argument("code")
 @click.option(
@@ -273,22 +295,13 @@ def office_upgrade(
         raise CommandError(f"{new_recovery_file} already exists; choose another file name")
     read_outs = _read_outs(grants)
     passphrase = _ask_secret("Recovery passphrase")
-    refused: list[str] = []
     with state.session() as (instance, session):
         targets = [(officers.get(session, name), read_out) for name, read_out in read_outs]
         chain = offices.open_recovery_file(session, code, recovery_file.read_bytes(), passphrase)
         _, upgraded, data, new_passphrase = offices.upgrade(
             session, code, chain, instance.config.crypto.kdf_cost, ACTOR
         )
-        granted = []
-        for target, read_out in targets:
-            try:
-                offices.grant(session, code, target, upgraded, ACTOR, read_out=read_out)
-            except offices.KeyMismatch as mismatch:
-                # Nothing sealed; its "key.mismatch" event commits with the upgrade.
-                refused.append(str(mismatch))
-            else:
-                granted.append(target.username)
+        granted, refused = _grant_read_outs(session, code, targets, upgraded)
         _write_private_file(new_recovery_file, data)
     click.echo(f"Office {code} has a new X-Wing key: {fingerprint(upgraded.public_key)}")
     click.echo(
@@ -399,22 +412,13 @@ def office_retire_old_keys(
         raise CommandError(f"{new_recovery_file} already exists; choose another file name")
     read_outs = _read_outs(grants)
     passphrase = _ask_secret("Recovery passphrase")
-    refused: list[str] = []
     with state.session() as (instance, session):
         targets = [(officers.get(session, name), read_out) for name, read_out in read_outs]
         chain = offices.open_recovery_file(session, code, recovery_file.read_bytes(), passphrase)
         _, retired, data, new_passphrase, left = reseal.retire_old_keys(
             session, code, chain, instance.config.crypto.kdf_cost, ACTOR
         )
-        granted = []
-        for target, read_out in targets:
-            try:
-                offices.grant(session, code, target, retired, ACTOR, read_out=read_out)
-            except offices.KeyMismatch as mismatch:
-                # Nothing sealed; its "key.mismatch" event commits with the change.
-                refused.append(str(mismatch))
-            else:
-                granted.append(target.username)
+        granted, refused = _grant_read_outs(session, code, targets, retired)
         _write_private_file(new_recovery_file, data)
     click.echo(
         f"Office {code}'s old key is retired: its key chain is its X-Wing key alone,"
