@@ -11,11 +11,19 @@ from nacl.public import PublicKey
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse, encode_multipart
 
+from crypto import codenames
 from crypto.keys import public_key_from_bytes
-from dropbox import offices
+from dropbox import offices, reports
 from dropbox.errors import NotFound
 from dropbox.instance import Instance
-from dropbox.items import add_item, message_document, message_type, officer_now, seal_bytes
+from dropbox.items import (
+    add_item,
+    message_document,
+    message_type,
+    new_id,
+    officer_now,
+    seal_bytes,
+)
 from dropbox.models import Item, ItemKind, Office, Report
 
 CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*name="csrf_token"')
@@ -129,3 +137,32 @@ def post_reply(
     now = officer_now()
     report.last_activity_at = now
     return add_item(session, report, stored, ItemKind.REPLY, now, author_id)
+
+
+def derived(instance: Instance, codename: str) -> codenames.SourceSecrets:
+    """What the source interface derives from the codename."""
+    secrets = instance.secrets
+    return codenames.derive(codename, secrets.codename_salt, secrets.codename_cost)
+
+
+def old_report(instance: Instance, codename: str, text: str) -> str:
+    """A report as the source interface made it before sources got hybrid keys: X25519.
+
+    Its first item binds the X25519 key the codename derives, its row holds
+    that key, and its acknowledgement is sealed to it.
+    """
+    keys = derived(instance, codename)
+    rid = new_id()
+    new = reports.NewReport(
+        lookup_id=keys.lookup_id,
+        source_public_key=keys.secret_key.public_key,
+        category="fraud",
+        text=text,
+        details={},
+        identity={},
+        urgent=False,
+        acknowledgement="Thank you: the office has received your report.",
+    )
+    with instance.sessions.begin() as db:
+        reports.submit(instance, db, rid, new)
+    return rid

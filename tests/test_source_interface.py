@@ -22,7 +22,6 @@ from crypto.codenames import WORD_COUNT, normalise
 from crypto.errors import DecryptionError
 from crypto.kdf import KdfCost
 from crypto.keys import XWingSecretKey
-from dropbox import reports
 from dropbox.config import Config, LimitSettings
 from dropbox.instance import Instance
 from dropbox.items import (
@@ -31,7 +30,6 @@ from dropbox.items import (
     item_context,
     message_document,
     message_type,
-    new_id,
     open_item_bytes,
     read_message_document,
     seal_bytes,
@@ -42,9 +40,11 @@ from source_interface import create_app
 from source_interface.uploads import PARSE_BLOCK, READ_BLOCK
 from tests.source_helpers import (
     csrf_token,
+    derived,
     login,
     logout,
     new_codename,
+    old_report,
     post_multipart,
     post_reply,
     submit_report,
@@ -246,12 +246,6 @@ def test_a_message_opens_only_as_the_kind_sealed_inside_it(
             open_item_bytes(instance, item, key)
 
 
-def derived(instance: Instance, codename: str) -> codenames.SourceSecrets:
-    return codenames.derive(
-        codename, instance.secrets.codename_salt, instance.secrets.codename_cost
-    )
-
-
 def reports_source_key(instance: Instance, codename: str) -> XWingSecretKey:
     """The key pair of a new report's source: X-Wing, derived from the codename."""
     return derived(instance, codename).hybrid_key
@@ -383,25 +377,6 @@ def test_a_source_cannot_delete_another_reports_message_or_its_own_submission(
     assert response.status_code == 404
 
 
-def old_report(instance: Instance, codename: str) -> str:
-    """A report as the source interface made it before sources got hybrid keys (X25519)."""
-    keys = derived(instance, codename)
-    rid = new_id()
-    new = reports.NewReport(
-        lookup_id=keys.lookup_id,
-        source_public_key=keys.secret_key.public_key,
-        category="fraud",
-        text=MESSAGE,
-        details={},
-        identity={},
-        urgent=False,
-        acknowledgement="Received.",
-    )
-    with instance.sessions.begin() as db:
-        reports.submit(instance, db, rid, new)
-    return rid
-
-
 def test_signing_in_costs_one_derivation_and_keeps_the_same_keys_whichever_a_report_uses(
     source_app: Flask,
     instance: Instance,
@@ -418,7 +393,7 @@ def test_signing_in_costs_one_derivation_and_keeps_the_same_keys_whichever_a_rep
     hybrid_codename, form = new_codename(hybrid_client)
     submit_report(hybrid_client, form, {"category": "fraud", "message": MESSAGE})
     old_codename = codenames.generate("en")
-    old_report(instance, old_codename)
+    old_report(instance, old_codename, MESSAGE)
 
     runs: list[bytes] = []
     real = codenames.derive_key

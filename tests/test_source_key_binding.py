@@ -34,14 +34,12 @@ from werkzeug.test import TestResponse
 
 from crypto import codenames, envelope
 from crypto.keys import Recipient, SecretKey, public_key_from_bytes
-from dropbox import reports
 from dropbox.instance import Instance
 from dropbox.items import (
     check_source_key,
     item_context,
     message_document,
     message_type,
-    new_id,
     open_item_bytes,
 )
 from dropbox.models import Item, ItemKind, ItemRead, Report
@@ -52,7 +50,7 @@ from tests.reviewer_helpers import (
     signed_in_client,
     source_report,
 )
-from tests.source_helpers import csrf_token, login
+from tests.source_helpers import csrf_token, derived, login, old_report
 from tests.substitution_helpers import events, sealed_to
 from tests.substitution_helpers import swap_source_key as swap_in_database
 
@@ -101,12 +99,6 @@ class Made:
 
 
 # --- helpers ------------------------------------------------------------------------
-
-
-def derived(instance: Instance, codename: str) -> codenames.SourceSecrets:
-    """What the source interface derives from the codename."""
-    secrets = instance.secrets
-    return codenames.derive(codename, secrets.codename_salt, secrets.codename_cost)
 
 
 def derived_public_key(instance: Instance, codename: str) -> bytes:
@@ -494,36 +486,13 @@ def test_a_downgraded_row_does_not_make_the_source_fall_back_to_its_x25519_key(
     assert_refused_and_recorded(instance, made.rid, before, blobs, SWAPPED)
 
 
-def old_report(instance: Instance, codename: str) -> str:
-    """A report as the source interface made it before sources got hybrid keys: X25519.
-
-    Its first item binds the X25519 key the codename derives, its row holds
-    that key, and its acknowledgement is sealed to it.
-    """
-    keys = derived(instance, codename)
-    rid = new_id()
-    new = reports.NewReport(
-        lookup_id=keys.lookup_id,
-        source_public_key=keys.secret_key.public_key,
-        category="fraud",
-        text=MESSAGE,
-        details={},
-        identity={},
-        urgent=False,
-        acknowledgement="Thank you: the office has received your report.",
-    )
-    with instance.sessions.begin() as db:
-        reports.submit(instance, db, rid, new)
-    return rid
-
-
 def test_a_report_made_with_an_x25519_source_key_works_as_before(
     reviewer: Flask, source: Flask, world: World
 ) -> None:
     """The source signs in and reads, answers binding X25519, officers reply: it stays X25519."""
     instance, office_key = world.instance, world.office_keys["OIO"]
     codename = codenames.generate("en")
-    rid = old_report(instance, codename)
+    rid = old_report(instance, codename, MESSAGE)
     classical = derived_classical_key(instance, codename)
     classical_id = envelope.recipient_id(PublicKey(classical))
     hybrid = public_key_from_bytes(derived_public_key(instance, codename))
@@ -569,7 +538,7 @@ def test_an_x25519_source_key_swapped_on_the_server_gets_no_reply(
 ) -> None:
     """Neither another X25519 key nor a hybrid one passes for an old report's key."""
     instance = world.instance
-    rid = old_report(instance, codenames.generate("en"))
+    rid = old_report(instance, codenames.generate("en"), MESSAGE)
     swap_source_key(instance, rid, kind)
     before, blobs = items(instance, rid), set(instance.store.names())
     refused = reply_page(signed_in_client(reviewer, world, "oio"), rid, LATER)
