@@ -453,6 +453,22 @@ def confirm_action(session: Session, officer: Officer, code: str) -> bool:
 
 # --- the signed-in officer's own credentials -------------------------------------------
 
+
+def _confirmed(session: Session, officer: Officer, auth_key: bytes, code: str) -> Officer:
+    """The officer's row, locked, once their current auth key and a fresh code (burned) check.
+
+    Both are checked whatever the first gives, and either failing says the
+    same thing, so that the answer does not tell which was wrong.
+    """
+    locked = _locked_officer(session, officer.username)
+    if locked is None or not locked.active or not enrolled(locked):
+        raise DropboxError(WRONG_KEY_OR_CODE)
+    key_ok = _check_auth(locked, auth_key)
+    if not (_burn(session, locked, code) and key_ok):
+        raise DropboxError(WRONG_KEY_OR_CODE)
+    return locked
+
+
 WRONG_KEY_OR_CODE = "the passphrase or the code is not right; a code works only once"
 
 
@@ -477,12 +493,7 @@ def change_passphrase(
     """
     _check_auth_key(new_auth_key)
     _check_wrapped(new_wrapped, minimum)
-    locked = _locked_officer(session, officer.username)
-    if locked is None or not locked.active or not enrolled(locked):
-        raise DropboxError(WRONG_KEY_OR_CODE)
-    key_ok = _check_auth(locked, auth_key)
-    if not (_burn(session, locked, code) and key_ok):
-        raise DropboxError(WRONG_KEY_OR_CODE)
+    locked = _confirmed(session, officer, auth_key, code)
     locked.auth_verifier = auth_key_verifier(new_auth_key)
     locked.wrapped_secret_key = new_wrapped
     end_sessions(session, locked, keep_id_hash)
@@ -533,12 +544,7 @@ def replace_key(
     for office, sealed in grants.items():
         if not is_sealed_to_kind_of(sealed, new_key):
             raise DropboxError(f"the key of office {office} is not sealed to an X-Wing key")
-    locked = _locked_officer(session, officer.username)
-    if locked is None or not locked.active or not enrolled(locked):
-        raise DropboxError(WRONG_KEY_OR_CODE)
-    key_ok = _check_auth(locked, auth_key)
-    if not (_burn(session, locked, code) and key_ok):
-        raise DropboxError(WRONG_KEY_OR_CODE)
+    locked = _confirmed(session, officer, auth_key, code)
     try:
         old_key = public_key_from_bytes(locked.public_key or b"")
     except ValueError:
