@@ -53,6 +53,17 @@ def register_account(app: Flask) -> None:
     app.register_blueprint(blueprint)
 
 
+def _refusal(refused: ApiError) -> str:
+    """What the officer reads when the case server refuses a change to their account.
+
+    An outage, an ended sign-in or a missing account are not refusals of the
+    change: they go on to the handlers every page shares.
+    """
+    if isinstance(refused, Unreachable) or refused.status in (401, 404):
+        raise refused
+    return said(refused.message)
+
+
 def current_auth_key(entry: vault.Entry, passphrase: str) -> bytes | None:
     """The auth key of `passphrase` if it is the officer's current one (checked here), else None.
 
@@ -126,12 +137,8 @@ def change_passphrase() -> WerkzeugResponse:
             new_auth_key=new_auth_key,
             new_wrapped_secret_key=new_wrapped,
         )
-    except Unreachable:
-        raise
     except ApiError as refused:
-        if refused.status in (401, 404):
-            raise
-        flash(said(refused.message), "error")
+        flash(_refusal(refused), "error")
         return redirect(url_for("account.account"))
     entry.me = replace(entry.me, wrapped_secret_key=new_wrapped)
     flash(_("Your passphrase was changed. Your other sessions were signed out."), "info")
@@ -183,12 +190,8 @@ def replace_key() -> WerkzeugResponse:
             wrapped_secret_key=new.wrapped_secret_key,
             grants=new.grants,
         )
-    except Unreachable:
-        raise
     except ApiError as refused:
-        if refused.status in (401, 404):
-            raise
-        flash(said(refused.message), "error")
+        flash(_refusal(refused), "error")
         return redirect(url_for("account.account"))
     entry.me = entry.client.me()
     try:
@@ -242,12 +245,8 @@ def confirm_totp() -> Any:
         return totp_page(pending.secret, entry.username, "account.confirm_totp", error), 400
     try:
         entry.client.replace_totp(auth_key=pending.auth_key, secret=pending.secret, code=code)
-    except Unreachable:
-        raise
     except ApiError as refused:
-        if refused.status in (401, 404):
-            raise
-        error = said(refused.message)
+        error = _refusal(refused)
         page = totp_page(pending.secret, entry.username, "account.confirm_totp", error)
         return page, 400
     entry.pending_totp = None
@@ -304,12 +303,8 @@ def choose_notifications() -> Any:
                 openpgp_key=form["openpgp_key"],
                 remove_openpgp_key=remove,
             )
-        except Unreachable:
-            raise
         except ApiError as refused:
-            if refused.status in (401, 404):
-                raise
-            error = said(refused.message)
+            error = _refusal(refused)
     if error is not None:
         return _notifications_page(entry.client.notification_settings(), form, error)
     flash(_("Your notification settings were saved."), "info")
