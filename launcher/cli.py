@@ -12,7 +12,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +23,7 @@ import pyotp
 import qrcode
 from sqlalchemy.orm import Session
 
+from crypto.kdf import KdfCost
 from crypto.keys import KeyChain, fingerprint, public_key_from_bytes
 from dropbox import audit, officers, offices
 from dropbox.admin import fsck, reseal
@@ -256,26 +257,87 @@ def _grant_read_outs(
     return granted, refused
 
 
+def _new_chain_options(
+    recovery_help: str, new_file_help: str, grant_help: str
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The options of a command that gives an office a new key chain (and recovery file)."""
+    options = (
+        click.option(
+            "--recovery-file",
+            required=True,
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help=recovery_help,
+        ),
+        click.option(
+            "--new-recovery-file",
+            required=True,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help=new_file_help,
+        ),
+        click.option(
+            "--grant", "grants", multiple=True, metavar="USERNAME=FINGERPRINT", help=grant_help
+        ),
+    )
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+# What an office's new chain comes from: (session, the chain the recovery file opens,
+# the KDF cost) -> (the new chain, the new recovery file, its passphrase).
+ChainChange = Callable[[Session, KeyChain, KdfCost], tuple[KeyChain, bytes, str]]
+
+
+def _new_office_chain(
+    state: _State,
+    code: str,
+    recovery_file: Path,
+    new_recovery_file: Path,
+    grants: tuple[str, ...],
+    change: ChainChange,
+) -> tuple[KeyChain, str, list[str], list[str]]:
+    """Open the recovery file, change the office's chain, write the new file, grant again.
+
+    In one transaction: the new chain, its passphrase, the officers granted
+    it and a message for each read-out that did not match.
+    """
+    if new_recovery_file.exists():
+        raise CommandError(f"{new_recovery_file} already exists; choose another file name")
+    read_outs = _read_outs(grants)
+    passphrase = _ask_secret("Recovery passphrase")
+    with state.session() as (instance, session):
+        targets = [(officers.get(session, name), read_out) for name, read_out in read_outs]
+        chain = offices.open_recovery_file(session, code, recovery_file.read_bytes(), passphrase)
+        new_chain, data, new_passphrase = change(session, chain, instance.config.crypto.kdf_cost)
+        granted, refused = _grant_read_outs(session, code, targets, new_chain)
+        _write_private_file(new_recovery_file, data)
+    return new_chain, new_passphrase, granted, refused
+
+
+def _say_grants(
+    code: str, what: str, granted: list[str], refused: list[str], new_recovery_file: Path
+) -> str:
+    """Print who was granted `what` and who not; the sentence saying how to grant the others."""
+    if granted:
+        click.echo(f"Granted {what} to: {', '.join(granted)}.")
+    for message in refused:
+        click.echo(message)
+    return (
+        f"Every other grant of {code} was removed: grant each officer again with 'dropbox"
+        f" officer grant USERNAME {code} --recovery-file {new_recovery_file}'"
+    )
+
+
 @office.command("upgrade")
 @click.argument("code")
-@click.option(
-    "--recovery-file",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The office's recovery file (its passphrase is prompted).",
-)
-@click.option(
-    "--new-recovery-file",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the recovery file of the upgraded key (it replaces the old file).",
-)
-@click.option(
-    "--grant",
-    "grants",
-    multiple=True,
-    metavar="USERNAME=FINGERPRINT",
-    help="Grant the new key at once to USERNAME, whose key must match the fingerprint they"
+@_new_chain_options(
+    "The office's recovery file (its passphrase is prompted).",
+    "Where to write the recovery file of the upgraded key (it replaces the old file).",
+    "Grant the new key at once to USERNAME, whose key must match the fingerprint they"
     " read out (repeatable).",
 )
 @pass_state
@@ -291,18 +353,14 @@ def office_upgrade(
     and the new file; nothing is granted to a key that does not match the
     fingerprint its officer reads out.
     """
-    if new_recovery_file.exists():
-        raise CommandError(f"{new_recovery_file} already exists; choose another file name")
-    read_outs = _read_outs(grants)
-    passphrase = _ask_secret("Recovery passphrase")
-    with state.session() as (instance, session):
-        targets = [(officers.get(session, name), read_out) for name, read_out in read_outs]
-        chain = offices.open_recovery_file(session, code, recovery_file.read_bytes(), passphrase)
-        _, upgraded, data, new_passphrase = offices.upgrade(
-            session, code, chain, instance.config.crypto.kdf_cost, ACTOR
-        )
-        granted, refused = _grant_read_outs(session, code, targets, upgraded)
-        _write_private_file(new_recovery_file, data)
+
+    def upgrade(session: Session, chain: KeyChain, cost: KdfCost) -> tuple[KeyChain, bytes, str]:
+        _, upgraded, data, new_passphrase = offices.upgrade(session, code, chain, cost, ACTOR)
+        return upgraded, data, new_passphrase
+
+    upgraded, new_passphrase, granted, refused = _new_office_chain(
+        state, code, recovery_file, new_recovery_file, grants, upgrade
+    )
     click.echo(f"Office {code} has a new X-Wing key: {fingerprint(upgraded.public_key)}")
     click.echo(
         "Pin it: replace the fingerprint line of its [[offices]] table in the configuration"
@@ -310,14 +368,10 @@ def office_upgrade(
     )
     click.echo(f"  {offices.config_line(upgraded.public_key)}")
     _show_recovery(code, new_recovery_file, new_passphrase)
-    if granted:
-        click.echo(f"Granted the new key to: {', '.join(granted)}.")
-    for message in refused:
-        click.echo(message)
+    others = _say_grants(code, "the new key", granted, refused, new_recovery_file)
     click.echo(
-        f"Every other grant of {code} was removed: grant each officer again with 'dropbox"
-        f" officer grant USERNAME {code} --recovery-file {new_recovery_file}', then re-seal the"
-        f" old items with 'dropbox office reseal {code} --recovery-file {new_recovery_file}'."
+        f"{others}, then re-seal the old items with"
+        f" 'dropbox office reseal {code} --recovery-file {new_recovery_file}'."
     )
 
 
@@ -375,24 +429,10 @@ def office_reseal(state: _State, code: str, recovery_file: Path, batch_size: int
 
 @office.command("retire-old-keys")
 @click.argument("code")
-@click.option(
-    "--recovery-file",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The office's recovery file since its upgrade (its passphrase is prompted).",
-)
-@click.option(
-    "--new-recovery-file",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the recovery file of the X-Wing key alone (it replaces the old file).",
-)
-@click.option(
-    "--grant",
-    "grants",
-    multiple=True,
-    metavar="USERNAME=FINGERPRINT",
-    help="Grant the new key chain at once to USERNAME, whose key must match the fingerprint"
+@_new_chain_options(
+    "The office's recovery file since its upgrade (its passphrase is prompted).",
+    "Where to write the recovery file of the X-Wing key alone (it replaces the old file).",
+    "Grant the new key chain at once to USERNAME, whose key must match the fingerprint"
     " they read out (repeatable).",
 )
 @pass_state
@@ -408,25 +448,26 @@ def office_retire_old_keys(
     granted again, here with --grant or later with 'dropbox officer grant'
     and the new file.
     """
-    if new_recovery_file.exists():
-        raise CommandError(f"{new_recovery_file} already exists; choose another file name")
-    read_outs = _read_outs(grants)
-    passphrase = _ask_secret("Recovery passphrase")
-    with state.session() as (instance, session):
-        targets = [(officers.get(session, name), read_out) for name, read_out in read_outs]
-        chain = offices.open_recovery_file(session, code, recovery_file.read_bytes(), passphrase)
+    damaged = 0
+
+    def retire(session: Session, chain: KeyChain, cost: KdfCost) -> tuple[KeyChain, bytes, str]:
+        nonlocal damaged
         _, retired, data, new_passphrase, left = reseal.retire_old_keys(
-            session, code, chain, instance.config.crypto.kdf_cost, ACTOR
+            session, code, chain, cost, ACTOR
         )
-        granted, refused = _grant_read_outs(session, code, targets, retired)
-        _write_private_file(new_recovery_file, data)
+        damaged = left.damaged
+        return retired, data, new_passphrase
+
+    retired, new_passphrase, granted, refused = _new_office_chain(
+        state, code, recovery_file, new_recovery_file, grants, retire
+    )
     click.echo(
         f"Office {code}'s old key is retired: its key chain is its X-Wing key alone,"
         f" {fingerprint(retired.public_key)} (the configuration's pin stays as it is)."
     )
-    if left.damaged:
+    if damaged:
         click.echo(
-            f"{left.damaged} key-block entries under the old key did not open with it (damaged:"
+            f"{damaged} key-block entries under the old key did not open with it (damaged:"
             " nothing opens them); 'dropbox office reseal' listed their items."
         )
     _show_recovery(code, new_recovery_file, new_passphrase)
@@ -434,14 +475,7 @@ def office_retire_old_keys(
         f"The old recovery file {recovery_file} still holds the old key: destroy it once the"
         " new one is stored safely, and grant from the new one only."
     )
-    if granted:
-        click.echo(f"Granted the new key chain to: {', '.join(granted)}.")
-    for message in refused:
-        click.echo(message)
-    click.echo(
-        f"Every other grant of {code} was removed: grant each officer again with 'dropbox"
-        f" officer grant USERNAME {code} --recovery-file {new_recovery_file}'."
-    )
+    click.echo(_say_grants(code, "the new key chain", granted, refused, new_recovery_file) + ".")
 
 
 # --- officers ----------------------------------------------------------------
