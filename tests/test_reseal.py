@@ -207,19 +207,26 @@ def test_an_interrupted_reseal_carries_on_when_run_again_and_leaves_every_body_a
     assert acknowledgements == REPORTS
 
 
-def test_a_key_block_that_does_not_open_is_counted_as_damaged_and_left_alone(
-    classical: Classical,
-) -> None:
+def damage_first_item(classical: Classical) -> tuple[Item, bytes]:
+    """The first item, its office entry now sealed to a stranger's key under the office's id;
+    and that damaged key block."""
     instance = classical.instance
-    chain = upgraded_chain(classical)
     first = items(instance)[0]
-    # Its office entry sealed to a stranger's key under the office's recipient id.
     forged = envelope.encrypt_bytes(b"x", [generate_keypair().public_key], b"")[0]
     forged = forged[:2] + envelope.recipient_id(classical.old_key.public_key) + forged[10:]
     with instance.sessions.begin() as session:
         row = session.get(Item, first.id)
         assert row is not None
         row.key_block = forged
+    return first, forged
+
+
+def test_a_key_block_that_does_not_open_is_counted_as_damaged_and_left_alone(
+    classical: Classical,
+) -> None:
+    instance = classical.instance
+    chain = upgraded_chain(classical)
+    first, forged = damage_first_item(classical)
     run = reseal.reseal(instance, "OIO", chain, "test")
     assert run.damaged == [first.id] and run.resealed == 2 * REPORTS - 1
     with instance.sessions() as session:
@@ -502,13 +509,7 @@ def test_a_damaged_entry_under_the_old_key_does_not_hold_the_retirement_back(
     """An entry the old key does not open is lost with or without that key: it is counted."""
     instance = classical.instance
     chain = upgraded_chain(classical)
-    first = items(instance)[0]
-    forged = envelope.encrypt_bytes(b"x", [generate_keypair().public_key], b"")[0]
-    forged = forged[:2] + envelope.recipient_id(classical.old_key.public_key) + forged[10:]
-    with instance.sessions.begin() as session:
-        row = session.get(Item, first.id)
-        assert row is not None
-        row.key_block = forged
+    first, _ = damage_first_item(classical)
     assert reseal.reseal(instance, "OIO", chain, "test").damaged == [first.id]
     _, _, _, left = retire(instance, chain)
     assert (left.sealed, left.damaged) == (0, 1)
