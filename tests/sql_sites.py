@@ -76,11 +76,21 @@ ONE_ENGINE_ONLY: dict[str, str] = {
 }
 
 
+# A code file's path relative to ROOT, or "" outside PACKAGES (asked for each frame
+# of each statement: worked out once per file).
+_relative: dict[str, str] = {}
+
+
 def _site(frame: FrameType | None) -> str | None:
     while frame is not None:
         filename = frame.f_code.co_filename
-        if filename.startswith(_PREFIXES):
-            path = Path(filename).relative_to(ROOT).as_posix()
+        path = _relative.get(filename)
+        if path is None:
+            inside = filename.startswith(_PREFIXES)
+            path = _relative[filename] = (
+                Path(filename).relative_to(ROOT).as_posix() if inside else ""
+            )
+        if path:
             return f"{path}::{frame.f_code.co_qualname}:{frame.f_lineno}"
         frame = frame.f_back
     return None
@@ -94,6 +104,10 @@ class Recorder:
         self.sites: defaultdict[str, set[str]] = defaultdict(set)
         self.texts: dict[str, str] = {}
         self._shapes: dict[int, tuple[Any, str]] = {}
+        # Shapes by SQLAlchemy's cache key of the statement (its structure, without the
+        # values): each test's new engine compiles its statements anew, and writing one
+        # out again with the generic compiler cost about a twentieth of the suite's time.
+        self._keyed: dict[Any, str] = {}
 
     def install(self) -> None:
         from sqlalchemy import event
@@ -128,12 +142,18 @@ class Recorder:
             # A change of schema is written for its engine (SQLite copies a table where
             # PostgreSQL alters it): only the line can be compared.
             return SCHEMA_CHANGE
-        # The ORM's flushes print one UPDATE per table, whichever columns changed: which
-        # ones did can differ between engines (a time read back naive or aware).
-        text = " ".join(str(compiled.statement).split())
-        shape = hashlib.sha256(text.encode()).hexdigest()[:12]
+        cache_key = getattr(compiled, "cache_key", None)
+        key = None if cache_key is None else cache_key.key
+        shape = None if key is None else self._keyed.get(key)
+        if shape is None:
+            # The ORM's flushes print one UPDATE per table, whichever columns changed:
+            # which ones did can differ between engines (a time read back naive or aware).
+            text = " ".join(str(compiled.statement).split())
+            shape = hashlib.sha256(text.encode()).hexdigest()[:12]
+            self.texts[shape] = text
+            if key is not None:
+                self._keyed[key] = shape
         self._shapes[id(compiled)] = (compiled, shape)
-        self.texts[shape] = text
         return shape
 
     def write(self, directory: Path, engine: str, worker: str) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dropbox import database
@@ -104,6 +105,38 @@ def test_the_recorder_names_the_project_line_and_the_same_query_alike_on_each_en
     assert named(sqlite.dialect()) != recorder._shape(
         "ignored", SimpleNamespace(compiled=other.compile(dialect=sqlite.dialect()))
     )
+
+
+def test_a_statement_met_again_on_a_new_engine_keeps_its_name_and_another_keeps_its_own() -> None:
+    # Each test's engine compiles its statements anew; the recorder names a statement it
+    # has met by SQLAlchemy's cache key (its structure) instead of writing it out again.
+    recorder = Recorder()
+    contexts: list[Any] = []
+    queries = [
+        select(Report.id).where(Report.office_code == "OIO"),
+        select(Report.id).where(Report.office_code == "ECO").limit(5),
+        select(Report.id).where(Report.id == "R-1"),
+    ]
+    named: list[list[str]] = []
+
+    def keep(*arguments: Any) -> None:
+        contexts.append(arguments[4])  # the execution context
+
+    for _ in range(2):
+        engine = create_engine("sqlite://")
+        Base.metadata.create_all(engine)
+        event.listen(engine, "before_cursor_execute", keep)
+        with engine.connect() as connection:
+            for query in queries:
+                connection.execute(query)
+        named.append([recorder._shape("", context) for context in contexts[-3:]])
+    first, again = named
+    assert contexts[0].compiled is not contexts[3].compiled  # compiled anew...
+    assert again == first  # ...and named alike
+    assert len(recorder._keyed) == 3
+    assert first == [
+        hashlib.sha256(" ".join(str(query).split()).encode()).hexdigest()[:12] for query in queries
+    ]
 
 
 def test_every_function_excused_as_one_engine_only_still_exists() -> None:
