@@ -37,7 +37,7 @@ from sqlalchemy import and_, delete, insert, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from dropbox import audit, openpgp
+from dropbox import audit, officers, openpgp
 from dropbox.config import MailSettings, is_mail_address
 from dropbox.errors import DropboxError
 from dropbox.instance import Instance
@@ -548,6 +548,90 @@ def run_once(instance: Instance, now: datetime | None = None) -> RunSummary:
                 with instance.sessions.begin() as session:
                     _record(session, results, now, summary)
     return summary
+
+
+# --- a test mail, to check the settings ------------------------------------------------------
+
+TEST_SUBJECT = "Reviewer app: a test of your notification e-mails"
+
+
+def text_of_test_mail(link: str) -> str:
+    """The whole text of a test mail: what it is, and what real mails will say."""
+    return (
+        "\n".join(
+            [
+                "Hello,",
+                "",
+                "This is a test, sent by whoever runs the reporting dropbox, to check that",
+                "notification e-mails reach you. Nothing is waiting for you because of it.",
+                "",
+                "Real notifications count the new reports, answers from sources and",
+                "deadlines of your offices. They never name or describe a report.",
+                "",
+                f"The reviewer app: {link}",
+                "",
+                "You can change these e-mails, or stop them, on your account page in the",
+                "reviewer app.",
+            ]
+        )
+        + "\n"
+    )
+
+
+@dataclass(frozen=True)
+class SentTestMail:
+    """Where a test mail went."""
+
+    address: str
+    openpgp_fingerprint: str | None
+
+
+def send_test_mail(instance: Instance, username: str, actor: str) -> SentTestMail:
+    """Send one test mail to an officer now, as their notifications would go; audited.
+
+    For the operator who has just set up [mail], or an officer who has just
+    registered an OpenPGP key. It goes to the officer's address, encrypted if
+    they registered a key, and touches no queued mail. DropboxError says why
+    it was not sent (the mail server's refusal, in the same words as a
+    failed notification).
+    """
+    settings = instance.config.mail
+    if not settings.enabled:
+        raise DropboxError("no mail server is configured (mail.host is empty): nothing was sent")
+    with instance.sessions() as session:
+        officer = officers.get(session, username)
+        preference = session.get(NotificationPreference, officer.id)
+        if not officer.active:
+            raise DropboxError(f"{username} is deactivated: no mail is sent to them")
+        if preference is None or not preference.email:
+            raise DropboxError(
+                f"{username} has given no e-mail address: they add one on their account "
+                "page in the reviewer app (E-mail notifications)"
+            )
+        if preference.mode == NotificationMode.NONE:
+            raise DropboxError(
+                f"{username} chose to get no notification e-mails: nothing was sent to them"
+            )
+        recipient = Recipient(
+            preference.email, preference.openpgp_key, preference.openpgp_fingerprint
+        )
+    error = None
+    with Delivery(settings) as delivery:
+        try:
+            message = build(
+                settings, recipient, TEST_SUBJECT, text_of_test_mail(settings.reviewer_link)
+            )
+            delivery.send(message, recipient.address)
+        except (openpgp.KeyRefused, openpgp.GpgMissing, MailError) as failed:
+            error = str(failed)
+    detail = f"to {username}: " + (f"failed: {error}" if error else "sent")
+    with instance.sessions.begin() as session:
+        audit.record(session, actor, "notify.test", detail=detail[:500])
+    if error is not None:
+        raise DropboxError(
+            f"the test mail to {username} ({recipient.address}) was not sent: {error}"
+        )
+    return SentTestMail(recipient.address, recipient.openpgp_fingerprint)
 
 
 # --- what administrators see ------------------------------------------------------------------

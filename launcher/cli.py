@@ -981,19 +981,51 @@ def bundle_import(state: _State, bundle_file: Path, officer_name: str | None) ->
 
 @cli.command("notify")
 @click.option("--once", is_flag=True, help="Send what is due now, then exit (for a timer or cron).")
+@click.option(
+    "--test",
+    "test_username",
+    metavar="USERNAME",
+    help="Send one test mail to this officer now, to check the [mail] settings and their key.",
+)
 @pass_state
-def notify_command(state: _State, once: bool) -> None:
+def notify_command(state: _State, once: bool, test_username: str | None) -> None:
     """Send officers' notification e-mails that are due: counts only, never report content.
 
     Run it every minute from a timer (docs/deploy.md). Mails that fail are
     retried by later runs, after 1, 5 and 30 minutes and 2 hours, then
     given up; administrators see them in the reviewer app. Exit 1 if a mail
     failed in this run.
+
+    With --test USERNAME it sends one test mail to that officer at once, as
+    their notifications go (encrypted if they registered an OpenPGP key), and
+    says whether the mail server took it.
     """
     from dropbox import notify
 
+    if once and test_username:
+        raise CommandError("give --once or --test, not both")
+    if test_username:
+        with _database_errors():
+            instance = Instance.open(state.config())
+            try:
+                sent = notify.send_test_mail(instance, test_username, ACTOR)
+            finally:
+                instance.close()
+        encrypted = (
+            f", encrypted to OpenPGP key {sent.openpgp_fingerprint}"
+            if sent.openpgp_fingerprint
+            else ", not encrypted (they registered no OpenPGP key)"
+        )
+        click.echo(
+            f"The mail server took a test mail to {test_username} at {sent.address}{encrypted}."
+        )
+        click.echo("Ask them whether it arrived (and opens): a mail server may still drop it.")
+        return
     if not once:
-        raise CommandError("give --once: run 'dropbox notify --once' from a timer every minute")
+        raise CommandError(
+            "give --once: run 'dropbox notify --once' from a timer every minute "
+            "(or --test USERNAME to send one test mail)"
+        )
     with _database_errors():
         instance = Instance.open(state.config())
         try:

@@ -550,6 +550,85 @@ def test_a_server_that_disappears_mid_session_loses_no_mail(
     assert queued(world.instance) == []
 
 
+# --- a test mail ------------------------------------------------------------------------------
+
+
+def test_a_test_mail_goes_at_once_as_the_officers_mails_go_and_leaves_the_queue_alone(
+    world: World, mail_port: int, mailbox: Mailbox, source: Flask, gpg_keys: Keys
+) -> None:
+    choose(world, "oio")
+    choose(world, "eco", key=gpg_keys.good)
+    new_report(source, world.instance)  # queued for the OIO officer, not yet sent
+    waiting = [(r.officer_id, r.new_reports) for r in queued(world.instance)]
+
+    sent = notify.send_test_mail(world.instance, "oio-officer", "command line")
+
+    assert sent == notify.SentTestMail(address("oio"), None)
+    (mail,) = mailbox.to(address("oio"))
+    assert mail["Subject"] == notify.TEST_SUBJECT and mail["From"] == FROM
+    text = body_text(mail)
+    assert "This is a test" in text and LINK in text
+    assert "waiting in the reviewer app" not in text  # it counts nothing
+    assert [(r.officer_id, r.new_reports) for r in queued(world.instance)] == waiting
+
+    # To an officer with a key: encrypted, as their notifications are.
+    sent = notify.send_test_mail(world.instance, "eco-officer", "command line")
+    assert sent.openpgp_fingerprint is not None
+    (encrypted,) = mailbox.to(address("eco"))
+    assert encrypted.get_content_type() == "multipart/encrypted"
+    assert "This is a test" not in encrypted.as_string()
+    _, payload = encrypted.iter_parts()
+    inner = gpg_keys.decrypt(payload.get_payload(decode=True)).decode()
+    assert "This is a test" in inner and LINK in inner
+    assert audit_details(world.instance, "notify.test") == [
+        "to oio-officer: sent",
+        "to eco-officer: sent",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("username", "words"),
+    [
+        ("nobody", "no officer is called 'nobody'"),
+        ("eco-second", "eco-second has given no e-mail address"),
+        ("admin", "admin chose to get no notification e-mails"),
+        ("gone-officer", "gone-officer is deactivated"),
+    ],
+)
+def test_a_test_mail_to_someone_who_gets_no_mail_is_refused_in_plain_words(
+    world: World, mail_port: int, mailbox: Mailbox, username: str, words: str
+) -> None:
+    choose(world, "admin", mode="none")
+    choose(world, "gone")
+    with world.instance.sessions.begin() as db:
+        gone = db.get(Officer, world.people["gone"].id)
+        assert gone is not None
+        gone.active = False
+    with pytest.raises(notify.DropboxError) as refused:
+        notify.send_test_mail(world.instance, username, "command line")
+    assert str(refused.value).startswith(words)
+    assert mailbox.mails == []
+    assert audit_details(world.instance, "notify.test") == []
+
+
+def test_a_test_mail_the_server_refuses_says_why_and_is_audited(
+    world: World, mailbox: Mailbox
+) -> None:
+    mailbox.refuse = "550 5.1.1 No such mailbox"
+    choose(world, "oio")
+    with smtp_server(mailbox) as port:
+        use_mail(world.instance, port)
+        with pytest.raises(notify.DropboxError) as refused:
+            notify.send_test_mail(world.instance, "oio-officer", "command line")
+    assert str(refused.value) == (
+        f"the test mail to oio-officer ({address('oio')}) was not sent: "
+        "the mail server refused the mail (550 5.1.1 No such mailbox)"
+    )
+    (detail,) = audit_details(world.instance, "notify.test")
+    assert detail.startswith("to oio-officer: failed: the mail server refused the mail (550")
+    assert queued(world.instance) == []  # a test is not retried
+
+
 # --- the command -----------------------------------------------------------------------------
 
 
@@ -586,7 +665,26 @@ def test_dropbox_notify_once_sends_and_says_what_it_did(
     assert "1 failed" in failed.stdout and "refused the connection" in failed.stdout
     assert "Traceback" not in failed.stdout + failed.stderr
     missing = invoke("--config", str(config_file), "notify")
-    assert missing.returncode == 2 and "--once" in missing.stderr
+    assert missing.returncode == 2 and "--once" in missing.stderr and "--test" in missing.stderr
+
+    # --test: one mail now, and the answer in one line whether it went or not.
+    with smtp_server(mailbox, port):
+        tested = invoke("--config", str(config_file), "notify", "--test", "oio-officer")
+    assert tested.returncode == 0, tested.stderr
+    assert tested.stdout.splitlines()[0] == (
+        f"The mail server took a test mail to oio-officer at {address('oio')}, "
+        "not encrypted (they registered no OpenPGP key)."
+    )
+    assert mailbox.to(address("oio"))[-1]["Subject"] == notify.TEST_SUBJECT
+    down = invoke("--config", str(config_file), "notify", "--test", "oio-officer")
+    assert down.returncode == 2 and "refused the connection" in down.stderr
+    unknown = invoke("--config", str(config_file), "notify", "--test", "nobody")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == "dropbox: no officer is called 'nobody'"
+    both = invoke("--config", str(config_file), "notify", "--once", "--test", "oio-officer")
+    assert both.returncode == 2 and "not both" in both.stderr
+    for result in (tested, down, unknown, both):
+        assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_two_runs_at_once_never_send_twice(world: World, mail_port: int, mailbox: Mailbox) -> None:
