@@ -267,6 +267,7 @@ def _notifications_page(
         fingerprint=openpgp.grouped(settings.openpgp_fingerprint or ""),
         form=form or {"email": settings.email, "mode": settings.mode},
         error=error,
+        username=_entry().username,
     ), (400 if error else 200)
 
 

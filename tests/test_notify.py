@@ -369,6 +369,7 @@ def test_the_account_page_registers_a_key_and_tells_a_refusal_in_plain_words(
 ) -> None:
     client = signed_in_client(reviewer, world, "oio")
     page = "/account/notifications"
+    assert "notify --test" not in client.get(page).get_data(as_text=True)  # no mails chosen
     refused = post_form(
         client,
         page,
@@ -395,6 +396,8 @@ def test_the_account_page_registers_a_key_and_tells_a_refusal_in_plain_words(
         fingerprint = preference.openpgp_fingerprint
     assert fingerprint[:4] + " " + fingerprint[4:8] in shown
     assert "Officer &lt;officer@example.org&gt;" in shown
+    # How to check that mails arrive and open: a test mail, with the command to ask for.
+    assert "dropbox notify --test oio-officer" in shown
     assert audit_details(world.instance, "notify.settings") == [
         f"mode digest; OpenPGP key {fingerprint}"
     ]
