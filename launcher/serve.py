@@ -18,6 +18,7 @@ from typing import Any
 import gunicorn.config
 import gunicorn.http.wsgi
 import gunicorn.util
+import gunicorn.workers.gthread
 from flask import Flask
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
@@ -34,6 +35,12 @@ UMASK = 0o077
 # How long a worker keeps an idle connection open (gunicorn's default, stated: the
 # reviewer app's client lets its pooled connections go sooner, client.KEEPALIVE_EXPIRY).
 KEEPALIVE_SECONDS = 2
+# How long one of a worker's threads waits for the first bytes of a new connection
+# before it hands the connection back to the worker's poller (gunicorn 27's gthread
+# worker: 5 s). A connection that sends nothing held a thread that long, and held a
+# stopping worker too: Ctrl-C took over 5 s with one such connection open
+# (tests/test_cli.py). A client whose request comes later is still served, from the poller.
+FIRST_BYTES_WAIT_SECONDS = 0.5
 
 
 def _scrub(message: object) -> str:
@@ -189,4 +196,6 @@ def serve(config: Config, interface: str) -> None:
     _tune_malloc()
     gunicorn.http.wsgi.Response = _NoServerHeaderResponse
     gunicorn.util.write_error = _write_error
+    if hasattr(gunicorn.workers.gthread, "DEFAULT_WORKER_DATA_TIMEOUT"):
+        gunicorn.workers.gthread.DEFAULT_WORKER_DATA_TIMEOUT = FIRST_BYTES_WAIT_SECONDS
     _Server(app_factory(config, interface), gunicorn_options(config, interface)).run()

@@ -170,6 +170,7 @@ SERIAL_TESTS = frozenset(
     {
         "test_cli.py::test_ctrl_c_stops_the_whole_demo_within_five_seconds_without_alarm",
         "test_cli.py::test_ctrl_c_on_dropbox_run_reaches_the_gunicorn_master_only",
+        "test_cli.py::test_a_connection_that_sends_nothing_holds_up_neither_ctrl_c_nor_a_later_request",
         "test_disk_traces.py::test_a_sources_session_ends_at_its_exact_expiry_though_the_row_says_a_later_day",
         "test_officer_keys.py::test_a_cost_outside_the_bounds_is_refused_before_any_derivation",
         "test_reviewer_signin.py::test_signing_in_takes_as_long_whether_the_username_exists_or_the_passphrase_is_right",

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from crypto.keys import (
 from dropbox import audit, officers, offices
 from dropbox.config import load
 from dropbox.instance import Instance
+from launcher.serve import FIRST_BYTES_WAIT_SECONDS
 from tests.conftest import (
     CHEAP_COST,
     CHEAP_CRYPTO_TOML,
@@ -753,6 +755,54 @@ def test_ctrl_c_on_dropbox_run_reaches_the_gunicorn_master_only(tmp_path: Path) 
         served.stop()
     log = served.log.read_text()
     assert "SIGKILL" not in log and "Traceback" not in log, log
+
+
+def test_a_connection_that_sends_nothing_holds_up_neither_ctrl_c_nor_a_later_request(
+    tmp_path: Path,
+) -> None:
+    """A worker's thread waits only briefly for a new connection's first bytes.
+
+    gunicorn 27's threads wait 5 s for them; a stopping worker waited for that
+    thread, so one connection that sent nothing (a slow or hostile client)
+    made Ctrl-C take over 5 s (launcher/serve.py, FIRST_BYTES_WAIT_SECONDS).
+    """
+    port = free_port()
+    config = write_config(tmp_path, f"[source]\nport = {port}\nworkers = 1\n")
+    assert invoke("--config", str(config), "init").returncode == 0
+    served = start_source(config, port, tmp_path / "data", 1)
+    idle = None
+    try:
+        # A client whose request comes well after it connected is still served.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as late:
+            time.sleep(FIRST_BYTES_WAIT_SECONDS * 3)
+            late.sendall(
+                f"GET /robots.txt HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            answer = b""
+            while chunk := late.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+        idle = socket.create_connection(("127.0.0.1", port), timeout=10)
+        (worker,) = served.workers
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _ignores_sigint(worker):
+            time.sleep(0.1)
+        time.sleep(0.2)  # the connection accepted, and a thread waiting on it
+        everything = {served.process.pid, worker}
+        os.killpg(served.process.pid, signal.SIGINT)
+        started = time.monotonic()
+        while time.monotonic() < started + 10 and _running(everything):
+            served.process.poll()
+            time.sleep(0.05)
+        stopped_in = time.monotonic() - started
+        assert not _running(everything)
+        assert stopped_in < 3, f"Ctrl-C took {stopped_in:.1f} s with an idle connection open"
+    finally:
+        if idle is not None:
+            idle.close()
+        served.stop()
 
 
 def test_ctrl_c_while_the_program_starts_ends_it_quietly_as_ctrl_c_does() -> None:
