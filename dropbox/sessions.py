@@ -32,16 +32,18 @@ import secrets
 import weakref
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import nacl.exceptions
-import redis
 from nacl.secret import SecretBox
 from sqlalchemy import Engine, delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from dropbox.instance import Instance
 from dropbox.models import OfficerSession, SourceSession
+
+if TYPE_CHECKING:
+    import redis
 
 # What a stored session is for: a source's cookie, an officer's cookie, an API token.
 Kind = Literal["source", "officer", "token"]
@@ -187,6 +189,10 @@ class RedisStore:
     """
 
     def __init__(self, url: str) -> None:
+        # Loaded here: only an instance with a Redis URL needs it, and every command
+        # and server process imports this module.
+        import redis
+
         # A Redis that stops answering fails the request instead of hanging it
         # (timeouts given in the URL's query string win over these).
         self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)

@@ -23,6 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+# Every file and directory the program creates is its owner's alone (0600, 0700),
+# whatever umask the service manager or the shell gave it (the `dropbox` command and
+# the servers set it first).
+UMASK = 0o077
+
 _PART_SUFFIX = ".part"
 _DAY_SECONDS = 86400
 # Reading a blob must not record when it was read (Linux; elsewhere 0: no such flag).

@@ -16,11 +16,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NoReturn
+from typing import ClassVar, NoReturn
 
 import click
-import pyotp
-import qrcode
 from sqlalchemy.orm import Session
 
 from crypto.kdf import KdfCost
@@ -32,10 +30,7 @@ from dropbox.config import Config, ConfigError, fingerprint_digest, load
 from dropbox.errors import DropboxError
 from dropbox.instance import Instance, InstanceError
 from dropbox.models import Officer
-from dropbox.store import write_private_file
-from journalist_interface.run import reviewer as reviewer_command
-from journalist_interface.settings import load_settings
-from launcher.serve import UMASK
+from dropbox.store import UMASK, write_private_file
 
 ACTOR = "command line"
 
@@ -82,7 +77,32 @@ def _ask_secret(prompt: str, *, confirm: bool = False) -> str:
     return first
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The commands, with the reviewer app's loaded only when it is asked for.
+
+    The reviewer app brings Flask, httpx and its pages: about a third of the
+    program's start-up, which `dropbox notify --once` (every minute, from a
+    timer) and every other command would otherwise pay for nothing.
+    """
+
+    LAZY: ClassVar[dict[str, tuple[str, str]]] = {
+        "reviewer": ("journalist_interface.run", "reviewer")
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY:
+            import importlib
+
+            module, name = self.LAZY[cmd_name]
+            command: click.Command = getattr(importlib.import_module(module), name)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -487,6 +507,8 @@ def officer() -> None:
 
 
 def _show_totp(username: str, secret: str, uri: str) -> None:
+    import qrcode
+
     qr = qrcode.QRCode(border=1)
     qr.add_data(uri)
     buffer = io.StringIO()
@@ -1254,6 +1276,10 @@ def _demo_passphrase() -> str:
 
 
 def _print_demo(data_dir: Path, config: Config) -> None:
+    import pyotp
+
+    from journalist_interface.settings import load_settings
+
     logins = json.loads((data_dir / DEMO_LOGINS).read_text())
     reviewer = load_settings(data_dir / DEMO_REVIEWER_SETTINGS)
     click.echo("")
@@ -1312,6 +1338,8 @@ def demo(
 ) -> None:
     """Create (or reuse) a local demo: source interface, case server and reviewer app."""
     if codes:
+        import pyotp
+
         if not (data_dir / DEMO_LOGINS).exists():
             raise CommandError(f"no demo instance in {data_dir}; run 'dropbox demo' first")
         for login in json.loads((data_dir / DEMO_LOGINS).read_text()):
@@ -1339,7 +1367,6 @@ def demo(
 
 
 cli.add_command(tor_config)
-cli.add_command(reviewer_command)
 
 
 # --- entry point -------------------------------------------------------------

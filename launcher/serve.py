@@ -24,14 +24,12 @@ from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from dropbox.config import Config, check_transport
+from dropbox.store import UMASK
 from dropbox.web import COMMON_HEADERS, LOCKED_POLICY
 
 _ADDRESS = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b|\[?[0-9a-fA-F:]{3,}:[0-9a-fA-F:]+\]?")
 _IP_FIELD = re.compile(r"ip=\S*")
 _GUNICORN_SETTINGS = frozenset(setting.name for setting in gunicorn.config.KNOWN_SETTINGS)
-# Every file and directory the program creates is its owner's alone (0600, 0700),
-# whatever umask the service manager or the shell gave it.
-UMASK = 0o077
 # How long a worker keeps an idle connection open (gunicorn's default, stated: the
 # reviewer app's client lets its pooled connections go sooner, client.KEEPALIVE_EXPIRY).
 KEEPALIVE_SECONDS = 2

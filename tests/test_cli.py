@@ -38,7 +38,7 @@ from tests.conftest import (
     new_database_url,
     run_cli,
 )
-from tests.served import Browser, report_form, serving, start_source, with_umask
+from tests.served import REPO, Browser, report_form, serving, start_source, with_umask
 
 pytestmark = pytest.mark.database_engine
 
@@ -803,6 +803,33 @@ def test_a_connection_that_sends_nothing_holds_up_neither_ctrl_c_nor_a_later_req
         if idle is not None:
             idle.close()
         served.stop()
+
+
+def test_a_command_loads_no_web_server_no_reviewer_app_and_no_redis_client() -> None:
+    """`dropbox notify --once` runs every minute: it loads only what it needs.
+
+    The reviewer app (Flask, httpx, its pages), gunicorn and the Redis client
+    were a third of every command's start-up; they load with `dropbox reviewer`
+    and `dropbox run` only, and the Redis client with a Redis URL.
+    """
+    heavy = ("flask", "gunicorn", "httpx", "journalist_interface", "redis", "werkzeug")
+    script = (
+        "import sys\n"
+        "from launcher.cli import main\n"
+        "try:\n"
+        "    main(['--config', '/nonexistent/config.toml', 'notify', '--once'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert "config.toml" in ran.stderr  # the command ran, and said what was wrong
+    assert ran.stdout.strip() == "[]", ran.stdout
+    # The reviewer app's command is still there, loaded when asked for.
+    assert "Serve the reviewer app" in run_cli("reviewer", "--help").stdout
+    assert "reviewer" in run_cli("--help").stdout
 
 
 def test_ctrl_c_while_the_program_starts_ends_it_quietly_as_ctrl_c_does() -> None:
