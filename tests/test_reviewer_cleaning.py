@@ -2,9 +2,11 @@
 
 End to end through the source interface and the reviewer app, with the real
 mat2 (Debian's package, /usr/bin/mat2): a JPEG carrying EXIF (an artist's
-name) and a PDF carrying its author. The cleaned copy lacks the metadata
-(`mat2 --show` says so); the original is byte for byte what the source
-sent. A file mat2 cannot clean gets no cleaned link and the page says why;
+name), a PDF carrying its author, a Word document (.docx) carrying its
+creator and a FLAC recording carrying its artist: one of each kind the page
+offers to clean (images, PDF, office documents, audio). The cleaned copy
+lacks the metadata (`mat2 --show` says so); the original is byte for byte
+what the source sent. A file mat2 cannot clean gets no cleaned link and the page says why;
 a file mat2 fails on is said to have failed, and its original is still
 offered.
 """
@@ -12,11 +14,13 @@ offered.
 from __future__ import annotations
 
 import base64
+import io
 import os
 import re
 import shutil
 import struct
 import subprocess
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,6 +91,54 @@ def pdf_with_author(author: str) -> bytes:
     return body
 
 
+def docx_with_creator(creator: str) -> bytes:
+    """A one-paragraph Word document whose core properties name its creator and last editor."""
+    package = "http://schemas.openxmlformats.org/package/2006"
+    office = "http://schemas.openxmlformats.org/officeDocument/2006"
+    word = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+    head = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+    parts = {
+        "[Content_Types].xml": f'<Types xmlns="{package}/content-types">'
+        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.'
+        'relationships+xml"/><Default Extension="xml" ContentType="application/xml"/>'
+        '<Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-'
+        'officedocument.wordprocessingml.document.main+xml"/><Override PartName="/docProps/'
+        'core.xml" ContentType="application/vnd.openxmlformats-package.core-properties+xml"/>'
+        "</Types>",
+        "_rels/.rels": f'<Relationships xmlns="{package}/relationships">'
+        f'<Relationship Id="rId1" Type="{office}/relationships/officeDocument" '
+        'Target="word/document.xml"/><Relationship Id="rId2" '
+        f'Type="{package}/relationships/metadata/core-properties" Target="docProps/core.xml"/>'
+        "</Relationships>",
+        "word/document.xml": f'<w:document xmlns:w="{word}"><w:body><w:p><w:r>'
+        "<w:t>Minutes of the budget meeting</w:t></w:r></w:p></w:body></w:document>",
+        "docProps/core.xml": f'<cp:coreProperties xmlns:cp="{package}/metadata/core-properties" '
+        'xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        f"<dc:creator>{creator}</dc:creator><cp:lastModifiedBy>{creator}</cp:lastModifiedBy>"
+        "</cp:coreProperties>",
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in parts.items():
+            archive.writestr(name, head + text)
+    return buffer.getvalue()
+
+
+def flac_with_artist(artist: str) -> bytes:
+    """A FLAC stream (no samples) whose Vorbis comment names the artist."""
+
+    def block(kind: int, data: bytes, last: bool) -> bytes:
+        return bytes([(0x80 if last else 0) | kind]) + len(data).to_bytes(3, "big") + data
+
+    # STREAMINFO: blocks of 4096 samples, 44.1 kHz, one channel, 16 bits, no samples.
+    fields = (44100 << 44) | (0 << 41) | (15 << 36)
+    info = struct.pack(">HH", 4096, 4096) + bytes(6) + fields.to_bytes(8, "big") + bytes(16)
+    comments = [f"ARTIST={artist}".encode(), b"TITLE=Budget meeting"]
+    vorbis = struct.pack("<I", 4) + b"test" + struct.pack("<I", len(comments))
+    vorbis += b"".join(struct.pack("<I", len(c)) + c for c in comments)
+    return b"fLaC" + block(0, info, False) + block(4, vorbis, True)
+
+
 def shown_metadata(data: bytes, name: str, where: Path) -> str:
     """What `mat2 --show` finds in a file (the tests' own files, in their own directory)."""
     path = where / name
@@ -122,17 +174,24 @@ def test_cleaned_copies_lack_the_metadata_and_the_originals_are_unchanged(
     desk: Desk, tmp_path: Path
 ) -> None:
     photo, minutes = jpeg_with_exif(ARTIST), pdf_with_author(AUTHOR)
+    document, recording = docx_with_creator(AUTHOR), flac_with_artist(AUTHOR)
     notes = b"Plain notes: nothing mat2 cleans.\n"
     rid, _, _ = make_report(
         desk,
         "fraud",
         MESSAGE,
-        [("meeting.jpg", photo), ("minutes.pdf", minutes), ("notes.dat", notes)],
+        [
+            ("meeting.jpg", photo),
+            ("minutes.pdf", minutes),
+            ("minutes.docx", document),
+            ("meeting.flac", recording),
+            ("notes.dat", notes),
+        ],
     )
     oio = desk.signed_in("oio")
     page = page_text(oio, f"/reports/{rid}")
     ids = file_links(page, rid)
-    assert set(ids) == {"meeting.jpg", "minutes.pdf", "notes.dat"}
+    assert set(ids) == {"meeting.jpg", "minutes.pdf", "minutes.docx", "meeting.flac", "notes.dat"}
     # The page says which is which, and what cleaning cannot remove.
     assert "Download the original" in page and "Download a cleaned copy" in page
     assert "Exactly as the source sent it, with any metadata it carries" in page
@@ -145,6 +204,8 @@ def test_cleaned_copies_lack_the_metadata_and_the_originals_are_unchanged(
     for name, original, metadata in (
         ("meeting.jpg", photo, f"Artist: {ARTIST}"),
         ("minutes.pdf", minutes, f"author: {AUTHOR}"),
+        ("minutes.docx", document, f"dc:creator: {AUTHOR}"),
+        ("meeting.flac", recording, f"artist: {AUTHOR}"),
     ):
         assert f"/files/{ids[name]}/cleaned" in page
         kept = oio.get(f"/reports/{rid}/files/{ids[name]}")
