@@ -366,6 +366,7 @@ class RunSummary:
     failed: int = 0
     gave_up: int = 0
     waiting: int = 0
+    retried: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -525,8 +526,30 @@ def _record(
         audit.record(session, ACTOR, action, detail=detail[:500])
 
 
-def run_once(instance: Instance, now: datetime | None = None) -> RunSummary:
-    """Send every mail that is due now, then return; for a timer (`dropbox notify --once`)."""
+def _retry_given_up(session: Session, actor: str) -> int:
+    """Make every given-up mail due again, with its attempts counted from nought; audited."""
+    rows = list(
+        session.execute(select(Notification).where(Notification.gave_up_on.is_not(None))).scalars()
+    )
+    for row in rows:
+        row.gave_up_on = None
+        row.next_attempt_at = None
+        row.attempts = 0
+    if rows:
+        audit.record(
+            session, actor, "notify.retry", detail=f"{len(rows)} given-up mails made due again"
+        )
+    return len(rows)
+
+
+def run_once(
+    instance: Instance, now: datetime | None = None, *, retry: bool = False, actor: str = ACTOR
+) -> RunSummary:
+    """Send every mail that is due now, then return; for a timer (`dropbox notify --once`).
+
+    With `retry` (the operator, once the mail server works again), the mails
+    given up on are sent again too, each as if it had never failed.
+    """
     settings = instance.config.mail
     if not settings.enabled:
         raise DropboxError("no mail server is configured (mail.host is empty): nothing was sent")
@@ -535,6 +558,8 @@ def run_once(instance: Instance, now: datetime | None = None) -> RunSummary:
     with _single_run(instance.config.data_dir), Delivery(settings) as delivery:
         with instance.sessions.begin() as session:
             _tidy(session, now)
+            if retry:
+                summary.retried = _retry_given_up(session, actor)
         after = 0
         while True:
             with instance.sessions.begin() as session:

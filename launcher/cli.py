@@ -1004,13 +1004,18 @@ def bundle_import(state: _State, bundle_file: Path, officer_name: str | None) ->
 @cli.command("notify")
 @click.option("--once", is_flag=True, help="Send what is due now, then exit (for a timer or cron).")
 @click.option(
+    "--retry",
+    is_flag=True,
+    help="With --once: send the given-up mails again too (once the mail server works again).",
+)
+@click.option(
     "--test",
     "test_username",
     metavar="USERNAME",
     help="Send one test mail to this officer now, to check the [mail] settings and their key.",
 )
 @pass_state
-def notify_command(state: _State, once: bool, test_username: str | None) -> None:
+def notify_command(state: _State, once: bool, retry: bool, test_username: str | None) -> None:
     """Send officers' notification e-mails that are due: counts only, never report content.
 
     Run it every minute from a timer (docs/deploy.md). Mails that fail are
@@ -1020,12 +1025,15 @@ def notify_command(state: _State, once: bool, test_username: str | None) -> None
 
     With --test USERNAME it sends one test mail to that officer at once, as
     their notifications go (encrypted if they registered an OpenPGP key), and
-    says whether the mail server took it.
+    says whether the mail server took it. With --once --retry it also sends
+    the mails given up on, for when the mail server works again.
     """
     from dropbox import notify
 
     if once and test_username:
         raise CommandError("give --once or --test, not both")
+    if retry and not once:
+        raise CommandError("--retry goes with --once: 'dropbox notify --once --retry'")
     if test_username:
         with _database_errors():
             instance = Instance.open(state.config())
@@ -1051,9 +1059,11 @@ def notify_command(state: _State, once: bool, test_username: str | None) -> None
     with _database_errors():
         instance = Instance.open(state.config())
         try:
-            summary = notify.run_once(instance)
+            summary = notify.run_once(instance, retry=retry, actor=ACTOR)
         finally:
             instance.close()
+    if retry:
+        click.echo(f"Given-up mails made due again: {summary.retried}.")
     parts = [f"sent {_count(summary.sent, 'mail', 'mails')}"]
     if summary.failed:
         parts.append(f"{summary.failed} failed")

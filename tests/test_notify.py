@@ -508,8 +508,43 @@ def test_a_refusing_server_is_retried_with_back_off_then_given_up_and_shown(
     page = admin.get("/admin/notifications").get_data(as_text=True)
     assert "oio-officer" in page and "Given up" in page and "554" in page
     assert "1 new report is waiting" in page
+    assert "dropbox notify --once --retry" in page  # what to do once the server works again
     officer = signed_in_client(reviewer, world, "oio")
     assert officer.get("/admin/notifications").status_code in (302, 403, 404)
+
+
+def test_given_up_mails_are_sent_again_only_when_the_operator_asks(
+    world: World, mailbox: Mailbox, source: Flask
+) -> None:
+    mailbox.refuse = "451 4.3.0 Try again later"
+    with smtp_server(mailbox) as port:
+        use_mail(world.instance, port)
+        choose(world, "oio")
+        choose(world, "eco")
+        source_report(source, "fraud", MESSAGE)
+        at = morning()
+        notify.run_once(world.instance, now=at)
+        for wait in notify.BACKOFF:
+            at = at + wait
+            notify.run_once(world.instance, now=at)
+        (row,) = queued(world.instance)
+        assert row.gave_up_on is not None
+        mailbox.refuse = None  # the mail server works again
+        # A timer's run leaves a given-up mail alone...
+        later = notify.run_once(world.instance, now=at + timedelta(hours=1))
+        assert (later.sent, later.retried) == (0, 0) and mailbox.mails == []
+        # ...the operator's --retry sends it, once, merged with what came since.
+        source_report(source, "fraud", "A second report about the catering contract, in April.")
+        again = notify.run_once(world.instance, now=at + timedelta(hours=2), retry=True)
+        assert (again.retried, again.sent, again.failed) == (1, 1, 0)
+        (mail,) = mailbox.to(address("oio"))
+        assert "2 new reports are waiting in the reviewer app." in body_text(mail)
+        assert mailbox.to(address("eco")) == []
+        assert queued(world.instance) == []
+        assert audit_details(world.instance, "notify.retry") == ["1 given-up mails made due again"]
+        # Nothing left to retry: nothing more is sent.
+        assert notify.run_once(world.instance, retry=True).retried == 0
+        assert len(mailbox.mails) == 1
 
 
 def test_a_server_that_is_not_there_fails_every_mail_at_once(world: World, source: Flask) -> None:
@@ -686,7 +721,13 @@ def test_dropbox_notify_once_sends_and_says_what_it_did(
     assert unknown.stderr.strip() == "dropbox: no officer is called 'nobody'"
     both = invoke("--config", str(config_file), "notify", "--once", "--test", "oio-officer")
     assert both.returncode == 2 and "not both" in both.stderr
-    for result in (tested, down, unknown, both):
+    alone = invoke("--config", str(config_file), "notify", "--retry")
+    assert alone.returncode == 2 and "--retry goes with --once" in alone.stderr
+    with smtp_server(mailbox, port):
+        retried = invoke("--config", str(config_file), "notify", "--once", "--retry")
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.splitlines()[0] == "Given-up mails made due again: 0."
+    for result in (tested, down, unknown, both, alone, retried):
         assert "Traceback" not in result.stdout + result.stderr
 
 
