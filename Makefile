@@ -66,7 +66,7 @@ test-deps: $(STAMP)
 # about the engine itself, and those that send statements no other marked module
 # sends): a throwaway server (Debian's) that tests/conftest.py starts on a free
 # loopback port and removes afterwards. The last phase checks that PostgreSQL was
-# sent every statement SQLite was (tests/sql_sites.py).
+# sent every statement SQLite was, but those only the fuzzing drew (tests/sql_sites.py).
 # Each pass runs in two phases: the tests not marked `serial` spread over
 # TEST_WORKERS pytest-xdist workers (default 4: on 2 cores the tests wait on
 # disk, subprocesses and sleeps as much as they compute; the browser suite stays

@@ -15,7 +15,9 @@ either engine has the same name. At the end,
 
 compares the two engines and fails, naming the statements and the SQLite
 modules that send them, if any statement sent to SQLite never reached
-PostgreSQL. Marking one of those modules ``database_engine`` mends it.
+PostgreSQL. Marking one of those modules ``database_engine`` mends it. A
+statement only the fuzzing modules sent (DRAWN_AT_RANDOM) is counted but not
+required: their requests differ from one run to the next.
 
 What this does not see: statements sent by a server the test started as a
 subprocess (gunicorn, the `dropbox` command); the same code runs in process in
@@ -167,6 +169,19 @@ class Recorder:
         path.write_text(json.dumps(document, indent=0), encoding="utf-8")
 
 
+# Test modules whose requests are drawn by Hypothesis and Schemathesis. They run on both
+# engines (tests/test_suite_layout.py says why), but do not send the same requests on
+# each: in one clean-clone run, 8 inbox filter combinations reached by fuzzing on SQLite
+# were not reached on PostgreSQL, and 9 others the other way round. A statement only
+# they sent on SQLite is therefore not required of PostgreSQL; the inbox's every filter
+# combination is sent on both engines by
+# tests/test_inbox_paging.py::test_every_combination_of_filters_equals_the_plain_query.
+DRAWN_AT_RANDOM: dict[str, str] = {
+    "tests/test_fuzz_api.py": "requests drawn by Hypothesis and Schemathesis",
+    "tests/test_fuzz_forms.py": "form posts drawn by Hypothesis",
+}
+
+
 def _read(directory: Path) -> dict[str, dict[str, set[str]]]:
     """engine -> site -> the test modules that reached it."""
     found: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
@@ -202,6 +217,18 @@ def missing_on_postgresql(directory: Path) -> dict[str, set[str]]:
         if site not in postgresql
         and not (site.endswith(LINE_ONLY) and _line(site) in lines)
         and _function(site) not in ONE_ENGINE_ONLY
+        and not modules <= DRAWN_AT_RANDOM.keys()
+    }
+
+
+def drawn_only(directory: Path) -> set[str]:
+    """Statements that on SQLite only DRAWN_AT_RANDOM modules sent, and PostgreSQL was not."""
+    found = _read(directory)
+    sqlite, postgresql = found.get("sqlite", {}), found.get("postgresql", {})
+    return {
+        site
+        for site, modules in sqlite.items()
+        if site not in postgresql and modules <= DRAWN_AT_RANDOM.keys()
     }
 
 
@@ -217,9 +244,15 @@ def main(argv: list[str]) -> int:
     missing = missing_on_postgresql(directory)
     total = len(found["sqlite"])
     if not missing:
+        excused = len(drawn_only(directory))
         print(
             f"PostgreSQL was sent every one of the {total} statements (by project line) "
             f"sent to SQLite ({len(found['postgresql'])} on PostgreSQL)"
+            + (
+                f", but {excused} that only fuzzing drew on SQLite (DRAWN_AT_RANDOM)"
+                if excused
+                else ""
+            )
         )
         return 0
     print(

@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -66,6 +67,28 @@ def test_a_driver_level_string_is_met_by_anything_from_its_line_and_listed_code_
     assert missing_on_postgresql(tmp_path) == {
         f"dropbox/x.py::f:1 {DRIVER_LEVEL}": {"tests/test_a.py"}
     }
+
+
+def test_what_only_fuzzing_drew_is_not_required_but_what_others_sent_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fuzzing = next(iter(sql_sites.DRAWN_AT_RANDOM))
+    write(
+        tmp_path,
+        "sqlite",
+        "gw0",
+        {fuzzing: ["dropbox/x.py::f:1 aaa", "dropbox/x.py::f:1 bbb"]},
+    )
+    write(tmp_path, "sqlite", "gw1", {"tests/test_a.py": ["dropbox/x.py::f:1 bbb"]})
+    write(tmp_path, "postgresql", "gw0", {fuzzing: ["dropbox/x.py::f:1 ccc"]})
+    # bbb was sent by a module whose requests are fixed: still required.
+    assert missing_on_postgresql(tmp_path) == {
+        "dropbox/x.py::f:1 bbb": {fuzzing, "tests/test_a.py"}
+    }
+    write(tmp_path, "postgresql", "gw1", {"tests/test_a.py": ["dropbox/x.py::f:1 bbb"]})
+    assert missing_on_postgresql(tmp_path) == {}
+    assert main([str(tmp_path)]) == 0
+    assert "but 1 that only fuzzing drew on SQLite" in capsys.readouterr().out
 
 
 def test_a_record_of_one_engine_alone_is_refused(tmp_path: Path) -> None:
