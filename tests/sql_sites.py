@@ -17,7 +17,7 @@ compares the two engines and fails, naming the statements and the SQLite
 modules that send them, if any statement sent to SQLite never reached
 PostgreSQL. Marking one of those modules ``database_engine`` mends it. A
 statement only the fuzzing modules sent (DRAWN_AT_RANDOM) is counted but not
-required: their requests differ from one run to the next.
+required: what they reach differs from one run to the next.
 
 What this does not see: statements sent by a server the test started as a
 subprocess (gunicorn, the `dropbox` command); the same code runs in process in
@@ -170,11 +170,12 @@ class Recorder:
 
 
 # Test modules whose requests are drawn by Hypothesis and Schemathesis. They run on both
-# engines (tests/test_suite_layout.py says why), but do not send the same requests on
-# each: in one clean-clone run, 8 inbox filter combinations reached by fuzzing on SQLite
-# were not reached on PostgreSQL, and 9 others the other way round. A statement only
-# they sent on SQLite is therefore not required of PostgreSQL; the inbox's every filter
-# combination is sent on both engines by
+# engines (tests/test_suite_layout.py says why), but do not always reach the same
+# statements on each: in one clean-clone run, 8 inbox statements the fuzzing reached on
+# SQLite were not reached on PostgreSQL, and 9 others the other way round (run alone,
+# each module reached the same ones on both). A statement only they sent on SQLite is
+# therefore not required of PostgreSQL; the inbox's every filter combination is sent on
+# both engines by
 # tests/test_inbox_paging.py::test_every_combination_of_filters_equals_the_plain_query.
 DRAWN_AT_RANDOM: dict[str, str] = {
     "tests/test_fuzz_api.py": "requests drawn by Hypothesis and Schemathesis",

@@ -14,7 +14,7 @@ Whether that is enough is measured, not assumed: every phase of `make test`
 records each statement the project sends (by the project line that sends it,
 tests/sql_sites.py), and the last phase fails, naming the statements and the
 modules that send them, if any statement sent to SQLite never reached
-PostgreSQL (but those only the fuzzing modules drew: their requests differ
+PostgreSQL (but those only the fuzzing modules drew: what they reach differs
 from run to run). The other modules (pages, access rules, cryptography, word lists)
 send nothing PostgreSQL has not been sent by then. A marked module must import
 the database layer (the rule below), so that a module with nothing to do with
