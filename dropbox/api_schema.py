@@ -61,6 +61,10 @@ class Malformed(ValueError):
 # --- the values that recur ------------------------------------------------------------
 
 AnId = Annotated[str, Doc(pattern="^[0-9a-f]{32}$")]  # dropbox.items.new_id
+# A public key's length tells its kind (crypto.keys.public_key_from_bytes).
+PublicKeyBytes = Annotated[
+    bytes, Doc("X-Wing (1216 bytes), or X25519 (32 bytes) for a key made before X-Wing")
+]
 OfficeCode = Annotated[str, Known("offices")]
 CategoryCode = Annotated[str, Known("categories")]
 StatusName = Annotated[str, Known("statuses")]
@@ -144,7 +148,7 @@ class OfficeInfo:
 
     code: OfficeCode
     name: str
-    public_key: bytes
+    public_key: PublicKeyBytes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,7 +167,7 @@ class Me:
     username: str
     display_name: str
     is_admin: bool
-    public_key: bytes
+    public_key: PublicKeyBytes
     wrapped_secret_key: Annotated[bytes, Doc("Opaque to the server")] = field(repr=False)
     grants: list[Grant]
     offices: list[OfficeInfo]
@@ -397,7 +401,13 @@ class ReportBundle:
     closed_at: datetime | None
     assignee_id: int | None
     assignee: str | None
-    source_public_key: bytes
+    source_public_key: Annotated[
+        bytes,
+        Doc(
+            "The key the source's replies are sealed to: X-Wing (1216 bytes), or X25519"
+            " (32 bytes) for a report made before X-Wing"
+        ),
+    ]
     reading_office: Annotated[
         OfficeCode, Doc("The caller's office through which the report is read")
     ]

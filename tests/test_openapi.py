@@ -572,6 +572,18 @@ def test_every_definition_the_api_uses_is_in_the_document(world: CaseWorld) -> N
         assert list(component["properties"]) == [f.name for f in dataclasses.fields(definition)]
 
 
+def test_every_public_key_says_its_two_lengths(world: CaseWorld) -> None:
+    """A client must tell an X-Wing key from an X25519 one, and the length is how."""
+    schemas = served_document(world.app)["components"]["schemas"]
+    for component, name in (
+        ("ReportBundle", "source_public_key"),
+        ("Me", "public_key"),
+        ("OfficeInfo", "public_key"),
+    ):
+        described = schemas[component]["properties"][name].get("description", "")
+        assert "X-Wing (1216 bytes)" in described and "X25519 (32 bytes)" in described, name
+
+
 def test_a_type_the_generator_cannot_describe_is_refused_not_guessed() -> None:
     @dataclass(frozen=True, kw_only=True)
     class Odd:
