@@ -213,7 +213,8 @@ def seed(instance: Instance, year: int, count: int, rng: random.Random, start_id
                     {
                         "id": report_id,
                         "lookup_id": n.to_bytes(32, "big"),
-                        "source_public_key": bytes(32),
+                        # The size of a source's X-Wing key, as every new report has.
+                        "source_public_key": bytes(1216),
                         "designation": f"bench label {n}",
                         "office_code": office,
                         "category": category,
