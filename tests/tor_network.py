@@ -99,6 +99,10 @@ class TorNetworkError(RuntimeError):
     """The network did not come up; the message says where it stopped and ends with the logs."""
 
 
+class NotBootstrapped(TorNetworkError):
+    """A client found no usable consensus in time (the network never formed)."""
+
+
 @dataclass
 class Node:
     """One tor process of the network."""
@@ -181,7 +185,7 @@ class TorNetwork:
                 if "PROGRESS=100" in phase:
                     return
             time.sleep(0.3)
-        raise TorNetworkError(f"{client.name} did not bootstrap in {seconds:.0f} s" + self.logs())
+        raise NotBootstrapped(f"{client.name} did not bootstrap in {seconds:.0f} s" + self.logs())
 
     def check_running(self) -> None:
         """Every tor still runs (one that exited would leave a test waiting in vain)."""

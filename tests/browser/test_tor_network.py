@@ -59,6 +59,7 @@ from tests.tor_network import (
     TOR_GENCERT,
     Control,
     Node,
+    NotBootstrapped,
     OnionDescriptor,
     TorNetwork,
     TorNetworkError,
@@ -159,6 +160,52 @@ def settled_reply(
     )
 
 
+def _bring_up(network: TorNetwork, servers: Servers) -> OverTor:
+    """Start `network`, the project's onion-service tor and both clients; once bootstrapped."""
+    network.start()
+    # The operator's step: `dropbox tor-config` for this instance, as the docs say.
+    config = servers.workdir / "config.toml"
+    tor_dir = network.base / "dropbox-tor"
+    torrc = network.base / "dropbox-torrc"
+    written = invoke(
+        "--config", str(config), "tor-config", "--output", str(torrc), "--tor-dir", str(tor_dir)
+    )
+    assert written.returncode == 0, written.stderr
+    service = network.start_service(torrc)
+    hostnames = [tor_dir / "source" / "hostname", tor_dir / "reviewer" / "hostname"]
+    deadline = time.monotonic() + 30
+    while not all(path.exists() and path.read_text().strip() for path in hostnames):
+        network.check_running()
+        assert time.monotonic() < deadline, "tor made no onion addresses" + network.logs()
+        time.sleep(0.1)
+    # The officer's step: the line `--show-client-auth` prints, in a tor's auth directory.
+    shown = invoke(
+        "--config", str(config), "tor-config", "--tor-dir", str(tor_dir), "--show-client-auth"
+    )
+    assert shown.returncode == 0, shown.stderr
+    line = CLIENT_AUTH_LINE.search(shown.stdout)
+    assert line is not None, shown.stdout
+    auth_dir = network.base / "officer-auth"
+    auth_dir.mkdir(mode=0o700)
+    (auth_dir / "dropbox.auth_private").write_text(line.group(0).strip() + "\n")
+    officer_client = network.start_client("officer", auth_dir)
+    stranger_client = network.start_client("stranger", extended_errors=True)
+    over = OverTor(
+        network,
+        service,
+        officer_client,
+        stranger_client,
+        source_onion=hostnames[0].read_text().strip(),
+        reviewer_onion=hostnames[1].read_text().strip(),
+        officer_key=decode_key(line.group(2)),
+    )
+    assert over.reviewer_onion == f"{line.group(1)}.onion"
+    ready_by = time.monotonic() + BOOTSTRAP_SECONDS  # one bound for both clients
+    for client in (officer_client, stranger_client):
+        network.wait_until_ready(client, max(1.0, ready_by - time.monotonic()))
+    return over
+
+
 @pytest.fixture(scope="module")
 def over_tor(servers: Servers) -> Iterator[OverTor]:
     """The network, the project's onion-service tor for `servers`, and both client tors."""
@@ -169,53 +216,26 @@ def over_tor(servers: Servers) -> Iterator[OverTor]:
     started = time.monotonic()
     network = TorNetwork()
     try:
-        network.start()
-        # The operator's step: `dropbox tor-config` for this instance, as the docs say.
-        config = servers.workdir / "config.toml"
-        tor_dir = network.base / "dropbox-tor"
-        torrc = network.base / "dropbox-torrc"
-        written = invoke(
-            "--config", str(config), "tor-config", "--output", str(torrc), "--tor-dir", str(tor_dir)
-        )
-        assert written.returncode == 0, written.stderr
-        service = network.start_service(torrc)
-        hostnames = [tor_dir / "source" / "hostname", tor_dir / "reviewer" / "hostname"]
-        deadline = time.monotonic() + 30
-        while not all(path.exists() and path.read_text().strip() for path in hostnames):
-            network.check_running()
-            assert time.monotonic() < deadline, "tor made no onion addresses" + network.logs()
-            time.sleep(0.1)
-        # The officer's step: the line `--show-client-auth` prints, in a tor's auth directory.
-        shown = invoke(
-            "--config", str(config), "tor-config", "--tor-dir", str(tor_dir), "--show-client-auth"
-        )
-        assert shown.returncode == 0, shown.stderr
-        line = CLIENT_AUTH_LINE.search(shown.stdout)
-        assert line is not None, shown.stdout
-        auth_dir = network.base / "officer-auth"
-        auth_dir.mkdir(mode=0o700)
-        (auth_dir / "dropbox.auth_private").write_text(line.group(0).strip() + "\n")
-        officer_client = network.start_client("officer", auth_dir)
-        stranger_client = network.start_client("stranger", extended_errors=True)
-        over = OverTor(
-            network,
-            service,
-            officer_client,
-            stranger_client,
-            source_onion=hostnames[0].read_text().strip(),
-            reviewer_onion=hostnames[1].read_text().strip(),
-            officer_key=decode_key(line.group(2)),
-        )
-        assert over.reviewer_onion == f"{line.group(1)}.onion"
-        ready_by = time.monotonic() + BOOTSTRAP_SECONDS  # one bound for both clients
-        for client in (officer_client, stranger_client):
-            network.wait_until_ready(client, max(1.0, ready_by - time.monotonic()))
+        try:
+            over = _bring_up(network, servers)
+        except NotBootstrapped as first:
+            # A private network's first consensus rounds can fail (seen once in about twenty
+            # runs, at a load of 2 to 3: no client bootstrapped in 90 s, where 12 to 44 s is
+            # usual). The network is test equipment: a new one is made, once.
+            network.stop()
+            FIGURES.add(
+                f"Tor network: the first did not form ({str(first).splitlines()[0]}); "
+                f"a new one was made ({_load()})"
+            )
+            network = TorNetwork()
+            over = _bring_up(network, servers)
         built = time.monotonic()
         FIGURES.add(
             f"Tor network (3 authorities, 2 relays, 2 clients, the onion-service tor): "
             f"ready in {built - started:.1f} s, of which {network.key_seconds:.1f} s making the "
             f"authorities' keys ({_load()})"
         )
+        officer_client, stranger_client = over.officer_client, over.stranger_client
         _first_page(over, built + FIRST_PAGE_SECONDS)
         FIGURES.add(
             f"first page of the source service through Tor: {time.monotonic() - built:.1f} s "
