@@ -200,7 +200,7 @@ class EnrolRequest:
     username: str
     enrolment_code: str
     auth_key: bytes
-    public_key: bytes
+    public_key: Annotated[bytes, Doc("The new X-Wing public key (1216 bytes)")]
     wrapped_secret_key: bytes
     totp_secret: Annotated[str, Doc("Base32")]
     totp_code: TotpCode
@@ -556,7 +556,7 @@ class OfficerSummary:
     is_admin: bool
     active: bool
     enrolled: bool
-    public_key: bytes | None
+    public_key: PublicKeyBytes | None
     offices: list[OfficeCode]
 
 

@@ -526,6 +526,13 @@ def _record(
         audit.record(session, ACTOR, action, detail=detail[:500])
 
 
+def _mail_settings(instance: Instance) -> MailSettings:
+    """The instance's mail server settings; DropboxError if none is configured."""
+    if not instance.config.mail.enabled:
+        raise DropboxError("no mail server is configured (mail.host is empty): nothing was sent")
+    return instance.config.mail
+
+
 def _retry_given_up(session: Session, actor: str) -> int:
     """Make every given-up mail due again, with its attempts counted from nought; audited."""
     rows = list(
@@ -550,9 +557,7 @@ def run_once(
     With `retry` (the operator, once the mail server works again), the mails
     given up on are sent again too, each as if it had never failed.
     """
-    settings = instance.config.mail
-    if not settings.enabled:
-        raise DropboxError("no mail server is configured (mail.host is empty): nothing was sent")
+    settings = _mail_settings(instance)
     now = now or _now()
     summary = RunSummary()
     with _single_run(instance.config.data_dir), Delivery(settings) as delivery:
@@ -620,9 +625,7 @@ def send_test_mail(instance: Instance, username: str, actor: str) -> SentTestMai
     it was not sent (the mail server's refusal, in the same words as a
     failed notification).
     """
-    settings = instance.config.mail
-    if not settings.enabled:
-        raise DropboxError("no mail server is configured (mail.host is empty): nothing was sent")
+    settings = _mail_settings(instance)
     with instance.sessions() as session:
         officer = officers.get(session, username)
         preference = session.get(NotificationPreference, officer.id)

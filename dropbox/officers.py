@@ -38,6 +38,7 @@ from crypto.keys import (
     AUTH_KEY_BYTES,
     WRAP_HEADER_BYTES,
     KeyChain,
+    Recipient,
     auth_key_verifier,
     check_auth_key,
     derive_officer_keys,
@@ -57,6 +58,7 @@ from dropbox import audit
 from dropbox.errors import DropboxError, NotFound
 from dropbox.instance import TOTP_KEY_INFO, Instance
 from dropbox.models import OfficeGrant, Officer
+from dropbox.offices import stored_key
 from dropbox.sessions import end_officer_sessions
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
@@ -255,6 +257,24 @@ class Credentials:
     public_key: bytes
     wrapped_secret_key: bytes
     secret_key: KeyChain
+
+
+def _check_new_key(public_key: bytes, wrapped: bytes, minimum: KdfCost) -> Recipient:
+    """An officer's new key as their reviewer app sends it: X-Wing, wrapped as X-Wing keys are.
+
+    The public key; DropboxError saying what is wrong otherwise (at enrolment,
+    and when an officer enrolled before X-Wing replaces their key).
+    """
+    try:
+        key: Recipient | None = public_key_from_bytes(public_key)
+    except (nacl.exceptions.CryptoError, ValueError, TypeError):
+        key = None
+    if key is None or not is_hybrid(key):
+        raise DropboxError(f"that is not an X-Wing public key ({xwing.PUBLIC_KEY_BYTES} bytes)")
+    _check_wrapped(wrapped, minimum)
+    if len(wrapped) != WRAPPED_HYBRID_KEY_BYTES:
+        raise DropboxError("the wrapped secret key is not in the expected format")
+    return key
 
 
 def new_credentials(passphrase: str, cost: KdfCost) -> Credentials:
@@ -532,23 +552,14 @@ def replace_key(
     `keep_id_hash`); one `officer.rekey` event names both fingerprints.
     """
     _check_auth_key(new_auth_key)
-    try:
-        new_key = public_key_from_bytes(public_key)
-    except ValueError:
-        new_key = None
-    if new_key is None or not is_hybrid(new_key):
-        raise DropboxError(f"that is not an X-Wing public key ({xwing.PUBLIC_KEY_BYTES} bytes)")
-    _check_wrapped(wrapped, minimum)
-    if len(wrapped) != WRAPPED_HYBRID_KEY_BYTES:
-        raise DropboxError("the wrapped secret key is not in the expected format")
+    new_key = _check_new_key(public_key, wrapped, minimum)
     for office, sealed in grants.items():
         if not is_sealed_to_kind_of(sealed, new_key):
             raise DropboxError(f"the key of office {office} is not sealed to an X-Wing key")
     locked = _confirmed(session, officer, auth_key, code)
-    try:
-        old_key = public_key_from_bytes(locked.public_key or b"")
-    except ValueError:
-        raise DropboxError("your key on the server is damaged: ask an administrator") from None
+    old_key = stored_key(locked.public_key)
+    if old_key is None:
+        raise DropboxError("your key on the server is damaged: ask an administrator")
     if is_hybrid(old_key):
         raise DropboxError("your key is X-Wing already: there is nothing to replace")
     held = {
@@ -722,15 +733,7 @@ def complete_enrolment(
     officer = check_enrolment(session, username, code)
     _check_auth_key(auth_key)
     # A new officer's key is X-Wing (hybrid post-quantum): grants sealed to it are too.
-    try:
-        hybrid = is_hybrid(public_key_from_bytes(public_key))
-    except (nacl.exceptions.CryptoError, ValueError, TypeError):
-        hybrid = False
-    if not hybrid:
-        raise DropboxError("that is not an X-Wing public key (1216 bytes)")
-    _check_wrapped(wrapped, minimum)
-    if len(wrapped) != WRAPPED_HYBRID_KEY_BYTES:
-        raise DropboxError("the wrapped secret key is not in the expected format")
+    _check_new_key(public_key, wrapped, minimum)
     secret = check_totp_secret(totp_secret)
     counter = _totp_counter(secret, totp_code, _now())
     if counter is None:

@@ -64,6 +64,12 @@ def _refusal(refused: ApiError) -> str:
     return said(refused.message)
 
 
+def _record_mismatch(entry: vault.Entry, mismatch: casefile.KeyMismatch) -> None:
+    """Record on the case server what did not match, if it answers; the caller tells the officer."""
+    with contextlib.suppress(ApiError):
+        entry.client.record(None, "key.mismatch", mismatch.detail)
+
+
 def current_auth_key(entry: vault.Entry, passphrase: str) -> bytes | None:
     """The auth key of `passphrase` if it is the officer's current one (checked here), else None.
 
@@ -176,9 +182,7 @@ def replace_key() -> WerkzeugResponse:
         flash(refused.message, "error")
         return redirect(url_for("account.account"))
     except casefile.KeyMismatch as mismatch:
-        # Nothing was made or sent.
-        with contextlib.suppress(ApiError):
-            entry.client.record(None, "key.mismatch", mismatch.detail)
+        _record_mismatch(entry, mismatch)  # nothing was made or sent
         flash(mismatch.message, "error")
         return redirect(url_for("account.account"))
     try:
@@ -198,10 +202,9 @@ def replace_key() -> WerkzeugResponse:
         keyring = casefile.keyring_after_replacement(entry.me, new)
     except casefile.KeyMismatch as mismatch:
         # The server said yes but does not hold what was sent: sign out, as a sign-in would refuse.
-        with contextlib.suppress(ApiError):
-            entry.client.record(None, "key.mismatch", mismatch.detail)
+        _record_mismatch(entry, mismatch)
         vault.end()
-        flash(mismatch.message, "error")
+        flash(mismatch.message, "error")  # after the session is cleared, so that it is shown
         return redirect(url_for("signin.login"))
     entry.keyring.office_keys.clear()
     entry.keyring = keyring

@@ -19,7 +19,7 @@ from flask import Blueprint, Flask, abort, flash, redirect, render_template, req
 from flask_babel import gettext as _
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from crypto.keys import KeyChain
+from crypto.keys import KeyChain, is_hybrid, public_key_from_bytes
 from dropbox.api_schema import OfficerSummary
 from dropbox.config import fingerprint_digest
 from dropbox.offices import MALFORMED_FINGERPRINT
@@ -51,6 +51,14 @@ def _refused(error: ApiError) -> str:
     return said(error.message)
 
 
+def _older_key(public_key: bytes | None) -> bool:
+    """Whether an officer's key is of the kind made before X-Wing (X25519)."""
+    try:
+        return public_key is not None and not is_hybrid(public_key_from_bytes(public_key))
+    except ValueError:
+        return False  # no key at all: the page says nothing of its kind
+
+
 def _officers_page(
     new_code: str | None = None, new_username: str | None = None, error: str | None = None
 ) -> Any:
@@ -60,6 +68,7 @@ def _officers_page(
     return render_template(
         "officers.html",
         officers=rows,
+        older_keys={row.id for row in rows if _older_key(row.public_key)},
         new_code=new_code,
         new_username=new_username,
         grantable=[(code, names.get(code, code)) for code in sorted(entry.keyring.office_keys)],

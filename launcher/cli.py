@@ -51,6 +51,16 @@ class _State:
         return load(self.config_path)
 
     @contextmanager
+    def instance(self) -> Iterator[Instance]:
+        """Open the instance for the block; a database failure is one line; closed after."""
+        with _database_errors():
+            instance = Instance.open(self.config())
+            try:
+                yield instance
+            finally:
+                instance.close()
+
+    @contextmanager
     def session(self) -> Iterator[tuple[Instance, Session]]:
         """Open the instance and a session; commit on success, roll back on failure."""
         instance = Instance.open(self.config())
@@ -420,17 +430,14 @@ def office_reseal(state: _State, code: str, recovery_file: Path, batch_size: int
     passphrase = _ask_secret("Recovery passphrase")
     with state.session() as (_, session):
         chain = offices.open_recovery_file(session, code, recovery_file.read_bytes(), passphrase)
-    instance = Instance.open(state.config())
-    try:
 
-        def progress(run: reseal.ResealRun) -> None:
-            click.echo(f"  {run.checked} items checked, {run.resealed} re-sealed")
+    def progress(run: reseal.ResealRun) -> None:
+        click.echo(f"  {run.checked} items checked, {run.resealed} re-sealed")
 
+    with state.instance() as instance:
         run = reseal.reseal(
             instance, code, chain, ACTOR, batch_size=batch_size, after_batch=progress
         )
-    finally:
-        instance.close()
     click.echo(
         f"Re-sealed {run.resealed} of {run.checked} items to {code}'s X-Wing key"
         f" in {run.batches} batches."
@@ -827,12 +834,8 @@ def backup_command(state: _State, archive: Path) -> None:
     """Write ARCHIVE: the database and the encrypted blobs, consistent while the servers run."""
     from dropbox.admin import operations
 
-    with _database_errors():
-        instance = Instance.open(state.config())
-        try:
-            summary = operations.backup(instance, archive)
-        finally:
-            instance.close()
+    with state.instance() as instance:
+        summary = operations.backup(instance, archive)
     click.echo(
         f"Wrote {summary.path} ({summary.size / 2**20:.1f} MiB): {summary.reports} reports, "
         f"{summary.items} items, {summary.blobs} blobs; schema revision {summary.revision}."
@@ -867,13 +870,9 @@ def purge_command(state: _State, dry_run: bool) -> None:
     """Crypto-shred closed reports older than retention.closed_report_days."""
     from dropbox.admin import operations
 
-    with _database_errors():
-        instance = Instance.open(state.config())
-        try:
-            days = instance.config.retention.closed_report_days
-            removed = operations.purge(instance, dry_run=dry_run)
-        finally:
-            instance.close()
+    with state.instance() as instance:
+        days = instance.config.retention.closed_report_days
+        removed = operations.purge(instance, dry_run=dry_run)
     if not removed:
         click.echo(f"No report was closed more than {days} days ago; nothing to purge.")
         return
@@ -927,12 +926,8 @@ def bundle_export(state: _State, code: str, out: Path, everything: bool) -> None
     """
     from dropbox.admin import bundles as offline
 
-    with _database_errors():
-        instance = Instance.open(state.config())
-        try:
-            summary = offline.export(instance, code, out, everything=everything)
-        finally:
-            instance.close()
+    with state.instance() as instance:
+        summary = offline.export(instance, code, out, everything=everything)
     if summary is None:
         click.echo(
             f"Nothing new for {code} since its last export; no bundle was written"
@@ -976,14 +971,11 @@ def bundle_import(state: _State, bundle_file: Path, officer_name: str | None) ->
     from dropbox.admin import bundles as offline
     from dropbox.bundles import BundleRefused
 
-    with _database_errors():
-        instance = Instance.open(state.config())
+    with state.instance() as instance:
         try:
             summary = offline.import_return(instance, bundle_file, officer_name)
         except BundleRefused as refused:
             raise CommandError(f"{refused}; nothing was imported") from None
-        finally:
-            instance.close()
     added = summary.replies + summary.notes
     before = f" ({_count(summary.already, 'item was', 'items were')} imported before)"
     if not added:
@@ -1035,12 +1027,8 @@ def notify_command(state: _State, once: bool, retry: bool, test_username: str | 
     if retry and not once:
         raise CommandError("--retry goes with --once: 'dropbox notify --once --retry'")
     if test_username:
-        with _database_errors():
-            instance = Instance.open(state.config())
-            try:
-                sent = notify.send_test_mail(instance, test_username, ACTOR)
-            finally:
-                instance.close()
+        with state.instance() as instance:
+            sent = notify.send_test_mail(instance, test_username, ACTOR)
         encrypted = (
             f", encrypted to OpenPGP key {sent.openpgp_fingerprint}"
             if sent.openpgp_fingerprint
@@ -1056,12 +1044,8 @@ def notify_command(state: _State, once: bool, retry: bool, test_username: str | 
             "give --once: run 'dropbox notify --once' from a timer every minute "
             "(or --test USERNAME to send one test mail)"
         )
-    with _database_errors():
-        instance = Instance.open(state.config())
-        try:
-            summary = notify.run_once(instance, retry=retry, actor=ACTOR)
-        finally:
-            instance.close()
+    with state.instance() as instance:
+        summary = notify.run_once(instance, retry=retry, actor=ACTOR)
     if retry:
         click.echo(f"Given-up mails made due again: {summary.retried}.")
     parts = [f"sent {_count(summary.sent, 'mail', 'mails')}"]
@@ -1115,16 +1099,10 @@ def fsck_command(state: _State, repair: bool, forget_missing: bool, grace_minute
     if forget_missing and not repair:
         raise CommandError("--forget-missing only works together with --repair")
     grace = timedelta(minutes=grace_minutes)
-    with _database_errors():
-        instance = Instance.open(state.config())
-        try:
-            findings = fsck.check(instance, grace)
-            repairs = (
-                fsck.repair(instance, findings, forget_missing=forget_missing) if repair else None
-            )
-            after = fsck.check(instance, grace) if repair else findings
-        finally:
-            instance.close()
+    with state.instance() as instance:
+        findings = fsck.check(instance, grace)
+        repairs = fsck.repair(instance, findings, forget_missing=forget_missing) if repair else None
+        after = fsck.check(instance, grace) if repair else findings
     for line in fsck.report_lines(
         findings, repairs, after, grace_minutes=grace_minutes, repaired=repair
     ):

@@ -247,6 +247,20 @@ def audit_actions(instance: Instance) -> list[str]:
         return list(db.execute(select(AuditEvent.action).order_by(AuditEvent.id)).scalars())
 
 
+def audit_details(instance: Instance, action: str) -> list[str]:
+    """The details of every audit event with this action, in order."""
+    from sqlalchemy import select
+
+    from dropbox.models import AuditEvent
+
+    with instance.sessions() as db:
+        return list(
+            db.execute(
+                select(AuditEvent.detail).where(AuditEvent.action == action).order_by(AuditEvent.id)
+            ).scalars()
+        )
+
+
 def chain_intact(instance: Instance) -> bool:
     """True if the audit chain verifies."""
     from dropbox import audit

@@ -35,8 +35,8 @@ from dropbox import notify
 from dropbox.config import MailSettings
 from dropbox.instance import Instance
 from tests.conftest import CHEAP_CRYPTO_TOML, free_port, invoke
-from tests.reviewer_helpers import World, make_world, source_report
-from tests.test_notify import FROM, LINK, MESSAGE, address, audit_details, choose, queued
+from tests.reviewer_helpers import World, audit_details, make_world, source_report
+from tests.test_notify import FROM, LINK, MESSAGE, address, choose, queued
 
 USERNAME = "dropbox-relay"
 PASSWORD = "tls-only correct horse battery staple"  # the test server's own

@@ -36,7 +36,6 @@ from dropbox import notify
 from dropbox.config import MailSettings
 from dropbox.instance import Instance
 from dropbox.models import (
-    AuditEvent,
     Notification,
     NotificationPreference,
     Officer,
@@ -45,7 +44,13 @@ from dropbox.models import (
 )
 from tests.conftest import CHEAP_CRYPTO_TOML, free_port, invoke
 from tests.gpg_helpers import Keys, made_keys
-from tests.reviewer_helpers import World, post_form, signed_in_client, source_report
+from tests.reviewer_helpers import (
+    World,
+    audit_details,
+    post_form,
+    signed_in_client,
+    source_report,
+)
 
 pytestmark = pytest.mark.database_engine
 
@@ -160,15 +165,6 @@ def new_report(source: Flask, instance: Instance, category: str = "fraud") -> st
     source_report(source, category, MESSAGE)
     (made,) = report_ids(instance) - before
     return made
-
-
-def audit_details(instance: Instance, action: str) -> list[str]:
-    with instance.sessions() as db:
-        return list(
-            db.execute(
-                select(AuditEvent.detail).where(AuditEvent.action == action).order_by(AuditEvent.id)
-            ).scalars()
-        )
 
 
 def queued(instance: Instance) -> list[Notification]:

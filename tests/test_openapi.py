@@ -579,9 +579,20 @@ def test_every_public_key_says_its_two_lengths(world: CaseWorld) -> None:
         ("ReportBundle", "source_public_key"),
         ("Me", "public_key"),
         ("OfficeInfo", "public_key"),
+        ("OfficerSummary", "public_key"),
     ):
         described = schemas[component]["properties"][name].get("description", "")
         assert "X-Wing (1216 bytes)" in described and "X25519 (32 bytes)" in described, name
+    # A key made now is X-Wing only, and says so; no public key goes undescribed.
+    keys = [
+        (component, name, value.get("description", ""))
+        for component, definition in schemas.items()
+        for name, value in definition["properties"].items()
+        if name.endswith("public_key")
+    ]
+    assert len(keys) == 6, keys
+    for component, name, described in keys:
+        assert "X-Wing" in described and "1216 bytes" in described, (component, name)
 
 
 def test_a_type_the_generator_cannot_describe_is_refused_not_guessed() -> None:

@@ -43,6 +43,7 @@ from dropbox.instance import Instance
 from dropbox.items import new_id, open_item_bytes
 from dropbox.models import AuditEvent, Item, ItemKind, Office
 from tests.conftest import CHEAP_COST, invoke
+from tests.reviewer_helpers import audit_details
 
 pytestmark = pytest.mark.database_engine
 
@@ -142,16 +143,6 @@ def upgraded_chain(made: Classical) -> KeyChain:
     return chain
 
 
-def reseal_events(instance: Instance) -> list[str]:
-    with instance.sessions() as session:
-        rows = session.execute(
-            select(AuditEvent.detail)
-            .where(AuditEvent.action == "office.reseal")
-            .order_by(AuditEvent.id)
-        )
-        return list(rows.scalars())
-
-
 class Stop(Exception):
     """Raised after a batch has committed: the run ends there, as a killed one does."""
 
@@ -174,13 +165,13 @@ def test_an_interrupted_reseal_carries_on_when_run_again_and_leaves_every_body_a
         )
     # The first batch is committed; the others were never reached.
     assert fsck.check(instance).classical_entries == 2 * REPORTS - 3
-    assert reseal_events(instance) == []  # a run that does not end records nothing
+    assert audit_details(instance, "office.reseal") == []  # a run that does not end records nothing
 
     run = reseal.reseal(instance, "OIO", chain, "test", batch_size=3)
     assert (run.checked, run.resealed, run.damaged) == (2 * REPORTS, 2 * REPORTS - 3, [])
     assert fsck.check(instance).classical_entries == 0
     assert bodies(instance) == before
-    assert reseal_events(instance) == [
+    assert audit_details(instance, "office.reseal") == [
         f"OIO: {2 * REPORTS - 3} re-sealed, 0 damaged, {2 * REPORTS} checked in 4 batches"
     ]
 
@@ -188,7 +179,7 @@ def test_an_interrupted_reseal_carries_on_when_run_again_and_leaves_every_body_a
     again = reseal.reseal(instance, "OIO", chain, "test", batch_size=3)
     assert again.resealed == 0 and bodies(instance) == before
     assert (
-        reseal_events(instance)[-1]
+        audit_details(instance, "office.reseal")[-1]
         == f"OIO: 0 re-sealed, 0 damaged, {2 * REPORTS} checked in 4 batches"
     )
 
@@ -276,10 +267,7 @@ def test_the_upgrade_keeps_the_old_key_in_a_version_2_recovery_file_and_removes_
     assert [bytes(k) for k in reopened.keys] == [bytes(k) for k in chain.keys]
     assert bytes(reopened.previous[0]) == bytes(classical.old_key)
     assert json.loads(data)["previous_fingerprints"] == [fingerprint(classical.old_key.public_key)]
-    with instance.sessions() as session:
-        event = session.execute(
-            select(AuditEvent.detail).where(AuditEvent.action == "office.upgrade")
-        ).scalar_one()
+    (event,) = audit_details(instance, "office.upgrade")
     assert event.startswith(f"OIO {fingerprint(chain.public_key)} replaces ")
 
 
@@ -360,7 +348,7 @@ def test_the_commands_upgrade_reseal_and_fsck_counts_what_is_left(
     )  # fmt: skip
     assert wrong.returncode != 0
     assert "belongs to another office key" in wrong.stderr + wrong.stdout
-    assert len(reseal_events(instance)) == 1
+    assert len(audit_details(instance, "office.reseal")) == 1
 
 
 def test_a_reseal_killed_with_sigkill_keeps_its_batches_and_the_next_run_finishes(
@@ -407,7 +395,7 @@ def test_a_reseal_killed_with_sigkill_keeps_its_batches_and_the_next_run_finishe
     assert child.returncode == -signal.SIGKILL
     left = fsck.check(instance).classical_entries
     assert 0 < left < total  # some batches committed, not all
-    assert reseal_events(instance) == []
+    assert audit_details(instance, "office.reseal") == []
 
     run = reseal.reseal(instance, "OIO", chain, "test", batch_size=7)
     assert run.resealed == left and run.damaged == []
@@ -427,16 +415,6 @@ def retire(instance: Instance, chain: KeyChain) -> tuple[KeyChain, bytes, str, r
         )
         assert office.public_key == bytes(chain.public_key)
     return retired, data, passphrase, left
-
-
-def retire_events(instance: Instance) -> list[str]:
-    with instance.sessions() as session:
-        rows = session.execute(
-            select(AuditEvent.detail)
-            .where(AuditEvent.action == "office.retire")
-            .order_by(AuditEvent.id)
-        )
-        return list(rows.scalars())
 
 
 def test_the_old_key_is_retired_only_after_the_reseal_and_the_x_wing_key_alone_opens_all(
@@ -469,7 +447,7 @@ def test_the_old_key_is_retired_only_after_the_reseal_and_the_x_wing_key_alone_o
         retire(instance, chain)
     with instance.sessions() as session:
         assert offices.granted_codes(session, officers.get(session, "amina")) == ["OIO"]
-    assert retire_events(instance) == []
+    assert audit_details(instance, "office.retire") == []
 
     reseal.reseal(instance, "OIO", chain, "test")
     retired, data, passphrase, left = retire(instance, chain)
@@ -485,7 +463,7 @@ def test_the_old_key_is_retired_only_after_the_reseal_and_the_x_wing_key_alone_o
     with instance.sessions() as session:
         assert offices.open_recovery_file(session, "OIO", data, passphrase) is not None
         assert offices.granted_codes(session, officers.get(session, "amina")) == []
-    assert retire_events(instance) == [
+    assert audit_details(instance, "office.retire") == [
         f"OIO {fingerprint(chain.public_key)}: retired"
         f" {fingerprint(classical.old_key.public_key)}; 1 grants removed; 0 damaged entries left"
     ]
@@ -513,7 +491,9 @@ def test_a_damaged_entry_under_the_old_key_does_not_hold_the_retirement_back(
     assert reseal.reseal(instance, "OIO", chain, "test").damaged == [first.id]
     _, _, _, left = retire(instance, chain)
     assert (left.sealed, left.damaged) == (0, 1)
-    assert retire_events(instance)[0].endswith("; 0 grants removed; 1 damaged entries left")
+    assert audit_details(instance, "office.retire")[0].endswith(
+        "; 0 grants removed; 1 damaged entries left"
+    )
 
 
 def test_retiring_refuses_an_office_still_on_x25519_or_another_offices_key(
@@ -590,4 +570,4 @@ def test_the_command_retire_old_keys_waits_for_the_reseal_regrants_and_keeps_the
     assert invoke("--config", config, "office", "list").stdout == listed
     for item in items(instance):
         assert open_item_bytes(instance, item, held)
-    assert len(retire_events(instance)) == 1
+    assert len(audit_details(instance, "office.retire")) == 1

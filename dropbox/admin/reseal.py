@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from crypto import envelope, recovery
@@ -225,8 +225,9 @@ def retire_old_keys(
     retired = KeyChain((chain.current,))
     passphrase = recovery.generate_passphrase()
     recovery_file = recovery.dump(code, retired, passphrase, cost)
-    grants = select(OfficeGrant).where(OfficeGrant.office_code == code)
-    removed = len(session.execute(grants).scalars().all())
+    removed = session.scalar(
+        select(func.count()).select_from(OfficeGrant).where(OfficeGrant.office_code == code)
+    )
     session.execute(delete(OfficeGrant).where(OfficeGrant.office_code == code))
     old = ", ".join(fingerprint(key.public_key) for key in chain.previous)
     audit.record(
