@@ -18,6 +18,7 @@ from typing import Any
 import gunicorn.config
 import gunicorn.http.wsgi
 import gunicorn.util
+import gunicorn.workers.base
 import gunicorn.workers.gthread
 from flask import Flask
 from gunicorn import glogging
@@ -108,6 +109,24 @@ def _ignore_terminal_interrupt(worker: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+class QuitSafeThreadWorker(gunicorn.workers.gthread.ThreadWorker):  # type: ignore[misc]
+    """gunicorn's gthread worker, whose quick stop (SIGQUIT) cannot hang.
+
+    gunicorn 27's handler shuts the thread pool down, which takes the pool's
+    lock. A signal handler runs in the main thread between two steps of
+    whatever it was doing; when that was handing a new connection to the pool
+    (ThreadPoolExecutor.submit holds the same lock), the worker waited on
+    itself for ever. Its master killed it only after graceful_timeout, or
+    never, when the master was killed first: seen in a test run, as a worker
+    left running with no master. This handler leaves the pool alone and exits
+    as gunicorn's other workers do. Nothing is lost: at exit Python stops the
+    pool's threads as that shutdown did, each after the request it is serving.
+    """
+
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        gunicorn.workers.base.Worker.handle_quit(self, sig, frame)
+
+
 class _Server(BaseApplication):  # type: ignore[misc]
     def __init__(self, factory: Callable[[], Flask], options: dict[str, Any]) -> None:
         self._factory = factory
@@ -129,7 +148,7 @@ def gunicorn_options(config: Config, interface: str) -> dict[str, Any]:
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.workers,
         # Threads, so that a slow upload over Tor does not hold a whole worker.
-        "worker_class": "gthread",
+        "worker_class": QuitSafeThreadWorker,
         "threads": 4,
         "keepalive": KEEPALIVE_SECONDS,
         "timeout": 120,

@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -29,7 +30,7 @@ from crypto.keys import (
 from dropbox import audit, officers, offices
 from dropbox.config import load
 from dropbox.instance import Instance
-from launcher.serve import FIRST_BYTES_WAIT_SECONDS
+from launcher.serve import FIRST_BYTES_WAIT_SECONDS, QuitSafeThreadWorker, gunicorn_options
 from tests.conftest import (
     CHEAP_COST,
     CHEAP_CRYPTO_TOML,
@@ -755,6 +756,43 @@ def test_ctrl_c_on_dropbox_run_reaches_the_gunicorn_master_only(tmp_path: Path) 
         served.stop()
     log = served.log.read_text()
     assert "SIGKILL" not in log and "Traceback" not in log, log
+
+
+def test_a_worker_told_to_stop_while_it_hands_a_connection_to_its_threads_exits(
+    tmp_path: Path,
+) -> None:
+    """SIGQUIT can come while the worker is inside ThreadPoolExecutor.submit.
+
+    That holds the pool's lock, and gunicorn 27's own handler takes the same
+    lock (a worker was left running, stuck there, after a test run). The
+    worker `dropbox run` uses must exit all the same.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import gunicorn.config
+
+    options = gunicorn_options(load(write_config(tmp_path, "")), "source")
+    assert options["worker_class"] is QuitSafeThreadWorker
+    worker = QuitSafeThreadWorker.__new__(QuitSafeThreadWorker)  # no sockets or app needed
+    worker.cfg = gunicorn.config.Config()
+    worker.alive = True
+    worker.tpool = ThreadPoolExecutor(max_workers=1)
+    exit_codes: list[object] = []
+
+    def quit_inside_submit() -> None:
+        with worker.tpool._shutdown_lock:  # held, as by submit when the signal comes
+            try:
+                worker.handle_quit(signal.SIGQUIT, None)
+            except SystemExit as exc:
+                exit_codes.append(exc.code)
+
+    handler = threading.Thread(target=quit_inside_submit, daemon=True)
+    handler.start()
+    handler.join(timeout=5)
+    assert not handler.is_alive(), "the quit handler waited on the lock its own thread holds"
+    assert exit_codes == [0]
+    assert worker.alive is False
+    worker.tpool.shutdown(wait=True)
 
 
 def test_a_connection_that_sends_nothing_holds_up_neither_ctrl_c_nor_a_later_request(
