@@ -14,11 +14,16 @@ PIP_TOOLS := pip-tools==7.6.2
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 
-# The lock holds the build backend too (setuptools), so the project itself is
-# built with no download: --no-build-isolation uses the venv's locked setuptools.
+# pip installs uv alone, from its entry in the lock (with its hashes); uv installs
+# the whole lock (about 5 s, where pip took about 30). The lock holds the build
+# backend too (setuptools), so the project itself is built with no download:
+# --no-build-isolation uses the venv's locked setuptools.
+UV_ENTRY := $(VENV)/uv-requirement.txt
 $(STAMP): $(BIN)/python pyproject.toml $(LOCK)
-	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	awk '/^uv==/ {on = 1} on {print} on && !/\\$$/ {exit}' $(LOCK) > $(UV_ENTRY)
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(UV_ENTRY)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes -r $(LOCK)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -67,14 +72,15 @@ test-deps: $(STAMP)
 # sends): a throwaway server (Debian's) that tests/conftest.py starts on a free
 # loopback port and removes afterwards. The last phase checks that PostgreSQL was
 # sent every statement SQLite was, but those only the fuzzing drew (tests/sql_sites.py).
-# Each pass runs in two phases: the tests not marked `serial` spread over
-# TEST_WORKERS pytest-xdist workers (default 4: on 2 cores the tests wait on
-# disk, subprocesses and sleeps as much as they compute; the browser suite stays
-# on one worker), then the `serial` tests alone, one at a time (those that measure
-# time or memory: tests/conftest.py, SERIAL_MODULES and SERIAL_TESTS).
-# Each phase prints its wall time (CI's budget: well under 20 minutes); the first
-# phase that fails stops the run with its own exit code. SQL_SITES is where each
-# test process records the statements it sent.
+# scripts/run_tests.py runs the test phases in two lanes at once. The first runs
+# the tests marked `serial` (they measure time or memory: tests/conftest.py,
+# SERIAL_MODULES and SERIAL_TESTS) one at a time, on SQLite then PostgreSQL, then
+# the browser suite. Beside it, with a small CPU share, the bulk lane runs the
+# other tests over TEST_WORKERS pytest-xdist workers (default 4: on 2 cores the
+# tests wait on disk, subprocesses and sleeps as much as they compute).
+# TEST_LANES=1 runs the phases one after the other. Each phase prints its wall time
+# (CI's budget: well under 20 minutes); a failed phase stops the run with its own
+# exit code. SQL_SITES is where each test process records the statements it sent.
 # Python may keep compiled modules here even where the environment says not to
 # (PYTHONDONTWRITEBYTECODE): else every pytest process rewrote the assertions of
 # about 360 modules again (6 s of CPU each, 12 processes), and every server and
@@ -84,6 +90,7 @@ SQL_SITES = tests/artifacts/sql-sites
 test:
 	@unset PYTHONDONTWRITEBYTECODE; \
 	started=$$(date +%s); summary=""; workers=$${TEST_WORKERS:-4}; \
+	lanes=$$(test "$${TEST_LANES:-2}" = 1 && echo --sequential); \
 	clock() { printf '%d:%02d' $$(($$1 / 60)) $$(($$1 % 60)); }; \
 	phase() { \
 		name=$$1; shift; from=$$(date +%s); echo "make test: $$name: $$*"; \
@@ -95,10 +102,7 @@ test:
 	phase lint $(MAKE) --no-print-directory lint; \
 	phase "test deps" $(MAKE) --no-print-directory test-deps; \
 	rm -rf $(SQL_SITES); export DROPBOX_TEST_SQL_SITES=$(SQL_SITES); \
-	phase "SQLite in parallel (with the browser suite)" $(BIN)/pytest -n $$workers --dist loadgroup -m "not serial"; \
-	phase "SQLite serial" $(BIN)/pytest -m serial; \
-	phase "PostgreSQL in parallel" env DROPBOX_TEST_DATABASE=postgresql $(BIN)/pytest -n $$workers --dist loadgroup -m "database_engine and not browser and not serial"; \
-	phase "PostgreSQL serial" env DROPBOX_TEST_DATABASE=postgresql $(BIN)/pytest -m "database_engine and not browser and serial"; \
+	phase "tests on SQLite and PostgreSQL" $(BIN)/python scripts/run_tests.py --workers $$workers $$lanes; \
 	phase "PostgreSQL reached every line that sent SQL" $(BIN)/python -m tests.sql_sites $(SQL_SITES); \
 	echo "make test: total $$(clock $$(($$(date +%s) - started)))$$summary"
 

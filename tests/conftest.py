@@ -15,13 +15,14 @@ with reasons). Each phase records the statements sent (tests/sql_sites.py, on
 when DROPBOX_TEST_SQL_SITES names a directory), and the last phase of
 `make test` fails if a statement sent to SQLite never reached PostgreSQL.
 
-`make test` runs each pass in two parts: first every test not marked
-``serial``, spread over several pytest-xdist workers (each worker has its own
-temporary directories, its own slice of free ports and, on PostgreSQL, its
-own server), then the ``serial`` tests alone, one at a time: those that
-measure wall time or memory, or that pin requests to one gunicorn worker,
-and that a busy neighbour would disturb (SERIAL_MODULES and SERIAL_TESTS
-below).
+`make test` (scripts/run_tests.py) runs each pass in two parts, at the same
+time: every test not marked ``serial``, spread over several pytest-xdist
+workers (each worker has its own temporary directories, its own slice of free
+ports and, on PostgreSQL, its own server), and the ``serial`` tests one at a
+time: those that measure wall time or memory, or that pin requests to one
+gunicorn worker, and that a busy neighbour would disturb (SERIAL_MODULES and
+SERIAL_TESTS below). The others run with a small CPU share, so that the serial
+tests get the cores whenever they want them.
 
 The `instance` fixture does not run the migrations for every test: each
 session (each worker) migrates one template database, and each test's
@@ -154,8 +155,9 @@ _share_url_builders()
 
 # Tests that measure wall time or memory, or how gunicorn spreads connections over
 # its workers: a busy neighbour would change what they measure. They carry the
-# marker `serial`; `make test` runs the rest in parallel (pytest-xdist), and these
-# alone afterwards (-m serial). By module, and by test (module::name).
+# marker `serial`; `make test` runs the rest in parallel (pytest-xdist) with a small
+# CPU share, and beside them these one at a time (-m serial). By module, and by
+# test (module::name).
 SERIAL_MODULES = frozenset(
     {
         "test_bench_inbox.py",  # round-trip budgets
@@ -188,7 +190,8 @@ def pytest_configure(config: pytest.Config) -> None:
         SQL_SITES.install()
     config.addinivalue_line(
         "markers",
-        "serial: measures time or memory; `make test` runs these alone, after the parallel run "
+        "serial: measures time or memory; `make test` runs these one at a time, beside the "
+        "parallel run, which has a small CPU share "
         "(SERIAL_MODULES and SERIAL_TESTS in tests/conftest.py)",
     )
     missing = sorted(name for name in SERIAL_MODULES if not (TESTS / name).is_file())
@@ -582,8 +585,11 @@ def instance(
 # outgoing connection takes its source port. A port the kernel hands out (bind to
 # port 0) could be taken by any test's client connection between the pick and the
 # server's bind, which parallel runs make likely; a port below that range can only
-# be taken by another bind. Each pytest-xdist worker picks in its own slice.
+# be taken by another bind. Each pytest-xdist worker picks in its own slice, and
+# each of the two pytest runs that scripts/run-tests starts at once in its own
+# range (PORTS_VARIABLE, "LOW-HIGH" with HIGH left out).
 _LOWEST_PORT = 10000
+PORTS_VARIABLE = "DROPBOX_TEST_PORTS"
 _recent_ports: list[int] = []
 
 
@@ -594,14 +600,26 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+def _port_range() -> tuple[int, int]:
+    """Where this pytest run picks ports: PORTS_VARIABLE if set, else 10000 up to the ephemerals."""
+    given = os.environ.get(PORTS_VARIABLE, "")
+    if not given:
+        return _LOWEST_PORT, _ephemeral_low()
+    low, _, high = given.partition("-")
+    if not (low.isdigit() and high.isdigit() and 1024 <= int(low) < int(high) <= 65536):
+        raise RuntimeError(f'{PORTS_VARIABLE} must be "LOW-HIGH", 1024 <= LOW < HIGH: {given!r}')
+    return int(low), int(high)
+
+
 def free_port() -> int:
     """A TCP port on localhost that nothing listens on right now."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     index = int(worker) if worker.isdigit() else 0
     workers = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1), index + 1)
-    width = (_ephemeral_low() - _LOWEST_PORT) // workers
+    lowest, highest = _port_range()
+    width = (highest - lowest) // workers
     if width >= 100:
-        first = _LOWEST_PORT + index * width
+        first = lowest + index * width
         for _ in range(200):
             port = secrets.randbelow(width) + first
             if port in _recent_ports:

@@ -60,10 +60,11 @@ TOTP_STEP = 30
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test in this folder is a browser test (`pytest -m browser` runs only these).
 
-    Under pytest-xdist with --dist loadgroup (`make test`), they all go to one
-    worker, one after the other: the session's servers and Chromium are then
-    started once, and the other workers run the rest of the suite meanwhile
-    (the scheduler in tests/conftest.py sees to it).
+    `make test` runs them in a phase of their own (scripts/run_tests.py). Under
+    pytest-xdist with --dist loadgroup, they all go to one worker, one after
+    the other: the session's servers and Chromium are then started once, and
+    the other workers run the rest of the suite meanwhile (the scheduler in
+    tests/conftest.py sees to it).
     """
     here = Path(__file__).parent
     grouped = config.pluginmanager.hasplugin("xdist")
