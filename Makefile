@@ -15,14 +15,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 
 # pip installs uv alone, from its entry in the lock (with its hashes); uv installs
-# the whole lock (about 5 s, where pip took about 30). The lock holds the build
+# the whole lock (about 5 s, where pip took about 30), compiled as pip does: else
+# the first test processes, which start together, each compiled the same modules.
+# The lock holds the build
 # backend too (setuptools), so the project itself is built with no download:
 # --no-build-isolation uses the venv's locked setuptools.
 UV_ENTRY := $(VENV)/uv-requirement.txt
 $(STAMP): $(BIN)/python pyproject.toml $(LOCK)
 	awk '/^uv==/ {on = 1} on {print} on && !/\\$$/ {exit}' $(LOCK) > $(UV_ENTRY)
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(UV_ENTRY)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes -r $(LOCK)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes --compile-bytecode -r $(LOCK)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
