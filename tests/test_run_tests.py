@@ -93,7 +93,7 @@ def test_when_every_phase_passes_each_is_timed_in_its_order(
     assert "first 0:0" in printed and "second 0:0" in printed and "other 0:0" in printed
 
 
-def test_the_other_lanes_have_a_small_share_and_what_they_leave_running_is_killed(
+def test_the_bulk_lane_has_a_small_share_and_what_it_leaves_running_is_killed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """With a cgroup (root, as in CI): its processes are in it; else they run at nice 19."""
