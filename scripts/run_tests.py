@@ -46,7 +46,9 @@ LOGS = ROOT / "tests" / "artifacts" / "phases"
 # tests took 98 s, against 94 s alone.
 LOW_SHARES = 128
 NICE_FALLBACK = 19
-# Each lane's ports (tests/conftest.py, free_port): below the kernel's ephemeral range.
+# Each lane's ports (tests/conftest.py, free_port and PORTS_VARIABLE): below the
+# kernel's ephemeral range. This script uses only the standard library, so the
+# variable's name is written here too; tests/test_run_tests.py checks they agree.
 PORTS = "DROPBOX_TEST_PORTS"
 LANE_PORTS = {"bulk": "10000-27000", "serial": "27000-32768"}
 POSTGRES = {"DROPBOX_TEST_DATABASE": "postgresql"}
@@ -190,19 +192,20 @@ class Lane:
         for phase in self.steps:
             log_path = self.logs / (phase.name.split(" (")[0].replace(" ", "-").lower() + ".log")
             started = time.monotonic()
-            with log_path.open("wb") as log, self.lock:
+            with self.lock:
                 if self.stopping:
-                    return
+                    return  # before its log is made: a phase never started has none
                 self.say(f"run-tests: {phase.name} ({self.name} lane): {' '.join(phase.argv)}\n")
-                self.process = subprocess.Popen(
-                    [*self.prefix, *phase.argv],
-                    cwd=ROOT,
-                    env={**os.environ, **self.env, **phase.env},
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # so that a stop reaches its servers too
-                )
+                with log_path.open("wb") as log:
+                    self.process = subprocess.Popen(
+                        [*self.prefix, *phase.argv],
+                        cwd=ROOT,
+                        env={**os.environ, **self.env, **phase.env},
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,  # so that a stop reaches its servers too
+                    )
             phase.code = self.process.wait()
             phase.seconds = time.monotonic() - started
             output = log_path.read_text(errors="replace")

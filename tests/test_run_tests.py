@@ -137,6 +137,7 @@ def test_free_port_picks_only_in_the_range_it_is_given(monkeypatch: pytest.Monke
 def test_the_lanes_ports_do_not_overlap_and_stay_below_the_ephemeral_range() -> None:
     ranges = sorted(tuple(map(int, p.split("-"))) for p in run_tests.LANE_PORTS.values())
     assert set(run_tests.LANE_PORTS) == set(run_tests.phases(4))
+    assert run_tests.PORTS == conftest.PORTS_VARIABLE
     for (low, high), (next_low, _) in itertools.pairwise(ranges):
         assert low < high <= next_low
     assert ranges[0][0] >= 1024 and ranges[-1][1] <= conftest._ephemeral_low()
