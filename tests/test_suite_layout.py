@@ -65,6 +65,7 @@ ENGINE_SUBJECT = {
     "test_migrations.py": "the schema each engine gets from the migrations",
     "test_notify.py": "the queue's lock, so that two runs never send one mail twice",
     "test_offline_bundle.py": "a refused import leaves nothing: the engine's rollback",
+    "test_prepared_instances.py": "the suite's instances copied by the engine (a template)",
     "test_operations.py": "backups and restores of the engine's database",
     "test_reseal.py": "re-sealing in committed batches that a SIGKILL (a subprocess) cannot undo",
     "test_source_privacy.py": "the canary sought in the engine's own files",

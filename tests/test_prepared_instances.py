@@ -1,0 +1,95 @@
+"""The suite's prepared instances (tests/conftest.py, `Prepared`).
+
+A test that asks for `office_keys` or `world` gets a copy of an instance made
+once per session: its data directory copied, and its database copied (a file
+on SQLite, CREATE DATABASE ... TEMPLATE on PostgreSQL). These tests check that
+the copy is a whole, working instance, that what a test changes stays in its
+own copy, and that a test with a configuration of its own builds from scratch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from dropbox import audit
+from dropbox.config import Config, RetentionSettings
+from dropbox.database import make_engine
+from dropbox.models import AuditEvent, Officer
+from tests.conftest import PREPARED, new_database_url, suite_config
+from tests.reviewer_helpers import World, add_officer, signed_in_client
+
+pytestmark = pytest.mark.database_engine
+
+
+def test_a_copied_world_verifies_and_its_officers_sign_in(
+    request: pytest.FixtureRequest, world: World, reviewer: Flask
+) -> None:
+    prepared = request.node.stash.get(PREPARED, None)
+    assert prepared is not None and prepared.people is not None, "this world was not a copy"
+    assert world.instance.config.data_dir != prepared.config.data_dir
+    with world.instance.sessions.begin() as db:
+        checked = audit.verify(db)
+        names = set(db.execute(select(Officer.username)).scalars())
+    assert checked.first_broken is None, checked.problem
+    # Both offices and six officers: their events, chained and anchored in the copy.
+    assert checked.events > 6 and checked.anchored == checked.events
+    assert names == {person.username for person in world.people.values()}
+    for role in ("oio", "eco", "admin"):
+        assert signed_in_client(reviewer, world, role).get("/").status_code == 200
+
+
+def test_what_a_test_changes_stays_in_its_own_copy(
+    request: pytest.FixtureRequest, world: World
+) -> None:
+    prepared = request.node.stash.get(PREPARED, None)
+    assert prepared is not None and prepared.people is not None
+    anchor = audit.read_anchor(prepared.config.data_dir)
+    add_officer(world, "one-more", ["ECO"])
+    world.people["eco"].passphrase = "changed in this test only"
+    with world.instance.sessions() as db:
+        assert db.execute(select(Officer).where(Officer.username == "one-more")).scalar()
+
+    # The prepared instance itself, from which the next test's copy comes, is as it was.
+    assert "one-more" not in prepared.people
+    assert prepared.people["eco"].passphrase != "changed in this test only"
+    assert audit.read_anchor(prepared.config.data_dir) == anchor
+    engine = make_engine(prepared.config.db_url)
+    try:
+        with engine.connect() as connection:
+            names = set(connection.execute(select(Officer.username)).scalars())
+            events = connection.execute(select(func.count()).select_from(AuditEvent)).scalar()
+    finally:
+        engine.dispose()  # a template database must have no connections
+    assert names == {person.username for person in prepared.people.values()}
+    assert anchor is not None and events == anchor.event_id
+
+
+def test_a_test_that_asks_only_for_the_offices_gets_no_officers(
+    request: pytest.FixtureRequest, office_keys: dict[str, object], config: Config
+) -> None:
+    prepared = request.node.stash.get(PREPARED, None)
+    assert prepared is not None and prepared.people is None
+    assert set(office_keys) == {office.code for office in config.offices}
+
+
+class TestAConfigurationOfItsOwn:
+    """A test whose configuration differs from the suite's builds its world from scratch."""
+
+    @pytest.fixture
+    def config(self, tmp_path: Path) -> Config:
+        return replace(
+            suite_config(tmp_path / "data", new_database_url()),
+            retention=RetentionSettings(closed_report_days=30),
+        )
+
+    def test_it_gets_no_copy(self, request: pytest.FixtureRequest, world: World) -> None:
+        assert request.node.stash.get(PREPARED, None) is None
+        assert world.instance.config.retention.closed_report_days == 30
+        with world.instance.sessions() as db:
+            names = set(db.execute(select(Officer.username)).scalars())
+        assert names == {person.username for person in world.people.values()}
