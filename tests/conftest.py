@@ -66,6 +66,8 @@ from tests.sql_sites import ENVIRONMENT as SQL_SITES_ENVIRONMENT
 from tests.sql_sites import Recorder
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from tests.reviewer_helpers import World
 
 # The smallest cost libsodium allows. Production keeps crypto.kdf.PRODUCTION_COST;
@@ -78,6 +80,44 @@ CHEAP_CRYPTO_TOML = "[crypto]\nkdf_iterations = 1\nkdf_memory_kib = 8\n"
 # starved for a few seconds, which says nothing of the test. Every example still runs.
 hypothesis_settings.register_profile("dropbox", suppress_health_check=[HealthCheck.too_slow])
 hypothesis_settings.load_profile("dropbox")
+
+
+# One cache of compiled statements for all the SQLite engines of a test process.
+# SQLAlchemy keeps that cache per engine (its key holds the engine's dialect
+# object), and each test makes new engines, so each test compiled again every
+# statement it sent: the SQLite phase of `make test` took 17% less CPU with one
+# cache (565 s against 679 s, `-m "not serial and not browser"`, one run each).
+# The engines share the dialect of one initialised on an in-memory database: same
+# driver, same options, same SQLite library. Everything else is each engine's
+# own (its pool, its connections, the project's pragmas and transaction events).
+# The servers and commands the tests start as subprocesses keep one cache per
+# engine, as in production. tests/test_prepared_instances.py checks the sharing.
+def _share_compiled_statements() -> None:
+    import dropbox.admin.operations
+    import dropbox.database
+    import dropbox.instance
+
+    make = dropbox.database.make_engine
+    prototype = make("sqlite://")
+    with prototype.connect():  # the dialect learns the SQLite library's version
+        pass
+
+    def make_engine(url: str) -> Engine:
+        engine = make(url)
+        if engine.dialect.name == "sqlite" and engine.dialect.driver == prototype.dialect.driver:
+            engine.dialect = prototype.dialect
+            engine.pool._dialect = prototype.dialect
+            engine._compiled_cache = prototype._compiled_cache
+        return engine
+
+    make_engine.__doc__ = make.__doc__
+    # Those that import it when loaded; the others (launcher.cli) look it up when they run.
+    for module in (dropbox.database, dropbox.instance, dropbox.admin.operations):
+        assert module.make_engine is make, f"{module.__name__} has another make_engine"
+        module.make_engine = make_engine  # type: ignore[assignment]
+
+
+_share_compiled_statements()
 
 DATABASE = os.environ.get("DROPBOX_TEST_DATABASE", "sqlite")
 if DATABASE not in ("sqlite", "postgresql"):

@@ -5,6 +5,7 @@ once per session: its data directory copied, and its database copied (a file
 on SQLite, CREATE DATABASE ... TEMPLATE on PostgreSQL). These tests check that
 the copy is a whole, working instance, that what a test changes stays in its
 own copy, and that a test with a configuration of its own builds from scratch.
+And that the SQLite engines of a test process share their compiled statements.
 """
 
 from __future__ import annotations
@@ -93,3 +94,30 @@ class TestAConfigurationOfItsOwn:
         with world.instance.sessions() as db:
             names = set(db.execute(select(Officer.username)).scalars())
         assert names == {person.username for person in world.people.values()}
+
+
+def test_the_sqlite_engines_of_a_test_process_share_one_cache_of_compiled_statements(
+    tmp_path: Path,
+) -> None:
+    import dropbox.instance
+
+    first, second = (
+        dropbox.instance.make_engine(f"sqlite:///{tmp_path / name}") for name in ("a.db", "b.db")
+    )
+    try:
+        assert first._compiled_cache is second._compiled_cache
+        query = select(func.count()).select_from(Officer)
+        with first.connect() as connection:
+            connection.exec_driver_sql("CREATE TABLE officers (id INTEGER PRIMARY KEY)")
+            connection.execute(query)
+        cached = len(first._compiled_cache)
+        with second.connect() as connection:
+            connection.exec_driver_sql("CREATE TABLE officers (id INTEGER PRIMARY KEY)")
+            assert connection.execute(query).scalar() == 0
+            # The project's pragmas are each engine's own still.
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert len(second._compiled_cache) == cached, "the second engine compiled it again"
+    finally:
+        first.dispose()
+        second.dispose()
