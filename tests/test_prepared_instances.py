@@ -76,6 +76,9 @@ def test_a_test_that_asks_only_for_the_offices_gets_no_officers(
     prepared = request.node.stash.get(PREPARED, None)
     assert prepared is not None and prepared.people is None
     assert set(office_keys) == {office.code for office in config.offices}
+    instance = request.getfixturevalue("instance")
+    with instance.sessions() as db:
+        assert db.execute(select(func.count()).select_from(Officer)).scalar() == 0
 
 
 class TestAConfigurationOfItsOwn:
