@@ -235,6 +235,10 @@ class Lane:
             os.killpg(process.pid, signal.SIGINT)
             process.wait(timeout=STOP_SECONDS)
         except subprocess.TimeoutExpired:
+            self.say(
+                f"run-tests: {' '.join(process.args)} ({self.name} lane) did not stop "
+                f"within {STOP_SECONDS} s of SIGINT: killed\n"
+            )
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass

@@ -82,32 +82,50 @@ hypothesis_settings.register_profile("dropbox", suppress_health_check=[HealthChe
 hypothesis_settings.load_profile("dropbox")
 
 
-# One cache of compiled statements for all the SQLite engines of a test process.
-# SQLAlchemy keeps that cache per engine (its key holds the engine's dialect
-# object), and each test makes new engines, so each test compiled again every
-# statement it sent: `pytest -n 4 -m "not serial and not browser"` on SQLite took
-# 17% less CPU with one cache (565 s against 679 s, one run each, back to back).
-# The engines share the dialect of one initialised on an in-memory database: same
-# driver, same options, same SQLite library. Everything else is each engine's
-# own (its pool, its connections, the project's pragmas and transaction events).
-# The servers and commands the tests start as subprocesses keep one cache per
-# engine, as in production. tests/test_prepared_instances.py checks the sharing.
+# One cache of compiled statements for all the engines of a test process, one per
+# database driver. SQLAlchemy keeps that cache per engine (its key holds the
+# engine's dialect object), and each test makes new engines, so each test compiled
+# again every statement it sent: `pytest -n 4 -m "not serial and not browser"` on
+# SQLite took 17% less CPU with one cache (565 s against 679 s, one run each, back
+# to back). The engines of one driver share the dialect of a first engine of that
+# driver, initialised once (SQLite: on an in-memory database; PostgreSQL: on the
+# database of the first engine asked for, then let go, so that it holds no
+# connection to a database a test drops): same driver, same options, same server
+# or library. Everything else is each engine's own (its pool, its connections,
+# the project's pragmas and transaction events). The servers and commands the
+# tests start as subprocesses keep one cache per engine, as in production.
+# tests/test_prepared_instances.py checks the sharing on both engines.
 def _share_compiled_statements() -> None:
+    from sqlalchemy.exc import DBAPIError
+
     import dropbox.admin.operations
     import dropbox.database
     import dropbox.instance
 
     make = dropbox.database.make_engine
-    prototype = make("sqlite://")
-    with prototype.connect():  # the dialect learns the SQLite library's version
-        pass
+    prototypes: dict[tuple[str, str], Engine] = {}
+
+    def prototype(engine: Engine, url: str) -> Engine | None:
+        key = (engine.dialect.name, engine.dialect.driver)
+        if key not in prototypes:
+            first = make("sqlite://" if engine.dialect.name == "sqlite" else url)
+            try:
+                with first.connect():  # the dialect learns the server's or library's version
+                    pass
+            except DBAPIError:  # no such database yet: share from a later engine
+                return None
+            finally:
+                first.dispose()
+            prototypes[key] = first
+        return prototypes[key]
 
     def make_engine(url: str) -> Engine:
         engine = make(url)
-        if engine.dialect.name == "sqlite" and engine.dialect.driver == prototype.dialect.driver:
-            engine.dialect = prototype.dialect
-            engine.pool._dialect = prototype.dialect
-            engine._compiled_cache = prototype._compiled_cache
+        first = prototype(engine, url)
+        if first is not None:
+            engine.dialect = first.dialect
+            engine.pool._dialect = first.dialect
+            engine._compiled_cache = first._compiled_cache
         return engine
 
     make_engine.__doc__ = make.__doc__
