@@ -76,10 +76,11 @@ test-deps: $(STAMP)
 # sent every statement SQLite was, but those only the fuzzing drew (tests/sql_sites.py).
 # scripts/run_tests.py runs the test phases in two lanes at once. The first runs
 # the tests marked `serial` (they measure time or memory: tests/conftest.py,
-# SERIAL_MODULES and SERIAL_TESTS) one at a time, on SQLite then PostgreSQL, then
-# the browser suite. Beside it, with a small CPU share, the bulk lane runs the
-# other tests over TEST_WORKERS pytest-xdist workers (default 4: on 2 cores the
-# tests wait on disk, subprocesses and sleeps as much as they compute).
+# SERIAL_MODULES and SERIAL_TESTS) one at a time, on SQLite then PostgreSQL.
+# Beside it, with a small CPU share, the bulk lane runs the other tests over
+# TEST_WORKERS pytest-xdist workers (default 4: on 2 cores the tests wait on disk,
+# subprocesses and sleeps as much as they compute), on SQLite with the browser
+# suite, then on PostgreSQL.
 # TEST_LANES=1 runs the phases one after the other. Each phase prints its wall time
 # (CI's budget: well under 20 minutes); a failed phase stops the run with its own
 # exit code. SQL_SITES is where each test process records the statements it sent.

@@ -284,7 +284,21 @@ def run_lanes(lanes: list[Lane], priority: LowPriority | None) -> int:
     return 0
 
 
+def let_phases_have_sigint() -> None:
+    """Let the phases have SIGINT, with which a stop interrupts them, even if it is ignored here.
+
+    A shell without job control starts a background job (`make test &`) with
+    SIGINT ignored, and every process inherits that: a phase that ignores it
+    can only be killed, after STOP_SECONDS, and pytest then leaves its servers
+    running. A handler of our own (this process still takes no notice) is
+    reset to the default in each child, where pytest's own takes over.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, lambda _signum, _frame: None)
+
+
 def main() -> int:
+    let_phases_have_sigint()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=4, help="pytest-xdist workers (default 4)")
     parser.add_argument("--sequential", action="store_true", help="one phase after another")

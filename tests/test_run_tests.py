@@ -9,9 +9,11 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
+import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -47,6 +49,18 @@ def running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+@pytest.fixture
+def sigint_ignored() -> Iterator[None]:
+    """This process started as a background job of a shell without job control would."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        run_tests.let_phases_have_sigint()
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.usefixtures("sigint_ignored")
 def test_a_failed_phase_stops_the_other_lane_and_gives_the_exit_code(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
