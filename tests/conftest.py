@@ -46,7 +46,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -671,6 +671,11 @@ def instance(
 # the instance was made: its secrets, the office keys, the officers' keys and TOTP
 # secrets. A test with a configuration of its own builds from scratch, as before.
 #
+# A module can prepare more than the world: WORLD_EXTRAS maps a fixture's name to a
+# function that adds something to a world (tests/test_access_matrix.py: a report)
+# and returns what the tests need of it. A test that asks for that fixture starts
+# from a copy of a world prepared once per session with it done (`world_extra`).
+#
 # Making both offices and the six officers of `world` took 130 ms per test on
 # SQLite (45 ms the offices alone), a copy 10 ms: the setup of the page cases of
 # tests/test_access_matrix.py took 12 s in all instead of 41 s. Most of that comes
@@ -686,9 +691,14 @@ class Prepared:
     config: Config  # as it was made (offices not pinned): its data directory, its database
     office_keys: dict[str, Any]
     people: dict[str, Any] | None  # the world's officers; None: offices only
+    extra: Any = None  # what a module's WORLD_EXTRAS builder returned (below)
+    built_by: Any = None  # that builder
 
 
 PREPARED = pytest.StashKey[Prepared]()
+# Something a module adds to a world in every test of its (a report, say), as a
+# function of the world that returns what the tests need to know of it (ids).
+WorldExtra = Callable[["World"], Any]
 # What each level adds, in the order the fixtures build it.
 LEVELS = ("office_keys", "world")
 
@@ -701,22 +711,28 @@ class _Prepared:
         self.template = template
         self.made: dict[str, Prepared] = {}
 
-    def get(self, level: str) -> Prepared:
-        if level not in self.made:
-            self.made[level] = self._make(level)
-        return self.made[level]
+    def get(self, level: str, extra: WorldExtra | None = None) -> Prepared:
+        key = level if extra is None else f"{level}+{extra.__module__}.{extra.__qualname__}"
+        if key not in self.made:
+            if extra is None:
+                self.made[key] = self._make(level)
+            else:
+                self.made[key] = self._extend(self.get(level), extra, f"extra{len(self.made)}")
+        return self.made[key]
+
+    def _database(self, name: str, template: str | None) -> str:
+        """A database for a prepared instance, made from `template`; "" on SQLite."""
+        if template is None:
+            return ""
+        assert _postgres is not None and _postgres.admin is not None
+        name = f"prepared_{name}"  # not in `created`: kept for the session
+        _postgres.admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        return _postgres.url(name)
 
     def _make(self, level: str) -> Prepared:
         from tests.reviewer_helpers import make_world
 
-        database_url = ""
-        if self.template.postgres_database is not None:
-            assert _postgres is not None and _postgres.admin is not None
-            name = f"prepared_{level}"  # not in `created`: kept for the session
-            _postgres.admin.execute(
-                f'CREATE DATABASE "{name}" TEMPLATE "{self.template.postgres_database}"'
-            )
-            database_url = _postgres.url(name)
+        database_url = self._database(level, self.template.postgres_database)
         config = suite_config(self.root / level / "data", database_url)
         _copy_template(config, self.template)
         instance = Instance.initialise(config)
@@ -726,6 +742,32 @@ class _Prepared:
         finally:
             instance.close()  # a template database must have no connections
         return Prepared(config, keys, None if world is None else world.people)
+
+    def _extend(self, base: Prepared, extra: WorldExtra, name: str) -> Prepared:
+        """A copy of the prepared world, with what `extra` adds to it."""
+        from tests.reviewer_helpers import World
+
+        assert base.people is not None, "extras are added to a world"
+        source = base.config.database_url.rsplit("/", 1)[-1] if base.config.database_url else None
+        config = replace(
+            base.config,
+            data_dir=self.root / name / "data",
+            database_url=self._database(name, source),
+        )
+        config.data_dir.parent.mkdir()
+        shutil.copytree(base.config.data_dir, config.data_dir)
+        instance = Instance.open(config)
+        try:
+            instance.config = pinned_config(config, base.office_keys)
+            world = World(
+                instance,
+                dict(base.office_keys),
+                {role: replace(person) for role, person in base.people.items()},
+            )
+            added = extra(world)
+        finally:
+            instance.close()
+        return Prepared(config, base.office_keys, world.people, added, extra)
 
 
 @pytest.fixture(scope="session")
@@ -750,6 +792,14 @@ def _level(request: pytest.FixtureRequest) -> str | None:
     return found
 
 
+def _extra(request: pytest.FixtureRequest) -> WorldExtra | None:
+    """The builder of the module's WORLD_EXTRAS that this test asks for by name, if any."""
+    extras: dict[str, WorldExtra] = getattr(request.module, "WORLD_EXTRAS", {})
+    asked = [build for name, build in extras.items() if name in request.fixturenames]
+    assert len(asked) <= 1, "a test may ask for one of its module's WORLD_EXTRAS at most"
+    return asked[0] if asked else None
+
+
 def _prepared_for(
     request: pytest.FixtureRequest, config: Config, template: InstanceTemplate
 ) -> Prepared | None:
@@ -762,7 +812,7 @@ def _prepared_for(
     if replace(config, data_dir=blank, database_url="") != suite_config(blank, ""):
         return None
     prepared: _Prepared = request.getfixturevalue("_prepared")
-    made = prepared.get(level)
+    made = prepared.get(level, _extra(request) if level == "world" else None)
     if template.postgres_database is not None:
         if _postgres is None or _postgres.admin is None:
             return None
@@ -774,6 +824,21 @@ def _prepared_for(
         _postgres.admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
     shutil.copytree(made.config.data_dir, config.data_dir)  # modes kept (copy2, copystat)
     return made
+
+
+def world_extra(request: pytest.FixtureRequest, world: World) -> Any:
+    """For a fixture named in its module's WORLD_EXTRAS: what its builder gave.
+
+    A test of the suite's configuration starts from a copy of a world prepared
+    once per session with the builder's work done, and gets what the builder
+    returned then; any other test's world gets the builder's work now.
+    """
+    build = _extra(request)
+    assert build is not None, "the fixture is not in its module's WORLD_EXTRAS"
+    prepared = request.node.stash.get(PREPARED, None)
+    if prepared is not None and prepared.built_by is build:
+        return prepared.extra
+    return build(world)
 
 
 # Where free_port looks: below the kernel's ephemeral range, from which every

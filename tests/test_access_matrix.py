@@ -38,6 +38,7 @@ from dropbox.models import AuditEvent, Item, OfficeGrant, Officer, Report
 from journalist_interface.client import b64
 from journalist_interface.vault import Vault
 from tests.case_helpers import CaseWorld, make_case_world
+from tests.conftest import world_extra
 from tests.reviewer_helpers import (
     PASSPHRASE,
     World,
@@ -211,17 +212,29 @@ def retaliation_report(world: World) -> tuple[str, str]:
     return rid, fid
 
 
+# Each page case starts from a copy of a world prepared once with this report in it.
+WORLD_EXTRAS = {"eco_report": retaliation_report}
+
+
+@pytest.fixture
+def eco_report(request: pytest.FixtureRequest, world: World) -> tuple[str, str]:
+    """The retaliation report of `retaliation_report` in this test's world: its id, its file's."""
+    ids: tuple[str, str] = world_extra(request, world)
+    return ids
+
+
 @pytest.mark.parametrize(("method", "path", "data", "role", "expected"), PAGE_CASES)
 def test_page_access_matrix(
     reviewer: Flask,
     world: World,
+    eco_report: tuple[str, str],
     method: str,
     path: str,
     data: dict[str, str],
     role: str,
     expected: object,
 ) -> None:
-    rid, fid = retaliation_report(world)
+    rid, fid = eco_report
     client = caller(reviewer, world, role)
     person = world.people[PERSON.get(role, "eco")]
     ids = {
