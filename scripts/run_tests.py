@@ -179,6 +179,7 @@ class Lane:
         self.out = out
         self.failed: Phase | None = None
         self.process: subprocess.Popen[bytes] | None = None
+        self.phase: Phase | None = None  # the one self.process runs
         self.stopping = False
         self.lock = threading.Lock()  # between starting a phase and stopping the lane
         self.thread = threading.Thread(target=self.run, name=name)
@@ -197,6 +198,7 @@ class Lane:
                     return  # before its log is made: a phase never started has none
                 self.say(f"run-tests: {phase.name} ({self.name} lane): {' '.join(phase.argv)}\n")
                 with log_path.open("wb") as log:
+                    self.phase = phase
                     self.process = subprocess.Popen(
                         [*self.prefix, *phase.argv],
                         cwd=ROOT,
@@ -228,15 +230,15 @@ class Lane:
         """Start no other phase; interrupt the running one (pytest stops its servers) or kill it."""
         with self.lock:
             self.stopping = True
-            process = self.process
-        if process is None or process.poll() is not None:
+            process, phase = self.process, self.phase
+        if process is None or phase is None or process.poll() is not None:
             return
         try:
             os.killpg(process.pid, signal.SIGINT)
             process.wait(timeout=STOP_SECONDS)
         except subprocess.TimeoutExpired:
             self.say(
-                f"run-tests: {' '.join(process.args)} ({self.name} lane) did not stop "
+                f"run-tests: {phase.name} ({self.name} lane) did not stop "
                 f"within {STOP_SECONDS} s of SIGINT: killed\n"
             )
             os.killpg(process.pid, signal.SIGKILL)

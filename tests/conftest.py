@@ -620,14 +620,29 @@ def _copy_template(config: Config, template: InstanceTemplate) -> None:
         shutil.copyfile(template.sqlite_file, database)
         shutil.copymode(template.sqlite_file, database)
         return
-    if _postgres is None or _postgres.admin is None or template.postgres_database is None:
-        return
-    name = config.database_url.rsplit("/", 1)[-1]
+    if template.postgres_database is not None:
+        _refill_database(config, template.postgres_database)
+
+
+def _database_name(url: str) -> str:
+    """The database a PostgreSQL URL names."""
+    return url.rsplit("/", 1)[-1]
+
+
+def _refill_database(config: Config, source: str) -> bool:
+    """Make `config`'s database a copy of `source`, if new_database_url made it for this test.
+
+    False, with nothing done, for any other database.
+    """
+    if _postgres is None or _postgres.admin is None:
+        return False
+    name = _database_name(config.database_url)
     if name not in _postgres.created or config.database_url != _postgres.url(name):
-        return
+        return False
     # new_database_url made it empty a moment ago and nothing has connected to it yet.
     _postgres.admin.execute(f'DROP DATABASE "{name}"')
-    _postgres.admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template.postgres_database}"')
+    _postgres.admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+    return True
 
 
 # Modules whose `instance` is made on an empty database, migrations and all: those
@@ -678,10 +693,11 @@ def instance(
 #
 # Making both offices and the six officers of `world` took 130 ms per test on
 # SQLite (45 ms the offices alone), a copy 10 ms: the setup of the page cases of
-# tests/test_access_matrix.py took 12 s in all instead of 41 s. Most of that comes
-# back in the tests themselves: each test's engine is new, so it compiles again
-# every statement it sends, which the building of its world had compiled before.
-# End to end, `make test` took as long as before, within the machine's noise.
+# tests/test_access_matrix.py took 12 s in all instead of 41 s. Until the engines
+# shared their compiled statements (above), most of that came back in the tests
+# themselves, which compiled again what the building of their world had compiled.
+# Making the matrix's report once as well took that module from 68 s to 45 s (one
+# process). End to end, `make test` changed within the machine's noise.
 
 
 @dataclass(frozen=True)
@@ -709,10 +725,10 @@ class _Prepared:
     def __init__(self, root: Path, template: InstanceTemplate) -> None:
         self.root = root
         self.template = template
-        self.made: dict[str, Prepared] = {}
+        self.made: dict[tuple[str, WorldExtra | None], Prepared] = {}
 
     def get(self, level: str, extra: WorldExtra | None = None) -> Prepared:
-        key = level if extra is None else f"{level}+{extra.__module__}.{extra.__qualname__}"
+        key = (level, extra)
         if key not in self.made:
             if extra is None:
                 self.made[key] = self._make(level)
@@ -748,7 +764,7 @@ class _Prepared:
         from tests.reviewer_helpers import World
 
         assert base.people is not None, "extras are added to a world"
-        source = base.config.database_url.rsplit("/", 1)[-1] if base.config.database_url else None
+        source = _database_name(base.config.database_url) if base.config.database_url else None
         config = replace(
             base.config,
             data_dir=self.root / name / "data",
@@ -813,15 +829,10 @@ def _prepared_for(
         return None
     prepared: _Prepared = request.getfixturevalue("_prepared")
     made = prepared.get(level, _extra(request) if level == "world" else None)
-    if template.postgres_database is not None:
-        if _postgres is None or _postgres.admin is None:
-            return None
-        name = config.database_url.rsplit("/", 1)[-1]
-        if name not in _postgres.created or config.database_url != _postgres.url(name):
-            return None
-        source = made.config.database_url.rsplit("/", 1)[-1]
-        _postgres.admin.execute(f'DROP DATABASE "{name}"')
-        _postgres.admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+    if template.postgres_database is not None and not _refill_database(
+        config, _database_name(made.config.database_url)
+    ):
+        return None
     shutil.copytree(made.config.data_dir, config.data_dir)  # modes kept (copy2, copystat)
     return made
 
